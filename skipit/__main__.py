@@ -1,0 +1,3 @@
+from skipit.cli import main
+
+raise SystemExit(main())

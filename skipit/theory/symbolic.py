@@ -1,0 +1,31 @@
+"""The sympy form of every bound, gathered from the modules that define them.
+
+Each theory module keeps its expressions next to its numeric functions in a dict
+``SYMBOLIC = {name: sympy.Expr}`` (the numeric function is lambdified from it or
+tested against it). ``EXPRESSIONS`` merges them; ``expr(name)`` returns one.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_MODULES = ("lemmas", "functional", "late_entry", "spherical", "informational", "entropy", "pid")
+
+
+def _collect():
+    out = {}
+    for m in _MODULES:
+        mod = importlib.import_module(f"skipit.theory.{m}")
+        out.update(getattr(mod, "SYMBOLIC", {}))
+    return out
+
+
+EXPRESSIONS = _collect()
+
+
+def expr(name: str):
+    """The sympy expression of bound ``name`` (e.g. ``"theorem1_bound"``)."""
+    try:
+        return EXPRESSIONS[name]
+    except KeyError:
+        raise KeyError(f"no symbolic form named {name!r}; known: {sorted(EXPRESSIONS)}") from None
