@@ -7,10 +7,11 @@ FORBIDDEN = ("torch", "transformers")
 
 
 def _imported_after(code):
-    probe = code + "\nimport sys\nprint(','.join(m for m in sys.modules if m.split('.')[0] in %r))" % (FORBIDDEN,)
+    probe = code + "\nimport sys\nprint('MODULES:' + ','.join(m for m in sys.modules if m.split('.')[0] in %r))" % (FORBIDDEN,)
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
-    return [m for m in last.split(",") if m]
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("MODULES:"), out.stdout
+    return [m for m in last[len("MODULES:"):].split(",") if m]
 
 
 def test_import_theory_imports_neither_torch_nor_transformers():
