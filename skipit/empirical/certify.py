@@ -1,0 +1,502 @@
+"""Measured per-layer statistics + the paper's theory -> a certificate of skippable layers.
+
+Two halves:
+
+* :func:`build_certificate` / :func:`decide` are pure (numpy + scipy): they turn the
+  per-layer dicts of :meth:`skipit.empirical.RunStatistics.layers` into confidence
+  bounds and the late-entry / early-exit verdicts of the paper's Section 4.
+* :func:`certify` runs a model over examples under
+  :func:`skipit.empirical.capture_statistics`, checkpoints the statistics so a run can
+  be interrupted and resumed, and returns the certificate (``skipit.certificate/1``).
+
+The decision rule (documented in ``docs/certify.md``). With ``N`` decoder layers,
+``eps`` (redundancy level), ``t`` (proximal threshold, one of the captured
+thresholds), ``tau`` (attention threshold) and confidence ``c``; every bound is taken
+at level ``delta = (1 - c) / (3 N)`` (Bonferroni over the ``3 N`` tests below, so all
+of them hold together with probability ``>= c``):
+
+* geometric test of layer ``l``: ``U_l < eps``, ``U_l`` the empirical-Bernstein upper
+  bound on the mean vision cosine distance ``E[rho(X_l, X_{l-1})]`` (rho in [0, 2]);
+* proximal test of layer ``l``: ``P_l > 1 - eps``, ``P_l`` the Clopper-Pearson lower
+  bound on ``P[rho(X_l, X_{l-1}) < t]`` for vision tokens;
+* attention test of layer ``l``: ``A_l < tau``, ``A_l`` the Hoeffding upper bound on the
+  mean head-averaged share of the answer query's attention that falls on vision tokens.
+
+Late entry at ``L`` (vision tokens inserted at the input of layer ``L``, skipping layers
+``1..L-1``) is certified iff every layer ``l < L`` passes all three tests (Theorem 6's
+hypotheses: small vision change, small vision-to-text effect). Early exit at ``L``
+(vision tokens dropped after layer ``L``, i.e. from layers ``L+1..N``) is certified iff
+every layer ``l > L`` passes the attention test (Section 4: the output is text, so
+vision that is not attended to can leave).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import stats as _scipy_stats
+
+SCHEMA = "skipit.certificate/1"
+COSINE_DISTANCE_RANGE = 2.0  # rho(x, y) = 1 - cos(x, y) lies in [0, 2]
+CHECKPOINT_STATS = "statistics.json"
+CHECKPOINT_STATE = "checkpoint.json"
+CERTIFICATE = "certificate.json"
+
+
+# --------------------------------------------------------------------------------------
+# confidence bounds (private until skipit.theory.redundancy exports its versions)
+# --------------------------------------------------------------------------------------
+
+def _bernstein_upper(mean, variance, n, delta, value_range=COSINE_DISTANCE_RANGE):
+    """Empirical Bernstein upper confidence bound on a mean (Maurer & Pontil 2009, Thm 4).
+
+    Hypotheses: ``n >= 2`` i.i.d. draws in ``[0, value_range]`` with sample mean ``mean``
+    and unbiased sample variance ``variance``. Conclusion: with probability
+    ``>= 1 - delta``, ``E[X] <= mean + sqrt(2 variance ln(2/delta) / n)
+    + 7 value_range ln(2/delta) / (3 (n - 1))``. Capped at ``value_range``; ``n < 2``
+    gives the trivial bound ``value_range``.
+    """
+    if n < 2:
+        return float(value_range)
+    log_term = math.log(2.0 / delta)
+    bound = mean + math.sqrt(2.0 * max(variance, 0.0) * log_term / n) \
+        + 7.0 * value_range * log_term / (3.0 * (n - 1))
+    return float(min(bound, value_range))
+
+
+def _clopper_pearson_lower(k, n, delta):
+    """One-sided Clopper-Pearson lower confidence bound on a binomial probability.
+
+    ``k`` successes in ``n`` i.i.d. trials: with probability ``>= 1 - delta`` the true
+    probability is ``>= Beta^{-1}(delta; k, n - k + 1)`` (0 when ``k = 0``).
+    """
+    if n <= 0 or k <= 0:
+        return 0.0
+    return float(_scipy_stats.beta.ppf(delta, k, n - k + 1))
+
+
+def _hoeffding_upper(mean, n, delta, value_range=1.0):
+    """Hoeffding upper confidence bound on a mean of ``n`` i.i.d. draws in ``[0, value_range]``:
+    ``mean + value_range sqrt(ln(1/delta) / (2 n))``, capped at ``value_range``."""
+    if n <= 0:
+        return float(value_range)
+    return float(min(mean + value_range * math.sqrt(math.log(1.0 / delta) / (2.0 * n)), value_range))
+
+
+def _sample_variance(block):
+    n = int(block["tokens"])
+    if n < 2:
+        return 0.0
+    s, q = float(block["sum"]), float(block["sum_sq"])
+    return max((q - s * s / n) / (n - 1), 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------
+
+DEFAULT_THRESHOLDS = (0.01, 0.02, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """The decision rule's settings, with their defaults.
+
+    ``eps``: redundancy level of Definitions 1-2 (geometric: ``E[rho] < eps``; proximal:
+    ``P[rho < t] > 1 - eps``), default 0.05. ``proximal_t``: the ``t`` of Definition 2,
+    default 0.05 (the paper's Figure 4). ``attention_threshold``: the largest allowed
+    head-averaged visual attention share of the answer query, default 0.1.
+    ``confidence``: joint confidence of all bounds used, default 0.95.
+    ``thresholds``: every ``t`` captured and reported (must contain ``proximal_t``).
+    """
+
+    eps: float = 0.05
+    proximal_t: float = 0.05
+    attention_threshold: float = 0.1
+    confidence: float = 0.95
+    thresholds: tuple = DEFAULT_THRESHOLDS
+
+    def __post_init__(self):
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"`eps` must be in (0, 1), got {self.eps}")
+        if not 0.0 < self.proximal_t < COSINE_DISTANCE_RANGE:
+            raise ValueError(f"`proximal_t` must be in (0, 2), got {self.proximal_t}")
+        if not 0.0 < self.attention_threshold <= 1.0:
+            raise ValueError(f"`attention_threshold` must be in (0, 1], got {self.attention_threshold}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"`confidence` must be in (0, 1), got {self.confidence}")
+        thresholds = tuple(float(t) for t in self.thresholds)
+        if not thresholds or any(not 0.0 < t < COSINE_DISTANCE_RANGE for t in thresholds):
+            raise ValueError(f"`thresholds` must be non-empty values in (0, 2), got {list(self.thresholds)}")
+        object.__setattr__(self, "thresholds", tuple(sorted(set(thresholds))))
+        if _key(self.proximal_t) not in {_key(t) for t in self.thresholds}:
+            raise ValueError(
+                f"`proximal_t` must be one of the captured `thresholds` {list(self.thresholds)}, "
+                f"got {self.proximal_t}")
+
+    def delta(self, num_layers):
+        """Per-test error level: Bonferroni over 3 tests (geometric, proximal, attention) per layer."""
+        return (1.0 - self.confidence) / (3 * num_layers)
+
+
+def _key(t):
+    """The string key of a threshold in the statistics dicts (``0.05 -> "0.05"``)."""
+    return repr(float(t))
+
+
+def _lookup(mapping, t):
+    key = _key(t)
+    if key in mapping:
+        return mapping[key]
+    for k, v in mapping.items():
+        if math.isclose(float(k), float(t), rel_tol=0, abs_tol=1e-12):
+            return v
+    raise KeyError(f"threshold {t} not in the captured statistics (have {sorted(mapping)})")
+
+
+# --------------------------------------------------------------------------------------
+# certificate layers + decision rule (pure)
+# --------------------------------------------------------------------------------------
+
+def _token_block(block, delta, thresholds):
+    n = int(block["tokens"])
+    mean = float(block["mean_cosine_distance"])
+    var = _sample_variance(block)
+    probs = {_key(t): float(_lookup(block["proximal_probability"], t)) for t in thresholds}
+    counts = {_key(t): int(_lookup(block["proximal_count"], t)) for t in thresholds}
+    return {
+        "tokens": n,
+        "mean_cosine_distance": mean,
+        "mean_upper_bound": _bernstein_upper(mean, var, n, delta) if n else COSINE_DISTANCE_RANGE,
+        "variance": var,
+        "proximal_probability": probs,
+        "proximal_count": counts,
+        "proximal_lower_bound": {k: _clopper_pearson_lower(counts[k], n, delta) for k in counts},
+    }
+
+
+def certificate_layers(stats_layers, num_examples, settings):
+    """Per-layer certificate entries from ``RunStatistics.layers()`` (l = 1..N).
+
+    Point estimates are copied unchanged from the capture engine; each gets its
+    one-sided confidence bound at level ``settings.delta(N)``.
+    """
+    num_layers = len(stats_layers)
+    delta = settings.delta(num_layers)
+    out = []
+    for expected, layer in enumerate(stats_layers, start=1):
+        if int(layer["layer"]) != expected:
+            raise ValueError(f"statistics layers must be numbered 1..N in order, got layer {layer['layer']} "
+                             f"at position {expected}")
+        attention = float(layer["visual_attention_mean_head"])
+        entry = {
+            "layer": expected,
+            "vision": _token_block(layer["vision"], delta, settings.thresholds),
+            "text": _token_block(layer["text"], delta, settings.thresholds),
+        }
+        if "answer" in layer:
+            entry["answer"] = _token_block(layer["answer"], delta, settings.thresholds)
+        entry.update({
+            "visual_attention_ratio": float(layer["visual_attention_ratio"]),
+            "visual_attention_mean_head": attention,
+            "visual_attention_upper_bound": _hoeffding_upper(attention, int(num_examples), delta),
+            "cka": {k: (None if v is None else float(v)) for k, v in layer.get("cka", {}).items()},
+        })
+        out.append(entry)
+    return out
+
+
+def _layer_tests(entry, settings):
+    t_key = _key(settings.proximal_t)
+    vision = entry["vision"]
+    upper = vision["mean_upper_bound"]
+    lower = vision["proximal_lower_bound"][t_key]
+    attention = entry["visual_attention_upper_bound"]
+    return {
+        "geometric": {
+            "pass": bool(upper < settings.eps), "mean_cosine_distance": vision["mean_cosine_distance"],
+            "upper_bound": upper, "eps": settings.eps,
+            "cites": "Definition 1; Theorem 1 with eps' = 2 U: E||E[Z|X_l] - E[Z|X_{l-1}]||^2 "
+                     f"< 2(alpha^2 + beta^2) * {2 * upper:.6g}",
+        },
+        "proximal": {
+            "pass": bool(lower > 1.0 - settings.eps), "probability": vision["proximal_probability"][t_key],
+            "lower_bound": lower, "t": settings.proximal_t, "required": 1.0 - settings.eps,
+            "cites": "Definition 2; Proposition 1 (proximal => geometric), Theorem 4 / Corollary 4 "
+                     "(proximal => informational)",
+        },
+        "attention": {
+            "pass": bool(attention < settings.attention_threshold),
+            "visual_attention_mean_head": entry["visual_attention_mean_head"],
+            "upper_bound": attention, "threshold": settings.attention_threshold,
+            "cites": "Theorem 6 hypothesis ||f_text(0, T) - f_text(V, T)|| <= delta (small vision-to-text effect)",
+        },
+    }
+
+
+def decide(layers, settings):
+    """The late-entry and early-exit verdicts from certificate layers (see module docstring).
+
+    Returns ``(late_entry, early_exit)``. ``late_entry["max_entry_layer"]`` is the largest
+    ``L`` in ``1..N`` such that every layer ``l < L`` passes the geometric, proximal and
+    attention tests (``L = 1``: nothing skipped); ``certified_layers`` are the layers
+    ``1..L-1`` the vision tokens may skip. ``early_exit["min_exit_layer"]`` is the smallest
+    ``L`` in ``1..N`` such that every layer ``l > L`` passes the attention test
+    (``L = N``: nothing skipped; vision always enters layer 1); ``certified_layers``
+    are ``L+1..N``.
+    """
+    num_layers = len(layers)
+    tests = {e["layer"]: _layer_tests(e, settings) for e in layers}
+
+    late_ok = {l: all(x["pass"] for x in tests[l].values()) for l in tests}
+    max_entry = 1
+    while max_entry <= num_layers and late_ok[max_entry]:
+        max_entry += 1
+    max_entry = min(max_entry, num_layers)  # entering after the last layer is no model at all
+    late_failure = next((l for l in range(1, num_layers + 1) if not late_ok[l]), None)
+    late_certified = list(range(1, max_entry))
+    steps = [tests[l]["geometric"]["upper_bound"] for l in late_certified]
+    late_entry = {
+        "certified_layers": late_certified,
+        "max_entry_layer": max_entry,
+        "reasons": {
+            "rule": "late entry at L iff every layer l < L has U_l < eps (geometric), P_l > 1 - eps "
+                    "(proximal, t = proximal_t) and A_l < attention_threshold, all at the settings' "
+                    "joint confidence",
+            "theorem": "Theorem 6 (App. A.2): ||Y_true - Y_skip|| <= mu((L-1) eps_6 + delta_6 "
+                       "(lambda^L - 1)/(lambda - 1)) under Lipschitz hypotheses (mu, lambda not measured)",
+            "theorem6_eps_estimate": (math.sqrt(2 * max(steps)) if steps else 0.0),
+            "theorem6_eps_note": "largest mean per-token step E||v_l - v_{l-1}|| <= sqrt(2 U_l) over the "
+                                 "skipped layers (unit-normalised states, Jensen); Theorem 6 asks for a "
+                                 "worst-case step, which a finite sample cannot certify",
+            "first_failing_layer": late_failure,
+            "failing_tests": ([k for k, v in tests[late_failure].items() if not v["pass"]]
+                              if late_failure is not None else []),
+            "layers": {str(l): tests[l] for l in range(1, num_layers + 1)},
+        },
+    }
+
+    attention_ok = {l: tests[l]["attention"]["pass"] for l in tests}
+    min_exit = num_layers
+    while min_exit > 1 and attention_ok[min_exit]:
+        min_exit -= 1
+    exit_failure = min_exit if not attention_ok[min_exit] else None
+    early_exit = {
+        "certified_layers": list(range(min_exit + 1, num_layers + 1)),
+        "min_exit_layer": min_exit,
+        "reasons": {
+            "rule": "early exit after L iff every layer l > L has A_l < attention_threshold "
+                    "(upper confidence bound of the head-mean visual attention share)",
+            "theorem": "Section 4 (Visual Attention Ratio, Jiang et al. 2025): the output is text, so "
+                       "vision tokens the text does not attend to can leave; the paper states no error "
+                       "bound for early exit",
+            "last_failing_layer": exit_failure,
+            "layers": {str(l): {"attention": tests[l]["attention"]} for l in range(1, num_layers + 1)},
+        },
+    }
+    return late_entry, early_exit
+
+
+def build_certificate(stats_layers, *, num_examples, settings, model_info, data_info, run_info=None):
+    """The ``skipit.certificate/1`` dict from per-layer statistics (pure; no torch)."""
+    layers = certificate_layers(stats_layers, num_examples, settings)
+    late_entry, early_exit = decide(layers, settings)
+    num_layers = len(layers)
+    settings_out = {
+        "thresholds": list(settings.thresholds),
+        "confidence": settings.confidence,
+        "eps": settings.eps,
+        "proximal_t": settings.proximal_t,
+        "attention_threshold": settings.attention_threshold,
+        "attention_statistic": "visual_attention_mean_head",
+        "bonferroni_tests": 3 * num_layers,
+        "delta_per_test": settings.delta(num_layers),
+        "bounds": {
+            "mean_upper_bound": "empirical Bernstein (Maurer & Pontil 2009, Thm 4), tokens as i.i.d. "
+                                "draws in [0, 2]",
+            "proximal_lower_bound": "one-sided Clopper-Pearson, tokens as i.i.d. trials",
+            "visual_attention_upper_bound": "Hoeffding, examples as i.i.d. draws in [0, 1]",
+        },
+    }
+    settings_out.update(run_info or {})
+    return {
+        "schema": SCHEMA,
+        "model": dict(model_info, num_layers=num_layers),
+        "data": dict(data_info, num_examples=int(num_examples)),
+        "settings": settings_out,
+        "hypotheses": [
+            "tokens (for D_l, p_l) and examples (for the attention share) are i.i.d. draws from the "
+            "distribution the certificate speaks about; tokens of one example are in fact dependent, "
+            "so the bounds are as strong as this hypothesis",
+            "Theorem 1 additionally needs E[Z | X_l, X_{l-1}] Lipschitz; Theorem 6 needs the tail of the "
+            "model mu-Lipschitz and each text update lambda-Lipschitz; neither constant is measured",
+        ],
+        "layers": layers,
+        "late_entry": late_entry,
+        "early_exit": early_exit,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# files: atomic writes, checkpoints
+# --------------------------------------------------------------------------------------
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never half."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_certificate(certificate, out_dir):
+    """Write ``certificate.json`` atomically into ``out_dir``; returns its path."""
+    path = os.path.join(os.fspath(out_dir), CERTIFICATE)
+    atomic_write_text(path, json.dumps(certificate, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def data_sha256(examples):
+    """sha256 of the examples' content (question, answer, choices, image pixels), order included."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.question, ex.answer, list(ex.choices or [])]).encode())
+        h.update(ex.image_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _CheckpointState:
+    data_sha256: str
+    num_examples: int
+    batch_size: int
+    settings_key: str
+    done: list = field(default_factory=list)  # example indices already in the statistics
+
+    def to_json(self):
+        return json.dumps(asdict(self), indent=1)
+
+
+# --------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------
+
+def _batches(indices, batch_size):
+    for i in range(0, len(indices), batch_size):
+        yield indices[i:i + batch_size]
+
+
+def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confidence=0.95, eps=0.05,
+            proximal_t=0.05, attention_threshold=0.1, batch_size=8, checkpoint_dir=None,
+            checkpoint_every=4, resume=True, progress=True, model_info=None, data_info=None,
+            device=None, max_batches=None):
+    """Measure per-layer statistics of ``model`` on ``examples`` and certify skippable layers.
+
+    ``examples``: a list of :class:`skipit.empirical.data.Example`. Statistics come from
+    :func:`skipit.empirical.capture_statistics` (one forward per batch, answer position =
+    last prompt token). With ``checkpoint_dir``, the merged statistics and the indices of
+    the examples done are saved every ``checkpoint_every`` batches; a later call with the
+    same directory and ``resume=True`` continues from there (refused, with
+    :class:`skipit.errors.SkipitError`, if the data's sha256, batch size or settings differ).
+    ``max_batches`` stops after that many new batches without a certificate (``None`` is
+    returned): used to test resumption. Returns the certificate dict (not written).
+    """
+    import torch
+
+    from skipit.empirical import RunStatistics, capture_statistics
+    from skipit.empirical.adapters import get_adapter
+    from skipit.empirical.data import build_inputs
+    from skipit.errors import SkipitError
+
+    settings = DecisionSettings(eps=eps, proximal_t=proximal_t, attention_threshold=attention_threshold,
+                                confidence=confidence, thresholds=tuple(thresholds))
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    if not examples:
+        raise SkipitError("no examples to certify on")
+    adapter = get_adapter(model)
+    sha = data_sha256(examples)
+    settings_key = json.dumps({"thresholds": list(settings.thresholds)})
+    state = _CheckpointState(sha, len(examples), int(batch_size), settings_key)
+    total = None
+    if checkpoint_dir is not None:
+        state_path = os.path.join(checkpoint_dir, CHECKPOINT_STATE)
+        stats_path = os.path.join(checkpoint_dir, CHECKPOINT_STATS)
+        if resume and os.path.exists(state_path) and os.path.exists(stats_path):
+            with open(state_path, encoding="utf-8") as fh:
+                saved = json.load(fh)
+            for name, mine in (("data_sha256", sha), ("num_examples", len(examples)),
+                               ("batch_size", int(batch_size)), ("settings_key", settings_key)):
+                if saved.get(name) != mine:
+                    raise SkipitError(
+                        f"the checkpoint in {checkpoint_dir} was made with a different {name} "
+                        f"({saved.get(name)!r}, now {mine!r}); use another --out directory or --no-resume")
+            state.done = list(saved["done"])
+            total = RunStatistics.load(stats_path)
+
+    done = set(state.done)
+    todo = [i for i in range(len(examples)) if i not in done]
+    if device is None:
+        device = next(model.parameters()).device
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(examples), initial=len(done), unit="ex", desc="certify", leave=True)
+
+    def save_checkpoint():
+        if checkpoint_dir is None or total is None:
+            return
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        atomic_write_text(os.path.join(checkpoint_dir, CHECKPOINT_STATS), json.dumps(total.to_dict()))
+        atomic_write_text(os.path.join(checkpoint_dir, CHECKPOINT_STATE), state.to_json())
+
+    batches = list(_batches(todo, batch_size))
+    try:
+        for start in range(0, len(batches), checkpoint_every):
+            chunk = batches[start:start + checkpoint_every]
+            if max_batches is not None:
+                chunk = chunk[:max(0, max_batches - start)]
+                if not chunk:
+                    break
+            with torch.inference_mode(), capture_statistics(model, adapter=adapter, thresholds=settings.thresholds,
+                                                            cka=True, attention=True) as cap:
+                for idx in chunk:
+                    inputs = build_inputs(processor, [examples[i] for i in idx], model=model)
+                    inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+                    model(**inputs)
+                    if bar is not None:
+                        bar.update(len(idx))
+            part = cap.statistics
+            total = part if total is None else total.merge(part)
+            state.done.extend(i for idx in chunk for i in idx)
+            save_checkpoint()
+            if max_batches is not None and start + len(chunk) >= max_batches:
+                return None
+    finally:
+        if bar is not None:
+            bar.close()
+
+    model_info = dict(model_info or {})
+    model_info.setdefault("model_type", adapter.model_type)
+    data_info = dict(data_info or {})
+    data_info["sha256"] = sha
+    run_info = {"batch_size": int(batch_size)}
+    return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
+                             model_info=model_info, data_info=data_info, run_info=run_info)

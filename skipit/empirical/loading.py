@@ -1,0 +1,230 @@
+"""Which model ``skipit certify --model NAME`` means, and loading it (weights + processor).
+
+``NAME`` is one of: an alias (``llava-1.5-7b`` ...), a Hugging Face hub id
+(``org/name``), a local directory written by ``save_pretrained`` (model and processor),
+or ``None`` for the bundled demo model. Offline and not cached, loading raises a
+:class:`skipit.errors.SkipitError` that names the id, the cache directory searched and
+how to get the files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+# alias -> (hub id, model_type of its config)
+ALIASES = {
+    "llava-1.5-7b": ("llava-hf/llava-1.5-7b-hf", "llava"),
+    "llava-1.5-13b": ("llava-hf/llava-1.5-13b-hf", "llava"),
+    "llava-next-7b": ("llava-hf/llava-v1.6-vicuna-7b-hf", "llava_next"),
+    "llava-next-13b": ("llava-hf/llava-v1.6-vicuna-13b-hf", "llava_next"),
+    "llava-next-mistral-7b": ("llava-hf/llava-v1.6-mistral-7b-hf", "llava_next"),
+    "qwen2.5-vl-3b": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
+    "qwen2.5-vl-7b": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
+    "qwen2.5-vl-32b": ("Qwen/Qwen2.5-VL-32B-Instruct", "qwen2_5_vl"),
+    "qwen2.5-vl-72b": ("Qwen/Qwen2.5-VL-72B-Instruct", "qwen2_5_vl"),
+    "gemma-3-4b": ("google/gemma-3-4b-it", "gemma3"),
+    "gemma-3-12b": ("google/gemma-3-12b-it", "gemma3"),
+    "gemma-3-27b": ("google/gemma-3-27b-it", "gemma3"),
+    "idefics3-8b": ("HuggingFaceM4/Idefics3-8B-Llama3", "idefics3"),
+    "smolvlm-2b": ("HuggingFaceTB/SmolVLM-Instruct", "idefics3"),
+    "smolvlm2-256m": ("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "smolvlm"),
+    "smolvlm2-2.2b": ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm"),
+    "deepseek-vl-1.3b": ("deepseek-community/deepseek-vl-1.3b-chat", "deepseek_vl"),
+    "deepseek-vl-7b": ("deepseek-community/deepseek-vl-7b-chat", "deepseek_vl"),
+}
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a ``--model`` value points: ``source`` is "demo", "alias", "local" or "hub";
+    ``location`` is a directory (demo, local) or a hub id (alias, hub)."""
+
+    name: str
+    source: str
+    location: str
+
+
+def supported_aliases():
+    """Aliases whose family has an adapter (``skipit.empirical.adapters``)."""
+    try:
+        from skipit.empirical.adapters import supported_model_types
+
+        types = set(supported_model_types())
+    except ImportError:
+        return dict(ALIASES)
+    return {k: v for k, v in ALIASES.items() if v[1] in types}
+
+
+def resolve_model(name):
+    """Resolve a ``--model`` value (alias | local dir | hub id | None = demo model).
+
+    A local directory wins over a hub id of the same spelling. Raises
+    :class:`skipit.errors.SkipitError` for anything else, listing the aliases.
+    """
+    from skipit.errors import SkipitError
+
+    if name is None:
+        try:
+            from skipit.demo import DEMO_MODEL_DIR
+        except ImportError:
+            raise SkipitError("the bundled demo model (skipit.demo) is not installed; pass --model") from None
+        return ResolvedModel("skipit-demo", "demo", os.fspath(DEMO_MODEL_DIR))
+    name = str(name)
+    if name in ALIASES:
+        return ResolvedModel(name, "alias", ALIASES[name][0])
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise SkipitError(f"--model {name}: the directory has no config.json; pass a directory written "
+                              "by save_pretrained (model and processor)")
+        return ResolvedModel(name, "local", os.path.abspath(name))
+    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SkipitError(f"--model {name}: no such directory (a local model is a directory written by "
+                          "save_pretrained)")
+    if _HUB_ID.match(name):
+        return ResolvedModel(name, "hub", name)
+    aliases = ", ".join(sorted(supported_aliases()))
+    raise SkipitError(f"unknown model {name!r}: not an alias ({aliases}), a local directory or a hub id "
+                      "of the form org/name")
+
+
+def _missing_weights_error(model_id, err):
+    from huggingface_hub import constants
+
+    from skipit.errors import SkipitError
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    why = "offline mode (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached or has no such model"
+    return SkipitError(
+        f"model {model_id!r} is not available: {why}, and it is not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}).\n"
+        f"  get it on a machine with network access: huggingface-cli download {model_id}\n"
+        f"  then copy the cache there to {constants.HF_HUB_CACHE} here (or set HF_HOME), or save the model "
+        f"and its processor with save_pretrained and pass that directory: --model DIR\n"
+        f"  (detail: {str(err).splitlines()[0] if str(err) else type(err).__name__})")
+
+
+def _torch_dtype(dtype, device):
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in DTYPES:
+        from skipit.errors import SkipitError
+
+        raise SkipitError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def resolve_device(device):
+    """``auto``/None -> ``cuda`` when available else ``cpu``; other values pass through."""
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+class QwenVLInputs:
+    """Processor stand-in for Qwen2.5-VL built from its image processor and tokenizer.
+
+    ``Qwen2_5_VLProcessor`` cannot be built without torchvision (its video processor);
+    this does what it does for images: the image processor gives ``pixel_values`` and
+    ``image_grid_thw``, and each image placeholder ``<|image_pad|>`` of the prompt is
+    repeated ``t*h*w / merge_size**2`` times before tokenizing.
+    """
+
+    image_token = "<|image_pad|>"
+
+    def __init__(self, image_processor, tokenizer, chat_template=None):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+
+    def apply_chat_template(self, conversation, add_generation_prompt=True, tokenize=False):
+        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template,
+                                                  add_generation_prompt=add_generation_prompt, tokenize=tokenize)
+
+    def __call__(self, images=None, text=None, return_tensors="pt", padding=True):
+        texts = [text] if isinstance(text, str) else list(text)
+        out = {}
+        if images is not None:
+            vision = self.image_processor(images=images, return_tensors=return_tensors)
+            out.update(vision)
+            merge = int(getattr(self.image_processor, "merge_size", 2))
+            counts = [int(g.prod()) // (merge * merge) for g in vision["image_grid_thw"]]
+            expanded, k = [], 0
+            for t in texts:
+                parts = t.split(self.image_token)
+                rebuilt = parts[0]
+                for part in parts[1:]:
+                    rebuilt += "<|placeholder|>" * counts[k] + part
+                    k += 1
+                expanded.append(rebuilt.replace("<|placeholder|>", self.image_token))
+            texts = expanded
+        out.update(self.tokenizer(texts, return_tensors=return_tensors, padding=padding))
+        return out
+
+
+def _load_processor(location, model_type):
+    from transformers import AutoProcessor
+
+    if model_type == "qwen2_5_vl":
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        return QwenVLInputs(AutoImageProcessor.from_pretrained(location), AutoTokenizer.from_pretrained(location))
+    return AutoProcessor.from_pretrained(location)
+
+
+def load_model_and_processor(name=None, device="auto", dtype="auto"):
+    """Load ``(model, processor, info)`` for a ``--model`` value.
+
+    ``info`` is the certificate's model block: ``{"name", "source", "location", "model_type"}``.
+    Real ``from_pretrained`` on hub ids (cache or download) and local directories; the
+    model is put in eval mode on ``device`` with ``dtype`` (auto: float32 on CPU,
+    bfloat16 on CUDA). Errors a user can act on are :class:`skipit.errors.SkipitError`.
+    """
+    import transformers
+    from transformers import AutoConfig
+
+    from skipit.empirical.adapters import supported_model_types
+    from skipit.errors import SkipitError
+
+    resolved = resolve_model(name)
+    location = resolved.location
+    try:
+        config = AutoConfig.from_pretrained(location)
+    except (OSError, ValueError) as err:
+        if resolved.source in ("alias", "hub"):
+            raise _missing_weights_error(location, err) from None
+        raise SkipitError(f"cannot read the model config in {location}: {str(err).splitlines()[0]}") from None
+    model_type = getattr(config, "model_type", None)
+    supported = sorted(supported_model_types())
+    if model_type not in supported:
+        raise SkipitError(f"model type {model_type!r} of {resolved.name} is not supported; supported model "
+                          f"types: {', '.join(supported)}")
+    device = resolve_device(device)
+    torch_dtype = _torch_dtype(dtype, device)
+    try:
+        from transformers import AutoModelForImageTextToText
+
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch_dtype)
+        except ValueError:
+            arch = (getattr(config, "architectures", None) or [None])[0]
+            if arch is None or not hasattr(transformers, arch):
+                raise
+            model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype)
+        processor = _load_processor(location, model_type)
+    except OSError as err:
+        if resolved.source in ("alias", "hub"):
+            raise _missing_weights_error(location, err) from None
+        raise SkipitError(f"cannot load the model or processor from {location}: {str(err).splitlines()[0]}") \
+            from None
+    model.to(device)
+    model.eval()
+    info = {"name": resolved.name, "source": resolved.source, "location": location, "model_type": model_type}
+    return model, processor, info
