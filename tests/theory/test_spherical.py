@@ -1,0 +1,84 @@
+"""log_cap_fraction against mpmath, closed forms, and its limits."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skipit.theory.spherical import cap_fraction, log_cap_fraction
+
+REF = json.loads((Path(__file__).parent / "data" / "cap_reference.json").read_text())["rows"]
+REL_TOL = 1e-10
+# log F below this in magnitude is not representable as a double at all (t > 1, large d)
+SUBNORMAL = 1e-300
+
+
+def test_log_cap_fraction_matches_mpmath_reference_to_1e10_relative():
+    t = np.array([r["t"] for r in REF])
+    d = np.array([r["d"] for r in REF])
+    ref = np.array([float(r["log_cap_fraction"]) for r in REF])
+    got = log_cap_fraction(t, d)
+    representable = np.abs(ref) > SUBNORMAL
+    rel = np.abs(got[representable] - ref[representable]) / np.abs(ref[representable])
+    assert rel.max() < REL_TOL, (t[representable][rel.argmax()], d[representable][rel.argmax()], rel.max())
+    assert np.all(np.abs(got[~representable]) <= SUBNORMAL)
+
+
+def test_cap_fraction_closed_forms_on_circle_and_s2():
+    # d = 2: arc of half-angle arccos(1 - t) = 2 arcsin(sqrt(t/2)) out of 2 pi;
+    # d = 3 (Archimedes): F = t / 2
+    t = np.linspace(1e-6, 2.0, 101)
+    np.testing.assert_allclose(cap_fraction(t, 2), 2.0 * np.arcsin(np.sqrt(t / 2.0)) / np.pi, rtol=1e-12)
+    np.testing.assert_allclose(cap_fraction(t, 3), t / 2.0, rtol=1e-12)
+
+
+def test_hemisphere_is_half_and_endpoints_are_exact():
+    d = np.array([2, 7, 4096, 16384])
+    np.testing.assert_allclose(log_cap_fraction(1.0, d), np.log(0.5), rtol=0, atol=0)
+    assert np.all(log_cap_fraction(2.0, d) == 0.0)
+    assert np.all(log_cap_fraction(0.0, d) == -np.inf)
+
+
+def test_no_underflow_to_minus_inf_in_high_dimension():
+    t = np.array([1e-12, 1e-6, 0.01, 0.5, 0.99])
+    for d in (4096, 5120, 16384, 65536):
+        v = log_cap_fraction(t, d)
+        assert np.all(np.isfinite(v)), (d, v)
+        assert np.all(np.diff(v) > 0)
+
+
+def test_log_cap_fraction_is_monotone_in_t_and_d():
+    t = np.linspace(1e-4, 1.999, 400)
+    for d in (2, 50):
+        assert np.all(np.diff(log_cap_fraction(t, d)) > 0)
+    # for d = 5120, log F rounds to -0.0 for t > ~1.1: non-decreasing, strictly below
+    v = log_cap_fraction(t, 5120)
+    assert np.all(np.diff(v) >= 0) and np.all(np.diff(v[t < 1.0]) > 0)
+    # a cap smaller than a hemisphere shrinks (relatively) as the dimension grows
+    assert np.all(np.diff(log_cap_fraction(0.5, np.arange(2, 200))) < 0)
+    assert np.all(np.diff(log_cap_fraction(1.5, np.arange(2, 200))) > 0)
+
+
+def test_symmetry_cap_plus_complementary_cap_is_whole_sphere():
+    # {1 - <x,x'> <= t} and {1 - <x,x'> > t} = {1 - <-x,x'> < 2 - t}: F(t) + F(2 - t) = 1
+    t = np.linspace(0.01, 1.99, 50)
+    for d in (2, 9, 300):
+        np.testing.assert_allclose(cap_fraction(t, d) + cap_fraction(2 - t, d), 1.0, rtol=1e-13)
+
+
+def test_vectorised_broadcasting_shape():
+    out = log_cap_fraction(np.linspace(0.1, 1.9, 6)[:, None], np.array([2, 10, 100]))
+    assert out.shape == (6, 3)
+    assert np.ndim(log_cap_fraction(0.3, 4)) == 0
+
+
+@pytest.mark.parametrize(
+    "t, d, match",
+    [(-0.1, 4, r"`t` must be in \[0, 2\].*-0.1"), (2.5, 4, r"`t` must be in \[0, 2\].*2.5"),
+     (0.5, 1, r"`d` must be an integer >= 2.*1"), (0.5, 3.5, r"`d` must be an integer >= 2.*3.5"),
+     (np.nan, 4, r"`t` must be a number in \[0, 2\], got NaN")],
+)
+def test_invalid_arguments_raise_naming_the_argument(t, d, match):
+    with pytest.raises(ValueError, match=match):
+        log_cap_fraction(t, d)
