@@ -1,3 +1,70 @@
-"""(placeholder: being written)"""
+"""Cosine distance and unit-norm helpers.
 
-__all__: list[str] = []
+The paper's distance (Sec. 3, Theorems 1-2, Lemma 2) is
+``rho(x, y) = 1 - <x, y> / (||x|| ||y||)``, which ranges over ``[0, 2]``: 0 for parallel
+vectors, 1 for orthogonal ones, 2 for antipodal ones. Results stated for a distance in
+``[0, 1]`` (Proposition 1) therefore do not apply to it unchanged; see
+:func:`skipit.theory.proposition1_tail_threshold_bounded`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["COSINE_DISTANCE_MAX", "cosine_distance", "unit_normalize", "is_unit_norm"]
+
+#: Largest value of the cosine distance (antipodal vectors).
+COSINE_DISTANCE_MAX = 2.0
+
+
+def _vectors(name, v):
+    a = np.asarray(v, dtype=float)
+    if a.ndim == 0:
+        raise ValueError(f"`{name}` must have at least one axis (the vector axis), got a scalar {float(a)!r}")
+    if np.any(np.isnan(a)):
+        raise ValueError(f"`{name}` must not contain NaN, got NaN at index {tuple(int(i) for i in np.argwhere(np.isnan(a))[0])}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"`{name}` must be finite, got an infinite entry")
+    return a
+
+
+def _norms(name, a):
+    n = np.linalg.norm(a, axis=-1)
+    if np.any(n == 0):
+        where = tuple(int(i) for i in np.argwhere(np.atleast_1d(n == 0))[0]) if n.ndim else ()
+        raise ValueError(f"`{name}` must have nonzero norm (cosine distance is undefined for zero vectors), "
+                         f"got a zero vector at batch index {where}")
+    return n
+
+
+def cosine_distance(x, y):
+    """Cosine distance ``rho(x, y) = 1 - <x, y>/(||x|| ||y||)``, in ``[0, 2]``.
+
+    Batched over leading axes (``x`` of shape ``(..., d)`` and ``y`` of shape
+    ``(..., d)`` broadcast against each other); the last axis is the vector axis.
+    Returns a float for a single pair and an array of shape ``(...)`` otherwise.
+    Rounding is clipped so the result always lies in ``[0, 2]``.
+
+    Raises ``ValueError`` naming ``x`` or ``y`` for zero vectors, NaN or inf entries.
+    """
+    a = _vectors("x", x)
+    b = _vectors("y", y)
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"`x` and `y` must have the same vector length (last axis), got {a.shape[-1]} and {b.shape[-1]}")
+    na = _norms("x", a)
+    nb = _norms("y", b)
+    cos = np.einsum("...i,...i->...", a, b) / (na * nb)
+    rho = np.clip(1.0 - cos, 0.0, COSINE_DISTANCE_MAX)
+    return float(rho) if rho.ndim == 0 else rho
+
+
+def unit_normalize(x):
+    """``x / ||x||`` along the last axis; ``ValueError`` naming ``x`` for zero vectors or NaN."""
+    a = _vectors("x", x)
+    return a / _norms("x", a)[..., None]
+
+
+def is_unit_norm(x, atol=1e-9):
+    """Whether every vector (last axis) of ``x`` has norm 1 within ``atol``."""
+    a = np.asarray(x, dtype=float)
+    return bool(np.all(np.abs(np.linalg.norm(a, axis=-1) - 1.0) <= atol))

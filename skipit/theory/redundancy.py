@@ -1,3 +1,273 @@
-"""(placeholder: being written)"""
+"""Definitions 1-4 of the paper (Sec. 3.1) as estimators with confidence bounds, and predicates.
 
-__all__: list[str] = []
+The paper's definitions are population statements (``E[rho] < eps``,
+``P[rho < t] > 1 - eps``). From n samples of adjacent-layer distances a point estimate
+is not a certificate; each estimator here also returns a one-sided bound that holds
+with probability at least ``confidence`` over the sample (i.i.d. samples assumed):
+
+* :func:`geometric_redundancy` (Definition 1): mean distance, with an *upper* bound on
+  ``E[rho]`` for ``rho`` in ``[0, rho_max]``: Maurer-Pontil empirical Bernstein
+  (Maurer & Pontil 2009, Thm. 4), Hoeffding, or the smaller of the two at half the
+  error level each (``method="best"``, the default).
+* :func:`proximal_probability` (Definition 2): fraction of distances ``< t``, with a
+  Clopper-Pearson *lower* bound on ``P[rho < t]``.
+* :func:`functional_redundancy` (Definition 3): cross-fitted estimate of
+  ``E||f_l(X_l) - f_prev(X_prev)||^2`` with regressors fit on held-out folds.
+* :func:`is_informationally_redundant` (Definition 4) takes a conditional entropy value.
+
+Estimators reduce along the last axis, so many repeats can be evaluated at once
+(``d`` of shape ``(repeats, n)``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+from scipy import stats
+
+from skipit.theory import _functional_checks as _c
+from skipit.theory.distances import COSINE_DISTANCE_MAX
+
+__all__ = [
+    "MeanEstimate",
+    "ProbabilityEstimate",
+    "FunctionalEstimate",
+    "RidgeRegressor",
+    "geometric_redundancy",
+    "proximal_probability",
+    "functional_redundancy",
+    "is_geometrically_redundant",
+    "is_proximally_redundant",
+    "is_functionally_redundant",
+    "is_informationally_redundant",
+]
+
+_METHODS = ("best", "bernstein", "hoeffding")
+
+
+class MeanEstimate(NamedTuple):
+    """Sample mean of the distances and an upper confidence bound on ``E[rho]``."""
+
+    estimate: float | np.ndarray
+    bound: float | np.ndarray
+    n: int
+    confidence: float
+
+
+class ProbabilityEstimate(NamedTuple):
+    """Fraction of distances below ``t`` and a lower confidence bound on ``P[rho < t]``."""
+
+    estimate: float | np.ndarray
+    bound: float | np.ndarray
+    n: int
+    confidence: float
+
+
+class FunctionalEstimate(NamedTuple):
+    """Cross-fitted ``E||f_l(X_l) - f_prev(X_prev)||^2`` and its standard error."""
+
+    estimate: float
+    standard_error: float
+    n: int
+    folds: int
+
+
+def _samples(d, rho_max):
+    a = np.asarray(d, dtype=float)
+    if a.ndim == 0 or a.shape[-1] == 0:
+        raise ValueError(f"`d` must hold at least one distance along its last axis, got shape {a.shape}")
+    _c.check("d", a, 0.0, rho_max)
+    return a
+
+
+def _confidence(confidence):
+    c = float(_c.check("confidence", confidence, 0.0, 1.0, low_closed=False, high_closed=False))
+    return c
+
+
+def _scalar(x):
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def geometric_redundancy(d, confidence=0.95, rho_max=COSINE_DISTANCE_MAX, method="best"):
+    """Definition 1 estimator: the mean of ``d`` and an upper confidence bound on ``E[rho]``.
+
+    ``d``: i.i.d. samples of ``rho(X_l, X_prev)`` in ``[0, rho_max]`` (cosine distance:
+    ``rho_max = 2``), reduced along the last axis. With probability at least
+    ``confidence``, ``E[rho] <= bound``. Methods, with ``delta = 1 - confidence`` and
+    ``R = rho_max``:
+
+    * ``"hoeffding"``: ``mean + R sqrt(log(1/delta) / (2n))``;
+    * ``"bernstein"`` (Maurer-Pontil, needs n >= 2):
+      ``mean + sqrt(2 V log(2/delta) / n) + 7 R log(2/delta) / (3(n-1))`` with V the
+      unbiased sample variance;
+    * ``"best"``: the smaller of the two, each at level ``delta/2`` (union bound).
+
+    The bound is clipped to ``rho_max``.
+    """
+    r = float(_c.positive("rho_max", rho_max))
+    a = _samples(d, r)
+    c = _confidence(confidence)
+    if method not in _METHODS:
+        raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
+    n = a.shape[-1]
+    if method in ("bernstein", "best") and n < 2:
+        raise ValueError(f"`d` must hold at least 2 samples for method={method!r}, got {n}")
+    delta = 1.0 - c
+    mean = a.mean(axis=-1)
+
+    def hoeffding(dl):
+        return mean + r * np.sqrt(np.log(1.0 / dl) / (2.0 * n))
+
+    def bernstein(dl):
+        var = a.var(axis=-1, ddof=1)
+        log_term = np.log(2.0 / dl)
+        return mean + np.sqrt(2.0 * var * log_term / n) + 7.0 * r * log_term / (3.0 * (n - 1))
+
+    if method == "hoeffding":
+        bound = hoeffding(delta)
+    elif method == "bernstein":
+        bound = bernstein(delta)
+    else:
+        bound = np.minimum(hoeffding(delta / 2), bernstein(delta / 2))
+    return MeanEstimate(_scalar(mean), _scalar(np.minimum(bound, r)), n, c)
+
+
+def proximal_probability(d, t, confidence=0.95, rho_max=COSINE_DISTANCE_MAX):
+    """Definition 2 estimator: the fraction of ``d < t`` and a Clopper-Pearson lower bound.
+
+    ``d``: i.i.d. samples of ``rho`` in ``[0, rho_max]``; ``t`` in ``[0, rho_max]``
+    (a threshold outside the distance's range is an error). With probability at least
+    ``confidence``, ``P[rho < t] >= bound``, where ``bound`` is the ``1 - confidence``
+    quantile of ``Beta(k, n - k + 1)`` (0 when ``k = 0``), k the count below t.
+    """
+    r = float(_c.positive("rho_max", rho_max))
+    a = _samples(d, r)
+    tt = float(_c.check("t", t, 0.0, r))
+    c = _confidence(confidence)
+    n = a.shape[-1]
+    k = np.sum(a < tt, axis=-1)
+    with np.errstate(invalid="ignore"):
+        lower = np.where(k == 0, 0.0, stats.beta.ppf(1.0 - c, np.maximum(k, 1), n - k + 1))
+    return ProbabilityEstimate(_scalar(k / n), _scalar(lower), n, c)
+
+
+def is_geometrically_redundant(d, eps, confidence=None, rho_max=COSINE_DISTANCE_MAX):
+    """Definition 1 predicate, ``E[rho] < eps``, judged from samples ``d``.
+
+    ``confidence=None`` uses the point estimate (the paper's reading); a level such as
+    0.95 uses the upper confidence bound of :func:`geometric_redundancy`, so a ``True``
+    answer is a certificate at that level.
+    """
+    e = _c.positive("eps", eps)
+    if confidence is None:
+        est = _samples(d, float(_c.positive("rho_max", rho_max))).mean(axis=-1)
+    else:
+        est = np.asarray(geometric_redundancy(d, confidence, rho_max).bound)
+    return _scalar(est < e) if np.ndim(est) else bool(est < e)
+
+
+def is_proximally_redundant(d, t, eps, confidence=None, rho_max=COSINE_DISTANCE_MAX):
+    """Definition 2 predicate, ``P[rho < t] > 1 - eps``, judged from samples ``d``.
+
+    ``confidence=None`` uses the observed fraction; a level uses the Clopper-Pearson
+    lower bound of :func:`proximal_probability`. ``eps`` in ``(0, 1]``.
+    """
+    e = _c.check("eps", eps, 0.0, 1.0, low_closed=False)
+    est = proximal_probability(d, t, 0.95 if confidence is None else confidence, rho_max)
+    value = np.asarray(est.estimate if confidence is None else est.bound)
+    out = value > 1.0 - e
+    return bool(out) if out.ndim == 0 else out
+
+
+def is_functionally_redundant(value, eps):
+    """Definition 3 predicate: ``E||E[Z|X_l] - E[Z|X_prev]||^2 < eps`` for a given value (>= 0)."""
+    v = _c.nonneg("value", value)
+    e = _c.positive("eps", eps)
+    out = v < e
+    return bool(out) if out.ndim == 0 else out
+
+
+def is_informationally_redundant(conditional_entropy, eps):
+    """Definition 4 predicate: ``H(X_l | X_prev) < eps``.
+
+    ``conditional_entropy`` may be negative (differential entropy); it must be finite.
+    """
+    h = _c.check("conditional_entropy", conditional_entropy)
+    e = _c.positive("eps", eps)
+    out = h < e
+    return bool(out) if out.ndim == 0 else out
+
+
+class RidgeRegressor:
+    """Ridge regression with an unpenalised intercept, in numpy (sklearn-like ``fit``/``predict``).
+
+    Minimises ``||Z - X W - b||^2 + alpha ||W||_F^2``; ``Z`` may have several columns.
+    """
+
+    def __init__(self, alpha=1.0):
+        self.alpha = float(_c.nonneg("alpha", alpha))
+
+    def fit(self, x, z):
+        x = np.asarray(x, dtype=float)
+        z = np.asarray(z, dtype=float)
+        self.x_mean_ = x.mean(axis=0)
+        self.z_mean_ = z.mean(axis=0)
+        xc, zc = x - self.x_mean_, z - self.z_mean_
+        gram = xc.T @ xc + self.alpha * np.eye(x.shape[1])
+        self.coef_ = np.linalg.lstsq(gram, xc.T @ zc, rcond=None)[0]
+        return self
+
+    def predict(self, x):
+        return (np.asarray(x, dtype=float) - self.x_mean_) @ self.coef_ + self.z_mean_
+
+
+def _design(name, x, n=None):
+    a = np.asarray(x, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"`{name}` must have shape (n,) or (n, d), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"`{name}` must be finite (no NaN or inf)")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"`{name}` must have {n} rows like `x_l`, got {a.shape[0]}")
+    return a
+
+
+def functional_redundancy(x_l, x_prev, z, regressor=None, folds=5, seed=0):
+    """Definition 3 estimator: cross-fitted ``E||f_l(X_l) - f_prev(X_prev)||^2``.
+
+    ``x_l`` (n, d_l), ``x_prev`` (n, d_prev), ``z`` (n,) or (n, k): i.i.d. samples of
+    ``(X_l, X_prev, Z)``. The samples are split into ``folds`` random folds (``seed``);
+    for each fold, ``f_l`` (regressing Z on X_l) and ``f_prev`` (Z on X_prev) are fit
+    on the other folds and evaluated on it, so each squared difference uses regressors
+    that never saw that sample. ``regressor``: any object with ``fit(x, z)`` and
+    ``predict(x)`` (an sklearn estimator works; it is deep-copied, never refit in
+    place); default :class:`RidgeRegressor` ``(alpha=1.0)``.
+
+    Returns the mean of the held-out squared differences and its standard error. It
+    estimates the left side of Theorem 2; it equals Definition 3's quantity when the
+    regressors are consistent (then ``eta_l, eta_prev -> 0``).
+    """
+    xl = _design("x_l", x_l)
+    n = xl.shape[0]
+    xp = _design("x_prev", x_prev, n)
+    zz = _design("z", z, n)
+    k = int(_c.check("folds", folds, 2.0, float(n), integer=True))
+    base = RidgeRegressor() if regressor is None else regressor
+    for attr in ("fit", "predict"):
+        if not callable(getattr(base, attr, None)):
+            raise ValueError(f"`regressor` must have a `{attr}` method, got {type(base).__name__}")
+    order = np.random.default_rng(seed).permutation(n)
+    sq = np.empty(n)
+    for held in np.array_split(order, k):
+        train = np.setdiff1d(order, held, assume_unique=True)
+        pred = []
+        for x in (xl, xp):
+            model = copy.deepcopy(base).fit(x[train], zz[train] if zz.shape[1] > 1 else zz[train, 0])
+            pred.append(np.asarray(model.predict(x[held]), dtype=float).reshape(len(held), -1))
+        sq[held] = np.sum((pred[0] - pred[1]) ** 2, axis=1)
+    return FunctionalEstimate(float(sq.mean()), float(sq.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), n, k)
