@@ -405,7 +405,7 @@ def _batches(indices, batch_size):
 def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confidence=0.95, eps=0.05,
             proximal_t=0.05, attention_threshold=0.1, batch_size=8, checkpoint_dir=None,
             checkpoint_every=4, resume=True, progress=True, model_info=None, data_info=None,
-            device=None, max_batches=None):
+            run_info=None, max_batches=None):
     """Measure per-layer statistics of ``model`` on ``examples`` and certify skippable layers.
 
     ``examples``: a list of :class:`skipit.empirical.data.Example`. Statistics come from
@@ -415,7 +415,9 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     same directory and ``resume=True`` continues from there (refused, with
     :class:`skipit.errors.SkipitError`, if the data's sha256, batch size or settings differ).
     ``max_batches`` stops after that many new batches without a certificate (``None`` is
-    returned): used to test resumption. Returns the certificate dict (not written).
+    returned): used to test resumption. ``model_info`` / ``data_info`` / ``run_info`` are
+    copied into the certificate's model, data and settings blocks. Returns the
+    certificate dict (not written: see :func:`write_certificate`).
     """
     import torch
 
@@ -452,8 +454,7 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
 
     done = set(state.done)
     todo = [i for i in range(len(examples)) if i not in done]
-    if device is None:
-        device = next(model.parameters()).device
+    device = next(model.parameters()).device
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -497,6 +498,6 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     model_info.setdefault("model_type", adapter.model_type)
     data_info = dict(data_info or {})
     data_info["sha256"] = sha
-    run_info = {"batch_size": int(batch_size)}
+    run_info = dict(run_info or {}, batch_size=int(batch_size))
     return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
                              model_info=model_info, data_info=data_info, run_info=run_info)

@@ -135,22 +135,12 @@ def bundled_names():
 
 
 def _from_bundled(name):
-    import numpy as np
-    from PIL import Image
+    from skipit.demo import BUNDLED_DATASETS, load_digits_vqa
 
-    from skipit.demo import load_digits_vqa
-
-    split = name.split(":", 1)[1] if ":" in name else "test"
-    records = load_digits_vqa(split)
-    out = []
-    for i, rec in enumerate(records):
-        get = rec.get if isinstance(rec, dict) else (lambda k, d=None, r=rec: getattr(r, k, d))
-        image = get("image")
-        if not isinstance(image, Image.Image):
-            image = Image.fromarray(np.asarray(image))
-        out.append(Example(image.convert("RGB"), str(get("question")), str(get("answer")),
-                           list(get("choices", None) or []), source=f"bundled:{name}[{i}]"))
-    return out
+    records = load_digits_vqa(**BUNDLED_DATASETS[name])
+    return [Example(rec["image"].convert("RGB"), str(rec["question"]), str(rec["answer"]),
+                    list(rec.get("choices") or []), source=f"bundled:{name}[{i}]")
+            for i, rec in enumerate(records)]
 
 
 def load_examples(path_or_name, skip_bad=False):
@@ -166,7 +156,7 @@ def load_examples(path_or_name, skip_bad=False):
     if os.path.exists(target):
         return load_jsonl(target, skip_bad=skip_bad)
     names = bundled_names()
-    if target in names or target.split(":", 1)[0] in names:
+    if target in names:
         examples = _from_bundled(target)
         from skipit.empirical.certify import data_sha256
 
@@ -180,9 +170,9 @@ def load_examples(path_or_name, skip_bad=False):
 # --------------------------------------------------------------------------------------
 
 def question_text(example):
-    """The question as the model sees it: choices appended on a new line when present."""
-    if example.choices:
-        return f"{example.question}\nChoices: {', '.join(example.choices)}"
+    """The question as the model sees it: verbatim. ``choices`` are metadata (the allowed
+    answers); a multiple-choice question states its options in its own text, as the
+    bundled sets do (``which digit is shown? A) 3 B) 7 ...``)."""
     return example.question
 
 
@@ -196,8 +186,8 @@ def build_prompt(processor, example):
     if template and hasattr(processor, "apply_chat_template"):
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
         return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    image_token = getattr(processor, "image_token", None) or "<image>"
-    return FALLBACK_TEMPLATE.replace("<image>", image_token).format(question=text)
+    image_prompt = getattr(processor, "image_prompt", None) or getattr(processor, "image_token", None) or "<image>"
+    return FALLBACK_TEMPLATE.replace("<image>", image_prompt).format(question=text)
 
 
 def build_inputs(processor, examples, model=None):
@@ -213,13 +203,5 @@ def build_inputs(processor, examples, model=None):
     if model is not None:
         from skipit.empirical.adapters import get_adapter
 
-        adapter = get_adapter(model)
-        extra = getattr(adapter, "extra_forward_kwargs", None)
-        if extra is not None:
-            try:
-                more = extra(model=model, **inputs)
-            except TypeError:
-                more = extra(inputs, model.config)
-            if more:
-                inputs.update(more)
+        inputs.update(get_adapter(model).extra_forward_kwargs(inputs["input_ids"], model.config))
     return inputs

@@ -128,55 +128,95 @@ def resolve_device(device):
     return str(device)
 
 
-class QwenVLInputs:
-    """Processor stand-in for Qwen2.5-VL built from its image processor and tokenizer.
+class ImageTextInputs:
+    """Processor stand-in built from a family's image processor and tokenizer.
 
-    ``Qwen2_5_VLProcessor`` cannot be built without torchvision (its video processor);
-    this does what it does for images: the image processor gives ``pixel_values`` and
-    ``image_grid_thw``, and each image placeholder ``<|image_pad|>`` of the prompt is
-    repeated ``t*h*w / merge_size**2`` times before tokenizing.
+    Used where no processor class can be loaded: Qwen2.5-VL (``Qwen2_5_VLProcessor``
+    needs torchvision, absent here) and directories that hold only a tokenizer and an
+    image processor. Like the family processors, it expands each image placeholder of
+    the prompt to one placeholder per vision token: ``t*h*w / merge**2`` for Qwen
+    (from ``image_grid_thw``), ``mm_tokens_per_image`` for Gemma 3, the patch count
+    (divided by ``scale_factor**2`` for Idefics3/SmolVLM) otherwise. ``image_prompt``
+    (begin marker, placeholder, end marker) is what a prompt without chat template
+    puts where the image goes.
     """
 
-    image_token = "<|image_pad|>"
+    def __init__(self, image_processor, tokenizer, config):
+        from skipit.empirical.adapters import get_adapter
 
-    def __init__(self, image_processor, tokenizer, chat_template=None):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
-        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        self.config = config
+        self.model_type = config.model_type
+        self.chat_template = getattr(tokenizer, "chat_template", None)
+        self.image_token = tokenizer.convert_ids_to_tokens(get_adapter(config).image_token_id(config))
+        begin, end = self._marker_ids()
+        self.image_prompt = "".join(tokenizer.convert_ids_to_tokens(begin)) + self.image_token \
+            + "".join(tokenizer.convert_ids_to_tokens(end))
+
+    def _marker_ids(self):
+        c = self.config
+        if self.model_type in ("qwen2_5_vl", "qwen2_vl"):
+            return [c.vision_start_token_id], [c.vision_end_token_id]
+        if self.model_type == "gemma3":
+            return [c.boi_token_index], [c.eoi_token_index]
+        if self.model_type in ("idefics3", "smolvlm"):
+            fake = self.tokenizer.convert_tokens_to_ids("<fake_token_around_image>")
+            if fake is not None and fake != self.tokenizer.unk_token_id:
+                return [fake], [fake]
+        return [], []
+
+    def _token_counts(self, vision, num_images):
+        c = self.config
+        if "image_grid_thw" in vision:
+            merge = int(getattr(self.image_processor, "merge_size", None) or c.vision_config.spatial_merge_size)
+            return [int(g.prod()) // (merge * merge) for g in vision["image_grid_thw"]]
+        if self.model_type == "gemma3":
+            return [int(c.mm_tokens_per_image)] * num_images
+        side = vision["pixel_values"].shape[-1]
+        patches = (side // c.vision_config.patch_size) ** 2
+        if self.model_type in ("idefics3", "smolvlm"):
+            patches //= int(c.scale_factor) ** 2
+        return [patches] * num_images
 
     def apply_chat_template(self, conversation, add_generation_prompt=True, tokenize=False):
-        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template,
-                                                  add_generation_prompt=add_generation_prompt, tokenize=tokenize)
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt,
+                                                  tokenize=tokenize)
 
     def __call__(self, images=None, text=None, return_tensors="pt", padding=True):
         texts = [text] if isinstance(text, str) else list(text)
         out = {}
         if images is not None:
-            vision = self.image_processor(images=images, return_tensors=return_tensors)
+            images = list(images)
+            nested = self.model_type in ("idefics3", "smolvlm")  # its image processor takes one list per sample
+            vision = self.image_processor(images=[[im] for im in images] if nested else images,
+                                          return_tensors=return_tensors)
             out.update(vision)
-            merge = int(getattr(self.image_processor, "merge_size", 2))
-            counts = [int(g.prod()) // (merge * merge) for g in vision["image_grid_thw"]]
-            expanded, k = [], 0
-            for t in texts:
-                parts = t.split(self.image_token)
-                rebuilt = parts[0]
-                for part in parts[1:]:
-                    rebuilt += "<|placeholder|>" * counts[k] + part
-                    k += 1
-                expanded.append(rebuilt.replace("<|placeholder|>", self.image_token))
-            texts = expanded
+            counts = iter(self._token_counts(vision, len(images)))
+            texts = [self._expand(t, counts) for t in texts]
         out.update(self.tokenizer(texts, return_tensors=return_tensors, padding=padding))
         return out
 
+    def _expand(self, text, counts):
+        parts = text.split(self.image_token)
+        return parts[0] + "".join(self.image_token * next(counts) + part for part in parts[1:])
 
-def _load_processor(location, model_type):
-    from transformers import AutoProcessor
 
-    if model_type == "qwen2_5_vl":
-        from transformers import AutoImageProcessor, AutoTokenizer
+def _load_processor(location, config):
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.processing_utils import ProcessorMixin
 
-        return QwenVLInputs(AutoImageProcessor.from_pretrained(location), AutoTokenizer.from_pretrained(location))
-    return AutoProcessor.from_pretrained(location)
+    local_without_processor = os.path.isdir(location) and not os.path.isfile(
+        os.path.join(location, "processor_config.json"))
+    if config.model_type not in ("qwen2_5_vl", "qwen2_vl") and not local_without_processor:
+        try:
+            processor = AutoProcessor.from_pretrained(location)
+        except (ValueError, AttributeError, ImportError, TypeError):
+            processor = None  # a processor class that cannot be assembled here: build inputs ourselves
+        if isinstance(processor, ProcessorMixin):
+            return processor
+    return ImageTextInputs(AutoImageProcessor.from_pretrained(location), AutoTokenizer.from_pretrained(location),
+                           config)
 
 
 def load_model_and_processor(name=None, device="auto", dtype="auto"):
@@ -218,7 +258,7 @@ def load_model_and_processor(name=None, device="auto", dtype="auto"):
             if arch is None or not hasattr(transformers, arch):
                 raise
             model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype)
-        processor = _load_processor(location, model_type)
+        processor = _load_processor(location, config)
     except OSError as err:
         if resolved.source in ("alias", "hub"):
             raise _missing_weights_error(location, err) from None
