@@ -15,8 +15,8 @@ thresholds), ``tau`` (attention threshold) and confidence ``c``; every bound is 
 at level ``delta = (1 - c) / (3 N)`` (Bonferroni over the ``3 N`` tests below, so all
 of them hold together with probability ``>= c``):
 
-* geometric test of layer ``l``: ``U_l < eps``, ``U_l`` the empirical-Bernstein upper
-  bound on the mean vision cosine distance ``E[rho(X_l, X_{l-1})]`` (rho in [0, 2]);
+* geometric test of layer ``l``: ``U_l < eps``, ``U_l`` the upper confidence bound
+  (min of Hoeffding and empirical Bernstein) on the mean vision cosine distance ``E[rho(X_l, X_{l-1})]`` (rho in [0, 2]);
 * proximal test of layer ``l``: ``P_l > 1 - eps``, ``P_l`` the Clopper-Pearson lower
   bound on ``P[rho(X_l, X_{l-1}) < t]`` for vision tokens;
 * attention test of layer ``l``: ``A_l < tau``, ``A_l`` the Hoeffding upper bound on the
@@ -53,21 +53,25 @@ CERTIFICATE = "certificate.json"
 # confidence bounds (private until skipit.theory.redundancy exports its versions)
 # --------------------------------------------------------------------------------------
 
-def _bernstein_upper(mean, variance, n, delta, value_range=COSINE_DISTANCE_RANGE):
-    """Empirical Bernstein upper confidence bound on a mean (Maurer & Pontil 2009, Thm 4).
+def _mean_upper(mean, variance, n, delta, value_range=COSINE_DISTANCE_RANGE):
+    """Upper confidence bound on a mean from its sufficient statistics (``n``, mean, unbiased variance).
 
-    Hypotheses: ``n >= 2`` i.i.d. draws in ``[0, value_range]`` with sample mean ``mean``
-    and unbiased sample variance ``variance``. Conclusion: with probability
-    ``>= 1 - delta``, ``E[X] <= mean + sqrt(2 variance ln(2/delta) / n)
-    + 7 value_range ln(2/delta) / (3 (n - 1))``. Capped at ``value_range``; ``n < 2``
-    gives the trivial bound ``value_range``.
+    Hypotheses: ``n`` i.i.d. draws in ``[0, value_range]``. Conclusion: with probability
+    ``>= 1 - delta``, ``E[X] <=`` the smaller of Hoeffding
+    ``mean + R sqrt(ln(2/delta) / (2n))`` and the empirical Bernstein bound of Maurer &
+    Pontil (2009, Thm 4) ``mean + sqrt(2 V ln(4/delta) / n) + 7 R ln(4/delta) / (3(n-1))``,
+    each at level ``delta/2`` (union bound), capped at ``R = value_range``: the same bound
+    as ``skipit.theory.geometric_redundancy(d, 1 - delta, method="best")`` computed from
+    the samples ``d`` (a streaming run keeps only their sums). ``n < 2``: ``R``.
     """
     if n < 2:
         return float(value_range)
-    log_term = math.log(2.0 / delta)
-    bound = mean + math.sqrt(2.0 * max(variance, 0.0) * log_term / n) \
+    half = delta / 2.0
+    hoeffding = mean + value_range * math.sqrt(math.log(1.0 / half) / (2.0 * n))
+    log_term = math.log(2.0 / half)
+    bernstein = mean + math.sqrt(2.0 * max(variance, 0.0) * log_term / n) \
         + 7.0 * value_range * log_term / (3.0 * (n - 1))
-    return float(min(bound, value_range))
+    return float(min(hoeffding, bernstein, value_range))
 
 
 def _clopper_pearson_lower(k, n, delta):
@@ -173,7 +177,7 @@ def _token_block(block, delta, thresholds):
     return {
         "tokens": n,
         "mean_cosine_distance": mean,
-        "mean_upper_bound": _bernstein_upper(mean, var, n, delta) if n else COSINE_DISTANCE_RANGE,
+        "mean_upper_bound": _mean_upper(mean, var, n, delta),
         "variance": var,
         "proximal_probability": probs,
         "proximal_count": counts,
@@ -213,29 +217,41 @@ def certificate_layers(stats_layers, num_examples, settings):
 
 
 def _layer_tests(entry, settings):
+    from skipit.theory import proposition1_mean_bound, theorem1_bound, theorem1_bound_sharp
+
     t_key = _key(settings.proximal_t)
     vision = entry["vision"]
     upper = vision["mean_upper_bound"]
     lower = vision["proximal_lower_bound"][t_key]
     attention = entry["visual_attention_upper_bound"]
+    # Theorem 1 with its eps = 2 U (hypothesis E[rho] <= eps/2): coefficients of (alpha^2 + beta^2), (alpha + beta)^2
+    functional = float(theorem1_bound(1.0, 0.0, 2.0 * upper)) if upper > 0 else 0.0
+    functional_sharp = float(theorem1_bound_sharp(1.0, 0.0, 2.0 * upper)) if upper > 0 else 0.0
+    # Proposition 1 (range [0, 2]): E[rho] <= t + (2 - t) P[rho > t] <= t + (2 - t)(1 - P_l)
+    prop1 = float(proposition1_mean_bound(settings.proximal_t, 1.0 - lower, COSINE_DISTANCE_RANGE))
     return {
         "geometric": {
             "pass": bool(upper < settings.eps), "mean_cosine_distance": vision["mean_cosine_distance"],
             "upper_bound": upper, "eps": settings.eps,
-            "cites": "Definition 1; Theorem 1 with eps' = 2 U: E||E[Z|X_l] - E[Z|X_{l-1}]||^2 "
-                     f"< 2(alpha^2 + beta^2) * {2 * upper:.6g}",
+            "cites": f"Definition 1 (E[rho] <= {upper:.4g}); Theorem 1 with eps = 2U: "
+                     f"E||E[Z|X_l] - E[Z|X_(l-1)]||^2 <= {functional:.4g} (alpha^2 + beta^2), sharp form "
+                     f"{functional_sharp:.4g} (alpha + beta)^2",
+            "theorem1_coefficient": functional,
         },
         "proximal": {
             "pass": bool(lower > 1.0 - settings.eps), "probability": vision["proximal_probability"][t_key],
             "lower_bound": lower, "t": settings.proximal_t, "required": 1.0 - settings.eps,
-            "cites": "Definition 2; Proposition 1 (proximal => geometric), Theorem 4 / Corollary 4 "
-                     "(proximal => informational)",
+            "cites": f"Definition 2 (P[rho < {settings.proximal_t:g}] >= {lower:.4g}); Proposition 1 on [0, 2]: "
+                     f"E[rho] <= {prop1:.4g}; Theorem 4 / Corollary 4: proximal implies informational "
+                     "redundancy",
+            "proposition1_mean_bound": prop1,
         },
         "attention": {
             "pass": bool(attention < settings.attention_threshold),
             "visual_attention_mean_head": entry["visual_attention_mean_head"],
             "upper_bound": attention, "threshold": settings.attention_threshold,
-            "cites": "Theorem 6 hypothesis ||f_text(0, T) - f_text(V, T)|| <= delta (small vision-to-text effect)",
+            "cites": "Theorem 6 hypothesis ||f_text(V, T) - f_text(0, T)|| <= delta: vision barely moves the "
+                     "text when the text barely attends to it",
         },
     }
 
@@ -318,8 +334,8 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
         "bonferroni_tests": 3 * num_layers,
         "delta_per_test": settings.delta(num_layers),
         "bounds": {
-            "mean_upper_bound": "empirical Bernstein (Maurer & Pontil 2009, Thm 4), tokens as i.i.d. "
-                                "draws in [0, 2]",
+            "mean_upper_bound": "min(Hoeffding, empirical Bernstein (Maurer & Pontil 2009, Thm 4)) at "
+                                "delta/2 each, tokens as i.i.d. draws in [0, 2]",
             "proximal_lower_bound": "one-sided Clopper-Pearson, tokens as i.i.d. trials",
             "visual_attention_upper_bound": "Hoeffding, examples as i.i.d. draws in [0, 1]",
         },
