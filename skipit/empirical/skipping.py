@@ -1,0 +1,533 @@
+"""Late entry and early exit of vision tokens, as hooks (paper Sec. 4.2, Theorem 6).
+
+Layers are numbered l = 1..N (hidden state 0 is the embedding output).
+
+* **Late entry at L** (``late_entry``): the vision tokens do not pass through decoder
+  layers 1..L-1; the text tokens do, attending to text only. At layer L the vision
+  tokens enter with their embedding-layer representation (``variant="embedding"``, the
+  paper's setting of Theorem 6) or with the layer-(L-1) representation of a full pass
+  (``variant="oracle"``, an analysis tool that costs a full pass). L = 1 is the full model.
+* **Early exit at L** (``early_exit``): the vision tokens pass through layers 1..L and
+  are dropped from layers L+1..N, keys and values included; the text continues. L = N is
+  the full model. The exited vision positions of the final hidden state hold their
+  layer-L representation (only text positions are read by the answer).
+
+The skipped tokens really leave the computation: a decoder layer is called on the packed
+sequence of the tokens it processes, so its projections, MLP and attention cost what the
+shorter sequence costs (see ``skipit.empirical.flops``). No modeling code is copied:
+
+* a forward pre-hook on the model reads ``input_ids`` (which positions are vision tokens);
+* a forward pre-hook on the language model fixes ``position_ids`` and, after the first
+  forward of a cache, the 4-D attention mask over the *full* sequence (the cache of
+  different layers holds different numbers of tokens, so the model's own mask sizing,
+  taken from layer 0 of the cache, would be wrong);
+* a forward pre-hook on every decoder layer packs the tokens that layer processes
+  (per example, in their original order, so causality and each token's original rotary
+  position, including Qwen2.5-VL's 3-D positions, are kept), and gathers the rotary
+  ``(cos, sin)``, the position ids and the attention mask (rows: the packed queries;
+  columns: the tokens that layer's cache holds);
+* a forward hook on the last decoder layer scatters the packed stream back to the full
+  sequence, so the final norm and the LM head see the usual shape.
+
+Batches with padding (left or right) work: padding stays masked, and examples whose
+packed lengths differ are padded inside the packed sequence (masked keys; those query
+rows attend everywhere so nothing becomes NaN, and they are never scattered back).
+
+With ``generate`` (greedy or sampling, ``DynamicCache``): early exit stores no vision
+keys/values in the cache of layers > L; late entry stores none in layers < L. Every
+layer's cache is tracked by the original positions it holds, and the attention mask of
+each decode step is gathered per layer. A cache filled under a skipping context must be
+used under the same context. Beam search (which reorders the cache) is not supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["late_entry", "early_exit", "TokenSkipper", "resolve_adapter"]
+
+
+def resolve_adapter(model, adapter=None):
+    """The family adapter of ``model`` (``skipit.empirical.adapters.get_adapter``)."""
+    if adapter is not None:
+        return adapter
+    from skipit.empirical.adapters import get_adapter
+
+    return get_adapter(model)
+
+
+def _pack(keep):
+    """Pack the True positions of ``keep`` [B, q] to the front, in order.
+
+    Returns ``(idx [B, n], valid [B, n])`` with n the largest count; slots beyond an
+    example's count hold (finite) positions that are not kept and are marked invalid.
+    """
+    counts = keep.sum(dim=1)
+    n = int(counts.max()) if keep.numel() else 0
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :n]
+    valid = torch.arange(n, device=keep.device)[None, :] < counts[:, None]
+    return order, valid
+
+
+@dataclass(eq=False)
+class _Packing:
+    idx: torch.Tensor | None   # [B, n] positions in the chunk, None = the whole chunk
+    valid: torch.Tensor | None  # [B, n]
+    key: tuple = ()
+
+    @property
+    def full(self):
+        return self.idx is None
+
+
+_FULL = _Packing(None, None, ("full",))
+
+
+@dataclass
+class _Step:
+    """What one forward of the language model needs across its layer hooks."""
+
+    vision: torch.Tensor          # [B, q] bool: vision positions of this chunk
+    past: int                     # full-sequence length before this chunk
+    q: int
+    cache: object = None
+    buf: torch.Tensor | None = None
+    packing: _Packing = field(default_factory=lambda: _FULL)
+    packings: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)
+    oracle: torch.Tensor | None = None
+
+
+class TokenSkipper:
+    """Hooks that run decoder layer l (1-based) on the tokens ``keep(l, step)`` selects.
+
+    ``keep(layer, vision)`` returns a bool [B, q] tensor (True = the token is processed by
+    that layer) or None (all tokens). A token dropped at some layer and taken back later
+    re-enters with the last representation it had (its embedding if it never ran).
+    Subclasses / callers supply ``keep``; ``late_entry`` and ``early_exit`` are built on it.
+    """
+
+    def __init__(self, model, keep, adapter=None, on_transition=None):
+        self.model = model
+        self.adapter = resolve_adapter(model, adapter)
+        self.keep = keep
+        self.on_transition = on_transition
+        self.lm = self.adapter.language_model(model)
+        self.layers = self.adapter.decoder_layers(model)
+        self.num_layers = len(self.layers)
+        self.config = model.config
+        self._handles = []
+        self._input_ids = None
+        self._attention_mask2d = None
+        self._step = None
+        self._bypass = False
+        self._caches = {}  # id(cache) -> {"full": int, "kv": {layer: (index, valid)}, "ref": cache}
+        self.layer_tokens = {}  # layer (1-based) -> tokens it processed in the last forward
+
+    # -- hook management -------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._model_pre, with_kwargs=True))
+            self._handles.append(self.lm.register_forward_pre_hook(self._lm_pre, with_kwargs=True))
+            self._handles.append(self.lm.register_forward_hook(self._lm_post))
+            for i, layer in enumerate(self.layers):
+                self._handles.append(
+                    layer.register_forward_pre_hook(self._make_layer_pre(i), with_kwargs=True)
+                )
+            self._handles.append(self.layers[-1].register_forward_hook(self._last_post))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._remove()
+        return False
+
+    def _remove(self):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._step = None
+
+    # -- hooks -----------------------------------------------------------------------
+    def _model_pre(self, module, args, kwargs):
+        if self._bypass:
+            return None
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError(
+                "skipping needs `input_ids` (to find the vision tokens); got `inputs_embeds` only"
+            )
+        self._input_ids = input_ids
+        mask = kwargs.get("attention_mask")
+        self._attention_mask2d = mask if isinstance(mask, torch.Tensor) and mask.ndim == 2 else None
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        state = self._caches.get(id(cache)) if cache is not None else None
+        if mask is None and state is not None and state["full"] > 0:
+            # Models that derive positions from the cache length (Qwen2.5-VL) read layer 0,
+            # which may hold fewer tokens; an explicit all-ones mask makes them count the
+            # full sequence instead.
+            kwargs = dict(kwargs)
+            kwargs["attention_mask"] = torch.ones(
+                input_ids.shape[0], state["full"] + input_ids.shape[1],
+                dtype=torch.long, device=input_ids.device,
+            )
+            self._attention_mask2d = kwargs["attention_mask"]
+            return args, kwargs
+        return None
+
+    def _lm_pre(self, module, args, kwargs):
+        if self._bypass:
+            return None
+        kwargs = dict(kwargs)
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            embeds = module.get_input_embeddings()(ids)
+            kwargs["inputs_embeds"] = embeds
+            kwargs.pop("input_ids", None)
+            args = ()
+        bsz, q = embeds.shape[:2]
+        input_ids = self._input_ids
+        if input_ids is None or input_ids.shape[-1] != q:
+            raise ValueError(
+                f"the language model got {q} positions but the model call had input_ids of shape "
+                f"{None if input_ids is None else tuple(input_ids.shape)}; skipping needs one "
+                "input id per language-model position"
+            )
+        vision = self.adapter.vision_mask(input_ids, self.config).to(embeds.device).bool()
+
+        cache_key = "cache" if "cache" in kwargs else ("past_key_values" if "past_key_values" in kwargs else "cache")
+        cache = kwargs.get(cache_key)
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = bool(getattr(module.config, "use_cache", False))
+        if cache is None and use_cache:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=module.config)
+            kwargs[cache_key] = cache
+        past = 0
+        if cache is not None:
+            state = self._caches.get(id(cache))
+            if cache.get_seq_length() == 0 or state is None or state["ref"] is not cache:
+                if cache.get_seq_length() != 0:
+                    raise ValueError(
+                        "a cache filled outside this skipping context cannot be continued under it"
+                    )
+                state = {"full": 0, "kv": {}, "ref": cache}
+                self._caches = {id(cache): state}
+            past = state["full"]
+
+        if kwargs.get("position_ids") is None:
+            kwargs["position_ids"] = (torch.arange(q, device=embeds.device) + past)[None, :]
+        if past > 0:
+            full2d = self._attention_mask2d
+            if full2d is None or full2d.shape[-1] != past + q:
+                full2d = torch.ones(bsz, past + q, dtype=torch.bool, device=embeds.device)
+            keys_ok = full2d.to(embeds.device).bool()[:, None, None, :]
+            causal = torch.arange(past + q, device=embeds.device)[None, :] <= (
+                torch.arange(q, device=embeds.device)[:, None] + past
+            )
+            kwargs["attention_mask"] = keys_ok & causal[None, None]
+        self._step = _Step(vision=vision, past=past, q=q, cache=cache)
+        if getattr(self, "oracle_layer", None) and past == 0:
+            self._step.oracle = self._oracle_states(module, args, kwargs)
+        self.layer_tokens = {}
+        return args, kwargs
+
+    def _oracle_states(self, module, args, kwargs):
+        """Output of layer ``oracle_layer - 1`` (1-based) in an unhooked full pass."""
+        target = self.oracle_layer - 1
+        if target < 1:
+            return None
+        captured = {}
+
+        def grab(_m, _a, out):
+            captured["h"] = out[0] if isinstance(out, tuple) else out
+
+        kw = dict(kwargs)
+        kw.pop("cache", None)
+        kw.pop("past_key_values", None)
+        kw["use_cache"] = False
+        handle = self.layers[target - 1].register_forward_hook(grab)
+        self._bypass = True
+        try:
+            with torch.no_grad():
+                module(*args, **kw)
+        finally:
+            self._bypass = False
+            handle.remove()
+        return captured["h"]
+
+    def _lm_post(self, module, args, output):
+        if self._bypass or self._step is None:
+            return None
+        step = self._step
+        if step.cache is not None:
+            self._caches[id(step.cache)]["full"] = step.past + step.q
+        self._step = None
+        return None
+
+    def _last_post(self, module, args, output):
+        if self._bypass or self._step is None:
+            return None
+        step = self._step
+        if step.packing.full:
+            return None
+        h = output[0] if isinstance(output, tuple) else output
+        buf = self._scatter(step, h)
+        step.packing = _FULL
+        return (buf,) + tuple(output[1:]) if isinstance(output, tuple) else buf
+
+    def _scatter(self, step, h):
+        p = step.packing
+        idx = p.idx[..., None].expand(-1, -1, h.shape[-1])
+        buf = step.buf.clone()
+        current = buf.gather(1, idx)
+        buf.scatter_(1, idx, torch.where(p.valid[..., None], h.to(buf.dtype), current))
+        return buf
+
+    def _packing_for(self, step, keep):
+        if keep is None or bool(keep.all()):
+            return _FULL
+        key = (keep.data_ptr(), tuple(keep.shape))
+        cached = step.packings.get(key)
+        if cached is not None and torch.equal(cached[0], keep):
+            return cached[1]
+        idx, valid = _pack(keep)
+        packing = _Packing(idx, valid, ("pack", len(step.packings)))
+        step.packings[key] = (keep, packing)
+        return packing
+
+    def _make_layer_pre(self, i):
+        def hook(module, args, kwargs):
+            if self._bypass or self._step is None:
+                return None
+            return self._layer_pre(i, args, kwargs)
+
+        return hook
+
+    def _layer_pre(self, i, args, kwargs):
+        step = self._step
+        layer = i + 1
+        h = args[0] if args else kwargs["hidden_states"]
+        if i == 0:
+            step.buf = h
+            step.packing = _FULL
+        keep = self.keep(layer, step.vision)
+        packing = self._packing_for(step, keep)
+        if packing.key != step.packing.key:
+            if not step.packing.full:
+                step.buf = self._scatter(step, h)
+            elif i > 0:
+                step.buf = h
+            if self.on_transition is not None:
+                step.buf = self.on_transition(layer, step, step.buf)
+            if packing.full:
+                h = step.buf
+            else:
+                h = step.buf.gather(1, packing.idx[..., None].expand(-1, -1, step.buf.shape[-1]))
+            step.packing = packing
+        self.layer_tokens[layer] = (
+            step.q * h.shape[0] if packing.full else int(packing.valid.sum())
+        )
+        kwargs = dict(kwargs)
+        if args:
+            args = (h,) + tuple(args[1:])
+        else:
+            kwargs["hidden_states"] = h
+        kwargs.update(self._layer_kwargs(i, step, packing, kwargs))
+        return args, kwargs
+
+    # -- per-layer positions and masks ------------------------------------------------
+    def _layer_kwargs(self, i, step, packing, kwargs):
+        out = {}
+        if not packing.full:
+            pe = kwargs.get("position_embeddings")
+            if pe is not None:
+                memo_key = ("pe", packing.key, id(pe[0]))
+                if memo_key not in step.memo:
+                    step.memo[memo_key] = tuple(self._gather_seq(t, packing.idx) for t in pe)
+                out["position_embeddings"] = step.memo[memo_key]
+            pid = kwargs.get("position_ids")
+            if isinstance(pid, torch.Tensor) and pid.shape[-1] == step.q:
+                memo_key = ("pid", packing.key, id(pid))
+                if memo_key not in step.memo:
+                    step.memo[memo_key] = self._gather_pos(pid, packing.idx)
+                out["position_ids"] = step.memo[memo_key]
+
+        # keys this layer attends to: its cached positions, then this chunk's packed ones
+        device = step.vision.device
+        bsz = step.vision.shape[0]
+        if packing.full:
+            new_index = torch.arange(step.q, device=device)[None, :].expand(bsz, -1) + step.past
+            new_valid = torch.ones(bsz, step.q, dtype=torch.bool, device=device)
+        else:
+            new_index, new_valid = packing.idx + step.past, packing.valid
+        past_index = past_valid = None
+        if step.cache is not None:
+            kv = self._caches[id(step.cache)]["kv"]
+            if step.past > 0:
+                past_index, past_valid = kv[i]
+            memo_key = ("kv", packing.key, id(past_index))
+            if memo_key not in step.memo:
+                if past_index is None:
+                    step.memo[memo_key] = (new_index, new_valid)
+                else:
+                    step.memo[memo_key] = (
+                        torch.cat([past_index, new_index], dim=1),
+                        torch.cat([past_valid, new_valid], dim=1),
+                    )
+            key_index, key_valid = step.memo[memo_key]
+            kv[i] = (key_index, key_valid)
+            window = self._sliding_window(step.cache, i)
+            if window is not None:
+                # the sliding cache keeps its last window-1 slots; in-window keys are among them
+                kv[i] = (key_index[:, -(window - 1):], key_valid[:, -(window - 1):])
+        else:
+            key_index, key_valid = new_index, new_valid
+
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, dict):
+            raise ValueError("a per-layer-type mask dict reached a decoder layer; unsupported family")
+        simple = (
+            mask is None and packing.full is False and bool(packing.valid.all())
+        ) or (mask is None and packing.full)
+        if simple and step.past == 0:
+            out["attention_mask"] = None
+            return out
+        window = self._sliding_window(step.cache, i) if step.past > 0 else None
+        memo_key = ("mask", packing.key, id(mask), id(key_index), window)
+        if memo_key not in step.memo:
+            step.memo[memo_key] = self._layer_mask(step, packing, mask, key_index, key_valid, window)
+        out["attention_mask"] = step.memo[memo_key]
+        return out
+
+    @staticmethod
+    def _gather_seq(t, idx):
+        """Gather positions ``idx`` [B, n] along dim -2 of ``t`` [..., B|1, S, d]."""
+        bsz, n = idx.shape
+        shape = list(t.shape)
+        shape[-3] = bsz
+        t = t.expand(*shape)
+        index = idx[..., None].expand(bsz, n, t.shape[-1])
+        index = index.expand(*t.shape[:-3], bsz, n, t.shape[-1])
+        return t.gather(-2, index)
+
+    @staticmethod
+    def _gather_pos(pid, idx):
+        """Gather positions ``idx`` [B, n] along the last dim of ``pid`` [..., B|1, S]."""
+        bsz, n = idx.shape
+        shape = list(pid.shape)
+        shape[-2] = bsz
+        pid = pid.expand(*shape)
+        return pid.gather(-1, idx.expand(*pid.shape[:-2], bsz, n))
+
+    @staticmethod
+    def _sliding_window(cache, i):
+        layers = getattr(cache, "layers", None)
+        if layers is None or i >= len(layers):
+            return None
+        layer = layers[i]
+        if getattr(layer, "is_sliding", False) and not getattr(layer, "record_past", False):
+            return int(layer.sliding_window)
+        return None
+
+    def _layer_mask(self, step, packing, mask, key_index, key_valid, window=None):
+        bsz = step.vision.shape[0]
+        device = step.vision.device
+        total = step.past + step.q
+        if mask is None:
+            full = torch.arange(total, device=device)[None, :] <= (
+                torch.arange(step.q, device=device)[:, None] + step.past
+            )
+            full = full[None, None].expand(bsz, 1, -1, -1)
+            dtype = None
+        else:
+            dtype = mask.dtype
+            full = mask if mask.dtype == torch.bool else mask == 0
+            full = full.expand(bsz, full.shape[1], full.shape[2], full.shape[3])
+        if not packing.full:
+            rows = packing.idx[:, None, :, None].expand(-1, full.shape[1], -1, full.shape[-1])
+            full = full.gather(2, rows)
+        cols = key_index.clamp(max=full.shape[-1] - 1)[:, None, None, :].expand(
+            -1, full.shape[1], full.shape[2], -1
+        )
+        m = full.gather(3, cols) & key_valid[:, None, None, :]
+        if window is not None:
+            # decode-step masks are built here over the full sequence without the window
+            q_pos = step.past + (
+                packing.idx if not packing.full
+                else torch.arange(step.q, device=device)[None, :].expand(bsz, -1)
+            )
+            m = m & (key_index[:, None, None, :] > q_pos[:, None, :, None] - window)
+        if not packing.full:
+            m = m | ~packing.valid[:, None, :, None]
+        impl = getattr(self.lm.config, "_attn_implementation", "sdpa")
+        if impl == "eager" or (dtype is not None and dtype != torch.bool):
+            fdtype = dtype if dtype is not None and dtype.is_floating_point else self.lm.dtype
+            return torch.zeros(m.shape, dtype=fdtype, device=device).masked_fill(
+                ~m, torch.finfo(fdtype).min
+            )
+        if m.shape[2] == 1 and bool(m.all()):
+            return None
+        return m
+
+
+def _check_layer(layer, num_layers):
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
+        raise ValueError(f"`layer` must be an integer in [1, {num_layers}], got {layer!r}")
+
+
+@contextlib.contextmanager
+def late_entry(model, layer, adapter=None, variant="embedding"):
+    """Vision tokens skip decoder layers 1..layer-1 and enter at ``layer`` (Theorem 6 setting).
+
+    ``variant="embedding"``: they enter with their embedding-layer representation (the
+    paper's late entry); ``"oracle"``: with the layer-(layer-1) output of a full pass
+    (costs an extra full pass per prefill; an upper reference, not a speed-up).
+    ``layer=1`` is the full model. Yields the ``TokenSkipper`` (``.layer_tokens`` holds the
+    tokens each layer processed in the last forward).
+    """
+    if variant not in ("embedding", "oracle"):
+        raise ValueError(f"`variant` must be 'embedding' or 'oracle', got {variant!r}")
+    ad = resolve_adapter(model, adapter)
+    _check_layer(layer, ad.num_layers(model))
+
+    def keep(l, vision):
+        return ~vision if l < layer else None
+
+    skipper = TokenSkipper(model, keep, ad)
+    if variant == "oracle":
+        skipper.oracle_layer = layer
+
+        def swap(l, step, buf):
+            if l == layer and step.oracle is not None:
+                return torch.where(step.vision[..., None], step.oracle.to(buf.dtype), buf)
+            return buf
+
+        skipper.on_transition = swap
+    with skipper:
+        yield skipper
+
+
+@contextlib.contextmanager
+def early_exit(model, layer, adapter=None):
+    """Vision tokens run through decoder layers 1..layer and leave layers layer+1..N.
+
+    Their keys and values are absent from those layers (also from their cache in
+    ``generate``). ``layer=N`` is the full model. Yields the ``TokenSkipper``.
+    """
+    ad = resolve_adapter(model, adapter)
+    _check_layer(layer, ad.num_layers(model))
+
+    def keep(l, vision):
+        return ~vision if l > layer else None
+
+    with TokenSkipper(model, keep, ad) as skipper:
+        yield skipper
