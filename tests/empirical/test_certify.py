@@ -1,0 +1,242 @@
+"""The certificate: confidence bounds, the decision rule, checkpoints and atomic writes.
+
+The decision rule is tested on synthetic per-layer statistics whose verdicts are known
+exactly; the run (capture, resume, atomic write) on a tiny random LLaVA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from skipit.empirical.certify import (
+    SCHEMA,
+    DecisionSettings,
+    _clopper_pearson_lower,
+    _hoeffding_upper,
+    _mean_upper,
+    build_certificate,
+    certificate_layers,
+    decide,
+)
+from skipit.theory import geometric_redundancy, proximal_probability
+
+THRESHOLDS = (0.01, 0.02, 0.05, 0.1)
+N_LAYERS = 12
+
+
+def _block(d):
+    """A statistics block (capture-engine layout) from samples ``d`` of cosine distances."""
+    d = np.asarray(d, dtype=float)
+    return {"tokens": d.size, "mean_cosine_distance": float(d.mean()), "variance": float(d.var()),
+            "sum": float(d.sum()), "sum_sq": float((d * d).sum()),
+            "proximal_probability": {repr(t): float(np.mean(d < t)) for t in THRESHOLDS},
+            "proximal_count": {repr(t): int(np.sum(d < t)) for t in THRESHOLDS}}
+
+
+REDUNDANT = np.full(4000, 0.001)          # D = 0.001, every token 0.05-proximal
+MOVING = np.full(4000, 0.2)                # D = 0.2, no token 0.05-proximal
+LOW_ATTENTION, HIGH_ATTENTION = 0.01, 0.5  # with 10000 examples the Hoeffding slack is < 0.03
+
+
+def _layers(redundant_upto=0, quiet_from=N_LAYERS + 1, overrides=None):
+    """Vision redundant in layers 1..redundant_upto, attention low in layers <= redundant_upto
+    and >= quiet_from; ``overrides[l]`` replaces fields of layer l."""
+    out = []
+    for l in range(1, N_LAYERS + 1):
+        quiet = l <= redundant_upto or l >= quiet_from
+        share = LOW_ATTENTION if quiet else HIGH_ATTENTION
+        layer = {"layer": l, "vision": _block(REDUNDANT if l <= redundant_upto else MOVING),
+                 "text": _block(MOVING), "cka": {"vision": 0.9, "text": 0.5},
+                 "visual_attention_ratio": 8 * share, "visual_attention_mean_head": share,
+                 "visual_attention_per_head": [share] * 8}
+        layer.update((overrides or {}).get(l, {}))
+        out.append(layer)
+    return out
+
+
+def _certificate(stats_layers, num_examples=10000, **settings):
+    return build_certificate(stats_layers, num_examples=num_examples, settings=DecisionSettings(**settings),
+                             model_info={"name": "synthetic", "source": "test"}, data_info={"source": "test"})
+
+
+# ---------------------------------------------------------------------------- bounds
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mean_upper_bound_equals_theory_from_samples(seed):
+    """The streaming bound (from n, sum, sum of squares) is geometric_redundancy's "best" bound."""
+    rng = np.random.default_rng(seed)
+    d = np.clip(rng.gamma(0.5, 0.02 * (seed + 1), size=500), 0, 2)
+    delta = 0.05 / 36
+    block = _block(d)
+    var = (block["sum_sq"] - block["sum"] ** 2 / d.size) / (d.size - 1)
+    ours = _mean_upper(block["mean_cosine_distance"], var, d.size, delta)
+    assert ours == pytest.approx(geometric_redundancy(d, confidence=1 - delta).bound, rel=1e-12)
+
+
+@pytest.mark.parametrize("k,n", [(0, 50), (1, 50), (49, 50), (50, 50), (900, 1000)])
+def test_clopper_pearson_equals_theory(k, n):
+    d = np.r_[np.zeros(k), np.ones(n - k)]
+    assert _clopper_pearson_lower(k, n, 0.01) == pytest.approx(proximal_probability(d, 0.5, 0.99).bound, abs=1e-14)
+
+
+def test_hoeffding_upper_bound_formula():
+    assert _hoeffding_upper(0.2, 100, 0.05) == pytest.approx(0.2 + math.sqrt(math.log(20) / 200))
+    assert _hoeffding_upper(0.99, 10, 0.05) == 1.0
+
+
+def test_bounds_are_taken_at_the_bonferroni_level():
+    """Every bound uses delta = (1 - confidence) / (3 N): 3 tests per layer, N layers."""
+    settings = DecisionSettings(confidence=0.9)
+    assert settings.delta(N_LAYERS) == pytest.approx(0.1 / 36)
+    layers = certificate_layers(_layers(redundant_upto=3), 10000, settings)
+    d = REDUNDANT
+    delta = 0.1 / 36
+    assert layers[0]["vision"]["mean_upper_bound"] == pytest.approx(geometric_redundancy(d, 1 - delta).bound)
+    assert layers[0]["vision"]["mean_upper_bound"] != pytest.approx(geometric_redundancy(d, 0.9).bound)
+    assert layers[0]["visual_attention_upper_bound"] == pytest.approx(_hoeffding_upper(LOW_ATTENTION, 10000, delta))
+
+
+def test_certificate_copies_the_point_estimates():
+    stats = _layers(redundant_upto=2)
+    cert = _certificate(stats)
+    for got, want in zip(cert["layers"], stats):
+        for kind in ("vision", "text"):
+            assert got[kind]["mean_cosine_distance"] == want[kind]["mean_cosine_distance"]
+            assert got[kind]["tokens"] == want[kind]["tokens"]
+            assert got[kind]["proximal_probability"] == want[kind]["proximal_probability"]
+        assert got["visual_attention_ratio"] == want["visual_attention_ratio"]
+        assert got["cka"] == want["cka"]
+
+
+def test_certificate_schema():
+    cert = _certificate(_layers(redundant_upto=2))
+    assert cert["schema"] == SCHEMA == "skipit.certificate/1"
+    assert set(cert) >= {"schema", "model", "data", "settings", "layers", "late_entry", "early_exit"}
+    assert cert["model"]["num_layers"] == N_LAYERS and cert["data"]["num_examples"] == 10000
+    assert set(cert["settings"]) >= {"thresholds", "confidence", "eps", "proximal_t", "attention_threshold"}
+    layer = cert["layers"][0]
+    assert set(layer["vision"]) >= {"mean_cosine_distance", "mean_upper_bound", "proximal_probability",
+                                    "proximal_lower_bound", "tokens"}
+    assert set(cert["late_entry"]) == {"certified_layers", "max_entry_layer", "reasons"}
+    assert set(cert["early_exit"]) == {"certified_layers", "min_exit_layer", "reasons"}
+    json.dumps(cert, allow_nan=False)
+
+
+# ---------------------------------------------------------------------- decision rule
+
+@pytest.mark.parametrize("upto", [0, 1, 3, 7, N_LAYERS - 1])
+def test_late_entry_is_certified_exactly_before_the_first_failing_layer(upto):
+    """Layers 1..upto pass every test, layer upto+1 fails: vision may enter at layer upto+1."""
+    le = _certificate(_layers(redundant_upto=upto))["late_entry"]
+    assert le["max_entry_layer"] == upto + 1
+    assert le["certified_layers"] == list(range(1, upto + 1))
+    assert le["reasons"]["first_failing_layer"] == upto + 1
+
+
+def test_late_entry_when_every_layer_passes_enters_at_the_last_layer():
+    le = _certificate(_layers(redundant_upto=N_LAYERS))["late_entry"]
+    assert le["max_entry_layer"] == N_LAYERS
+    assert le["certified_layers"] == list(range(1, N_LAYERS))
+
+
+@pytest.mark.parametrize("failing", ["geometric", "proximal", "attention"])
+def test_late_entry_needs_all_three_tests_in_every_earlier_layer(failing):
+    """Layers 1..5 redundant and quiet; layer 3 fails one test only: entry stops at layer 3."""
+    broken = {
+        # mean 0.1075 > eps but 97% of tokens below t = 0.05: only the geometric test fails
+        "geometric": {"vision": _block(np.r_[np.full(3880, 0.049), np.full(120, 2.0)])},
+        # mean 0.025 < eps but only 60% of tokens below t: only the proximal test fails
+        "proximal": {"vision": _block(np.r_[np.full(2400, 0.001), np.full(1600, 0.06)])},
+        "attention": {"visual_attention_mean_head": HIGH_ATTENTION},
+    }[failing]
+    le = _certificate(_layers(redundant_upto=5, overrides={3: broken}))["late_entry"]
+    assert le["max_entry_layer"] == 3
+    assert le["certified_layers"] == [1, 2]
+    assert le["reasons"]["failing_tests"] == [failing]
+    assert le["reasons"]["layers"]["3"][failing]["pass"] is False
+
+
+@pytest.mark.parametrize("quiet_from", [2, 5, 9, N_LAYERS])
+def test_early_exit_is_certified_exactly_after_the_last_attending_layer(quiet_from):
+    """Attention low in layers quiet_from..N, high in layer quiet_from-1: exit after quiet_from-1."""
+    ee = _certificate(_layers(redundant_upto=0, quiet_from=quiet_from))["early_exit"]
+    assert ee["min_exit_layer"] == quiet_from - 1
+    assert ee["certified_layers"] == list(range(quiet_from, N_LAYERS + 1))
+
+
+def test_early_exit_not_certified_when_the_last_layer_attends():
+    ee = _certificate(_layers(redundant_upto=0))["early_exit"]
+    assert ee["min_exit_layer"] == N_LAYERS and ee["certified_layers"] == []
+    assert ee["reasons"]["last_failing_layer"] == N_LAYERS
+
+
+def test_early_exit_ignores_redundancy():
+    """Early exit needs low attention only: moving vision tokens in late layers do not block it."""
+    ee = _certificate(_layers(redundant_upto=0, quiet_from=7))["early_exit"]
+    assert ee["certified_layers"] == [7, 8, 9, 10, 11, 12]
+
+
+def test_decision_uses_upper_bounds_not_point_estimates():
+    """D = 0.04 < eps = 0.05 from 20 tokens: the point estimate passes, the bound does not."""
+    few = {"vision": _block(np.full(20, 0.04) + np.linspace(-0.01, 0.01, 20))}
+    le = _certificate(_layers(redundant_upto=4, overrides={1: few}))["late_entry"]
+    geo = le["reasons"]["layers"]["1"]["geometric"]
+    assert geo["mean_cosine_distance"] < 0.05 <= geo["upper_bound"]
+    assert le["max_entry_layer"] == 1 and le["certified_layers"] == []
+
+
+def test_attention_test_uses_the_upper_bound():
+    """Share 0.08 < tau = 0.1 measured on 100 examples: Hoeffding slack 0.2 blocks early exit."""
+    cert = _certificate(_layers(redundant_upto=0, quiet_from=1), num_examples=100,
+                        attention_threshold=0.1)
+    assert cert["early_exit"]["certified_layers"] == []
+    cert = _certificate(_layers(redundant_upto=0, quiet_from=1), num_examples=10000, attention_threshold=0.1)
+    assert cert["early_exit"]["certified_layers"] == list(range(2, N_LAYERS + 1))
+
+
+def test_eps_threshold_moves_the_verdict():
+    """Layer 2 with D around 0.03: certified at eps = 0.05, not at eps = 0.02."""
+    mid = {"vision": _block(np.full(4000, 0.03))}
+    stats = _layers(redundant_upto=4, overrides={2: mid})
+    assert _certificate(stats, eps=0.05, proximal_t=0.05)["late_entry"]["max_entry_layer"] == 5
+    assert _certificate(stats, eps=0.02, proximal_t=0.05)["late_entry"]["max_entry_layer"] == 2
+
+
+def test_decide_rejects_misnumbered_layers():
+    stats = _layers()
+    stats[3]["layer"] = 5
+    with pytest.raises(ValueError, match="numbered 1..N"):
+        _certificate(stats)
+
+
+def test_verdicts_cite_theorems_and_numbers():
+    cert = _certificate(_layers(redundant_upto=3, quiet_from=10))
+    reasons = cert["late_entry"]["reasons"]
+    assert "Theorem 6" in reasons["theorem"]
+    geo = reasons["layers"]["1"]["geometric"]
+    assert "Theorem 1" in geo["cites"] and f"{geo['upper_bound']:.4g}" in geo["cites"]
+    assert geo["theorem1_coefficient"] == pytest.approx(4 * geo["upper_bound"])
+    prox = reasons["layers"]["1"]["proximal"]
+    assert "Proposition 1" in prox["cites"]
+    assert prox["proposition1_mean_bound"] == pytest.approx(0.05 + 1.95 * (1 - prox["lower_bound"]))
+    assert reasons["theorem6_eps_estimate"] == pytest.approx(
+        math.sqrt(2 * max(reasons["layers"][str(l)]["geometric"]["upper_bound"] for l in (1, 2, 3))))
+    assert "Section 4" in cert["early_exit"]["reasons"]["theorem"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"eps": 0.0}, r"`eps` must be in \(0, 1\), got 0.0"),
+    ({"eps": 1.5}, r"`eps` must be in \(0, 1\), got 1.5"),
+    ({"confidence": 1.0}, r"`confidence` must be in \(0, 1\), got 1.0"),
+    ({"attention_threshold": 0.0}, r"`attention_threshold` must be in \(0, 1\], got 0.0"),
+    ({"proximal_t": 0.03}, r"`proximal_t` must be one of the captured `thresholds`"),
+    ({"thresholds": (0.05, 2.5)}, r"`thresholds` must be non-empty values in \(0, 2\)"),
+])
+def test_settings_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DecisionSettings(**kwargs)
