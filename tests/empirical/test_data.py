@@ -1,0 +1,157 @@
+"""Examples for ``skipit certify``: JSONL checks with line numbers, bundled sets, prompts, batches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skipit.empirical.data import (
+    FALLBACK_TEMPLATE,
+    Example,
+    build_inputs,
+    build_prompt,
+    load_examples,
+    load_jsonl,
+)
+from skipit.errors import SkipitError
+
+
+def _image(path, value=0):
+    arr = np.full((8, 8), value, dtype=np.uint8)
+    arr[2:6, 3] = 255
+    Image.fromarray(arr, mode="L").save(path)
+
+
+def _write(tmp_path, lines):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    _image(tmp_path / "img" / "a.png", 0)
+    _image(tmp_path / "img" / "b.png", 40)
+    (tmp_path / "img" / "broken.png").write_bytes(b"not a png")
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+GOOD_A = {"image": "img/a.png", "question": "which digit is shown?", "answer": "1"}
+GOOD_B = {"image": "img/b.png", "question": "is the digit even?", "answer": "no", "choices": ["yes", "no"]}
+
+
+def test_jsonl_loads_images_relative_to_the_file(tmp_path):
+    path = _write(tmp_path, [GOOD_A, "", GOOD_B])
+    examples, report = load_jsonl(path)
+    assert [e.question for e in examples] == [GOOD_A["question"], GOOD_B["question"]]
+    assert examples[0].choices == [] and examples[1].choices == ["yes", "no"]
+    assert examples[0].image.mode == "RGB" and examples[0].image.size == (8, 8)
+    assert examples[1].source == "data.jsonl:3"
+    assert report.skipped == [] and len(report.sha256) == 64
+
+
+@pytest.mark.parametrize("bad,why", [
+    ("{not json", r"line 2: invalid JSON"),
+    ({"image": "img/a.png", "answer": "1"}, r"line 2: missing field 'question'"),
+    ({"question": "q", "answer": "1"}, r"line 2: missing field 'image'"),
+    ({"image": "img/broken.png", "question": "q", "answer": "1"}, r"line 2: unreadable image 'img/broken.png'"),
+    ({"image": "img/none.png", "question": "q", "answer": "1"}, r"line 2: unreadable image 'img/none.png'"),
+    ({"image": "img/a.png", "question": "q", "answer": 3}, r"line 2: field 'answer' must be a non-empty string"),
+    ({"image": "img/a.png", "question": "q", "answer": "1", "choices": "ab"}, r"line 2: field 'choices'"),
+])
+def test_bad_line_is_reported_with_its_line_number(tmp_path, bad, why):
+    path = _write(tmp_path, [GOOD_A, bad, GOOD_B])
+    with pytest.raises(SkipitError, match=why) as info:
+        load_jsonl(path)
+    assert "--skip-bad" in str(info.value)
+
+
+def test_every_bad_line_is_listed(tmp_path):
+    path = _write(tmp_path, ["{x", GOOD_A, {"image": "img/a.png"}, GOOD_B, {"image": "img/broken.png",
+                                                                           "question": "q", "answer": "a"}])
+    with pytest.raises(SkipitError, match=r"3 bad line\(s\)") as info:
+        load_jsonl(path)
+    text = str(info.value)
+    assert "line 1:" in text and "line 3:" in text and "line 5:" in text and "line 2:" not in text
+
+
+def test_skip_bad_skips_and_reports(tmp_path):
+    path = _write(tmp_path, [GOOD_A, "{oops", {"image": "img/broken.png", "question": "q", "answer": "a"}, GOOD_B])
+    examples, report = load_jsonl(path, skip_bad=True)
+    assert [e.answer for e in examples] == ["1", "no"]
+    assert [line for line, _ in report.skipped] == [2, 3]
+
+
+def test_all_lines_bad_is_an_error_even_with_skip_bad(tmp_path):
+    path = _write(tmp_path, ["{oops"])
+    with pytest.raises(SkipitError, match="no usable examples"):
+        load_jsonl(path, skip_bad=True)
+
+
+def test_unknown_data_name_lists_bundled_sets():
+    with pytest.raises(SkipitError, match=r"neither a file nor a bundled data set \(bundled: .*digits-test"):
+        load_examples("no-such-set")
+
+
+def test_bundled_set_loads_and_matches_demo_export(tmp_path):
+    """The bundled test set and its JSONL export (skipit.demo.export_jsonl) are the same data."""
+    demo = pytest.importorskip("skipit.demo")
+    bundled, report = load_examples("digits-test")
+    assert report.source == "bundled:digits-test"
+    assert len(bundled) == len(demo.load_digits_vqa(**demo.BUNDLED_DATASETS["digits-test"]))
+    path = demo.export_jsonl(demo.load_digits_vqa(**demo.BUNDLED_DATASETS["digits-test"])[:8], tmp_path)
+    exported, _ = load_examples(path)
+    from skipit.empirical.certify import data_sha256
+
+    assert data_sha256(exported) == data_sha256(bundled[:8])
+
+
+def test_data_sha256_sees_pixels_and_order():
+    from skipit.empirical.certify import data_sha256
+
+    a = Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a")
+    b = Example(Image.new("RGB", (8, 8), (0, 0, 1)), "q", "a")
+    assert data_sha256([a, b]) != data_sha256([b, a])
+    assert data_sha256([a]) != data_sha256([b])
+    assert data_sha256([a, b]) == data_sha256([a, b])
+
+
+class _NoTemplate:
+    chat_template = None
+    image_token = "<image>"
+
+
+class _Template:
+    chat_template = "{{ messages }}"
+
+    def apply_chat_template(self, conversation, add_generation_prompt, tokenize):
+        assert add_generation_prompt and not tokenize
+        content = conversation[0]["content"]
+        return f"<user>[{content[0]['type']}] {content[1]['text']}<assistant>"
+
+
+def test_prompt_without_chat_template_is_the_llava_form():
+    ex = Example(Image.new("RGB", (8, 8)), "which digit is shown? A) 1 B) 2", "A", ["A", "B"])
+    assert build_prompt(_NoTemplate(), ex) == "USER: <image>\nwhich digit is shown? A) 1 B) 2 ASSISTANT:"
+    assert FALLBACK_TEMPLATE == "USER: <image>\n{question} ASSISTANT:"
+
+
+def test_prompt_uses_the_chat_template_with_the_image_first():
+    ex = Example(Image.new("RGB", (8, 8)), "is it even?", "no")
+    assert build_prompt(_Template(), ex) == "<user>[image] is it even?<assistant>"
+
+
+def test_batches_are_padded_and_end_at_the_prompt(tmp_path):
+    """Questions of different lengths: one padded batch; each row's last real token ends the prompt."""
+    from skipit.empirical.testing import save_tiny_vlm
+    from skipit.empirical.loading import load_model_and_processor
+
+    save_tiny_vlm("llava", tmp_path / "m")
+    model, processor, _ = load_model_and_processor(str(tmp_path / "m"), device="cpu")
+    img = Image.new("RGB", (8, 8), (9, 9, 9))
+    examples = [Example(img, "what digit", "one"), Example(img, "is the digit even than a", "no")]
+    inputs = build_inputs(processor, examples, model=model)
+    mask = inputs["attention_mask"]
+    assert mask.shape[0] == 2 and int(mask[0].sum()) == int(mask[1].sum()) - 4
+    alone = build_inputs(processor, examples[:1], model=model)
+    real = inputs["input_ids"][0][mask[0].bool()]
+    assert real.tolist() == alone["input_ids"][0].tolist()
