@@ -45,14 +45,14 @@ SYMBOLIC = {
     "lemma3_bound_sharp": (sp.sqrt(_a_sq) + sp.sqrt(_b_sq) + sp.sqrt(_c_sq)) ** 2,
 }
 
-_ARGS = {
+ARGUMENTS = {
     "lemma1_bound": (_d_xz, _d_zy),
     "lemma1_bound_sharp": (_d_xz, _d_zy),
     "lemma2_mean_squared_distance": (_mean_rho,),
     "lemma3_bound": (_a_sq, _b_sq, _c_sq),
     "lemma3_bound_sharp": (_a_sq, _b_sq, _c_sq),
 }
-_NUMERIC = {name: sp.lambdify(_ARGS[name], SYMBOLIC[name], "numpy") for name in SYMBOLIC}
+_NUMERIC = {name: sp.lambdify(ARGUMENTS[name], SYMBOLIC[name], "numpy") for name in SYMBOLIC}
 
 
 def lemma1_bound(d_xz, d_zy):
