@@ -19,8 +19,8 @@ of them hold together with probability ``>= c``):
   (min of Hoeffding and empirical Bernstein) on the mean vision cosine distance ``E[rho(X_l, X_{l-1})]`` (rho in [0, 2]);
 * proximal test of layer ``l``: ``P_l > 1 - eps``, ``P_l`` the Clopper-Pearson lower
   bound on ``P[rho(X_l, X_{l-1}) < t]`` for vision tokens;
-* attention test of layer ``l``: ``A_l < tau``, ``A_l`` the Hoeffding upper bound on the
-  mean head-averaged share of the answer query's attention that falls on vision tokens.
+* attention test of layer ``l``: ``A_l < tau``, ``A_l`` the upper confidence bound (min of
+  Hoeffding and empirical Bernstein, examples as draws in [0, 1]) on the mean head-averaged share of the answer query's attention that falls on vision tokens.
 
 Late entry at ``L`` (vision tokens inserted at the input of layer ``L``, skipping layers
 ``1..L-1``) is certified iff every layer ``l < L`` passes all three tests (Theorem 6's
@@ -94,11 +94,33 @@ def _hoeffding_upper(mean, n, delta, value_range=1.0):
 
 
 def _sample_variance(block):
+    """Unbiased variance of a token block: the capture engine's (from its centred moment) when
+    given, else from the sums."""
+    if block.get("variance") is not None:
+        return float(block["variance"])
     n = int(block["tokens"])
     if n < 2:
         return 0.0
     s, q = float(block["sum"]), float(block["sum_sq"])
     return max((q - s * s / n) / (n - 1), 0.0)
+
+
+def _attention_upper(layer, num_examples, delta):
+    """Upper confidence bound on the mean head-averaged visual attention share (values in [0, 1]).
+
+    Per example the share is ``VAR / H`` (eq. 3 divided by the number of heads); with the
+    capture engine's variance of VAR the bound is the "best" one of :func:`_mean_upper` on
+    ``[0, 1]``, without it Hoeffding. A layer without attention statistics gets 1 (fails).
+    """
+    mean = layer.get("visual_attention_mean_head")
+    if mean is None:
+        return 1.0
+    n = int(layer.get("visual_attention_examples") or num_examples)
+    variance = layer.get("visual_attention_ratio_variance")
+    heads = len(layer.get("visual_attention_per_head") or []) or None
+    if variance is None or heads is None:
+        return _hoeffding_upper(float(mean), n, delta)
+    return _mean_upper(float(mean), float(variance) / heads ** 2, n, delta, value_range=1.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -170,14 +192,14 @@ def _lookup(mapping, t):
 
 def _token_block(block, delta, thresholds):
     n = int(block["tokens"])
-    mean = float(block["mean_cosine_distance"])
+    mean = float(block["mean_cosine_distance"]) if n else None
     var = _sample_variance(block)
-    probs = {_key(t): float(_lookup(block["proximal_probability"], t)) for t in thresholds}
+    probs = {_key(t): (float(_lookup(block["proximal_probability"], t)) if n else 0.0) for t in thresholds}
     counts = {_key(t): int(_lookup(block["proximal_count"], t)) for t in thresholds}
     return {
         "tokens": n,
         "mean_cosine_distance": mean,
-        "mean_upper_bound": _mean_upper(mean, var, n, delta),
+        "mean_upper_bound": _mean_upper(mean, var, n, delta) if n else COSINE_DISTANCE_RANGE,
         "variance": var,
         "proximal_probability": probs,
         "proximal_count": counts,
@@ -198,7 +220,7 @@ def certificate_layers(stats_layers, num_examples, settings):
         if int(layer["layer"]) != expected:
             raise ValueError(f"statistics layers must be numbered 1..N in order, got layer {layer['layer']} "
                              f"at position {expected}")
-        attention = float(layer["visual_attention_mean_head"])
+        attention = layer.get("visual_attention_mean_head")
         entry = {
             "layer": expected,
             "vision": _token_block(layer["vision"], delta, settings.thresholds),
@@ -206,10 +228,11 @@ def certificate_layers(stats_layers, num_examples, settings):
         }
         if "answer" in layer:
             entry["answer"] = _token_block(layer["answer"], delta, settings.thresholds)
+        ratio = layer.get("visual_attention_ratio")
         entry.update({
-            "visual_attention_ratio": float(layer["visual_attention_ratio"]),
-            "visual_attention_mean_head": attention,
-            "visual_attention_upper_bound": _hoeffding_upper(attention, int(num_examples), delta),
+            "visual_attention_ratio": None if ratio is None else float(ratio),
+            "visual_attention_mean_head": None if attention is None else float(attention),
+            "visual_attention_upper_bound": _attention_upper(layer, num_examples, delta),
             "cka": {k: (None if v is None else float(v)) for k, v in layer.get("cka", {}).items()},
         })
         out.append(entry)
@@ -337,7 +360,8 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
             "mean_upper_bound": "min(Hoeffding, empirical Bernstein (Maurer & Pontil 2009, Thm 4)) at "
                                 "delta/2 each, tokens as i.i.d. draws in [0, 2]",
             "proximal_lower_bound": "one-sided Clopper-Pearson, tokens as i.i.d. trials",
-            "visual_attention_upper_bound": "Hoeffding, examples as i.i.d. draws in [0, 1]",
+            "visual_attention_upper_bound": "min(Hoeffding, empirical Bernstein) at delta/2 each on the "
+                                            "head-mean share VAR/H, examples as i.i.d. draws in [0, 1]",
         },
     }
     settings_out.update(run_info or {})

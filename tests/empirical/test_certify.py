@@ -43,7 +43,18 @@ MOVING = np.full(4000, 0.2)                # D = 0.2, no token 0.05-proximal
 LOW_ATTENTION, HIGH_ATTENTION = 0.01, 0.5  # with 10000 examples the Hoeffding slack is < 0.03
 
 
-def _layers(redundant_upto=0, quiet_from=N_LAYERS + 1, overrides=None):
+HEADS = 8
+
+
+def _attention(shares):
+    """Attention fields (capture-engine layout) from per-example head-mean shares, equal over heads."""
+    var = np.asarray(shares, dtype=float) * HEADS
+    return {"visual_attention_ratio": float(var.mean()), "visual_attention_mean_head": float(var.mean()) / HEADS,
+            "visual_attention_per_head": [float(var.mean()) / HEADS] * HEADS,
+            "visual_attention_examples": var.size, "visual_attention_ratio_variance": float(var.var(ddof=1))}
+
+
+def _layers(redundant_upto=0, quiet_from=N_LAYERS + 1, overrides=None, examples=10000):
     """Vision redundant in layers 1..redundant_upto, attention low in layers <= redundant_upto
     and >= quiet_from; ``overrides[l]`` replaces fields of layer l."""
     out = []
@@ -52,8 +63,7 @@ def _layers(redundant_upto=0, quiet_from=N_LAYERS + 1, overrides=None):
         share = LOW_ATTENTION if quiet else HIGH_ATTENTION
         layer = {"layer": l, "vision": _block(REDUNDANT if l <= redundant_upto else MOVING),
                  "text": _block(MOVING), "cka": {"vision": 0.9, "text": 0.5},
-                 "visual_attention_ratio": 8 * share, "visual_attention_mean_head": share,
-                 "visual_attention_per_head": [share] * 8}
+                 **_attention(np.full(examples, share))}
         layer.update((overrides or {}).get(l, {}))
         out.append(layer)
     return out
@@ -98,7 +108,22 @@ def test_bounds_are_taken_at_the_bonferroni_level():
     delta = 0.1 / 36
     assert layers[0]["vision"]["mean_upper_bound"] == pytest.approx(geometric_redundancy(d, 1 - delta).bound)
     assert layers[0]["vision"]["mean_upper_bound"] != pytest.approx(geometric_redundancy(d, 0.9).bound)
-    assert layers[0]["visual_attention_upper_bound"] == pytest.approx(_hoeffding_upper(LOW_ATTENTION, 10000, delta))
+    shares = np.full(10000, LOW_ATTENTION)
+    assert layers[0]["visual_attention_upper_bound"] == pytest.approx(
+        geometric_redundancy(shares, 1 - delta, rho_max=1.0).bound)
+
+
+def test_attention_bound_uses_the_variance_of_the_share():
+    """Per-example shares 0 or 0.2 (mean 0.1): the bound is geometric_redundancy's on [0, 1];
+    without the variance it falls back to Hoeffding, which is larger here."""
+    shares = np.r_[np.zeros(300), np.full(300, 0.2)]
+    layer = {"layer": 1, "vision": _block(MOVING), "text": _block(MOVING), **_attention(shares)}
+    delta = 0.05 / 3
+    got = certificate_layers([layer], shares.size, DecisionSettings())[0]["visual_attention_upper_bound"]
+    assert got == pytest.approx(geometric_redundancy(shares, 1 - delta, rho_max=1.0).bound, rel=1e-12)
+    del layer["visual_attention_ratio_variance"]
+    fallback = certificate_layers([layer], shares.size, DecisionSettings())[0]["visual_attention_upper_bound"]
+    assert fallback == pytest.approx(_hoeffding_upper(0.1, 600, delta)) and fallback > got
 
 
 def test_certificate_copies_the_point_estimates():
@@ -152,7 +177,7 @@ def test_late_entry_needs_all_three_tests_in_every_earlier_layer(failing):
         "geometric": {"vision": _block(np.r_[np.full(3880, 0.049), np.full(120, 2.0)])},
         # mean 0.025 < eps but only 60% of tokens below t: only the proximal test fails
         "proximal": {"vision": _block(np.r_[np.full(2400, 0.001), np.full(1600, 0.06)])},
-        "attention": {"visual_attention_mean_head": HIGH_ATTENTION},
+        "attention": _attention(np.full(10000, HIGH_ATTENTION)),
     }[failing]
     le = _certificate(_layers(redundant_upto=5, overrides={3: broken}))["late_entry"]
     assert le["max_entry_layer"] == 3
@@ -191,9 +216,11 @@ def test_decision_uses_upper_bounds_not_point_estimates():
 
 
 def test_attention_test_uses_the_upper_bound():
-    """Share 0.08 < tau = 0.1 measured on 100 examples: Hoeffding slack 0.2 blocks early exit."""
-    cert = _certificate(_layers(redundant_upto=0, quiet_from=1), num_examples=100,
+    """Share 0.01 < tau = 0.1 on 100 examples: the bound (slack about 0.19) blocks early exit;
+    on 10000 examples it does not."""
+    cert = _certificate(_layers(redundant_upto=0, quiet_from=1, examples=100), num_examples=100,
                         attention_threshold=0.1)
+    assert cert["layers"][0]["visual_attention_mean_head"] < 0.1 <= cert["layers"][0]["visual_attention_upper_bound"]
     assert cert["early_exit"]["certified_layers"] == []
     cert = _certificate(_layers(redundant_upto=0, quiet_from=1), num_examples=10000, attention_threshold=0.1)
     assert cert["early_exit"]["certified_layers"] == list(range(2, N_LAYERS + 1))
@@ -240,3 +267,118 @@ def test_verdicts_cite_theorems_and_numbers():
 def test_settings_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DecisionSettings(**kwargs)
+
+
+# --------------------------------------------------------------------------- the run
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    from skipit.empirical.loading import load_model_and_processor
+    from skipit.empirical.testing import save_tiny_vlm
+
+    directory = save_tiny_vlm("llava", tmp_path_factory.mktemp("tiny-llava"), seed=1)
+    return load_model_and_processor(directory, device="cpu")
+
+
+def _run(tiny_llava, examples, **kwargs):
+    from skipit.empirical.certify import certify
+
+    model, processor, info = tiny_llava
+    kwargs.setdefault("batch_size", 3)
+    return certify(model, processor, examples, progress=False, model_info=info, **kwargs)
+
+
+def test_certificate_numbers_equal_the_capture_engine(tiny_llava):
+    """Per-layer numbers of the certificate are those of capture_statistics run directly."""
+    import torch
+
+    from skipit.empirical import capture_statistics
+    from skipit.empirical.data import build_inputs
+    from tests.empirical.certify_helpers import digit_examples
+
+    model, processor, _ = tiny_llava
+    examples = digit_examples(7)
+    cert = _run(tiny_llava, examples, batch_size=3)
+    with torch.inference_mode(), capture_statistics(model) as cap:
+        for start in range(0, 7, 3):
+            model(**build_inputs(processor, examples[start:start + 3], model=model))
+    stats = cap.statistics
+    assert cert["data"]["num_examples"] == stats.num_examples == 7
+    assert cert["model"]["num_layers"] == stats.num_layers == 4
+    for got, want in zip(cert["layers"], stats.layers(), strict=True):
+        assert got["layer"] == want["layer"]
+        for kind in ("vision", "text", "answer"):
+            for key in ("tokens", "mean_cosine_distance", "variance", "proximal_probability", "proximal_count"):
+                assert got[kind][key] == want[kind][key], (got["layer"], kind, key)
+        for key in ("visual_attention_ratio", "visual_attention_mean_head", "cka"):
+            assert got[key] == want[key], (got["layer"], key)
+    assert cert["layers"][0]["vision"]["tokens"] == 7 * 16  # 16 image tokens per example
+
+
+def test_interrupted_run_resumes_to_the_same_certificate(tiny_llava, tmp_path):
+    """Stopped after 2 of 4 batches, then resumed: only the last 2 batches run, and the
+    certificate equals that of an uninterrupted run."""
+    from tests.empirical.certify_helpers import digit_examples
+
+    model = tiny_llava[0]
+    examples = digit_examples(11)
+    whole = _run(tiny_llava, examples, checkpoint_dir=tmp_path / "a", checkpoint_every=1)
+    assert _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1, max_batches=2) is None
+    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert state["done"] == list(range(6))
+    forwards = []
+    handle = model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        resumed = _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1)
+    finally:
+        handle.remove()
+    assert len(forwards) == 2
+    assert resumed == whole
+
+
+def test_resume_on_different_data_is_refused(tiny_llava, tmp_path):
+    from skipit.errors import SkipitError
+    from tests.empirical.certify_helpers import digit_examples
+
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
+    with pytest.raises(SkipitError, match="different data_sha256.*--no-resume"):
+        _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path)
+    # without resuming, the old checkpoint is replaced
+    cert = _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path, resume=False)
+    assert cert["data"]["num_examples"] == 6
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["done"] == list(range(6))
+
+
+def test_checkpoint_statistics_are_mergeable_run_statistics(tiny_llava, tmp_path):
+    from skipit.empirical import RunStatistics
+    from tests.empirical.certify_helpers import digit_examples
+
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, checkpoint_every=1, max_batches=1)
+    stats = RunStatistics.load(tmp_path / "statistics.json")
+    assert stats.num_examples == 3 and stats.num_layers == 4
+
+
+def test_certificate_write_is_atomic(tmp_path, monkeypatch):
+    """A write that fails midway leaves the previous certificate.json intact and no temp file."""
+    from skipit.empirical.certify import write_certificate
+
+    write_certificate({"schema": SCHEMA, "n": 1}, tmp_path)
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        write_certificate({"schema": SCHEMA, "bad": Boom()}, tmp_path)
+    assert json.loads((tmp_path / "certificate.json").read_text()) == {"schema": SCHEMA, "n": 1}
+
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_certificate({"schema": SCHEMA, "n": 2}, tmp_path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert json.loads((tmp_path / "certificate.json").read_text()) == {"schema": SCHEMA, "n": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["certificate.json"]
