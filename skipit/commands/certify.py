@@ -64,7 +64,10 @@ def _settings(args):
                                 attention_threshold=args.attention_threshold, confidence=args.confidence,
                                 thresholds=tuple(args.thresholds))
     except ValueError as err:
-        raise SkipitError(str(err).replace("`proximal_t`", "--proximal-t").replace("`", "--")) from None
+        text = str(err)
+        for name in ("eps", "proximal_t", "attention_threshold", "confidence", "thresholds"):
+            text = text.replace(f"`{name}`", "--" + name.replace("_", "-"))
+        raise SkipitError(text) from None
 
 
 def format_table(certificate):

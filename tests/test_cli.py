@@ -1,0 +1,148 @@
+"""``skipit certify`` end to end: tiny saved models of every family, clear errors (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from skipit.cli import main
+from tests.empirical.certify_helpers import write_digit_jsonl
+
+FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
+FAST = ["--samples", "4", "--batch-size", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_digit_jsonl(tmp_path_factory.mktemp("data"), 4)
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    from skipit.empirical.testing import save_tiny_vlm
+
+    return save_tiny_vlm("llava", tmp_path_factory.mktemp("llava"), seed=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_certify_a_saved_tiny_model_of_each_family(family, data, tmp_path, capsys):
+    from skipit.empirical.testing import save_tiny_vlm
+
+    model_dir = save_tiny_vlm(family, tmp_path / "model")
+    out = tmp_path / "out"
+    assert main(["certify", "--model", model_dir, "--data", data, "--out", str(out), *FAST]) == 0
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["schema"] == "skipit.certificate/1"
+    assert cert["model"]["model_type"] == family and cert["model"]["source"] == "local"
+    assert cert["model"]["num_layers"] == 4 and len(cert["layers"]) == 4
+    assert cert["data"]["num_examples"] == 4 and len(cert["data"]["sha256"]) == 64
+    assert all(layer["vision"]["tokens"] > 0 and layer["text"]["tokens"] > 0 for layer in cert["layers"])
+    assert (out / "redundancy.png").stat().st_size > 10_000 and (out / "attention.png").stat().st_size > 10_000
+    table = capsys.readouterr().out
+    assert "late entry:" in table and "early exit:" in table and "certificate.json" in table
+
+
+def _fails(argv, capsys, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("skipit certify: error: ") and "Traceback" not in err
+    for text in match:
+        assert text in err, err
+    return err
+
+
+def test_unknown_alias_exits_2(capsys, tmp_path):
+    _fails(["certify", "--model", "llava-1.5-8b", "--out", str(tmp_path), *FAST], capsys,
+           ["unknown model 'llava-1.5-8b'", "llava-1.5-7b", "qwen2.5-vl-7b"])
+
+
+def test_unknown_model_type_exits_2(capsys, tmp_path, data):
+    from transformers import BertConfig
+
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(
+        tmp_path / "bert")
+    _fails(["certify", "--model", str(tmp_path / "bert"), "--data", data, "--out", str(tmp_path / "o"), *FAST],
+           capsys, ["model type 'bert'", "supported model types:", "llava_next", "qwen2_5_vl"])
+
+
+def test_bad_data_stops_before_any_model_work(capsys, tmp_path):
+    """Bad lines are listed with line numbers, and the model is never loaded (the --model
+    directory does not even exist; data are checked first)."""
+    path = write_digit_jsonl(tmp_path, 3, extra_lines=[
+        '{"image": "img/0.png", "answer": "1"}', "{not json", '{"image": "img/9.png", "question": "q", "answer": "a"}'])
+    err = _fails(["certify", "--model", "./no/such/model", "--data", path, "--out", str(tmp_path / "o"), *FAST],
+                 capsys, ["3 bad line(s)", "line 4: missing field 'question'", "line 5: invalid JSON",
+                          "line 6: unreadable image 'img/9.png'", "--skip-bad"])
+    assert "no such directory" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_skip_bad_certifies_the_good_lines(capsys, tmp_path, llava_dir):
+    path = write_digit_jsonl(tmp_path, 4, extra_lines=["{not json", '{"image": "img/0.png"}'])
+    out = tmp_path / "o"
+    assert main(["certify", "--model", llava_dir, "--data", path, "--out", str(out), "--skip-bad", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "skipped line 5" in err and "skipped line 6" in err
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["data"]["num_examples"] == 4 and cert["data"]["skipped_lines"] == [5, 6]
+
+
+def test_bad_settings_exit_2(capsys, tmp_path, llava_dir, data):
+    base = ["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path)]
+    _fails(base + ["--proximal-t", "0.03"], capsys, ["--proximal-t must be one of the captured --thresholds"])
+    _fails(base + ["--eps", "0"], capsys, ["--eps must be in (0, 1), got 0.0"])
+    _fails(base + ["--batch-size", "0"], capsys, ["--batch-size must be >= 1, got 0"])
+
+
+def test_failed_run_leaves_no_certificate(tmp_path, llava_dir, data, monkeypatch, capsys):
+    """A run that fails midway (third batch) writes no certificate.json; its checkpoint holds
+    the batches done, and a rerun resumes from it."""
+    import skipit.empirical.data as data_module
+
+    real = data_module.build_inputs
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "build_inputs", flaky)
+    out = tmp_path / "o"
+    argv = ["certify", "--model", llava_dir, "--data", data, "--out", str(out), "--samples", "4",
+            "--batch-size", "1", "--checkpoint-every", "1", "--no-progress"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(argv)
+    assert not (out / "certificate.json").exists()
+    assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["done"] == [0, 1]
+    monkeypatch.setattr(data_module, "build_inputs", real)
+    assert main(argv) == 0
+    assert json.loads((out / "certificate.json").read_text())["data"]["num_examples"] == 4
+
+
+def test_missing_weights_offline_is_a_clear_error_in_a_fresh_process(tmp_path):
+    """Real process, offline, empty cache: exit code 2, no traceback, the id, the cache dir, the fix."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hub"))
+    proc = subprocess.run([sys.executable, "-m", "skipit", "certify", "--model", "qwen2.5-vl-7b", "--data",
+                           write_digit_jsonl(tmp_path, 1), "--out", str(tmp_path / "o"), "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "'Qwen/Qwen2.5-VL-7B-Instruct' is not available" in proc.stderr
+    assert str(tmp_path / "hub") in proc.stderr
+    assert "huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct" in proc.stderr
+
+
+def test_certify_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["certify", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--data", "--out", "--samples", "--batch-size", "--thresholds", "--confidence",
+                   "--device", "--dtype", "--skip-bad", "--resume", "--eps", "--proximal-t",
+                   "--attention-threshold"):
+        assert option in text
