@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from skipit.empirical.adapters import get_adapter
+from skipit.empirical.capture import answer_positions
 
 VOCAB_SIZE = 128
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -152,6 +153,10 @@ def tiny_model(model_type: str, seed: int = 0, num_layers: int = 4, dtype: torch
         config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = model_class(model_type)(config)
+    if model_type == "gemma3":
+        # transformers initialises Gemma 3's projector to zeros: every image token would embed to 0.
+        with torch.no_grad():
+            model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.5)
     return model.to(dtype).eval()
 
 
@@ -267,15 +272,6 @@ def collate(model, examples: Sequence[dict[str, torch.Tensor]], padding_side: st
     batch.lengths = lengths
     batch.padding_side = padding_side
     return batch
-
-
-def answer_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """LongTensor[B]: the last position whose ``attention_mask`` is 1 (the query predicting the answer)."""
-    mask = torch.as_tensor(attention_mask).bool()
-    if not bool(mask.any(dim=-1).all()):
-        raise ValueError("`attention_mask` must have at least one non-padding position per example")
-    cols = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
-    return torch.where(mask, cols, torch.full_like(cols, -1)).max(dim=-1).values
 
 
 def tiny_batch(model, batch_size: int = 2, padding_side: str = "left", seed: int = 0) -> TinyBatch:

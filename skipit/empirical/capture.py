@@ -1,0 +1,291 @@
+"""Capture per-layer statistics from a running VLM with hooks, never holding all hidden states.
+
+>>> from skipit.empirical import capture_statistics
+>>> with torch.inference_mode(), capture_statistics(model) as cap:
+...     for batch in batches:              # any number of forwards, batch > 1 and padding allowed
+...         model(**batch)
+>>> stats = cap.statistics               # RunStatistics: stats.layers(), stats.merge(...), stats.save(...)
+
+How it works (layers ``l = 1..N``, hidden state 0 = embedding output):
+
+* a forward pre-hook on the top model reads ``input_ids`` and ``attention_mask`` and derives,
+  per example, the vision positions (``adapter.vision_mask``), the text positions (every
+  other non-padding position) and the answer position (the last non-padding position);
+* a forward pre-hook on decoder layer 1 takes hidden state 0 (its input), and a forward hook
+  on decoder layer ``l`` takes hidden state ``l`` (its raw output, before the final norm);
+  the hook compares it with hidden state ``l - 1`` and then keeps only hidden state ``l``,
+  so at most two hidden states ``(B, S, d)`` are alive at once, whatever ``N``;
+* statistics are computed in float64 on the device of the hidden states, buffered for one
+  forward and moved to the host once per forward (no per-layer synchronisation);
+* CKA keeps, per example and token group, only the Gram matrix of the previous layer
+  (``n x n`` for a group of ``n`` tokens);
+* the visual attention ratio comes from :class:`skipit.empirical.attention.AttentionProbe`
+  (the answer query's attention row, recomputed from the hooked q/k projections, so the
+  model keeps its default sdpa attention);
+* padding positions never enter any statistic; all hooks are removed on exit, also when a
+  forward raises.
+
+The capture assumes each forward holds whole prompts (a prefill): a forward continuing a
+generation cache is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from skipit.empirical.adapters import VLMAdapter, get_adapter
+from skipit.empirical.stats import CKA_GROUPS, DEFAULT_THRESHOLDS, GROUPS, RunStatistics, check_thresholds
+
+
+def answer_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """LongTensor[B]: the last position whose ``attention_mask`` is 1 (the query predicting the answer)."""
+    mask = torch.as_tensor(attention_mask).bool()
+    if mask.dim() != 2:
+        raise ValueError(f"`attention_mask` must be 2-D (B, S), got shape {tuple(mask.shape)}")
+    if not bool(mask.any(dim=-1).all()):
+        raise ValueError("`attention_mask` must have at least one non-padding position per example")
+    cols = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return torch.where(mask, cols, torch.full_like(cols, -1)).max(dim=-1).values
+
+
+def _hsic1_tilde(Kt: torch.Tensor, rk: torch.Tensor, Lt: torch.Tensor, rl: torch.Tensor) -> torch.Tensor:
+    """``HSIC_1`` (Song et al. 2012, eq. 5) from zero-diagonal Grams and their row sums."""
+    n = Kt.shape[0]
+    return ((Kt * Lt).sum() + rk.sum() * rl.sum() / ((n - 1) * (n - 2)) - 2.0 * (rk * rl).sum() / (n - 2)) / (
+        n * (n - 3))
+
+
+class _Gram:
+    """Zero-diagonal Gram matrix of one group's tokens, its row sums and its own ``HSIC_1``."""
+
+    __slots__ = ("tilde", "rows", "self_hsic")
+
+    def __init__(self, features: torch.Tensor):
+        gram = features @ features.T
+        gram.diagonal().zero_()
+        self.tilde = gram
+        self.rows = gram.sum(1)
+        self.self_hsic = _hsic1_tilde(gram, self.rows, gram, self.rows)
+
+
+class StatisticsCapture:
+    """The context manager returned by :func:`capture_statistics`; ``.statistics`` is the run so far."""
+
+    MIN_CKA_TOKENS = 4  # HSIC_1 is defined for n >= 4
+
+    def __init__(self, model: nn.Module, adapter: VLMAdapter | None = None,
+                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS, cka: bool = True, attention: bool = True):
+        self.model = model
+        self.adapter = adapter if adapter is not None else get_adapter(model)
+        self.thresholds = check_thresholds(thresholds)
+        self.cka = bool(cka)
+        self.attention = bool(attention)
+        self.layers = list(self.adapter.decoder_layers(model))
+        self.num_layers = len(self.layers)
+        self._stats = RunStatistics(num_layers=self.num_layers, thresholds=self.thresholds,
+                                    model_type=getattr(model.config, "model_type", None))
+        self._thresholds_cache: dict[torch.device, torch.Tensor] = {}
+        self._handles: list = []
+        self._probe = None
+        self._clear_forward()
+
+    # ---------------------------------------------------------------- public
+    @property
+    def statistics(self) -> RunStatistics:
+        """The statistics of every completed forward so far (a copy)."""
+        return RunStatistics.from_dict(self._stats.to_dict())
+
+    def __enter__(self) -> StatisticsCapture:
+        if self._handles:
+            raise RuntimeError("capture_statistics is already active; it is not re-entrant")
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._model_pre_hook, with_kwargs=True))
+            self._handles.append(self.model.register_forward_hook(self._model_post_hook))
+            self._handles.append(self.layers[0].register_forward_pre_hook(self._embedding_hook, with_kwargs=True))
+            for index, layer in enumerate(self.layers):
+                self._handles.append(layer.register_forward_hook(self._layer_hook(index + 1)))
+            if self.attention:
+                from skipit.empirical.attention import AttentionProbe
+
+                self._probe = AttentionProbe(self.model, self.adapter, self._attention_callback)
+                self._probe.__enter__()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._remove()
+
+    # ---------------------------------------------------------------- internals
+    def _remove(self) -> None:
+        try:
+            if self._probe is not None:
+                self._probe.__exit__(None, None, None)
+        finally:
+            self._probe = None
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            self._clear_forward()
+
+    def _clear_forward(self) -> None:
+        self._active = False
+        self._prev: torch.Tensor | None = None
+        self._grams: dict[tuple[int, str], _Gram] = {}
+        self._pending_dist: list[tuple[int, str, int, torch.Tensor]] = []
+        self._pending_cka: list[tuple[int, str, torch.Tensor]] = []
+        self._pending_skipped: list[tuple[int, str, int]] = []
+        self._pending_att: list[tuple[int, torch.Tensor]] = []
+
+    def _model_pre_hook(self, module, args, kwargs):
+        self._clear_forward()
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise ValueError("capture_statistics needs `input_ids` in each forward (to find vision tokens), got none")
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(input_ids)
+        if mask.shape != input_ids.shape:
+            raise ValueError(
+                f"capture_statistics needs whole prompts in each forward: `attention_mask` of shape "
+                f"{tuple(mask.shape)} does not match `input_ids` {tuple(input_ids.shape)} (a cache continuation?)")
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
+            raise ValueError("capture_statistics needs whole prompts in each forward, but the cache is not empty")
+        config = getattr(self.model, "config", None)
+        if kwargs.get("pixel_values") is not None:
+            missing = sorted(set(self.adapter.extra_forward_kwargs(input_ids, config)) - set(kwargs))
+            if missing:
+                raise ValueError(
+                    f"{self.adapter.model_type} forwards need {missing} (see adapter.extra_forward_kwargs); "
+                    "without them the model silently changes its positions or masks")
+        valid = mask.bool()
+        vision = self.adapter.vision_mask(input_ids, config).to(valid.device) & valid
+        answer_pos = answer_positions(valid)
+        batch, seq = valid.shape
+        answer = torch.zeros_like(valid)
+        answer[torch.arange(batch, device=valid.device), answer_pos] = True
+        masks = {"vision": vision, "text": valid & ~vision, "answer": answer}
+        # Positions of every non-padding token (flattened), and of each group within that list.
+        valid_flat = valid.reshape(-1)
+        self._valid_index = valid_flat.nonzero().squeeze(1)
+        self._group_index = {g: masks[g].reshape(-1)[valid_flat].nonzero().squeeze(1) for g in GROUPS}
+        self._group_count = {g: int(masks[g].sum()) for g in GROUPS}
+        self._example_index = {g: [masks[g][b].nonzero().squeeze(1) for b in range(batch)] for g in CKA_GROUPS}
+        self._vision = vision
+        self._shape = (batch, seq)
+        if self._probe is not None:
+            self._probe.set_query_positions(answer_pos)
+        self._active = True
+
+    def _embedding_hook(self, module, args, kwargs):
+        if not self._active:
+            return
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if hidden is None or tuple(hidden.shape[:2]) != self._shape:
+            got = None if hidden is None else tuple(hidden.shape)
+            raise ValueError(
+                f"decoder input of shape {got} does not match `input_ids` {self._shape}: this family changes "
+                "the sequence length inside the model, which capture_statistics does not support")
+        self._prev = hidden.detach()
+        if self.cka:
+            with torch.no_grad():
+                self._update_grams(hidden, layer=0)
+
+    def _layer_hook(self, layer: int):
+        def hook(module, args, output):
+            if not self._active:
+                return
+            hidden = output[0] if isinstance(output, (tuple, list)) else output
+            with torch.no_grad():
+                self._distances(layer, self._prev, hidden)
+                if self.cka:
+                    self._update_grams(hidden, layer)
+            self._prev = hidden.detach() if layer < self.num_layers else None
+
+        return hook
+
+    def _thresholds_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._thresholds_cache:
+            self._thresholds_cache[device] = torch.tensor(self.thresholds, dtype=torch.float64, device=device)
+        return self._thresholds_cache[device]
+
+    def _distances(self, layer: int, prev: torch.Tensor, hidden: torch.Tensor) -> None:
+        d = hidden.shape[-1]
+        x = prev.reshape(-1, d)[self._valid_index].to(torch.float64)
+        y = hidden.reshape(-1, d)[self._valid_index].to(torch.float64)
+        norms = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(y, dim=-1)
+        # A zero vector has cosine similarity 0 with anything: rho = 1.
+        rho = 1.0 - (x * y).sum(-1) / norms.clamp_min(torch.finfo(torch.float64).tiny)
+        thresholds = self._thresholds_on(rho.device)
+        for group in GROUPS:
+            n = self._group_count[group]
+            if n == 0:
+                continue
+            r = rho[self._group_index[group]]
+            s = r.sum()
+            row = torch.cat([torch.stack([s, (r * r).sum(), ((r - s / n) ** 2).sum()]),
+                             (r[:, None] < thresholds[None, :]).sum(0).to(torch.float64)])
+            self._pending_dist.append((layer, group, n, row))
+
+    def _update_grams(self, hidden: torch.Tensor, layer: int) -> None:
+        for group in CKA_GROUPS:
+            for b, positions in enumerate(self._example_index[group]):
+                if positions.numel() < self.MIN_CKA_TOKENS:
+                    if layer > 0:
+                        self._pending_skipped.append((layer, group, 1))
+                    continue
+                gram = _Gram(hidden[b, positions].to(torch.float64))
+                if layer > 0:
+                    before = self._grams[(b, group)]
+                    xy = _hsic1_tilde(before.tilde, before.rows, gram.tilde, gram.rows)
+                    self._pending_cka.append((layer, group, torch.stack([xy, before.self_hsic, gram.self_hsic])))
+                self._grams[(b, group)] = gram
+
+    def _attention_callback(self, layer: int, probs: torch.Tensor) -> None:
+        if not self._active:
+            return
+        vision = self._vision.to(device=probs.device, dtype=probs.dtype)
+        self._pending_att.append((layer, (probs * vision[:, None, :]).sum(-1)))
+
+    def _model_post_hook(self, module, args, output):
+        if not self._active:
+            return
+        stats = self._stats
+        if self._pending_dist:
+            rows = torch.stack([row for *_, row in self._pending_dist]).cpu().numpy()
+            for (layer, group, n, _), row in zip(self._pending_dist, rows):
+                stats.add_distance_sums(layer, group, n, row[0], row[1], row[2], np.rint(row[3:]).astype(np.int64))
+        if self._pending_cka:
+            rows = torch.stack([row for *_, row in self._pending_cka]).cpu().numpy()
+            for (layer, group, _), row in zip(self._pending_cka, rows):
+                stats.add_cka(layer, group, *row)
+        for layer, group, k in self._pending_skipped:
+            stats.add_cka_skipped(layer, group, k)
+        if self._pending_att:
+            masses = torch.stack([m for _, m in self._pending_att]).cpu().numpy()
+            for (layer, _), mass in zip(self._pending_att, masses):
+                stats.add_attention(layer, mass)
+        stats.num_examples += self._shape[0]
+        self._clear_forward()
+
+
+def capture_statistics(model: nn.Module, adapter: VLMAdapter | None = None,
+                       thresholds: Sequence[float] = DEFAULT_THRESHOLDS, cka: bool = True,
+                       attention: bool = True) -> StatisticsCapture:
+    """Context manager capturing per-layer statistics of every forward of ``model`` run inside it.
+
+    ``adapter`` defaults to ``get_adapter(model)``; ``thresholds`` are the ``t`` of eq. (2);
+    ``cka=False`` skips CKA, ``attention=False`` the visual attention ratio. After (or during)
+    the ``with`` block, ``.statistics`` is a :class:`~skipit.empirical.stats.RunStatistics`.
+    See the module docstring for what is measured and how.
+    """
+    return StatisticsCapture(model, adapter=adapter, thresholds=thresholds, cka=cka, attention=attention)
+
+
+__all__ = ["StatisticsCapture", "answer_positions", "capture_statistics"]
