@@ -27,6 +27,7 @@ layers. Compute: ``B * heads * S * head_dim`` multiply-adds per layer, against t
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["AttentionProbe", "attention_row"]
+__all__ = ["AttentionProbe", "attention_row", "vision_attention_mass"]
 
 Callback = Callable[[int, torch.Tensor], Any]
 
@@ -150,6 +151,36 @@ def attention_row(
         sliding_window=getattr(attention, "sliding_window", None),
     )
     return torch.softmax(logits, dim=-1)
+
+
+def _bound_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """``kwargs`` completed with the positional ``args`` named after ``module.forward``'s parameters."""
+    signature = inspect.signature(module.forward)
+    named = {}
+    for name, value in signature.bind_partial(*args, **kwargs).arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        else:
+            named[name] = value
+    return named
+
+
+def vision_attention_mass(probs: torch.Tensor, vision_mask: torch.Tensor) -> torch.Tensor:
+    """Per-head attention mass on vision tokens, ``(B, heads)`` float64 (paper, Sec. 4.1, eq. 3).
+
+    ``probs`` is a probe row ``(B, heads, S)``, ``vision_mask`` a ``BoolTensor[B, S]`` of the
+    vision-token key positions (``adapter.vision_mask``). Entry ``[b, h]`` is
+    ``sum_i A^{(l,h)}(a_b, i)`` over image tokens ``i``; the paper's VAR of the layer is its
+    sum over heads (eq. 3 writes the head index as ``j = 0..h``, one head too many: heads
+    are ``j = 1..h``), which lies in ``[0, heads]``; the head average lies in ``[0, 1]``.
+    """
+    if probs.dim() != 3 or vision_mask.shape != (probs.shape[0], probs.shape[2]):
+        raise ValueError(
+            f"`vision_mask` must be [B, S] = {(probs.shape[0], probs.shape[-1])} for probs of shape "
+            f"{tuple(probs.shape)}, got {tuple(vision_mask.shape)}"
+        )
+    weights = vision_mask.to(device=probs.device, dtype=torch.float64)[:, :, None]
+    return torch.matmul(probs.to(torch.float64), weights)[..., 0]
 
 
 class _LayerState:
@@ -274,11 +305,14 @@ class AttentionProbe:
     def _pre_hook(self, state: _LayerState):
         def hook(module, args, kwargs):
             state.clear()
+            if args:
+                kwargs = _bound_arguments(module, args, kwargs)
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
-            if cache is not None and cache.get_seq_length(module.layer_idx) > 0:
+            cached = 0 if cache is None else cache.get_seq_length(getattr(module, "layer_idx", 0))
+            if cached > 0:
                 raise ValueError(
-                    "AttentionProbe needs the whole prompt in one forward, but the cache already holds "
-                    f"{cache.get_seq_length(module.layer_idx)} positions"
+                    f"AttentionProbe needs the whole prompt in one forward, but the cache already holds {cached} "
+                    "positions (a decoding step); probe the prefill forward only"
                 )
             if "position_embeddings" not in kwargs or kwargs["position_embeddings"] is None:
                 raise ValueError(

@@ -12,7 +12,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from skipit.empirical.adapters import get_adapter  # noqa: E402
-from skipit.empirical.attention import AttentionProbe, _mask_rows  # noqa: E402
+from skipit.empirical.attention import (  # noqa: E402
+    AttentionProbe,
+    _bound_arguments,
+    _mask_rows,
+    vision_attention_mass,
+)
 from skipit.empirical.testing import TINY_MODEL_TYPES, tiny_batch, tiny_model  # noqa: E402
 
 #: float32 eager maps against float64 rows recomputed from the sdpa run's projections.
@@ -253,3 +258,43 @@ def test_mask_rows_agree_across_mask_formats():
     assert torch.isfinite(full).all()
     with pytest.raises(ValueError, match="does not cover the 6 positions"):
         _mask_rows(boolean, rows, 6, causal=True, sliding_window=None)
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_5_vl", "gemma3"])
+def test_vision_attention_mass_is_the_eager_rows_mass_on_vision_keys(model_type):
+    """eq. 3 per head: sum over vision keys i of A^{(l,h)}(answer, i); VAR = its sum over heads."""
+    model, eager = _models(model_type)
+    batch = tiny_batch(model, batch_size=3, padding_side="right", seed=4)
+    vision = get_adapter(model).vision_mask(batch["input_ids"], model.config)
+    rows = _probe_rows(model, batch, batch.answer_positions)
+    reference = _eager_rows(eager, batch, batch.answer_positions)
+    for layer, expected in enumerate(reference, start=1):
+        mass = vision_attention_mass(rows[layer], vision)
+        naive = torch.stack([expected[b][:, vision[b]].sum(-1) for b in range(3)])
+        torch.testing.assert_close(mass, naive, rtol=RTOL, atol=ATOL)
+        assert mass.shape == (3, model.config.get_text_config().num_attention_heads)
+        assert torch.all((mass > 0) & (mass < 1))
+    with pytest.raises(ValueError, match=r"`vision_mask` must be \[B, S\]"):
+        vision_attention_mass(rows[1], vision[:, :-1])
+
+
+@pytest.mark.parametrize("model_type", ["llava", "gemma3"])
+def test_probe_runs_on_a_bfloat16_model(model_type):
+    """bf16 weights: float64 rows, within bf16 rounding of the bf16 eager maps."""
+    model = tiny_model(model_type, seed=0, num_layers=2, dtype=torch.bfloat16)
+    eager = tiny_model(model_type, seed=0, num_layers=2, dtype=torch.bfloat16, attn_implementation="eager")
+    eager.load_state_dict(model.state_dict())
+    batch = tiny_batch(model, batch_size=2, padding_side="left", seed=5)
+    rows = _probe_rows(model, batch, batch.answer_positions)
+    for layer, expected in enumerate(_eager_rows(eager, batch, batch.answer_positions), start=1):
+        assert rows[layer].dtype == torch.float64
+        torch.testing.assert_close(rows[layer], expected, rtol=0.02, atol=1e-3)
+
+
+def test_positional_attention_arguments_are_named_from_the_forward_signature():
+    model, _ = _models("llava")
+    attention = get_adapter(model).self_attention(get_adapter(model).decoder_layers(model)[0])
+    hidden, cos, sin, mask = torch.zeros(1, 2, 4), torch.ones(1, 2, 16), torch.zeros(1, 2, 16), torch.ones(1, 2)
+    named = _bound_arguments(attention, (hidden, (cos, sin), mask), {"position_ids": 7})
+    assert named["hidden_states"] is hidden and named["attention_mask"] is mask
+    assert named["position_embeddings"][0] is cos and named["position_ids"] == 7
