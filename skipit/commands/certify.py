@@ -70,6 +70,10 @@ def _settings(args):
         raise SkipitError(text) from None
 
 
+def _num(value):
+    return float("nan") if value is None else value
+
+
 def format_table(certificate):
     """The per-layer table and the two verdicts, as printed on the terminal."""
     s = certificate["settings"]
@@ -87,7 +91,7 @@ def format_table(certificate):
             f"{e['layer']:>5} | {v['mean_cosine_distance']:9.2e} {v['mean_upper_bound']:9.2e} | "
             f"{v['proximal_probability'][t_key]:8.4f} {v['proximal_lower_bound'][t_key]:8.4f} | "
             f"{t['mean_cosine_distance']:9.2e} {t['proximal_probability'][t_key]:7.4f} | "
-            f"{e['visual_attention_mean_head']:6.3f} {e['visual_attention_upper_bound']:6.3f} | "
+            f"{_num(e['visual_attention_mean_head']):6.3f} {e['visual_attention_upper_bound']:6.3f} | "
             f"{'skip' if e['layer'] in late else '  - '} {'skip' if e['layer'] in exit_ else '  - '}")
     le, ee = certificate["late_entry"], certificate["early_exit"]
     n = certificate["model"]["num_layers"]
@@ -136,10 +140,25 @@ def run(args):
     model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     out_dir = args.out
     os.makedirs(out_dir, exist_ok=True)
-    certificate = certify(
+    checkpoint_dir = os.path.join(out_dir, CHECKPOINT_SUBDIR)
+    try:
+        certificate = _certify(certify, model, processor, examples, settings, args, checkpoint_dir, info, report)
+    except KeyboardInterrupt:
+        print(f"skipit certify: the statistics up to the last checkpoint are in {checkpoint_dir}; "
+              "rerun the same command to resume", file=sys.stderr)
+        raise
+    path = write_certificate(certificate, out_dir)
+    pngs = write_plots(certificate, out_dir)
+    print(format_table(certificate))
+    print(f"wrote {path}, {', '.join(pngs)}")
+    return 0
+
+
+def _certify(certify, model, processor, examples, settings, args, checkpoint_dir, info, report):
+    return certify(
         model, processor, examples, thresholds=settings.thresholds, confidence=settings.confidence,
         eps=settings.eps, proximal_t=settings.proximal_t, attention_threshold=settings.attention_threshold,
-        batch_size=args.batch_size, checkpoint_dir=os.path.join(out_dir, CHECKPOINT_SUBDIR),
+        batch_size=args.batch_size, checkpoint_dir=checkpoint_dir,
         checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.no_progress,
         model_info=info,
         data_info={"source": report.source, "file_sha256": report.sha256,
@@ -147,8 +166,3 @@ def run(args):
         run_info={"device": str(next(model.parameters()).device), "dtype": str(model.dtype).replace("torch.", ""),
                   "samples": len(examples)},
     )
-    path = write_certificate(certificate, out_dir)
-    pngs = write_plots(certificate, out_dir)
-    print(format_table(certificate))
-    print(f"wrote {path}, {', '.join(pngs)}")
-    return 0

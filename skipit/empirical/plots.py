@@ -22,6 +22,11 @@ LATE_SHADE = "#fdd49e"
 EXIT_SHADE = "#c6dbef"
 
 
+def _title_name(certificate):
+    name = str(certificate["model"].get("name", "model"))
+    return os.path.basename(name.rstrip("/")) if certificate["model"].get("source") == "local" else name
+
+
 def _pyplot():
     import matplotlib
 
@@ -86,7 +91,7 @@ def plot_redundancy(certificate, path):
     ax_d.legend(fontsize=7, loc="best")
     ax_p.legend(fontsize=7, loc="best")
     conf = s["confidence"]
-    fig.suptitle(f"{certificate['model']['name']}: per-layer redundancy, {certificate['data']['num_examples']} "
+    fig.suptitle(f"{_title_name(certificate)}: per-layer redundancy, {certificate['data']['num_examples']} "
                  f"examples, bounds at joint confidence {conf:g}", fontsize=11)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -102,7 +107,8 @@ def plot_attention(certificate, path):
     fig, ax = plt.subplots(figsize=(8, 4.4), constrained_layout=True)
     _shade_certified(ax, certificate)
     _layer_axis(ax, len(layers), label="decoder layer l")
-    ax.bar(x, [e["visual_attention_mean_head"] for e in layers], color=ATTENTION_COLOR, alpha=0.8, width=0.6,
+    ax.bar(x, [float("nan") if e["visual_attention_mean_head"] is None else e["visual_attention_mean_head"]
+               for e in layers], color=ATTENTION_COLOR, alpha=0.8, width=0.6,
            label="visual attention (answer query, mean over heads)")
     ax.plot(x, [e["visual_attention_upper_bound"] for e in layers], "v", color="black", ms=5,
             label="upper confidence bound")
@@ -110,7 +116,7 @@ def plot_attention(certificate, path):
                label=f"threshold = {s['attention_threshold']:g}")
     ax.set_ylim(0, 1.0)
     ax.set_ylabel("share of attention on vision tokens")
-    ax.set_title(f"{certificate['model']['name']}: visual attention ratio per layer")
+    ax.set_title(f"{_title_name(certificate)}: visual attention ratio per layer")
     ax.legend(fontsize=7, loc="upper right")
     fig.savefig(path, dpi=110)
     plt.close(fig)
