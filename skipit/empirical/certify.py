@@ -427,6 +427,7 @@ class _CheckpointState:
     num_examples: int
     batch_size: int
     settings_key: str
+    model_key: str = ""
     done: list = field(default_factory=list)  # example indices already in the statistics
 
     def to_json(self):
@@ -453,7 +454,8 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     last prompt token). With ``checkpoint_dir``, the merged statistics and the indices of
     the examples done are saved every ``checkpoint_every`` batches; a later call with the
     same directory and ``resume=True`` continues from there (refused, with
-    :class:`skipit.errors.SkipitError`, if the data's sha256, batch size or settings differ).
+    :class:`skipit.errors.SkipitError`, if the data's sha256, the batch size, the captured
+    thresholds or the model (location, type, layers, dtype) differ).
     ``max_batches`` stops after that many new batches without a certificate (``None`` is
     returned): used to test resumption. ``model_info`` / ``data_info`` / ``run_info`` are
     copied into the certificate's model, data and settings blocks. Returns the
@@ -475,7 +477,10 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     adapter = get_adapter(model)
     sha = data_sha256(examples)
     settings_key = json.dumps({"thresholds": list(settings.thresholds)})
-    state = _CheckpointState(sha, len(examples), int(batch_size), settings_key)
+    model_key = json.dumps({"model": (model_info or {}).get("location") or (model_info or {}).get("name"),
+                            "model_type": adapter.model_type, "num_layers": adapter.num_layers(model),
+                            "dtype": str(next(model.parameters()).dtype)})
+    state = _CheckpointState(sha, len(examples), int(batch_size), settings_key, model_key)
     total = None
     if checkpoint_dir is not None:
         state_path = os.path.join(checkpoint_dir, CHECKPOINT_STATE)
@@ -484,7 +489,8 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
             with open(state_path, encoding="utf-8") as fh:
                 saved = json.load(fh)
             for name, mine in (("data_sha256", sha), ("num_examples", len(examples)),
-                               ("batch_size", int(batch_size)), ("settings_key", settings_key)):
+                               ("batch_size", int(batch_size)), ("settings_key", settings_key),
+                               ("model_key", model_key)):
                 if saved.get(name) != mine:
                     raise SkipitError(
                         f"the checkpoint in {checkpoint_dir} was made with a different {name} "

@@ -349,6 +349,18 @@ def test_resume_on_different_data_is_refused(tiny_llava, tmp_path):
     assert json.loads((tmp_path / "checkpoint.json").read_text())["done"] == list(range(6))
 
 
+def test_resume_with_another_model_is_refused(tiny_llava, tmp_path):
+    from skipit.empirical.certify import certify
+    from skipit.errors import SkipitError
+    from tests.empirical.certify_helpers import digit_examples
+
+    model, processor, info = tiny_llava
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
+    with pytest.raises(SkipitError, match="different model_key"):
+        certify(model, processor, digit_examples(6), batch_size=3, checkpoint_dir=tmp_path, progress=False,
+                model_info=dict(info, location="/elsewhere"))
+
+
 def test_checkpoint_statistics_are_mergeable_run_statistics(tiny_llava, tmp_path):
     from skipit.empirical import RunStatistics
     from tests.empirical.certify_helpers import digit_examples
