@@ -302,7 +302,15 @@ register(
     "unique_information",
     "Definition 6 (App. E; Bertschinger et al. 2014)",
     "Uni(X : Y \\ Z) = min over Q with Q(x,y)=P(x,y), Q(x,z)=P(x,z) of I_Q(X;Y|Z); solved by a "
-    "log-barrier Newton method with a certified duality gap. Example: AND gate, in bits.",
+    "log-barrier Newton method with a certified duality gap. Example: dit's DIFF distribution, in bits.",
+    example={"p": GATES["DIFF"][0].tolist()},
+    status="definition",
+)
+register(
+    "pid",
+    "Definition 5 (App. E; BROJA atoms)",
+    "I(T;S1,S2) = Red + Uni_1 + Uni_2 + Syn, I(T;S1) = Red + Uni_1, I(T;S2) = Red + Uni_2, each atom >= 0. "
+    "Example: AND gate (Red = 1.5 - 0.75 log2 3, Syn = 1/2 bit).",
     example={"p": GATES["AND"][0].tolist()},
     status="definition",
 )
