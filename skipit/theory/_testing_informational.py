@@ -8,10 +8,12 @@ float rounding), and a failing property is a real counterexample.
 from __future__ import annotations
 
 import numpy as np
+from typing import NamedTuple
+
 from hypothesis import assume
 from hypothesis import strategies as st
 
-__all__ = ["joint_pmfs", "markov_chains", "gates", "bounded_points", "MAX_WEIGHT"]
+__all__ = ["joint_pmfs", "markov_chains", "gates", "bounded_points", "finite_sphere_laws", "SphereLaw", "MAX_WEIGHT"]
 
 MAX_WEIGHT = 12
 
@@ -62,3 +64,32 @@ def gates():
     from skipit.theory.pid import GATES
 
     return st.sampled_from(sorted(GATES.items()))
+
+
+class SphereLaw(NamedTuple):
+    """A finite joint law of (X_l, X_prev) on distinct unit vectors ``points`` (k x dim).
+
+    ``p[i, j] = P(X_l = points[i], X_prev = points[j])`` (shared support, as in the paper),
+    ``rho[i, j]`` the cosine distance between points i and j.
+    """
+
+    points: np.ndarray
+    p: np.ndarray
+    rho: np.ndarray
+
+
+@st.composite
+def finite_sphere_laws(draw, min_atoms=2, max_atoms=4, dim=3, allow_zeros=True):
+    """A :class:`SphereLaw` with 2-4 distinct unit vectors and integer-weight probabilities."""
+    k = draw(st.integers(min_atoms, max_atoms))
+    raw = np.array(draw(st.lists(st.integers(-3, 3), min_size=k * dim, max_size=k * dim)), dtype=float)
+    pts = raw.reshape(k, dim)
+    norms = np.linalg.norm(pts, axis=1)
+    assume(np.all(norms > 0))
+    pts = pts / norms[:, None]
+    rho = np.clip(1.0 - pts @ pts.T, 0.0, 2.0)
+    np.fill_diagonal(rho, 0.0)
+    off = rho[~np.eye(k, dtype=bool)]
+    assume(np.all(off > 1e-9))
+    p = draw(joint_pmfs(shape=(k, k), allow_zeros=allow_zeros))
+    return SphereLaw(pts, p, rho)

@@ -192,7 +192,8 @@ def theorem3_mi_lower_bound_sharp(p_t, t, d, base=math.e):
     p = _prob("p_t", p_t)
     logf = log_cap_fraction(t, d)
     a = 1.0 - p
-    log1mf = np.log1p(-np.exp(logf))
+    # 1 - F(t, d) = F(2 - t, d) (the complement of a cap is the opposite open cap)
+    log1mf = log_cap_fraction(2.0 - np.asarray(t, dtype=float), d)
     with np.errstate(divide="ignore", invalid="ignore"):
         term1 = np.where(a > 0, a * (np.log(np.where(a > 0, a, 1.0)) - logf), 0.0)
         term2 = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - log1mf), 0.0)
@@ -365,9 +366,9 @@ def exact_proximal_quantities(p, rho, t) -> ProximalQuantities:
     rho = np.asarray(rho, dtype=float)
     inside = rho <= t
     p_l, p_prev = p.sum(1), p.sum(0)
-    ball = inside.astype(float) @ p_prev
+    ball = np.clip(inside.astype(float) @ p_prev, 0.0, 1.0)
     sup = p_l > 0
-    return ProximalQuantities(float(p[~inside].sum()), float(p_l @ ball), float(ball[sup].min()),
+    return ProximalQuantities(min(1.0, float(p[~inside].sum())), min(1.0, float(p_l @ ball)), float(ball[sup].min()),
                               float(ball[sup].max()))
 
 
