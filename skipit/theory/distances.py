@@ -16,6 +16,9 @@ __all__ = ["COSINE_DISTANCE_MAX", "cosine_distance", "unit_normalize", "is_unit_
 #: Largest value of the cosine distance (antipodal vectors).
 COSINE_DISTANCE_MAX = 2.0
 
+#: No bound lives here; kept for the uniform module layout.
+SYMBOLIC: dict = {}
+
 
 def _vectors(name, v):
     a = np.asarray(v, dtype=float)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from skipit.theory import _functional_checks as _c
+from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 _METHODS = ("best", "bernstein", "hoeffding")
+
+#: No closed-form bound lives here (estimators only); kept for the uniform module layout.
+SYMBOLIC: dict = {}
 
 
 class MeanEstimate(NamedTuple):
@@ -271,3 +275,21 @@ def functional_redundancy(x_l, x_prev, z, regressor=None, folds=5, seed=0):
             pred.append(np.asarray(model.predict(x[held]), dtype=float).reshape(len(held), -1))
         sq[held] = np.sum((pred[0] - pred[1]) ** 2, axis=1)
     return FunctionalEstimate(float(sq.mean()), float(sq.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), n, k)
+
+
+_EXAMPLE_D = [0.01, 0.02, 0.03, 0.02, 0.04, 0.01, 0.06, 0.02]
+register("geometric_redundancy", "Definition 1 (Sec. 3.1)",
+         "Geometric eps-redundancy: E[rho(X_prev, X_l)] < eps. Estimator: sample mean of d and an upper "
+         "confidence bound (Maurer-Pontil empirical Bernstein / Hoeffding) for rho in [0, 2].",
+         {"d": _EXAMPLE_D, "confidence": 0.95}, "definition")
+register("proximal_probability", "Definition 2 (Sec. 3.1)",
+         "t-proximal with probability 1 - eps: P[rho(X_l, X_prev) < t] > 1 - eps, t in [0, 2] for the cosine "
+         "distance. Estimator: fraction of d below t and a Clopper-Pearson lower confidence bound.",
+         {"d": _EXAMPLE_D, "t": 0.05, "confidence": 0.95}, "definition")
+register("is_functionally_redundant", "Definition 3 (Sec. 3.1)",
+         "Functional eps-redundancy: E||E[Z|X_l] - E[Z|X_prev]||^2 < eps (estimate it with "
+         "functional_redundancy, cross-fitted regressors).",
+         {"value": 0.01, "eps": 0.05}, "definition")
+register("is_informationally_redundant", "Definition 4 (Sec. 3.1)",
+         "Informational eps-redundancy: H(X_l | X_prev) < eps.",
+         {"conditional_entropy": 0.02, "eps": 0.05}, "definition")
