@@ -1,0 +1,166 @@
+"""Late entry / early exit: FLOPs-predicted vs measured speed-up, side by side in one run.
+
+A LLaVA-architecture model with random weights: CLIP tower at 336 px / patch 14 (576
+vision tokens), ~60 text tokens, a 32-layer Llama decoder (hidden 768 by default).
+Measures prefill (one forward, LM head on the last position, as ``generate`` does) and
+end-to-end ``generate`` (greedy, fixed number of new tokens), full vs late entry at L=8
+vs early exit at L=24, interleaved so they share the machine's load; reports the median
+of ``--repeats`` runs and the analytic prediction of ``skipit.empirical.flops``.
+
+    python benchmarks/bench_skipping.py [--hidden 768] [--repeats 5] [--new-tokens 16] [--device cpu]
+
+On a GPU (``--device cuda --hidden 4096``) the same at a real size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def build(hidden, layers, text_tokens, device, dtype):
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    heads = max(1, hidden // 64)
+    text = LlamaConfig(
+        vocab_size=32000, hidden_size=hidden, intermediate_size=int(hidden * 8 / 3) // 64 * 64,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=2048, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    vision = CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                              num_attention_heads=4, image_size=336, patch_size=14)
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=31999,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config).to(device=device, dtype=dtype).eval()
+    gen = torch.Generator().manual_seed(0)
+    n_img = (336 // 14) ** 2
+    before = torch.randint(3, 30000, (text_tokens // 3,), generator=gen)
+    after = torch.randint(3, 30000, (text_tokens - text_tokens // 3 - 1,), generator=gen)
+    ids = torch.cat([torch.tensor([1]), before, torch.full((n_img,), 31999), after])[None]
+    batch = {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.ones_like(ids).to(device),
+        "pixel_values": torch.randn(1, 3, 336, 336, generator=gen).to(device=device, dtype=dtype),
+    }
+    return model, batch, n_img, ids.shape[1] - n_img
+
+
+def predictions(model, text, vision, new_tokens, settings):
+    from skipit.empirical.flops import (
+        DecoderShape, VisionShape, generation_flops, prefill_flops, tokens_per_layer, vision_flops,
+    )
+
+    shape = DecoderShape.from_config(model.config)
+    vis = vision_flops(VisionShape.from_llava_config(model.config))
+    out = {}
+    for name, mode, layer in settings:
+        tokens = tokens_per_layer(shape.num_layers, text, vision, mode, layer)
+        out[name] = {
+            "prefill": vis + prefill_flops(shape, tokens, logits_positions=1),
+            "generate": vis + generation_flops(shape, tokens, new_tokens)["total"],
+        }
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--text-tokens", type=int, default=60)
+    p.add_argument("--late", type=int, default=8)
+    p.add_argument("--early", type=int, default=24)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="write the figures here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from skipit.empirical.skipping import early_exit, late_entry
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
+    model, batch, vision, text = build(args.hidden, args.layers, args.text_tokens, args.device, dtype)
+    settings = [("full", "full", None), (f"late-entry L={args.late}", "late-entry", args.late),
+                (f"early-exit L={args.early}", "early-exit", args.early)]
+    contexts = {
+        settings[0][0]: lambda: _null(),
+        settings[1][0]: lambda: late_entry(model, layer=args.late),
+        settings[2][0]: lambda: early_exit(model, layer=args.early),
+    }
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        return time.perf_counter() - t0
+
+    gen_kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+    times = {name: {"prefill": [], "generate": []} for name, _, _ in settings}
+    with torch.inference_mode():
+        for name, _, _ in settings:  # warm-up
+            with contexts[name]():
+                model(**batch, logits_to_keep=1)
+        for _ in range(args.repeats):
+            for name, _, _ in settings:
+                with contexts[name]():
+                    times[name]["prefill"].append(timed(lambda: model(**batch, logits_to_keep=1)))
+            for name, _, _ in settings:
+                with contexts[name]():
+                    times[name]["generate"].append(timed(lambda: model.generate(**batch, **gen_kw)))
+
+    pred = predictions(model, text, vision, args.new_tokens, settings)
+    rows = []
+    full = settings[0][0]
+    for name, _, _ in settings:
+        row = {"setting": name}
+        for kind in ("prefill", "generate"):
+            med = statistics.median(times[name][kind])
+            base = statistics.median(times[full][kind])
+            predicted = pred[full][kind] / pred[name][kind]
+            measured = base / med
+            row[kind] = {
+                "median_s": med, "measured_speedup": measured, "predicted_speedup": predicted,
+                "ratio": measured / predicted,
+                "gain_ratio": (measured - 1) / (predicted - 1) if predicted > 1 else None,
+                "gflops": pred[name][kind] / 1e9,
+            }
+        rows.append(row)
+    device = args.device if args.device == "cpu" else torch.cuda.get_device_name()
+    print(f"# bench_skipping: LLaVA arch, {args.layers} layers, hidden {args.hidden}, {vision} vision + "
+          f"{text} text tokens, {args.new_tokens} new tokens, {device}, torch threads "
+          f"{torch.get_num_threads()}, median of {args.repeats}")
+    print(f"{'setting':<16} {'kind':<9} {'median s':>9} {'GFLOPs':>8} {'measured':>9} {'predicted':>9} "
+          f"{'meas/pred':>9} {'gain ratio':>10}")
+    for row in rows:
+        for kind in ("prefill", "generate"):
+            r = row[kind]
+            gain = "-" if r["gain_ratio"] is None else f"{r['gain_ratio']:.2f}"
+            print(f"{row['setting']:<16} {kind:<9} {r['median_s']:>9.3f} {r['gflops']:>8.1f} "
+                  f"{r['measured_speedup']:>9.3f} {r['predicted_speedup']:>9.3f} {r['ratio']:>9.2f} {gain:>10}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"args": vars(args), "device": device, "rows": rows,
+                       "times": times}, fh, indent=2)
+    return rows
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+if __name__ == "__main__":
+    main()
