@@ -16,13 +16,17 @@ the rotary function of the model's own modeling module applied to the ``(cos, si
 the model passes each layer (this covers Qwen2.5-VL's multimodal rotary, which
 transformers 5 folds into ``cos, sin``), and the mask the layer receives (boolean,
 additive, 2-D padding, or ``None`` = causal, plus the sliding window of the layer).
-The softmax is taken in float64.
+Rotary is applied in the model's dtype (as its own attention does), the logits
+are accumulated in float32 (float64 for a float64 model) and the softmax is taken
+in float64.
 
 Memory: for one layer at a time the probe holds that layer's keys
-``(B, kv_heads, S, head_dim)`` and the query rows ``(B, heads, head_dim)``; they
-are released when the layer's attention returns. Nothing grows with the number of
-layers. Compute: ``B * heads * S * head_dim`` multiply-adds per layer, against the
-``B * S * d^2`` of a projection, i.e. negligible for ``S << d * d / head_dim``.
+``(B, kv_heads, S, head_dim)`` and the query rows ``(B, heads, head_dim)``, plus the
+rotary temporaries of the keys (a few copies of that size) while the row is
+computed; all is released when the layer's attention returns. Nothing grows with
+the number of layers, and no ``S x S`` map exists. Compute: ``B * S * d`` multiply-adds
+per layer (``heads * head_dim = d``), 1/d of one ``d x d`` projection, plus elementwise
+rotary on the keys.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ def _mask_rows(
     causal, or full when the module is not causal), a 4-D boolean mask (True = attend),
     a 4-D additive float mask, or a 2-D padding mask (1 = token, flash-attention style).
     """
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise ValueError(
+            f"attention mask of type {type(mask).__name__} (e.g. flex attention's BlockMask) is not supported; "
+            "run the model with sdpa or eager attention"
+        )
     batch = rows.shape[0]
     keys = torch.arange(seq_len, device=rows.device)
     if mask is not None and mask.dim() == 4:
@@ -127,22 +136,22 @@ def attention_row(
             f"rotary (cos, sin) of shape {tuple(cos.shape)} is not (B, S={seq_len}, head_dim); "
             "this transformers version passes a layout AttentionProbe does not read"
         )
-    cos, sin = cos.to(torch.float64), sin.to(torch.float64)
     if cos.shape[0] != batch:
         cos, sin = cos.expand(batch, -1, -1), sin.expand(batch, -1, -1)
     example = torch.arange(batch, device=rows.device)
+    # Rotary in the model's dtype, as its own attention computes it; the keys' rotary
+    # temporaries then cost what the model's do, not float64 copies of them.
     rotary = _rotary_function(attention)
-    q = q.to(torch.float64)
-    k = k.to(torch.float64)
     q, _ = rotary(q, q, cos[example, rows][:, None], sin[example, rows][:, None])
     _, k = rotary(k[:, :1], k, cos, sin)
 
     num_heads, kv_heads = q.shape[1], k.shape[1]
     if num_heads % kv_heads:
         raise ValueError(f"{num_heads} query heads are not a multiple of {kv_heads} key/value heads")
-    grouped = q.reshape(batch, kv_heads, num_heads // kv_heads, head_dim)
-    logits = torch.matmul(grouped, k.transpose(-1, -2)).reshape(batch, num_heads, seq_len)
-    logits = logits * attention.scaling
+    compute = torch.promote_types(k.dtype, torch.float32)
+    grouped = q.reshape(batch, kv_heads, num_heads // kv_heads, head_dim).to(compute)
+    logits = torch.matmul(grouped, k.to(compute).transpose(-1, -2)).reshape(batch, num_heads, seq_len)
+    logits = logits.to(torch.float64) * attention.scaling
     logits = logits + _mask_rows(
         attention_mask,
         rows,

@@ -256,6 +256,8 @@ def test_mask_rows_agree_across_mask_formats():
     assert torch.equal(torch.isfinite(window[:, 0]), torch.tensor([[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]]).bool())
     full = _mask_rows(None, rows, 5, causal=False, sliding_window=None)
     assert torch.isfinite(full).all()
+    with pytest.raises(ValueError, match="attention mask of type dict .* is not supported"):
+        _mask_rows({"block": 1}, rows, 5, causal=True, sliding_window=None)
     with pytest.raises(ValueError, match="does not cover the 6 positions"):
         _mask_rows(boolean, rows, 6, causal=True, sliding_window=None)
 
