@@ -91,10 +91,11 @@ def _diag_matrix(K):
 
 
 def cka_from_hsic(hsic_xy: float, hsic_xx: float, hsic_yy: float) -> float | None:
-    """``hsic_xy / sqrt(hsic_xx hsic_yy)``; ``None`` when the denominator is not positive."""
-    denom = hsic_xx * hsic_yy
-    if not denom > 0.0:
+    """``hsic_xy / sqrt(hsic_xx hsic_yy)``; ``None`` unless both self-HSIC estimates are positive
+    (the unbiased estimator can fall below zero on near-degenerate data)."""
+    if not (hsic_xx > 0.0 and hsic_yy > 0.0):
         return None
+    denom = hsic_xx * hsic_yy
     return float(hsic_xy / math.sqrt(denom))
 
 

@@ -72,9 +72,8 @@ def naive_layers(model, batches, thresholds=(0.01, 0.02, 0.05, 0.1), attention_m
                 if not (np.isfinite(x).all() and np.isfinite(y).all()):
                     raise ValueError(f"non-finite hidden states at layer {l}")
                 for g, pos in groups.items():
-                    for i in pos:
-                        cos = x[i] @ y[i] / (np.linalg.norm(x[i]) * np.linalg.norm(y[i]))
-                        rho[l - 1][g].append(1.0 - cos)
+                    cos = (x[pos] * y[pos]).sum(-1) / (np.linalg.norm(x[pos], axis=-1) * np.linalg.norm(y[pos], axis=-1))
+                    rho[l - 1][g].extend(1.0 - cos)
                 for g in ("vision", "text"):
                     pos = groups[g]
                     if len(pos) >= 4:
