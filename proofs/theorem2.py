@@ -26,8 +26,10 @@ Step 5 (tightness). With one atom (X_l = X_prev = x), Z constant (alpha = beta =
         f_l = c + u and f_prev = c - u, the left side is 4||u||^2 = (sqrt(eta_l) +
         sqrt(eta_prev))^2: the sharp form is attained and the paper's (6||u||^2) is not.
         With eta_l = eta_prev = 0 the sharp form is Theorem 1's, approached by its extremal
-        law. (Whether all three terms can be near-aligned at once is open; the best
-        ratio to the paper's form found is 2/3, with its Theorem-1 face at 1/3.)
+        law. Whether all three terms can be near-aligned at once is open: a numerical
+        search (3 x 3 laws on the circle, linear h, estimation errors free; 40
+        Nelder-Mead + BFGS restarts) found no ratio LHS / paper's form above 2/3, reached
+        on the face above; the paper's constants 3, 3, 6 are thus never approached there.
 
 Code: ``theorem2_bound`` (paper), ``theorem2_bound_sharp``.
 """
