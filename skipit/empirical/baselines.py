@@ -1,0 +1,187 @@
+"""Baselines in the skipping framework: FastV pruning and visual token withdrawal.
+
+* **FastV** (Chen et al., 2024; ``fastv_prune``): after decoder layer K, keep only the
+  fraction ``keep_ratio`` of each example's vision tokens that received the most
+  attention (mean over heads) from the answer query (the last non-padding prompt
+  position) at layer K; the others leave layers K+1..N, keys and values included. The
+  attention row comes from ``skipit.empirical.attention.AttentionProbe`` (hooked q/k
+  projections, works under sdpa), taken in the prefill; generated tokens keep the set.
+* **Visual token withdrawal** (VTW, Lin et al., 2024; ``visual_token_withdrawal``): all
+  vision tokens leave after layer K (early exit at K), with K chosen by the output-KL
+  rule ``choose_vtw_layer``: the first K from which the KL divergence of the answer
+  distribution (full model || withdrawn at K) stays below a threshold at every later K.
+
+``matched_fastv_ratio`` / ``matched_vtw_layer`` pick the baseline's parameter so its
+prefill FLOPs (``skipit.empirical.flops``) match a budget, e.g. that of late entry at L.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer
+from skipit.empirical.skipping import TokenSkipper, early_exit, resolve_adapter
+
+__all__ = [
+    "fastv_prune", "visual_token_withdrawal", "choose_vtw_layer", "answer_kl_per_layer",
+    "matched_fastv_ratio", "matched_vtw_layer",
+]
+
+
+def _check_layer(layer, num_layers, name="layer"):
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
+        raise ValueError(f"`{name}` must be an integer in [1, {num_layers}], got {layer!r}")
+
+
+def _answer_positions(attention_mask, bsz, seq, device):
+    if attention_mask is None:
+        return torch.full((bsz,), seq - 1, dtype=torch.long, device=device)
+    mask = attention_mask.bool()
+    cols = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
+    return torch.where(mask, cols, torch.full_like(cols, -1)).max(dim=-1).values
+
+
+class _FastVSkipper(TokenSkipper):
+    def __init__(self, model, layer, keep_ratio, adapter):
+        super().__init__(model, self._keep, adapter)
+        self.prune_layer = layer
+        self.keep_ratio = keep_ratio
+        self._selected = None
+        self._probe = None
+
+    def _keep(self, l, vision):
+        if l <= self.prune_layer or not bool(vision.any()):
+            return None
+        if self._selected is None or self._selected.shape != vision.shape:
+            raise RuntimeError("FastV: no attention from layer K was recorded for this forward")
+        return ~vision | self._selected
+
+    def _lm_pre(self, module, args, kwargs):
+        out = super()._lm_pre(module, args, kwargs)
+        step = self._step
+        if step is not None and step.past == 0 and bool(step.vision.any()):
+            from skipit.empirical.attention import AttentionProbe
+
+            self._selected = None
+            vision = step.vision
+            ratio = self.keep_ratio
+
+            def on_layer(layer, probs):
+                score = probs.mean(dim=1).masked_fill(~vision, float("-inf"))  # [B, S]
+                counts = vision.sum(dim=1)
+                chosen = torch.zeros_like(vision)
+                for b in range(vision.shape[0]):
+                    k = int(round(ratio * int(counts[b])))
+                    if k > 0:
+                        chosen[b, score[b].topk(k).indices] = True
+                self._selected = chosen
+
+            positions = _answer_positions(self._attention_mask2d, vision.shape[0], step.q, vision.device)
+            self._probe = AttentionProbe(self.model, self.adapter, on_layer, layers=[self.prune_layer])
+            self._probe.set_query_positions(positions)
+            self._probe.__enter__()
+        return out
+
+    def _lm_post(self, module, args, output):
+        self._close_probe()
+        return super()._lm_post(module, args, output)
+
+    def _close_probe(self):
+        if self._probe is not None:
+            probe, self._probe = self._probe, None
+            probe.__exit__(None, None, None)
+
+    def _remove(self):
+        self._close_probe()
+        super()._remove()
+
+
+@contextlib.contextmanager
+def fastv_prune(model, layer, keep_ratio, adapter=None):
+    """FastV: after layer ``layer`` (K) keep the top ``keep_ratio`` of vision tokens by the
+    answer query's head-mean attention at layer K; drop the rest from layers K+1..N.
+
+    ``keep_ratio=1`` is the full model; ``keep_ratio=0`` is early exit at K.
+    """
+    ad = resolve_adapter(model, adapter)
+    _check_layer(layer, ad.num_layers(model))
+    if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 <= keep_ratio <= 1:
+        raise ValueError(f"`keep_ratio` must be in [0, 1], got {keep_ratio!r}")
+    with _FastVSkipper(model, layer, float(keep_ratio), ad) as skipper:
+        yield skipper
+
+
+def visual_token_withdrawal(model, layer, adapter=None):
+    """VTW: every vision token leaves after layer ``layer`` (= early exit at that layer)."""
+    return early_exit(model, layer=layer, adapter=adapter)
+
+
+def _answer_log_probs(model, batch):
+    out = model(**batch)
+    logits = out.logits
+    pos = _answer_positions(batch.get("attention_mask"), logits.shape[0], logits.shape[1], logits.device)
+    rows = logits[torch.arange(logits.shape[0], device=logits.device), pos]
+    return torch.log_softmax(rows.double(), dim=-1)
+
+
+@torch.no_grad()
+def answer_kl_per_layer(model, batches, adapter=None):
+    """Mean KL(full || withdrawn at K) of the answer-token distribution, for K = 1..N."""
+    ad = resolve_adapter(model, adapter)
+    n = ad.num_layers(model)
+    totals = torch.zeros(n, dtype=torch.float64)
+    count = 0
+    for batch in batches:
+        ref = _answer_log_probs(model, batch)
+        for k in range(1, n + 1):
+            with early_exit(model, layer=k, adapter=ad):
+                got = _answer_log_probs(model, batch)
+            totals[k - 1] += (ref.exp() * (ref - got)).sum(dim=-1).sum().cpu()
+        count += ref.shape[0]
+    if count == 0:
+        raise ValueError("`batches` must hold at least one example")
+    return (totals / count).tolist()
+
+
+def choose_vtw_layer(model, batches, kl_threshold, adapter=None):
+    """The VTW layer: the smallest K with KL <= ``kl_threshold`` at K and every later layer.
+
+    Returns ``(K, kls)`` with ``kls[K-1]`` the mean KL at K. K = N always qualifies (its KL
+    is 0: early exit at N is the full model).
+    """
+    if not kl_threshold >= 0:
+        raise ValueError(f"`kl_threshold` must be >= 0, got {kl_threshold!r}")
+    kls = answer_kl_per_layer(model, batches, adapter)
+    chosen = len(kls)
+    for k in range(len(kls), 0, -1):
+        if kls[k - 1] <= kl_threshold:
+            chosen = k
+        else:
+            break
+    return chosen, kls
+
+
+def matched_fastv_ratio(shape: DecoderShape, text, vision, layer, budget):
+    """Largest FastV keep ratio at layer K whose prefill FLOPs do not exceed ``budget``.
+
+    Returns a ratio that is a multiple of 1/vision (the token counts are integers), or 0.0
+    if even pruning every vision token exceeds the budget.
+    """
+    best = 0.0
+    for kept in range(vision + 1):
+        ratio = kept / vision if vision else 1.0
+        tokens = tokens_per_layer(shape.num_layers, text, vision, "fastv", layer, keep_ratio=ratio)
+        if prefill_flops(shape, tokens) <= budget:
+            best = ratio
+    return best
+
+
+def matched_vtw_layer(shape: DecoderShape, text, vision, budget):
+    """Largest withdrawal layer K whose prefill FLOPs do not exceed ``budget`` (0 if none)."""
+    best = 0
+    for k in range(1, shape.num_layers + 1):
+        if prefill_flops(shape, tokens_per_layer(shape.num_layers, text, vision, "vtw", k)) <= budget:
+            best = k
+    return best

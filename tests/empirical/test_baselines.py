@@ -1,0 +1,149 @@
+"""FastV pruning and visual token withdrawal (skipit.empirical.baselines)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from skipit.empirical.adapters import get_adapter  # noqa: E402
+from skipit.empirical.attention import AttentionProbe  # noqa: E402
+from skipit.empirical.baselines import (  # noqa: E402
+    choose_vtw_layer, fastv_prune, matched_fastv_ratio, matched_vtw_layer, visual_token_withdrawal,
+)
+from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer  # noqa: E402
+from skipit.empirical.skipping import early_exit  # noqa: E402
+from skipit.empirical.testing import tiny_batch, tiny_model  # noqa: E402
+
+FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
+N = 4
+GEN = dict(do_sample=False, suppress_tokens=list(range(120, 128)))
+_MODELS = {}
+
+
+def _model(family):
+    if family not in _MODELS:
+        _MODELS[family] = tiny_model(family, seed=0, num_layers=N)
+    return _MODELS[family]
+
+
+def _run(model, batch, ctx=None, **kw):
+    with torch.no_grad():
+        if ctx is None:
+            return model(**batch).logits
+        with ctx(model, **kw):
+            return model(**batch).logits
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fastv_extremes_are_full_model_and_early_exit(family):
+    """keep_ratio = 1 changes nothing; keep_ratio = 0 is early exit at K."""
+    model = _model(family)
+    batch = tiny_batch(model, batch_size=3, padding_side="left", seed=1)
+    real = batch["attention_mask"].bool()
+    full = _run(model, batch)
+    assert torch.allclose(_run(model, batch, fastv_prune, layer=2, keep_ratio=1.0)[real], full[real], atol=1e-5)
+    rows = torch.arange(3), batch.answer_positions
+    assert torch.allclose(_run(model, batch, fastv_prune, layer=2, keep_ratio=0.0)[rows],
+                          _run(model, batch, early_exit, layer=2)[rows], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+def test_fastv_keeps_the_most_attended_vision_tokens(family):
+    """The kept set is the top round(R * n_vision) vision tokens by head-mean attention at K.
+
+    Reference: attention rows from an independent AttentionProbe run of the full model at K
+    (layers 1..K are unchanged by pruning), then the pruned forward must equal early exit
+    with exactly those tokens kept, i.e. the layer token count and the logits agree with a
+    recomputation through the generic skipper.
+    """
+    from skipit.empirical.skipping import TokenSkipper
+
+    model = _model(family)
+    batch = tiny_batch(model, batch_size=2, padding_side="right", seed=2)
+    vision = get_adapter(model).vision_mask(batch["input_ids"], model.config)
+    K, R = 2, 0.5
+    rows = {}
+    probe = AttentionProbe(model, None, lambda l, p: rows.__setitem__(l, p), layers=[K])
+    probe.set_query_positions(batch.answer_positions)
+    with torch.no_grad(), probe:
+        model(**batch)
+    score = rows[K].mean(dim=1).masked_fill(~vision, float("-inf"))
+    chosen = torch.zeros_like(vision)
+    for b in range(2):
+        chosen[b, score[b].topk(int(round(R * int(vision[b].sum())))).indices] = True
+
+    def keep(l, v):
+        return None if l <= K or not bool(v.any()) else ~v | chosen
+
+    with torch.no_grad(), TokenSkipper(model, keep):
+        ref = model(**batch).logits
+    with torch.no_grad(), fastv_prune(model, layer=K, keep_ratio=R) as skipper:
+        got = model(**batch).logits
+    real = batch["attention_mask"].bool() & ~vision
+    assert torch.allclose(got[real], ref[real], atol=1e-5)
+    assert skipper.layer_tokens[K + 1] == int((~vision).sum() + chosen.sum())
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_fastv_generate_first_token_is_the_forward_argmax(family):
+    model = _model(family)
+    batch = tiny_batch(model, batch_size=3, padding_side="left", seed=3)
+    with torch.no_grad(), fastv_prune(model, layer=2, keep_ratio=0.5):
+        logits = model(**batch).logits
+        out = model.generate(**batch, max_new_tokens=3, **GEN)
+    allowed = logits[torch.arange(3), batch.answer_positions].clone()
+    allowed[:, 120:] = float("-inf")
+    assert torch.equal(out[:, batch["input_ids"].shape[1]], allowed.argmax(-1))
+
+
+def test_vtw_is_early_exit():
+    model = _model("llava")
+    batch = tiny_batch(model, batch_size=2, seed=4)
+    real = batch["attention_mask"].bool()
+    a = _run(model, batch, visual_token_withdrawal, layer=2)
+    b = _run(model, batch, early_exit, layer=2)
+    assert torch.equal(a[real], b[real])
+
+
+def test_vtw_layer_is_the_first_from_which_kl_stays_small():
+    """Layers 3..N made identities: withdrawing at K >= 2 is exact (KL 0), at K = 1 it is not."""
+    model = tiny_model("llava", seed=0, num_layers=N)
+    dec = get_adapter(model).decoder_layers(model)
+    with torch.no_grad():
+        for l in (3, 4):
+            dec[l - 1].self_attn.o_proj.weight.zero_()
+            dec[l - 1].mlp.down_proj.weight.zero_()
+    batches = [tiny_batch(model, batch_size=2, seed=s) for s in (5, 6)]
+    layer, kls = choose_vtw_layer(model, batches, kl_threshold=1e-12)
+    assert layer == 2
+    assert kls[0] > 1e-6 and max(kls[1:]) <= 1e-12
+
+
+def test_matched_flops_parameters_do_not_exceed_the_budget():
+    shape = DecoderShape(num_layers=32, hidden=512, intermediate=1376, heads=8, kv_heads=8, head_dim=64,
+                         vocab=1000)
+    text, vision = 60, 576
+    budget = prefill_flops(shape, tokens_per_layer(32, text, vision, "late-entry", 8))
+    ratio = matched_fastv_ratio(shape, text, vision, 2, budget)
+    fastv = lambda r: prefill_flops(shape, tokens_per_layer(32, text, vision, "fastv", 2, keep_ratio=r))  # noqa: E731
+    assert fastv(ratio) <= budget < fastv(ratio + 1 / vision)
+    k = matched_vtw_layer(shape, text, vision, budget)
+    vtw = lambda k: prefill_flops(shape, tokens_per_layer(32, text, vision, "vtw", k))  # noqa: E731
+    assert vtw(k) <= budget < vtw(k + 1)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(layer=0, keep_ratio=0.5), r"`layer` must be an integer in \[1, 4\]"),
+    (dict(layer=2, keep_ratio=1.5), r"`keep_ratio` must be in \[0, 1\]"),
+])
+def test_fastv_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        with fastv_prune(_model("llava"), **kw):
+            pass
+
+
+def test_vtw_threshold_must_be_non_negative():
+    with pytest.raises(ValueError, match="`kl_threshold` must be >= 0"):
+        choose_vtw_layer(_model("llava"), [], kl_threshold=-1.0)
