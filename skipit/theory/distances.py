@@ -9,7 +9,12 @@ vectors, 1 for orthogonal ones, 2 for antipodal ones. Results stated for a dista
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float
 
 __all__ = ["COSINE_DISTANCE_MAX", "cosine_distance", "unit_normalize", "is_unit_norm"]
 
@@ -40,7 +45,7 @@ def _norms(name, a):
     return n
 
 
-def cosine_distance(x, y):
+def cosine_distance(x: Float[ArrayLike, "*batch d"], y: Float[ArrayLike, "*batch d"]) -> Float[np.ndarray, "*batch"] | float:
     """Cosine distance ``rho(x, y) = 1 - <x, y>/(||x|| ||y||)``, in ``[0, 2]``.
 
     Batched over leading axes (``x`` of shape ``(..., d)`` and ``y`` of shape
@@ -61,7 +66,7 @@ def cosine_distance(x, y):
     return float(rho) if rho.ndim == 0 else rho
 
 
-def unit_normalize(x):
+def unit_normalize(x: Float[ArrayLike, "*batch d"]) -> Float[np.ndarray, "*batch d"]:
     """``x / ||x||`` along the last axis; ``ValueError`` naming ``x`` for zero vectors or NaN."""
     a = _vectors("x", x)
     return a / _norms("x", a)[..., None]

@@ -22,10 +22,13 @@ Estimators reduce along the last axis, so many repeats can be evaluated at once
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float
 
 from skipit.theory import _functional_checks as _c
 from skipit.theory._registry import register
@@ -95,7 +98,8 @@ def _scalar(x):
     return float(x) if np.ndim(x) == 0 else x
 
 
-def geometric_redundancy(d, confidence=0.95, rho_max=COSINE_DISTANCE_MAX, method="best"):
+def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence=0.95, rho_max=COSINE_DISTANCE_MAX,
+                         method="best") -> MeanEstimate:
     """Definition 1 estimator: the mean of ``d`` and an upper confidence bound on ``E[rho]``.
 
     ``d``: i.i.d. samples of ``rho(X_l, X_prev)`` in ``[0, rho_max]`` (cosine distance:
@@ -139,7 +143,8 @@ def geometric_redundancy(d, confidence=0.95, rho_max=COSINE_DISTANCE_MAX, method
     return MeanEstimate(_scalar(mean), _scalar(np.minimum(bound, r)), n, c)
 
 
-def proximal_probability(d, t, confidence=0.95, rho_max=COSINE_DISTANCE_MAX):
+def proximal_probability(d: Float[ArrayLike, "*repeats n"], t, confidence=0.95,
+                         rho_max=COSINE_DISTANCE_MAX) -> ProbabilityEstimate:
     """Definition 2 estimator: the fraction of ``d < t`` and a Clopper-Pearson lower bound.
 
     ``d``: i.i.d. samples of ``rho`` in ``[0, rho_max]``; ``t`` in ``[0, rho_max]``
@@ -241,7 +246,8 @@ def _design(name, x, n=None):
     return a
 
 
-def functional_redundancy(x_l, x_prev, z, regressor=None, folds=5, seed=0):
+def functional_redundancy(x_l: Float[ArrayLike, "n d_l"], x_prev: Float[ArrayLike, "n d_prev"],
+                          z: Float[ArrayLike, "n *k"], regressor=None, folds=5, seed=0) -> FunctionalEstimate:
     """Definition 3 estimator: cross-fitted ``E||f_l(X_l) - f_prev(X_prev)||^2``.
 
     ``x_l`` (n, d_l), ``x_prev`` (n, d_prev), ``z`` (n,) or (n, k): i.i.d. samples of

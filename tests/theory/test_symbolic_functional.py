@@ -56,10 +56,19 @@ def test_theorem6_at_lam_one_equals_the_sympy_limit():
     assert th.theorem6_bound(lam=1.0, **values) == pytest.approx(want, rel=TOL)
 
 
-@pytest.mark.parametrize("module, name", CASES, ids=[n for _, n in CASES])
-def test_jax_grad_equals_sympy_diff(module, name):
+@pytest.fixture
+def jax64():
+    """jax in float64 for this test only (other tests may rely on jax's float32 default)."""
     jax = pytest.importorskip("jax")
+    before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", True)
+    yield jax
+    jax.config.update("jax_enable_x64", before)
+
+
+@pytest.mark.parametrize("module, name", CASES, ids=[n for _, n in CASES])
+def test_jax_grad_equals_sympy_diff(module, name, jax64):
+    jax = jax64
     args = module.ARGUMENTS[name]
     expr = module.SYMBOLIC[name]
     f = sp.lambdify(args, expr, "jax")
