@@ -1,0 +1,91 @@
+"""Theorem 3 (paper App. A.2; continuous Fano, Duchi & Wainwright 2013, Prop. 2), corrected.
+
+Statement (corrected). Let X_l be uniform on the unit sphere S^{d-1} (normalised surface
+measure sigma), X_prev any random vector jointly distributed with X_l, rho the cosine
+distance, t in [0, 2], P_t = P[rho(X_l, X_prev) > t], and F(t, d) = sigma(C(x, t)) the
+normalised measure of the cap C(x, t) = {x' : 1 - <x, x'> <= t} (the same for all x). Then
+
+    I(X_l; X_prev) >= d(1 - P_t || F(t, d))  >=  (1 - P_t) log(1/F(t, d)) - log 2.
+
+Erratum. The paper states the ratio mu(X) / sup_x mu(B_rho(t) cap X) with mu the
+Lebesgue measure of R^d; for X = S^{d-1} both are 0. "Lebesgue measure over their
+respective dimensions" must mean the (d-1)-dimensional surface measure, and with it the
+boundary-finiteness hypotheses are not needed. The paper's P[rho >= t] gives a smaller,
+still valid bound (Step 5).
+
+Proof.
+Step 1 (caps have one measure). sigma is rotation invariant, so sigma(C(x, t)) = F(t, d)
+        for every x; with u = <x, X_l> of density proportional to (1 - u^2)^((d-3)/2),
+        F(t, d) = int_{1-t}^1 (1-u^2)^((d-3)/2) du / int_{-1}^1 (1-u^2)^((d-3)/2) du
+        = I_{t(2-t)}((d-1)/2, 1/2)/2 for t <= 1 and 1 - I_{t(2-t)}((d-1)/2, 1/2)/2 for t > 1.
+Step 2 (q_t = F exactly). q_t = E_{X_prev}[sigma(C(X_prev, t))] = F(t, d), so Theorem 4's
+        first inequality (proofs/theorem4.py, Steps 1-3) gives I >= d(1 - P_t || F).
+Step 3 (to the paper's form). d(a || F) = a log(1/F) + (1 - a) log(1/(1 - F)) - h(a) with
+        (1 - a) log(1/(1 - F)) >= 0 and h(a) <= log 2.
+Step 4 (exactness on the circle). X_prev = centre of X_l's arc among k equal arcs: I = log k;
+        at t = 1 - cos(pi/k), P_t = 0 and F = 1/k, so the sharp form equals I.
+Step 5 (P_t with >=). P[rho >= t] >= P[rho > t] and log(1/F) >= 0, so the paper's version is
+        smaller than the corrected one; both hold.
+
+Code: ``theorem3_mi_lower_bound``, ``theorem3_mi_lower_bound_sharp``, ``log_cap_fraction``.
+"""
+
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import integrate
+from scipy.special import betainc
+
+from skipit.theory.entropy import binary_entropy
+from skipit.theory.informational import theorem3_mi_lower_bound, theorem3_mi_lower_bound_sharp
+from skipit.theory.spherical import cap_fraction
+
+TOL = 1e-10
+
+
+def test_step_1_cap_measure_by_integrating_the_density_of_the_inner_product():
+    for d in (3, 4, 7, 20):
+        w = lambda u: (1 - u * u) ** ((d - 3) / 2)  # noqa: E731
+        total = integrate.quad(w, -1, 1)[0]
+        for t in (0.05, 0.5, 1.0, 1.3, 1.95):
+            num = integrate.quad(w, 1 - t, 1, epsabs=1e-13, epsrel=1e-13)[0]
+            assert abs(num / total - cap_fraction(t, d)) < 1e-9
+
+
+def test_step_1_rotation_invariance_by_monte_carlo_free_quadrature_on_s2():
+    # on S^2 the cap around any pole has area fraction t/2 (Archimedes), whatever the pole
+    for t in np.linspace(0.01, 1.99, 9):
+        assert abs(cap_fraction(t, 3) - t / 2) < 1e-12
+
+
+@given(st.floats(0, 1), st.floats(1e-6, 1.99), st.integers(2, 5000))
+def test_step_2_and_3_sharp_form_dominates_the_paper_form(p_t, t, d):
+    assert theorem3_mi_lower_bound_sharp(p_t, t, d) >= theorem3_mi_lower_bound(p_t, t, d) - TOL * (1 + abs(
+        theorem3_mi_lower_bound(p_t, t, d)))
+
+
+@given(st.floats(0, 1))
+def test_step_3_binary_entropy_at_most_log2(a):
+    assert binary_entropy(a) <= math.log(2) + 1e-15
+
+
+def test_step_4_circle_quantizer_attains_the_sharp_form():
+    for k in (3, 10, 100):
+        t = 1 - math.cos(math.pi / k)
+        assert abs(cap_fraction(t, 2) - 1 / k) < 1e-12
+        assert abs(theorem3_mi_lower_bound_sharp(0.0, t, 2) - math.log(k)) < 1e-9
+
+
+def test_step_4_hemisphere_quantizer_respects_the_bound_in_high_dimension():
+    d = 5120
+    for t in np.linspace(0.01, 0.999, 25):
+        p_t = float(betainc(0.5, (d - 1) / 2, (1 - t) ** 2))
+        assert theorem3_mi_lower_bound_sharp(p_t, t, d) <= math.log(2) + TOL
+
+
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(1e-6, 1.99), st.integers(2, 1000))
+def test_step_5_larger_p_t_gives_a_smaller_bound(p1, p2, t, d):
+    lo, hi = sorted((p1, p2))
+    assert theorem3_mi_lower_bound(hi, t, d) <= theorem3_mi_lower_bound(lo, t, d) + TOL

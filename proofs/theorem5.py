@@ -1,0 +1,119 @@
+"""Theorem 5 (paper Sec. 3.4, proof App. A.2): informational redundancy implies functional redundancy.
+
+Statement (the statement is right; the proof's last line is not). Let ||Z|| <= B almost
+surely and X_prev - X_l - Z be a Markov chain. Then, with I in nats,
+
+    E||E[Z|X_l] - E[Z|X_prev]||^2 <= 2 B^2 I(Z; X_l | X_prev),
+
+and if H(X_l | Z, X_prev) >= -C then the right side is <= 2 B^2 (H(X_l | X_prev) + C);
+C = 0 for discrete X_l, C = log M when the conditional density of X_l is <= M. For unit
+vectors X_l (on S^{d-1}, Lebesgue-null in R^d) "density" and "H" are taken with respect
+to the surface measure; H + C does not depend on how that measure is normalised.
+Erratum: the proof ends with "<= 2 B^2 H(X_l|X_prev) + C", which does not follow and is
+false (Step 8). The constant 2 is sharp (Step 7).
+
+Proof.
+Step 1. For a, b: E[Z|X_l=a] - E[Z|X_prev=b] = sum_z z (p(z|a) - p(z|b)).
+Step 2 (triangle inequality, eq. 28-30). Its norm is <= sum_z ||z|| |p(z|a) - p(z|b)|
+        <= B ||p(.|a) - p(.|b)||_1 = 2 B TV(p(.|a), p(.|b)).
+        (Because sum_z (p(z|a) - p(z|b)) = 0, B may be replaced by the radius of any ball
+        containing the support of Z, a sharper constant for uncentred Z.)
+Step 3 (Pinsker, eq. 31-32). TV^2 <= KL/2 (nats), so the square is <= 2 B^2 D(p(.|a) || p(.|b)).
+Step 4 (average). Taking E over (X_l, X_prev) = (a, b) and Lemma 4:
+        E||E[Z|X_l] - E[Z|X_prev]||^2 <= 2 B^2 E[D] = 2 B^2 I(Z; X_l | X_prev).
+Step 5 (entropy). I(Z; X_l | X_prev) = H(X_l | X_prev) - H(X_l | Z, X_prev) <= H(X_l | X_prev) + C.
+Step 6 (C for bounded densities). p <= M gives H(X_l | Z, X_prev) = -E log p >= -log M.
+Step 7 (sharpness). X_prev constant, X_l a fair bit, Z = +-B with P(Z = B | X_l = x) = 1/2 +- delta:
+        left side 4 B^2 delta^2, right side 2 B^2 (log 2 - h(1/2 + delta)) = 4 B^2 delta^2 + O(delta^4).
+Step 8 (the last line is false). X_prev constant, X_l uniform on two opposite arcs of
+        length w < 1 of the circle, Z = +-B by arc: left side B^2, H(X_l|X_prev) = log 2w,
+        C = log(1/w); 2 B^2 (H + C) = 2 B^2 log 2 >= B^2, but 2 B^2 log(2w) + log(1/w) < B^2
+        for B = 1, w = 0.01.
+
+Code: ``theorem5_bound``, ``theorem5_entropy_bound``, ``conditional_mean_gap``.
+"""
+
+import math
+
+import numpy as np
+import sympy as sp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skipit.theory.entropy import (
+    binary_entropy, conditional_entropy, conditional_mutual_information, kl_divergence,
+)
+from skipit.theory.informational import conditional_mean_gap, lemma4_expected_kl, theorem5_bound, theorem5_entropy_bound
+from skipit.theory.testing import bounded_points, joint_pmfs, markov_chains
+
+TOL = 1e-10
+
+
+def _conditionals(p):
+    p_l, p_prev = p.sum(axis=(0, 2)), p.sum(axis=(1, 2))
+    z_l = np.divide(p.sum(0), p_l[:, None], out=np.zeros(p.shape[1:]), where=p_l[:, None] > 0)
+    z_prev = np.divide(p.sum(1), p_prev[:, None], out=np.zeros((p.shape[0], p.shape[2])), where=p_prev[:, None] > 0)
+    return z_l, z_prev
+
+
+@given(markov_chains(), st.data())
+def test_step_1_and_2_difference_of_means_bounded_by_2B_tv(p, data):
+    z = data.draw(bounded_points(p.shape[2], dim=3, bound=2.0))
+    b = float(np.max(np.linalg.norm(z, axis=1)))
+    z_l, z_prev = _conditionals(p)
+    joint = p.sum(2)  # P(X_prev = b_, X_l = a_)
+    for b_, a_ in zip(*np.nonzero(joint)):
+        diff = (z_l[a_] - z_prev[b_]) @ z
+        tv = 0.5 * np.abs(z_l[a_] - z_prev[b_]).sum()
+        assert np.linalg.norm(diff) <= 2 * b * tv + TOL
+        centre = z.mean(0)  # any centre works: the weights sum to zero
+        radius = float(np.max(np.linalg.norm(z - centre, axis=1)))
+        assert np.linalg.norm(diff) <= 2 * radius * tv + TOL
+
+
+@given(joint_pmfs(shape=(5,)), joint_pmfs(shape=(5,), allow_zeros=False))
+def test_step_3_pinsker(p, q):
+    tv = 0.5 * np.abs(p - q).sum()
+    assert tv**2 <= kl_divergence(p, q) / 2 + TOL
+
+
+@given(markov_chains(), st.data())
+def test_step_4_average_and_lemma4(p, data):
+    z = data.draw(bounded_points(p.shape[2], dim=2, bound=1.0))
+    b = float(np.max(np.linalg.norm(z, axis=1)))
+    lhs = conditional_mean_gap(p, z)
+    assert lhs <= 2 * b**2 * lemma4_expected_kl(p) + TOL
+    assert lhs <= theorem5_bound(b, conditional_mutual_information(p, 2, 1, 0)) + TOL
+
+
+@given(markov_chains())
+def test_step_5_cmi_is_entropy_difference_and_discrete_c_is_zero(p):
+    cmi = conditional_mutual_information(p, 2, 1, 0)
+    diff = conditional_entropy(p, 1, 0) - conditional_entropy(p, 1, (0, 2))
+    assert abs(cmi - diff) < TOL
+    assert conditional_entropy(p, 1, (0, 2)) >= -TOL  # discrete: C = 0 admissible
+    assert theorem5_bound(1.0, cmi) <= theorem5_entropy_bound(1.0, conditional_entropy(p, 1, 0)) + TOL
+
+
+def test_step_6_bounded_density_gives_c_log_m():
+    # uniform density on an arc of length w: p = 1/w = M, H = log w = -log M
+    for w in (0.01, 0.3, 0.9):
+        assert abs(math.log(w) - (-math.log(1 / w))) < 1e-15
+
+
+def test_step_7_constant_two_is_sharp():
+    dl, B = sp.symbols("delta B", positive=True)
+    lhs = 4 * B**2 * dl**2
+    rhs = 2 * B**2 * (sp.log(2) + (sp.Rational(1, 2) + dl) * sp.log(sp.Rational(1, 2) + dl)
+                      + (sp.Rational(1, 2) - dl) * sp.log(sp.Rational(1, 2) - dl))
+    assert sp.limit(lhs / rhs, dl, 0) == 1
+    for delta in (0.1, 0.01):
+        i = math.log(2) - float(binary_entropy(0.5 + delta))
+        assert 4 * delta**2 <= theorem5_bound(1.0, i) and 4 * delta**2 / theorem5_bound(1.0, i) > 1 - 2 * delta**2
+
+
+def test_step_8_the_paper_last_line_is_false():
+    w, B = 0.01, 1.0
+    lhs, h, c = B**2, math.log(2 * w), math.log(1 / w)
+    assert lhs > 2 * B**2 * h + c
+    assert lhs <= theorem5_entropy_bound(B, h, c)
