@@ -23,6 +23,7 @@ Proofs with every step checked: ``proofs/proposition1.py``, ``proofs/theorem1.py
 
 from __future__ import annotations
 
+import numpy as np
 import sympy as sp
 
 from skipit.theory import _functional_checks as _c
@@ -87,6 +88,17 @@ def proposition1_tail_threshold(t, eps):
     return _c.result(_NUMERIC["proposition1_tail_threshold"](tt, e), t, eps)
 
 
+def _below(name, value, upper, closed):
+    """``value`` in ``[0, upper]`` (or ``[0, upper)``), elementwise with broadcasting."""
+    v = _c.check(name, value, 0.0)
+    bad = np.broadcast_to(v > upper if closed else v >= upper, np.broadcast_shapes(v.shape, upper.shape))
+    if bad.any():
+        vb, ub = (np.broadcast_to(a, bad.shape)[bad].flat[0] for a in (v, upper))
+        raise ValueError(f"`{name}` must be in [0, rho_max{']' if closed else ')'} = [0, {ub:g}{']' if closed else ')'}, "
+                         f"got {float(vb)!r}")
+    return v
+
+
 def proposition1_tail_threshold_bounded(t, eps, rho_max=COSINE_DISTANCE_MAX):
     """Proposition 1 corrected for a distance with values in ``[0, rho_max]``.
 
@@ -97,10 +109,7 @@ def proposition1_tail_threshold_bounded(t, eps, rho_max=COSINE_DISTANCE_MAX):
     has ``E[rho] = t + (rho_max - t) P[rho > t]``.
     """
     r = _c.positive("rho_max", rho_max)
-    tt = _c.check("t", t, 0.0, float(r.max()) if r.size else 0.0, high_closed=False)
-    if (tt >= r).any():
-        raise ValueError(f"`t` must be in [0, rho_max), got t={float((tt + 0 * r)[tt >= r].flat[0])!r} "
-                         f">= rho_max")
+    tt = _below("t", t, r, closed=False)
     e = _c.positive("eps", eps)
     return _c.result(_NUMERIC["proposition1_tail_threshold_bounded"](tt, e, r), t, eps, rho_max)
 
@@ -116,9 +125,7 @@ def proposition1_mean_bound(t, tail_prob, rho_max=COSINE_DISTANCE_MAX):
     distance). Attained with equality by the law ``rho in {t, rho_max}``.
     """
     r = _c.positive("rho_max", rho_max)
-    tt = _c.check("t", t, 0.0, float(r.max()) if r.size else 0.0)
-    if (tt > r).any():
-        raise ValueError(f"`t` must be in [0, rho_max], got t={float((tt + 0 * r)[tt > r].flat[0])!r} > rho_max")
+    tt = _below("t", t, r, closed=True)
     p = _c.check("tail_prob", tail_prob, 0.0, 1.0)
     return _c.result(_NUMERIC["proposition1_mean_bound"](tt, p, r), t, tail_prob, rho_max)
 
