@@ -260,6 +260,8 @@ class AttentionProbe:
                         "AttentionProbe needs separate q_proj/k_proj projections"
                     )
         self._positions: torch.Tensor | None = None
+        self._max_position = -1
+        self._on_device: dict[torch.device, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._states: dict[int, _LayerState] = {}
 
@@ -273,15 +275,21 @@ class AttentionProbe:
         if positions.numel() and int(positions.min()) < 0:
             raise ValueError(f"`positions` must be >= 0, got {positions.tolist()}")
         self._positions = positions.to(torch.long)
+        # Checked here once, so that the per-layer hooks never synchronise a GPU.
+        self._max_position = int(positions.max()) if positions.numel() else -1
+        self._on_device = {}
 
     def _rows(self, batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
         if self._positions is None:
             raise RuntimeError("AttentionProbe: call set_query_positions(positions) before the forward")
         if self._positions.shape[0] != batch:
             raise ValueError(f"{self._positions.shape[0]} query positions set for a batch of {batch}")
-        if int(self._positions.max()) >= seq_len:
+        if self._max_position >= seq_len:
             raise ValueError(f"query positions {self._positions.tolist()} must be < sequence length {seq_len}")
-        return self._positions.to(device)
+        rows = self._on_device.get(device)
+        if rows is None:
+            rows = self._on_device[device] = self._positions.to(device)
+        return rows
 
     def __enter__(self) -> AttentionProbe:
         if self._handles:
