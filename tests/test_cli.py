@@ -16,6 +16,16 @@ FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm"
 FAST = ["--samples", "4", "--batch-size", "2", "--no-progress"]
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """`--threads auto` sets torch's (process-wide) thread count: give it back after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return write_digit_jsonl(tmp_path_factory.mktemp("data"), 4)
@@ -98,6 +108,17 @@ def test_bad_settings_exit_2(capsys, tmp_path, llava_dir, data):
     _fails(base + ["--batch-size", "0"], capsys, ["--batch-size must be >= 1, got 0"])
 
 
+def test_threads_option(tmp_path, llava_dir, data, capsys):
+    import torch
+
+    base = ["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path), *FAST]
+    assert main(base + ["--threads", "1"]) == 0
+    assert json.loads((tmp_path / "certificate.json").read_text())["settings"]["threads"] == 1
+    assert torch.get_num_threads() == 1
+    capsys.readouterr()
+    _fails(base + ["--threads", "0"], capsys, ["--threads must be 'auto' or an integer >= 1, got '0'"])
+
+
 def test_failed_run_leaves_no_certificate(tmp_path, llava_dir, data, monkeypatch, capsys):
     """A run that fails midway (third batch) writes no certificate.json; its checkpoint holds
     the batches done, and a rerun resumes from it."""
@@ -144,5 +165,5 @@ def test_certify_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--data", "--out", "--samples", "--batch-size", "--thresholds", "--confidence",
                    "--device", "--dtype", "--skip-bad", "--resume", "--eps", "--proximal-t",
-                   "--attention-threshold"):
+                   "--attention-threshold", "--threads"):
         assert option in text

@@ -51,6 +51,10 @@ def add_parser(subparsers):
                    help="resume from the checkpoint in --out when there is one (default: on)")
     p.add_argument("--checkpoint-every", type=int, default=8, metavar="K",
                    help="save the statistics every K batches (default: 8)")
+    p.add_argument("--threads", default="auto", metavar="N",
+                   help="CPU threads for torch (default: auto = 1 for models under 50M parameters, whose "
+                        "small matrix products only lose time to thread start-up and contention, else "
+                        "torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -121,6 +125,7 @@ def run(args):
         raise SkipitError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.checkpoint_every < 1:
         raise SkipitError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
+    threads = _parse_threads(args.threads)
 
     from skipit.empirical.data import load_examples
 
@@ -131,13 +136,14 @@ def run(args):
     if args.samples:
         examples = examples[:args.samples]
 
-    import torch  # noqa: F401  (only now: the data are checked before any model work)
+    import torch  # only now: the data are checked before any model work
 
     from skipit.empirical.certify import certify, write_certificate
     from skipit.empirical.loading import load_model_and_processor
     from skipit.empirical.plots import write_plots
 
     model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    _set_threads(threads, model)
     out_dir = args.out
     os.makedirs(out_dir, exist_ok=True)
     checkpoint_dir = os.path.join(out_dir, CHECKPOINT_SUBDIR)
@@ -154,7 +160,39 @@ def run(args):
     return 0
 
 
+SMALL_MODEL_PARAMETERS = 50_000_000
+
+
+def _parse_threads(value):
+    """``--threads``: None for auto, else an integer >= 1."""
+    from skipit.errors import SkipitError
+
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SkipitError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def _set_threads(threads, model):
+    """Apply ``--threads`` (None = auto: one thread for a small model on the CPU)."""
+    import torch
+
+    if threads is None:
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if on_cpu and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS:
+            torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(threads)
+
+
 def _certify(certify, model, processor, examples, settings, args, checkpoint_dir, info, report):
+    import torch
+
     return certify(
         model, processor, examples, thresholds=settings.thresholds, confidence=settings.confidence,
         eps=settings.eps, proximal_t=settings.proximal_t, attention_threshold=settings.attention_threshold,
@@ -164,5 +202,5 @@ def _certify(certify, model, processor, examples, settings, args, checkpoint_dir
         data_info={"source": report.source, "file_sha256": report.sha256,
                    "skipped_lines": [n for n, _ in report.skipped]},
         run_info={"device": str(next(model.parameters()).device), "dtype": str(model.dtype).replace("torch.", ""),
-                  "samples": len(examples)},
+                  "samples": len(examples), "threads": torch.get_num_threads()},
     )

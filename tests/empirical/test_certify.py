@@ -273,11 +273,18 @@ def test_settings_errors(kwargs, match):
 
 @pytest.fixture(scope="module")
 def tiny_llava(tmp_path_factory):
+    """A saved-and-reloaded tiny LLaVA; torch on one thread meanwhile (tiny matrices: threads only add
+    start-up and contention costs), restored afterwards."""
+    import torch
+
     from skipit.empirical.loading import load_model_and_processor
     from skipit.empirical.testing import save_tiny_vlm
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     directory = save_tiny_vlm("llava", tmp_path_factory.mktemp("tiny-llava"), seed=1)
-    return load_model_and_processor(directory, device="cpu")
+    yield load_model_and_processor(directory, device="cpu")
+    torch.set_num_threads(threads)
 
 
 def _run(tiny_llava, examples, **kwargs):
