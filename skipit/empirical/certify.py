@@ -44,7 +44,6 @@ from scipy import stats as _scipy_stats
 
 SCHEMA = "skipit.certificate/1"
 COSINE_DISTANCE_RANGE = 2.0  # rho(x, y) = 1 - cos(x, y) lies in [0, 2]
-CHECKPOINT_STATS = "statistics.json"
 CHECKPOINT_STATE = "checkpoint.json"
 CERTIFICATE = "certificate.json"
 
@@ -428,6 +427,7 @@ class _CheckpointState:
     batch_size: int
     settings_key: str
     model_key: str = ""
+    statistics: str = ""  # file name (in the checkpoint directory) of the statistics of `done`
     done: list = field(default_factory=list)  # example indices already in the statistics
 
     def to_json(self):
@@ -483,9 +483,9 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     state = _CheckpointState(sha, len(examples), int(batch_size), settings_key, model_key)
     total = None
     if checkpoint_dir is not None:
+        checkpoint_dir = os.fspath(checkpoint_dir)
         state_path = os.path.join(checkpoint_dir, CHECKPOINT_STATE)
-        stats_path = os.path.join(checkpoint_dir, CHECKPOINT_STATS)
-        if resume and os.path.exists(state_path) and os.path.exists(stats_path):
+        if resume and os.path.exists(state_path):
             with open(state_path, encoding="utf-8") as fh:
                 saved = json.load(fh)
             for name, mine in (("data_sha256", sha), ("num_examples", len(examples)),
@@ -496,7 +496,8 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
                         f"the checkpoint in {checkpoint_dir} was made with a different {name} "
                         f"({saved.get(name)!r}, now {mine!r}); use another --out directory or --no-resume")
             state.done = list(saved["done"])
-            total = RunStatistics.load(stats_path)
+            state.statistics = saved["statistics"]
+            total = RunStatistics.load(os.path.join(checkpoint_dir, state.statistics))
 
     done = set(state.done)
     todo = [i for i in range(len(examples)) if i not in done]
@@ -508,11 +509,17 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
         bar = tqdm(total=len(examples), initial=len(done), unit="ex", desc="certify", leave=True)
 
     def save_checkpoint():
+        # A new statistics file per checkpoint, then the state naming it, written atomically: a crash
+        # at any point leaves a state whose statistics file is complete and holds exactly `done`.
         if checkpoint_dir is None or total is None:
             return
         os.makedirs(checkpoint_dir, exist_ok=True)
-        atomic_write_text(os.path.join(checkpoint_dir, CHECKPOINT_STATS), json.dumps(total.to_dict()))
+        old = state.statistics
+        state.statistics = f"statistics-{len(state.done):09d}.json"
+        total.save(os.path.join(checkpoint_dir, state.statistics))
         atomic_write_text(os.path.join(checkpoint_dir, CHECKPOINT_STATE), state.to_json())
+        if old and old != state.statistics and os.path.exists(os.path.join(checkpoint_dir, old)):
+            os.unlink(os.path.join(checkpoint_dir, old))
 
     batches = list(_batches(todo, batch_size))
     try:
@@ -521,7 +528,7 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
             if max_batches is not None:
                 chunk = chunk[:max(0, max_batches - start)]
                 if not chunk:
-                    break
+                    return None
             with torch.inference_mode(), capture_statistics(model, adapter=adapter, thresholds=settings.thresholds,
                                                             cka=True, attention=True) as cap:
                 for idx in chunk:

@@ -343,6 +343,31 @@ def test_interrupted_run_resumes_to_the_same_certificate(tiny_llava, tmp_path):
     assert resumed == whole
 
 
+def test_crash_between_statistics_and_state_resumes_exactly(tiny_llava, tmp_path, monkeypatch):
+    """Killed after writing the second statistics file but before the state naming it: the
+    resume uses the first checkpoint and the certificate equals an uninterrupted run's."""
+    import skipit.empirical.certify as certify_module
+    from tests.empirical.certify_helpers import digit_examples
+
+    examples = digit_examples(9)
+    whole = _run(tiny_llava, examples, checkpoint_dir=tmp_path / "a", checkpoint_every=1)
+    real = certify_module.atomic_write_text
+    writes = []
+
+    def crash_on_second_state(path, text):
+        writes.append(path)
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(certify_module, "atomic_write_text", crash_on_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1)
+    monkeypatch.setattr(certify_module, "atomic_write_text", real)
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["done"] == [0, 1, 2]
+    assert _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1) == whole
+
+
 def test_resume_on_different_data_is_refused(tiny_llava, tmp_path):
     from skipit.errors import SkipitError
     from tests.empirical.certify_helpers import digit_examples
@@ -372,9 +397,11 @@ def test_checkpoint_statistics_are_mergeable_run_statistics(tiny_llava, tmp_path
     from skipit.empirical import RunStatistics
     from tests.empirical.certify_helpers import digit_examples
 
-    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, checkpoint_every=1, max_batches=1)
-    stats = RunStatistics.load(tmp_path / "statistics.json")
-    assert stats.num_examples == 3 and stats.num_layers == 4
+    _run(tiny_llava, digit_examples(9), checkpoint_dir=tmp_path, checkpoint_every=1, max_batches=2)
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    stats = RunStatistics.load(tmp_path / state["statistics"])
+    assert stats.num_examples == 6 and stats.num_layers == 4 and state["done"] == list(range(6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json", state["statistics"]]
 
 
 def test_certificate_write_is_atomic(tmp_path, monkeypatch):
