@@ -72,6 +72,9 @@ def resolve_model(name):
             from skipit.demo import DEMO_MODEL_DIR
         except ImportError:
             raise SkipitError("the bundled demo model (skipit.demo) is not installed; pass --model") from None
+        if not os.path.isfile(os.path.join(DEMO_MODEL_DIR, "config.json")):
+            raise SkipitError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; retrain it with "
+                              f"`python -m skipit.demo.train --out {DEMO_MODEL_DIR}` or pass --model")
         return ResolvedModel("skipit-demo", "demo", os.fspath(DEMO_MODEL_DIR))
     name = str(name)
     if name in ALIASES:

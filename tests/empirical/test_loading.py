@@ -38,8 +38,18 @@ def test_hub_id_and_local_dir_and_demo(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     local = resolve_model(str(tmp_path))
     assert local.source == "local" and local.location == str(tmp_path)
-    demo = resolve_model(None)
-    assert demo.source == "demo" and demo.location.endswith("model")
+
+
+def test_demo_model_resolves_to_the_package_data(monkeypatch, tmp_path):
+    import skipit.demo
+
+    demo = pytest.importorskip("skipit.demo")
+    if (demo.DEMO_MODEL_DIR / "config.json").is_file():
+        resolved = resolve_model(None)
+        assert resolved.source == "demo" and resolved.location == str(demo.DEMO_MODEL_DIR)
+    monkeypatch.setattr(skipit.demo, "DEMO_MODEL_DIR", tmp_path / "gone")
+    with pytest.raises(SkipitError, match=r"demo model is missing from .*gone; retrain it with `python -m skipit.demo.train"):
+        resolve_model(None)
 
 
 @pytest.mark.parametrize("name,match", [
