@@ -15,5 +15,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 def pytest_collect_file(parent, file_path):
-    if file_path.suffix == ".py" and file_path.name != "conftest.py" and not file_path.name.startswith("test_"):
+    if (
+        file_path.suffix == ".py"
+        and file_path.name != "conftest.py"
+        and not file_path.name.startswith("test_")
+        and not parent.session.isinitpath(file_path)  # given on the command line: pytest collects it already
+    ):
         return pytest.Module.from_parent(parent, path=file_path)

@@ -20,9 +20,9 @@ from skipit.theory.spherical import *  # noqa: F401,F403
 from skipit.theory.entropy import *  # noqa: F401,F403
 from skipit.theory.informational import *  # noqa: F401,F403
 from skipit.theory.pid import *  # noqa: F401,F403
+# `entropy` stays the function (skipit.theory.entropy(p)); the module is skipit.theory.entropy via sys.modules.
 from skipit.theory import (  # noqa: F401
     distances,
-    entropy,
     functional,
     informational,
     late_entry,
