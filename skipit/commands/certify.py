@@ -144,6 +144,8 @@ def run(args):
 
     model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
     _set_threads(threads, model)
+    print(f"certifying {info['name']} ({info['model_type']}, {info['source']}) on {report.source}: "
+          f"{len(examples)} examples, batch size {args.batch_size}", file=sys.stderr)
     out_dir = args.out
     os.makedirs(out_dir, exist_ok=True)
     checkpoint_dir = os.path.join(out_dir, CHECKPOINT_SUBDIR)
