@@ -1,0 +1,146 @@
+"""`skipit evaluate` / `skipit skip` and the certificate validation (skipit.empirical.evaluate)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from skipit.cli import main  # noqa: E402
+from skipit.empirical.evaluate import (  # noqa: E402
+    certificate_verdicts, format_table, normalise_answer, parse_layer_grid, validate,
+)
+
+N = 4
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny LLaVA saved with its processor, and 8 digit images with yes/no questions."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from skipit.empirical.testing import save_tiny_vlm
+
+    root = tmp_path_factory.mktemp("evaluate")
+    save_tiny_vlm("llava", root / "model", num_layers=N)
+    digits = load_digits()
+    (root / "img").mkdir()
+    lines = []
+    for i in range(8):
+        img = Image.fromarray((digits.images[i] * 16).astype(np.uint8)).resize((32, 32)).convert("RGB")
+        img.save(root / "img" / f"{i}.png")
+        lines.append(json.dumps({"image": f"img/{i}.png", "question": "is the digit even ?",
+                                 "answer": "yes" if digits.target[i] % 2 == 0 else "no"}))
+    (root / "data.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _certificate(max_entry, min_exit, n=N):
+    return {"model": {"num_layers": n}, "layers": [{"layer": l} for l in range(1, n + 1)],
+            "late_entry": {"max_entry_layer": max_entry}, "early_exit": {"min_exit_layer": min_exit}}
+
+
+def test_evaluate_cli_writes_report_table_and_plot(tiny_dir, tmp_path, capsys):
+    cert = tmp_path / "certificate.json"
+    cert.write_text(json.dumps(_certificate(max_entry=2, min_exit=3)))
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+               "--layers", "1,2,4", "--certificate", str(cert), "--out", str(out), "--batch-size", "3",
+               "--theorem6-samples", "1", "--theorem6-iters", "2", "--quiet"])
+    assert rc == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert (out / "evaluation.png").stat().st_size > 1000
+    assert (out / "evaluation.txt").read_text().startswith("full model accuracy")
+    rows = {(r["mode"], r["layer"]): r for r in report["rows"]}
+    assert sorted(rows) == sorted((m, l) for m in ("late-entry", "early-exit") for l in (1, 2, 4))
+    full = report["full"]["accuracy"]
+    # late entry at 1 and early exit at N are the full model
+    assert rows[("late-entry", 1)]["accuracy"] == full and rows[("early-exit", N)]["accuracy"] == full
+    assert [rows[("late-entry", l)]["certified"] for l in (1, 2, 4)] == [True, True, False]
+    assert [rows[("early-exit", l)]["certified"] for l in (1, 2, 4)] == [False, False, True]
+    assert report["validation"]["all"]["settings"] == 4  # (LE 2, 4) and (EE 1, 2)
+    assert [t["layer"] for t in report["theorem6"]] == [2, 4]
+    printed = capsys.readouterr().out
+    assert "certificate validation" in printed and "Theorem 6" in printed
+
+
+def test_skip_cli_prints_accuracy_and_speedup(tiny_dir, capsys):
+    rc = main(["skip", "--mode", "early-exit", "--layer", "2", "--model", str(tiny_dir / "model"),
+               "--data", str(tiny_dir / "data.jsonl"), "--repeats", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "early-exit L=2" in out and "FLOPs pred." in out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--layers", "0-3"], r"--layers must lie in \[1, 4\], got \[0\]"),
+    (["--layers", "two"], "--layers must look like"),
+    (["--certificate", "/nonexistent/cert.json"], "--certificate /nonexistent/cert.json: cannot read it"),
+])
+def test_evaluate_cli_errors_are_actionable(tiny_dir, tmp_path, capsys, argv, match):
+    rc = main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+               "--out", str(tmp_path), "--theorem6-samples", "0", "--quiet", *argv])
+    assert rc == 2
+    import re
+
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_evaluate_needs_data_with_a_model(capsys):
+    assert main(["evaluate", "--model", "some/model"]) == 2
+    assert "--data is needed with --model" in capsys.readouterr().err
+
+
+def test_validation_precision_and_recall_on_a_constructed_case():
+    """6 non-trivial settings: certified & kept 2 (tp), certified & dropped 1 (fp),
+    not certified & kept 1 (fn), not certified & dropped 2 (tn): precision 2/3, recall 2/3.
+    The trivial settings (late entry 1, early exit N) are not counted."""
+    def row(mode, layer, certified, kept):
+        return {"mode": mode, "layer": layer, "certified": certified, "within_tolerance": kept}
+
+    rows = [row("late-entry", 1, True, True), row("early-exit", N, True, True),
+            row("late-entry", 2, True, True), row("late-entry", 3, True, False), row("late-entry", 4, False, False),
+            row("early-exit", 3, True, True), row("early-exit", 2, False, True), row("early-exit", 1, False, False)]
+    v = validate(rows, N)
+    assert (v["tp"], v["fp"], v["fn"], v["tn"], v["settings"]) == (2, 1, 1, 2, 6)
+    assert v["precision"] == pytest.approx(2 / 3) and v["recall"] == pytest.approx(2 / 3)
+    assert validate([row("late-entry", 2, False, False)], N)["precision"] is None
+
+
+def test_certificate_verdicts_follow_the_certify_rule():
+    cert = _certificate(max_entry=3, min_exit=2, n=5)
+    assert certificate_verdicts(cert, "late-entry", [1, 2, 3, 4, 5]) == {1: True, 2: True, 3: True, 4: False, 5: False}
+    assert certificate_verdicts(cert, "early-exit", [1, 2, 5]) == {1: False, 2: True, 5: True}
+    with pytest.raises(ValueError, match="`mode` must be one of"):
+        certificate_verdicts(cert, "sideways", [1])
+
+
+def test_layer_grid_syntax():
+    assert parse_layer_grid("all", 4) == [1, 2, 3, 4]
+    assert parse_layer_grid("1,3-4", 4) == [1, 3, 4]
+    assert parse_layer_grid("2-12:4", 12) == [2, 6, 10]
+    with pytest.raises(ValueError, match=r"`layers` must lie in \[1, 4\], got \[5\]"):
+        parse_layer_grid("5", 4)
+
+
+def test_answers_are_normalised_before_matching():
+    assert normalise_answer(" Yes.") == "yes" and normalise_answer("(B)") == "b"
+    assert normalise_answer("Seven") != normalise_answer("7")
+
+
+def test_format_table_marks_accuracy_drops():
+    report = {"num_layers": 2, "num_examples": 10, "full": {"accuracy": 0.9},
+              "settings": {"modes": ["late-entry"], "layers": [1, 2], "tolerance": 0.01},
+              "rows": [{"mode": "late-entry", "layer": 1, "accuracy": 0.9, "within_tolerance": True,
+                        "certified": None},
+                       {"mode": "late-entry", "layer": 2, "accuracy": 0.5, "within_tolerance": False,
+                        "certified": True}]}
+    lines = format_table(report).splitlines()
+    assert lines[-2].split()[:2] == ["2", "-"] and "0.500 *" in lines[-2] and "safe" in lines[-2]
+    assert os.linesep not in "".join(lines)
