@@ -17,6 +17,15 @@ from skipit.empirical.skipping import early_exit  # noqa: E402
 from skipit.empirical.testing import tiny_batch, tiny_model  # noqa: E402
 
 FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny matrices: two threads only add hand-off latency on a shared 2-core machine
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
 N = 4
 GEN = dict(do_sample=False, suppress_tokens=list(range(120, 128)))
 _MODELS = {}

@@ -12,6 +12,15 @@ from skipit.empirical.skipping import early_exit, late_entry  # noqa: E402
 from skipit.empirical.testing import tiny_batch, tiny_examples, tiny_model, collate  # noqa: E402
 
 FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny matrices: two threads only add hand-off latency on a shared 2-core machine
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
 N = 4
 ATOL = 1e-5
 # random tiny models may emit an image placeholder, which no-cache decoding re-reads as an image
