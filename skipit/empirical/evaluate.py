@@ -390,6 +390,7 @@ def plot_report(report, path):
         ax2.legend(fontsize=8, loc="upper right")
         ax.legend(fontsize=8, loc="upper left")
     ax.set_xlabel("layer L")
+    ax.set_xticks(layers)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -295,13 +295,13 @@ class TokenSkipper:
     def _packing_for(self, step, keep):
         if keep is None or bool(keep.all()):
             return _FULL
-        key = (keep.data_ptr(), tuple(keep.shape))
-        cached = step.packings.get(key)
-        if cached is not None and torch.equal(cached[0], keep):
-            return cached[1]
+        # layers with the same token set share one packing (no re-gather between them)
+        for seen, packing in step.packings.values():
+            if seen is keep or torch.equal(seen, keep):
+                return packing
         idx, valid = _pack(keep)
         packing = _Packing(idx, valid, ("pack", len(step.packings)))
-        step.packings[key] = (keep, packing)
+        step.packings[len(step.packings)] = (keep, packing)
         return packing
 
     def _make_layer_pre(self, i):
