@@ -99,13 +99,14 @@ def main(argv=None):
 
     def timed(fn):
         sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     gen_kw = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     times = {name: {"prefill": [], "generate": []} for name, _, _ in settings}
+    cpu = {name: {"prefill": [], "generate": []} for name, _, _ in settings}
     with torch.inference_mode():
         for name, _, _ in settings:  # warm-up
             with contexts[name]():
@@ -113,10 +114,14 @@ def main(argv=None):
         for _ in range(args.repeats):
             for name, _, _ in settings:
                 with contexts[name]():
-                    times[name]["prefill"].append(timed(lambda: model(**batch, logits_to_keep=1)))
+                    wall, proc = timed(lambda: model(**batch, logits_to_keep=1))
+                times[name]["prefill"].append(wall)
+                cpu[name]["prefill"].append(proc)
             for name, _, _ in settings:
                 with contexts[name]():
-                    times[name]["generate"].append(timed(lambda: model.generate(**batch, **gen_kw)))
+                    wall, proc = timed(lambda: model.generate(**batch, **gen_kw))
+                times[name]["generate"].append(wall)
+                cpu[name]["generate"].append(proc)
 
     pred = predictions(model, text, vision, args.new_tokens, settings)
     rows = []
@@ -128,9 +133,11 @@ def main(argv=None):
             base = statistics.median(times[full][kind])
             predicted = pred[full][kind] / pred[name][kind]
             measured = base / med
+            cpu_speedup = statistics.median(cpu[full][kind]) / statistics.median(cpu[name][kind])
             row[kind] = {
                 "median_s": med, "measured_speedup": measured, "predicted_speedup": predicted,
-                "ratio": measured / predicted,
+                "ratio": measured / predicted, "cpu_median_s": statistics.median(cpu[name][kind]),
+                "cpu_speedup": cpu_speedup, "cpu_ratio": cpu_speedup / predicted,
                 "gain_ratio": (measured - 1) / (predicted - 1) if predicted > 1 else None,
                 "gflops": pred[name][kind] / 1e9,
             }
@@ -139,18 +146,20 @@ def main(argv=None):
     print(f"# bench_skipping: LLaVA arch, {args.layers} layers, hidden {args.hidden}, {vision} vision + "
           f"{text} text tokens, {args.new_tokens} new tokens, {device}, torch threads "
           f"{torch.get_num_threads()}, median of {args.repeats}")
-    print(f"{'setting':<16} {'kind':<9} {'median s':>9} {'GFLOPs':>8} {'measured':>9} {'predicted':>9} "
-          f"{'meas/pred':>9} {'gain ratio':>10}")
+    print("speed-up = full / skipped; wall: elapsed time; cpu: this process's CPU time (robust to other "
+          "load when single-threaded)")
+    print(f"{'setting':<16} {'kind':<9} {'wall s':>7} {'cpu s':>7} {'GFLOPs':>7} {'predicted':>9} "
+          f"{'wall':>6} {'cpu':>6} {'wall/pred':>9} {'cpu/pred':>8}")
     for row in rows:
         for kind in ("prefill", "generate"):
             r = row[kind]
-            gain = "-" if r["gain_ratio"] is None else f"{r['gain_ratio']:.2f}"
-            print(f"{row['setting']:<16} {kind:<9} {r['median_s']:>9.3f} {r['gflops']:>8.1f} "
-                  f"{r['measured_speedup']:>9.3f} {r['predicted_speedup']:>9.3f} {r['ratio']:>9.2f} {gain:>10}")
+            print(f"{row['setting']:<16} {kind:<9} {r['median_s']:>7.3f} {r['cpu_median_s']:>7.3f} "
+                  f"{r['gflops']:>7.1f} {r['predicted_speedup']:>9.3f} {r['measured_speedup']:>6.3f} "
+                  f"{r['cpu_speedup']:>6.3f} {r['ratio']:>9.2f} {r['cpu_ratio']:>8.2f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "device": device, "rows": rows,
-                       "times": times}, fh, indent=2)
+                       "times": times, "cpu_times": cpu}, fh, indent=2)
     return rows
 
 
