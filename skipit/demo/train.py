@@ -12,6 +12,7 @@ bit-identical weights.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -32,7 +33,6 @@ from skipit.demo import (
     split_indices,
 )
 
-NUM_IMAGE_TOKENS = 16
 TEST_SUBSET = 200
 """The first TEST_SUBSET examples of ``load_digits_vqa("test")`` are the fixed subset the tests score."""
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<image>")
@@ -44,12 +44,13 @@ WORDS = (
 DEFAULT_CONFIG = {
     "seed": 0,
     "threads": 1,
-    "steps": 1500,
+    "steps": 2400,
     "batch_size": 64,
     "lr": 1e-3,
     "warmup": 100,
     "weight_decay": 0.01,
     "augment": True,
+    "type_weights": [0.25, 0.15, 0.2, 0.4],
     "image_size": 32,
     "patch_size": 8,
     "vision_hidden": 64,
@@ -63,6 +64,11 @@ DEFAULT_CONFIG = {
     "eval_batch_size": 256,
 }
 """Recipe of the committed weights; ``--set KEY=VALUE`` overrides any entry."""
+
+
+def num_image_tokens(cfg) -> int:
+    """Image tokens per image: one per patch (the CLIP class token is dropped, "default" strategy)."""
+    return (cfg["image_size"] // cfg["patch_size"]) ** 2
 
 
 def build_tokenizer():
@@ -120,7 +126,7 @@ def build_model(cfg, tokenizer):
         vision_config=vision, text_config=text,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu", tie_word_embeddings=False,
+        projector_hidden_act="gelu", tie_word_embeddings=False, image_seq_length=num_image_tokens(cfg),
     )
     return LlavaForConditionalGeneration(config)
 
@@ -150,13 +156,14 @@ def pixel_table(processor, indices, shifts=((0, 0),)):
 class PromptCache:
     """Token ids of prompts, each question tokenised once (the processor's expansion, done by hand)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, n_image_tokens):
         self.tokenizer = tokenizer
+        self.n_image_tokens = n_image_tokens
         self.cache = {}
 
     def __call__(self, question: str) -> list[int]:
         if question not in self.cache:
-            text = prompt(question).replace("<image>", "<image>" * NUM_IMAGE_TOKENS)
+            text = prompt(question).replace("<image>", "<image>" * self.n_image_tokens)
             self.cache[question] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self.cache[question]
 
@@ -186,7 +193,7 @@ def evaluate_records(model, processor, records, pixels_by_index, batch_size=256)
     import torch
 
     tok = processor.tokenizer
-    prompts = PromptCache(tok)
+    prompts = PromptCache(tok, model.config.image_seq_length)
     correct = {t: 0 for t in QUESTION_TYPES}
     total = {t: 0 for t in QUESTION_TYPES}
     model.eval()
@@ -235,12 +242,25 @@ def subset_metrics(model, processor):
     return {"n": len(examples), **evaluate_examples(model, processor, examples)}
 
 
-def _set_determinism(cfg):
+@contextlib.contextmanager
+def deterministic(seed: int, threads: int):
+    """Seeded RNG, ``threads`` intra-op threads and deterministic kernels inside; the caller's
+    RNG state, thread count and determinism flag are restored on exit."""
     import torch
 
-    torch.manual_seed(cfg["seed"])
-    torch.set_num_threads(cfg["threads"])
-    torch.use_deterministic_algorithms(True)
+    if threads < 1:
+        raise ValueError(f"`threads` must be >= 1, got {threads}")
+    old_threads = torch.get_num_threads()
+    old_flag = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old_threads)
+            torch.use_deterministic_algorithms(old_flag)
 
 
 def train(cfg=None, out=None, log=print, evaluate=True):
@@ -250,15 +270,19 @@ def train(cfg=None, out=None, log=print, evaluate=True):
     accuracy per question type (unless ``evaluate`` is false), the parameter count and the
     wall-clock training time.
     """
-    import torch
-
     cfg = {**DEFAULT_CONFIG, **(cfg or {})}
     unknown = set(cfg) - set(DEFAULT_CONFIG)
     if unknown:
         raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(DEFAULT_CONFIG)}")
     if cfg["steps"] < 1:
         raise ValueError(f"`steps` must be >= 1, got {cfg['steps']}")
-    _set_determinism(cfg)
+    with deterministic(cfg["seed"], cfg["threads"]):
+        return _train(cfg, out, log, evaluate)
+
+
+def _train(cfg, out, log, evaluate):
+    import torch
+
     t0, cpu0 = time.perf_counter(), time.process_time()
     processor = build_processor(cfg)
     tok = processor.tokenizer
@@ -285,14 +309,19 @@ def train(cfg=None, out=None, log=print, evaluate=True):
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     rng = np.random.default_rng(cfg["seed"])
-    prompts = PromptCache(tok)
+    type_p = np.asarray(cfg["type_weights"], dtype=np.float64)
+    if type_p.shape != (len(QUESTION_TYPES),) or np.any(type_p < 0) or type_p.sum() <= 0:
+        raise ValueError(f"`type_weights` must be {len(QUESTION_TYPES)} non-negative weights for "
+                         f"{QUESTION_TYPES}, got {cfg['type_weights']!r}")
+    type_p = type_p / type_p.sum()
+    prompts = PromptCache(tok, num_image_tokens(cfg))
     answer_id = {w: tok.convert_tokens_to_ids(w) for w in (*DIGIT_WORDS, *CHOICE_LETTERS, "yes", "no")}
     model.train()
     running = 0.0
     for step in range(cfg["steps"]):
         pos = rng.integers(0, len(train_idx), size=cfg["batch_size"])
         shift = rng.integers(0, len(shifts), size=cfg["batch_size"])
-        qtypes = rng.integers(0, len(QUESTION_TYPES), size=cfg["batch_size"])
+        qtypes = rng.choice(len(QUESTION_TYPES), size=cfg["batch_size"], p=type_p)
         qs = [make_question(int(labels[train_idx[p]]), QUESTION_TYPES[q], rng) for p, q in zip(pos, qtypes)]
         ids, mask = collate([prompts(q["question"]) for q in qs], tok.pad_token_id)
         target = torch.tensor([answer_id[q["answer"]] for q in qs])
