@@ -56,6 +56,19 @@ def test_certify_a_saved_tiny_model_of_each_family(family, data, tmp_path, capsy
     assert "late entry:" in table and "early exit:" in table and "certificate.json" in table
 
 
+def test_no_model_certifies_the_bundled_demo_model_on_its_test_data(tmp_path, capsys):
+    """The README's main command (here on 32 examples): demo model, bundled test split."""
+    import skipit.demo as demo
+
+    if not (demo.DEMO_MODEL_DIR / "config.json").is_file():
+        pytest.skip("the demo model is not built in this checkout")
+    assert main(["certify", "--out", str(tmp_path), "--samples", "32", "--no-progress"]) == 0
+    cert = json.loads((tmp_path / "certificate.json").read_text())
+    assert cert["model"]["source"] == "demo" and cert["model"]["num_layers"] >= 12
+    assert cert["data"]["source"] == "bundled:digits-test" and cert["data"]["num_examples"] == 32
+    assert cert["layers"][0]["vision"]["tokens"] == 32 * 16
+
+
 def _fails(argv, capsys, match):
     assert main(argv) == 2
     err = capsys.readouterr().err
