@@ -41,6 +41,11 @@ def add_parser(subparsers):
                    help="examples for Theorem 6's bound vs the measured error (default: 4; 0 = skip)")
     p.add_argument("--theorem6-iters", type=int, default=8, metavar="I",
                    help="power iterations per Lipschitz constant (default: 8)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also FastV at matched FLOPs and visual token withdrawal by the KL rule")
+    p.add_argument("--fastv-layer", type=int, default=2, metavar="K", help="FastV's pruning layer (default: 2)")
+    p.add_argument("--vtw-kl", type=float, default=0.01, metavar="KL",
+                   help="VTW's output-KL threshold (default: 0.01)")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--skip-bad", action="store_true", help="skip (and report) bad data lines")
@@ -100,12 +105,17 @@ def run(args):
         layers = parse_layer_grid(args.layers, n)
     except ValueError as err:
         raise SkipitError(str(err).replace("`layers`", "--layers")) from None
+    if args.baselines and not 1 <= args.fastv_layer <= n:
+        raise SkipitError(f"--fastv-layer must be in [1, {n}], got {args.fastv_layer}")
+    if args.vtw_kl < 0:
+        raise SkipitError(f"--vtw-kl must be >= 0, got {args.vtw_kl}")
     certificate = load_certificate(args.certificate, n) if args.certificate else None
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"skipit evaluate: {msg}", file=sys.stderr))
     report = evaluate(model, processor, examples, modes=args.modes, layers=layers, certificate=certificate,
                       tolerance=args.tolerance / 100.0, batch_size=args.batch_size,
                       theorem6_examples=args.theorem6_samples, theorem6_iters=args.theorem6_iters,
-                      adapter=adapter, progress=say)
+                      adapter=adapter, progress=say, baselines=args.baselines,
+                      fastv_layer=args.fastv_layer, vtw_kl_threshold=args.vtw_kl)
     report["model"] = info
     report["data"] = {"source": data_report.source, "num_examples": len(examples), "sha256": data_report.sha256}
     if args.certificate:

@@ -91,11 +91,12 @@ def _answer_positions(mask):
 
 
 @torch.no_grad()
-def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None):
+def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None):
     """One-token answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
 
-    ``mode`` None/"full", "late-entry" or "early-exit" at ``layer``. ``seconds`` is the
-    time spent in the model's forwards.
+    ``mode`` None/"full", "late-entry" or "early-exit" at ``layer``; or ``context``, a
+    callable returning the context manager to run each forward in (e.g. a baseline).
+    ``seconds`` is the time spent in the model's forwards.
     """
     from skipit.empirical.data import build_inputs
 
@@ -112,7 +113,7 @@ def predict(model, processor, examples, batch_size=16, mode=None, layer=None, ad
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         mask = inputs.get("attention_mask")
-        with _skip_context(model, mode, layer, ad):
+        with (context() if context is not None else _skip_context(model, mode, layer, ad)):
             t0 = time.perf_counter()
             logits = model(**inputs).logits
             seconds += time.perf_counter() - t0
@@ -231,10 +232,13 @@ def validate(rows, num_layers):
 
 def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=None,
              tolerance=DEFAULT_TOLERANCE, batch_size=16, theorem6_examples=4, theorem6_iters=8,
-             statistics=True, adapter=None, progress=None):
+             statistics=True, adapter=None, progress=None, baselines=False, fastv_layer=2,
+             vtw_kl_threshold=0.01):
     """Full vs skipped accuracy for every layer of ``layers`` in each mode, the per-layer
     statistics, Theorem 6 on ``theorem6_examples`` examples, and the validation of
-    ``certificate`` (a dict from ``load_certificate``). Returns the report dict."""
+    ``certificate`` (a dict from ``load_certificate``). With ``baselines``: FastV at
+    ``fastv_layer`` with the keep ratio matched to each skipping setting's prefill FLOPs,
+    and VTW at the layer of the output-KL rule (``vtw_kl_threshold``). Returns the report."""
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
     layers = list(range(1, n + 1)) if layers is None else list(layers)
@@ -279,10 +283,57 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
         say("per-layer statistics")
         report["layer_statistics"] = layer_statistics(model, processor, examples, batch_size, ad)
         report["layer_statistics_source"] = "measured"
+    if baselines:
+        say("baselines at matched FLOPs")
+        report["baselines"] = _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, ad,
+                                         fastv_layer, vtw_kl_threshold)
     if theorem6_examples and "late-entry" in modes:
         report["theorem6"] = _theorem6(model, processor, examples[:theorem6_examples], layers, ad,
                                        theorem6_iters, say)
     return report
+
+
+def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, adapter, fastv_layer,
+               kl_threshold):
+    """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule."""
+    from skipit.empirical.baselines import choose_vtw_layer, fastv_prune, matched_fastv_ratio
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer
+
+    n = adapter.num_layers(model)
+    shape = DecoderShape.from_config(model.config)
+    first = build_inputs(processor, examples[:1], model)
+    vision = int(adapter.vision_mask(first["input_ids"], model.config).sum())
+    text = int(first["input_ids"].shape[1]) - vision
+    full_flops = prefill_flops(shape, tokens_per_layer(n, text, vision))
+    out = {"fastv_layer": fastv_layer, "text_tokens": text, "vision_tokens": vision, "fastv": [], "vtw": None}
+    done = {}
+    for r in rows:
+        budget = prefill_flops(shape, tokens_per_layer(n, text, vision, r["mode"], r["layer"]))
+        r["flops_fraction"] = budget / full_flops
+        if budget >= full_flops:
+            continue
+        ratio = matched_fastv_ratio(shape, text, vision, fastv_layer, budget)
+        if ratio not in done:
+            _, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
+                                    context=lambda ratio=ratio: fastv_prune(model, fastv_layer, ratio, adapter))
+            done[ratio] = sum(correct) / len(correct)
+        fastv_flops = prefill_flops(shape, tokens_per_layer(n, text, vision, "fastv", fastv_layer, keep_ratio=ratio))
+        out["fastv"].append({"matched_mode": r["mode"], "matched_layer": r["layer"], "keep_ratio": ratio,
+                             "flops_fraction": fastv_flops / full_flops, "accuracy": done[ratio],
+                             "skipping_accuracy": r["accuracy"]})
+    device = next(model.parameters()).device
+    batches = []
+    for start in range(0, len(examples), batch_size):
+        inputs = build_inputs(processor, examples[start:start + batch_size], model)
+        batches.append({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()})
+    layer, kls = choose_vtw_layer(model, batches, kl_threshold, adapter)
+    _, correct, _ = predict(model, processor, examples, batch_size, "early-exit", layer, adapter)
+    acc = sum(correct) / len(correct)
+    out["vtw"] = {"layer": layer, "kl_threshold": kl_threshold, "kl_per_layer": kls, "accuracy": acc,
+                  "within_tolerance": acc >= full_acc - tolerance - 1e-12,
+                  "flops_fraction": prefill_flops(shape, tokens_per_layer(n, text, vision, "vtw", layer)) / full_flops}
+    return out
 
 
 def _theorem6(model, processor, examples, layers, adapter, iters, say):
@@ -340,6 +391,19 @@ def format_table(report):
             lines.append(f"  {key:<11} settings {v['settings']:>3}  tp {v['tp']:>3} fp {v['fp']:>3} "
                          f"fn {v['fn']:>3} tn {v['tn']:>3}  precision {_fmt(v['precision'])}  "
                          f"recall {_fmt(v['recall'])}")
+    if report.get("baselines"):
+        b = report["baselines"]
+        lines += ["", f"baselines at matched prefill FLOPs ({b['text_tokens']} text + {b['vision_tokens']} vision "
+                      f"tokens; FastV prunes after layer {b['fastv_layer']}):",
+                  f"{'setting':<16} {'FLOPs':>6} {'acc':>6}   {'FastV keep':>10} {'FLOPs':>6} {'acc':>6}"]
+        for f in b["fastv"]:
+            lines.append(f"{f['matched_mode'] + ' ' + str(f['matched_layer']):<16} "
+                         f"{_fmt(by[(f['matched_mode'], f['matched_layer'])]['flops_fraction'], '.2f'):>6} "
+                         f"{_fmt(f['skipping_accuracy']):>6}   {_fmt(f['keep_ratio'], '.2f'):>10} "
+                         f"{_fmt(f['flops_fraction'], '.2f'):>6} {_fmt(f['accuracy']):>6}")
+        v = b["vtw"]
+        lines.append(f"VTW (KL <= {v['kl_threshold']} from layer {v['layer']} on): exit at {v['layer']}, "
+                     f"FLOPs {v['flops_fraction']:.2f}, accuracy {v['accuracy']:.3f}")
     if report.get("theorem6"):
         lines += ["", f"Theorem 6, late entry (median over {report['theorem6'][0]['examples']} examples; "
                       "local Lipschitz estimates):",

@@ -52,7 +52,7 @@ def test_evaluate_cli_writes_report_table_and_plot(tiny_dir, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
                "--layers", "1,2,4", "--certificate", str(cert), "--out", str(out), "--batch-size", "3",
-               "--theorem6-samples", "1", "--theorem6-iters", "2", "--quiet"])
+               "--theorem6-samples", "1", "--theorem6-iters", "2", "--quiet", "--baselines"])
     assert rc == 0
     report = json.loads((out / "evaluation.json").read_text())
     assert (out / "evaluation.png").stat().st_size > 1000
@@ -66,6 +66,14 @@ def test_evaluate_cli_writes_report_table_and_plot(tiny_dir, tmp_path, capsys):
     assert [rows[("early-exit", l)]["certified"] for l in (1, 2, 4)] == [False, False, True]
     assert report["validation"]["all"]["settings"] == 4  # (LE 2, 4) and (EE 1, 2)
     assert [t["layer"] for t in report["theorem6"]] == [2, 4]
+    # FastV (after layer 2) matched to every setting that skips something
+    fastv = report["baselines"]["fastv"]
+    assert {(f["matched_mode"], f["matched_layer"]) for f in fastv} == {
+        ("late-entry", 2), ("late-entry", 4), ("early-exit", 1), ("early-exit", 2)}
+    for f in fastv:
+        budget = rows[(f["matched_mode"], f["matched_layer"])]["flops_fraction"]
+        assert f["flops_fraction"] <= budget or f["keep_ratio"] == 0.0
+    assert 1 <= report["baselines"]["vtw"]["layer"] <= N
     printed = capsys.readouterr().out
     assert "certificate validation" in printed and "Theorem 6" in printed
 
