@@ -151,7 +151,6 @@ ARGUMENTS = {
     "theorem5_bound": (_B, _cmi),
     "theorem5_entropy_bound": (_B, _hc, _C),
 }
-_theorem4_np = sp.lambdify(ARGUMENTS["theorem4_mi_lower_bound"], SYMBOLIC["theorem4_mi_lower_bound"], "numpy")
 _theorem5_np = sp.lambdify(ARGUMENTS["theorem5_bound"], SYMBOLIC["theorem5_bound"], "numpy")
 _theorem5h_np = sp.lambdify(ARGUMENTS["theorem5_entropy_bound"], SYMBOLIC["theorem5_entropy_bound"], "numpy")
 
