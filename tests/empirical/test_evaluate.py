@@ -152,3 +152,25 @@ def test_format_table_marks_accuracy_drops():
     lines = format_table(report).splitlines()
     assert lines[-2].split()[:2] == ["2", "-"] and "0.500 *" in lines[-2] and "safe" in lines[-2]
     assert os.linesep not in "".join(lines)
+
+
+def test_demo_model_certify_then_evaluate(tmp_path, capsys):
+    """The README's validation run, small: certify the bundled demo model, then evaluate
+    the certificate on the same bundled test examples."""
+    from skipit.demo import DEMO_MODEL_DIR
+
+    if not (DEMO_MODEL_DIR / "model.safetensors").exists():
+        pytest.skip("the bundled demo model is not built in this checkout")
+    assert main(["certify", "--out", str(tmp_path / "cert"), "--samples", "32", "--no-progress"]) == 0
+    cert = tmp_path / "cert" / "certificate.json"
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--certificate", str(cert), "--samples", "32", "--layers", "1,6,12",
+                 "--theorem6-samples", "1", "--theorem6-iters", "2", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    rows = {(r["mode"], r["layer"]): r for r in report["rows"]}
+    full = report["full"]["accuracy"]
+    assert rows[("late-entry", 1)]["accuracy"] == full and rows[("early-exit", 12)]["accuracy"] == full
+    assert full > 0.5  # a trained model: chance is at most 1/2 on every question type
+    assert report["validation"]["all"]["settings"] == 4
+    assert report["model"]["source"] == "demo" and report["num_examples"] == 32
+    capsys.readouterr()
