@@ -121,6 +121,15 @@ def test_bad_settings_exit_2(capsys, tmp_path, llava_dir, data):
     _fails(base + ["--batch-size", "0"], capsys, ["--batch-size must be >= 1, got 0"])
 
 
+def test_bfloat16_run(tmp_path, llava_dir, data):
+    """Model in bfloat16: pixels are cast to the model's dtype; statistics stay float64."""
+    assert main(["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path), "--dtype", "bfloat16",
+                 *FAST]) == 0
+    cert = json.loads((tmp_path / "certificate.json").read_text())
+    assert cert["settings"]["dtype"] == "bfloat16"
+    assert all(0.0 <= layer["vision"]["mean_cosine_distance"] <= 2.0 for layer in cert["layers"])
+
+
 def test_threads_option(tmp_path, llava_dir, data, capsys):
     import torch
 

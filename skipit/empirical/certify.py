@@ -438,6 +438,15 @@ class _CheckpointState:
 # the run
 # --------------------------------------------------------------------------------------
 
+def _to_model(value, device, dtype):
+    """An input tensor on the model's device; floating ones (pixels) in the model's dtype."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
+
+
 def _batches(indices, batch_size):
     for i in range(0, len(indices), batch_size):
         yield indices[i:i + batch_size]
@@ -501,7 +510,7 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
 
     done = set(state.done)
     todo = [i for i in range(len(examples)) if i not in done]
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -533,7 +542,7 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
                                                             cka=True, attention=True) as cap:
                 for idx in chunk:
                     inputs = build_inputs(processor, [examples[i] for i in idx], model=model)
-                    inputs = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in inputs.items()}
+                    inputs = {k: _to_model(v, device, dtype) for k, v in inputs.items()}
                     model(**inputs)
                     if bar is not None:
                         bar.update(len(idx))
