@@ -238,8 +238,8 @@ def certificate_layers(stats_layers, num_examples, settings):
     return out
 
 
-def _layer_tests(entry, settings):
-    from skipit.theory import proposition1_mean_bound, theorem1_bound, theorem1_bound_sharp
+def _layer_tests(entry, settings, hidden_size=None):
+    from skipit.theory import proposition1_mean_bound, theorem1_bound, theorem1_bound_sharp, theorem3_mi_lower_bound
 
     t_key = _key(settings.proximal_t)
     vision = entry["vision"]
@@ -251,6 +251,13 @@ def _layer_tests(entry, settings):
     functional_sharp = float(theorem1_bound_sharp(1.0, 0.0, 2.0 * upper)) if upper > 0 else 0.0
     # Proposition 1 (range [0, 2]): E[rho] <= t + (2 - t) P[rho > t] <= t + (2 - t)(1 - P_l)
     prop1 = float(proposition1_mean_bound(settings.proximal_t, 1.0 - lower, COSINE_DISTANCE_RANGE))
+    informational = ""
+    mi = None
+    if hidden_size:
+        # Theorem 3 decreases in P_t, so P_t <= 1 - P_l gives a valid lower bound
+        mi = float(theorem3_mi_lower_bound(1.0 - lower, settings.proximal_t, int(hidden_size)))
+        informational = (f"; Theorem 3 (only if X_l were uniform on S^{int(hidden_size) - 1}, not checked): "
+                         f"I(X_l; X_(l-1)) >= {mi:.4g} nats")
     return {
         "geometric": {
             "pass": bool(upper < settings.eps), "mean_cosine_distance": vision["mean_cosine_distance"],
@@ -265,8 +272,9 @@ def _layer_tests(entry, settings):
             "lower_bound": lower, "t": settings.proximal_t, "required": 1.0 - settings.eps,
             "cites": f"Definition 2 (P[rho < {settings.proximal_t:g}] >= {lower:.4g}); Proposition 1 on [0, 2]: "
                      f"E[rho] <= {prop1:.4g}; Theorem 4 / Corollary 4: proximal implies informational "
-                     "redundancy",
+                     "redundancy" + informational,
             "proposition1_mean_bound": prop1,
+            "theorem3_mi_lower_bound_nats": mi,
         },
         "attention": {
             "pass": bool(attention < settings.attention_threshold),
@@ -278,10 +286,12 @@ def _layer_tests(entry, settings):
     }
 
 
-def decide(layers, settings):
+def decide(layers, settings, hidden_size=None):
     """The late-entry and early-exit verdicts from certificate layers (see module docstring).
 
-    Returns ``(late_entry, early_exit)``. ``late_entry["max_entry_layer"]`` is the largest
+    ``hidden_size`` (the decoder's width d), when given, adds Theorem 3's mutual-information
+    lower bound to each proximal test, under that theorem's hypothesis (X_l uniform on the
+    sphere) which the certificate does not check. Returns ``(late_entry, early_exit)``. ``late_entry["max_entry_layer"]`` is the largest
     ``L`` in ``1..N`` such that every layer ``l < L`` passes the geometric, proximal and
     attention tests (``L = 1``: nothing skipped); ``certified_layers`` are the layers
     ``1..L-1`` the vision tokens may skip. ``early_exit["min_exit_layer"]`` is the smallest
@@ -290,7 +300,7 @@ def decide(layers, settings):
     are ``L+1..N``.
     """
     num_layers = len(layers)
-    tests = {e["layer"]: _layer_tests(e, settings) for e in layers}
+    tests = {e["layer"]: _layer_tests(e, settings, hidden_size) for e in layers}
 
     late_ok = {l: all(x["pass"] for x in tests[l].values()) for l in tests}
     max_entry = 1
@@ -344,7 +354,7 @@ def decide(layers, settings):
 def build_certificate(stats_layers, *, num_examples, settings, model_info, data_info, run_info=None):
     """The ``skipit.certificate/1`` dict from per-layer statistics (pure; no torch)."""
     layers = certificate_layers(stats_layers, num_examples, settings)
-    late_entry, early_exit = decide(layers, settings)
+    late_entry, early_exit = decide(layers, settings, hidden_size=model_info.get("hidden_size"))
     num_layers = len(layers)
     settings_out = {
         "thresholds": list(settings.thresholds),
@@ -558,6 +568,7 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
 
     model_info = dict(model_info or {})
     model_info.setdefault("model_type", adapter.model_type)
+    model_info.setdefault("hidden_size", getattr(adapter.text_config(model.config), "hidden_size", None))
     data_info = dict(data_info or {})
     data_info["sha256"] = sha
     run_info = dict(run_info or {}, batch_size=int(batch_size))

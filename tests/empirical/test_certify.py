@@ -254,6 +254,18 @@ def test_verdicts_cite_theorems_and_numbers():
     assert reasons["theorem6_eps_estimate"] == pytest.approx(
         math.sqrt(2 * max(reasons["layers"][str(l)]["geometric"]["upper_bound"] for l in (1, 2, 3))))
     assert "Section 4" in cert["early_exit"]["reasons"]["theorem"]
+    assert prox["theorem3_mi_lower_bound_nats"] is None  # no hidden size given
+
+
+def test_theorem3_number_uses_the_lower_bound_of_the_proximal_probability():
+    from skipit.theory import theorem3_mi_lower_bound
+
+    cert = build_certificate(_layers(redundant_upto=2), num_examples=10000, settings=DecisionSettings(),
+                             model_info={"name": "synthetic", "hidden_size": 64}, data_info={"source": "test"})
+    prox = cert["late_entry"]["reasons"]["layers"]["1"]["proximal"]
+    assert prox["theorem3_mi_lower_bound_nats"] == pytest.approx(
+        theorem3_mi_lower_bound(1 - prox["lower_bound"], 0.05, 64))
+    assert "Theorem 3 (only if X_l were uniform on S^63, not checked)" in prox["cites"]
 
 
 @pytest.mark.parametrize("kwargs,match", [
