@@ -168,6 +168,34 @@ def test_failed_run_leaves_no_certificate(tmp_path, llava_dir, data, monkeypatch
     assert json.loads((out / "certificate.json").read_text())["data"]["num_examples"] == 4
 
 
+def test_ctrl_c_then_rerun_gives_the_uninterrupted_certificate(tmp_path, llava_dir, data, monkeypatch, capsys):
+    import skipit.empirical.data as data_module
+
+    argv = ["--model", llava_dir, "--data", data, "--samples", "4", "--batch-size", "1", "--checkpoint-every", "1",
+            "--no-progress"]
+    assert main(["certify", "--out", str(tmp_path / "whole"), *argv]) == 0
+    real = data_module.build_inputs
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "build_inputs", interrupted)
+    capsys.readouterr()
+    assert main(["certify", "--out", str(tmp_path / "cut"), *argv]) == 130
+    err = capsys.readouterr().err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "cut" / "certificate.json").exists()
+    monkeypatch.setattr(data_module, "build_inputs", real)
+    assert main(["certify", "--out", str(tmp_path / "cut"), *argv]) == 0
+    whole = json.loads((tmp_path / "whole" / "certificate.json").read_text())
+    resumed = json.loads((tmp_path / "cut" / "certificate.json").read_text())
+    assert resumed == whole
+
+
 def test_missing_weights_offline_is_a_clear_error_in_a_fresh_process(tmp_path):
     """Real process, offline, empty cache: exit code 2, no traceback, the id, the cache dir, the fix."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hub"))
