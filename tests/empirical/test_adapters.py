@@ -189,3 +189,23 @@ def test_saved_qwen_tokenizer_and_image_processor_build_inputs(tmp_path, monkeyp
     with torch.no_grad():
         logits = model(input_ids=ids, **pixels, **kwargs).logits
     assert logits.shape == (1, ids.shape[1], 128) and bool(torch.isfinite(logits).all())
+
+
+@pytest.mark.parametrize("model_type", ["gemma3", "idefics3", "deepseek_vl"])
+def test_saved_tiny_vlm_reloads_offline_with_tokenizer_and_image_processor(model_type, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = tiny_model(model_type, num_layers=1)
+    save_tiny_vlm(model_type, tmp_path, model=model)
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    tokenizer, image_processor = AutoTokenizer.from_pretrained(tmp_path), AutoImageProcessor.from_pretrained(tmp_path)
+    pixels = image_processor(Image.fromarray(np.full((32, 32, 3), 90, dtype="uint8")), return_tensors="pt")
+    n_tokens = int((tiny_batch(model, 1)["input_ids"] == IMAGE_ID).sum())
+    ids = tokenizer("<s> what digit " + "<image> " * n_tokens + "is the answer :", return_tensors="pt")["input_ids"]
+    kwargs = get_adapter(model).extra_forward_kwargs(ids, model.config)
+    inputs = dict(input_ids=ids, pixel_values=pixels["pixel_values"], **kwargs)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
