@@ -11,7 +11,8 @@ full model's trajectory ``(V_l, T_l)``:
 * ``delta_l = ||f_text^l(V_{l-1}, T_{l-1}) - f_text^l(0, T_{l-1})||``: text output of layer
   l with and without the vision tokens, on the true input ``T_{l-1}``; delta = ``max_{l<L}``;
 * ``lam_l``: spectral norm of the Jacobian of ``T -> f_text^l(0, T)`` at ``T_{l-1}``;
-  lambda = ``max_{l<L}``;
+  lambda = ``max_{2<=l<L}`` (the theorem needs it for l = 2..L only: the text error
+  recursion ``E_l <= delta + lam E_{l-1}`` starts at ``E_0 = 0``);
 * ``mu_L``: spectral norm of the Jacobian of ``phi`` (layers L..N, raw output of layer N)
   at the true ``(V_{L-1}, T_{L-1})``;
 * the measured ``||Y_true - Y_skip||`` with Y the raw output of layer N (all positions).
@@ -210,7 +211,8 @@ def _theorem6_measurements(model, inputs, layers, adapter, iters):
 
         with eager:
             mu = spectral_norm(tail, states[L - 1][None], iters=iters)
-        e, d, lm = max(eps[: L - 1]), max(delta[: L - 1]), max(lam[: L - 1])
+        # the recursion E_l <= delta + lam E_{l-1} starts from E_0 = 0: layer 1's constant is not used
+        e, d, lm = max(eps[: L - 1]), max(delta[: L - 1]), max(lam[1: L - 1], default=0.0)
         rows.append({
             "layer": L, "eps": e, "delta": d, "lam": lm, "mu": mu, "measured": measured,
             "bound": float(theorem6_bound(mu, lm, e, d, L - 1, entry=0)),

@@ -55,13 +55,14 @@ def test_identity_layers_give_exact_theorem6_quantities():
     assert out["eps"] == [0.0] * N and out["delta"] == [0.0] * N
     assert out["lam"] == pytest.approx([1.0] * N, abs=1e-5)
     for row in out["rows"]:
+        assert row["lam"] == (0.0 if row["layer"] == 2 else pytest.approx(1.0, abs=1e-5))
         assert row["mu"] == pytest.approx(1.0, abs=1e-5)
         assert row["measured"] == 0.0 and row["bound"] == 0.0 and row["bound_sqrt"] == 0.0
 
 
 def test_theorem6_bound_holds_and_is_reported_per_layer():
     """On a random tiny LLaVA the measured error stays under the sqrt bound (estimated with
-    local Lipschitz constants) at every L; eps/delta/lam are maxima over the layers < L."""
+    local Lipschitz constants) at every L; eps/delta are maxima over the layers < L, lam over the layers 2..L-1."""
     model = tiny_model("llava", seed=0, num_layers=N)
     out = theorem6_measurements(model, _one_example(model, seed=1), iters=6)
     layers = [r["layer"] for r in out["rows"]]
@@ -69,7 +70,7 @@ def test_theorem6_bound_holds_and_is_reported_per_layer():
     for row in out["rows"]:
         L = row["layer"]
         assert row["eps"] == max(out["eps"][: L - 1]) and row["delta"] == max(out["delta"][: L - 1])
-        assert row["lam"] == max(out["lam"][: L - 1])
+        assert row["lam"] == max(out["lam"][1: L - 1], default=0.0)  # layer 1's constant is never used
         assert 0 < row["measured"] <= row["bound_sqrt"] <= row["bound"]
     table = theorem6_table([out])
     assert [t["violations"] for t in table] == [0, 0, 0]
