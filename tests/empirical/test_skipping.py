@@ -11,7 +11,7 @@ from skipit.empirical.adapters import get_adapter  # noqa: E402
 from skipit.empirical.skipping import early_exit, late_entry  # noqa: E402
 from skipit.empirical.testing import tiny_batch, tiny_examples, tiny_model, collate  # noqa: E402
 
-FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
+from skipit.empirical.testing import TINY_MODEL_TYPES as FAMILIES  # noqa: E402  every family C builds
 
 @pytest.fixture(autouse=True)
 def one_thread():
