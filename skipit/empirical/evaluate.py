@@ -361,7 +361,6 @@ def _fmt(x, spec=".3f"):
 
 def format_table(report):
     """The report as text: the per-layer table, validation and Theorem 6 sections."""
-    n = report["num_layers"]
     stats = {r["layer"]: r for r in report.get("layer_statistics", [])}
     by = {(r["mode"], r["layer"]): r for r in report["rows"]}
     modes = report["settings"]["modes"]
@@ -414,7 +413,6 @@ def format_table(report):
                          f"{_fmt(t['mu'], '.2f'):>7} {_fmt(t['measured']):>9} {_fmt(t['bound'], '.3g'):>10} "
                          f"{_fmt(t['bound_sqrt'], '.3g'):>10} {_fmt(t['looseness_median'], '.3g'):>7} "
                          f"{t['violations']:>5}")
-    del n
     return "\n".join(lines)
 
 

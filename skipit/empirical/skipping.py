@@ -102,12 +102,15 @@ class _Step:
 
 
 class TokenSkipper:
-    """Hooks that run decoder layer l (1-based) on the tokens ``keep(l, step)`` selects.
+    """Context manager: decoder layer l (1-based) runs on the tokens ``keep(l, vision)`` selects.
 
-    ``keep(layer, vision)`` returns a bool [B, q] tensor (True = the token is processed by
-    that layer) or None (all tokens). A token dropped at some layer and taken back later
-    re-enters with the last representation it had (its embedding if it never ran).
-    Subclasses / callers supply ``keep``; ``late_entry`` and ``early_exit`` are built on it.
+    ``keep(layer, vision)`` gets the vision mask of the current forward's positions
+    (BoolTensor[B, q]) and returns a bool [B, q] tensor (True = the layer processes the
+    token) or None (all tokens). A token dropped at some layer and taken back later
+    re-enters with the last representation it had (its embedding if it never ran);
+    ``on_transition(layer, step, full_states)`` may replace those states where the token
+    set changes. ``late_entry``, ``early_exit`` and the baselines are built on it;
+    ``layer_tokens`` maps each layer to the tokens it processed in the last forward.
     """
 
     def __init__(self, model, keep, adapter=None, on_transition=None):

@@ -146,6 +146,18 @@ def test_skipping_matches_masked_reference(family, mode, layer):
     assert torch.allclose(got[real], ref[real], atol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "gemma3"])
+@pytest.mark.parametrize("mode,layer", [("late", 3), ("early", 2)])
+def test_skipping_under_eager_attention_equals_sdpa(family, mode, layer):
+    """Eager layers get additive float masks, sdpa layers boolean ones (or None): same result."""
+    batch = tiny_batch(_model(family), batch_size=3, padding_side="left", seed=9)
+    ctx = late_entry if mode == "late" else early_exit
+    sdpa = _logits(_model(family), batch, ctx, layer=layer)
+    eager = _logits(_model(family, attn="eager"), batch, ctx, layer=layer)
+    real = batch["attention_mask"].bool()
+    assert torch.allclose(sdpa[real], eager[real], atol=1e-4)
+
+
 def test_padded_batch_equals_one_example_at_a_time(family):
     model = _model(family)
     examples = tiny_examples(model, 3, seed=4)
