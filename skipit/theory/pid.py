@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
+from scipy.linalg import cho_factor, cho_solve
 from scipy.special import logsumexp
 
 from skipit.theory._registry import register
@@ -157,14 +158,17 @@ _FINAL_CENTER_TOL = 1e-12  # ... and for the last one, whose multipliers certify
 def _barrier_newton(q, g, s, yz, cells, pxy, pxz, nyz, gap_tol):
     """Damped Newton on t f(Q) - sum log Q along Q = q0 + G theta, t increased by _MU.
 
-    Dense linear algebra for small problems (sparse overhead dominates there).
+    The Hessian in theta is G^T (diag(t/Q + 1/Q^2) - t S^T diag(1/Q_yz) S) G (S: cell -> (y, z)).
     """
     m, n = g.shape
-    dense = m * n <= 400_000
-    if dense:
-        g = g.toarray()
+    # G^T diag(w) G stays sparse (4 entries per column of G); (S G)^T D (S G) is dense
+    # (dense arrays throughout for small problems, where sparse overhead dominates)
+    small = m * n <= 40_000
+    g = g.toarray() if small else g.tocsr()
+    gt = g.T if small else g.T.tocsr()
+    sgeom = s @ g if small else (s @ g).toarray()
+    if small:
         s = s.toarray()
-    sgeom = s @ g
     t = 1.0
     steps = 0
     while True:
@@ -173,17 +177,13 @@ def _barrier_newton(q, g, s, yz, cells, pxy, pxz, nyz, gap_tol):
         prev_dec = math.inf
         for _ in range(_MAX_NEWTON):
             qyz = s @ q
-            grad = g.T @ (t * (np.log(q) - np.log(qyz[yz])) - 1.0 / q)
+            grad = gt @ (t * (np.log(q) - np.log(qyz[yz])) - 1.0 / q)
             w = t / q + 1.0 / q**2
-            inv_sqrt = 1.0 / np.sqrt(np.maximum(qyz, 1e-300))
-            if dense:
-                sg = sgeom * inv_sqrt[:, None]
-                hess = (g.T * w) @ g - t * (sg.T @ sg)
-            else:
-                sg = sparse.diags(inv_sqrt) @ sgeom
-                hess = (g.T @ sparse.diags(w) @ g - t * (sg.T @ sg)).toarray()
+            sg = sgeom * (1.0 / np.sqrt(np.maximum(qyz, 1e-300)))[:, None]
+            first = (gt * w) @ g if small else (gt @ sparse.diags(w) @ g).toarray()
+            hess = first - t * (sg.T @ sg)
             try:
-                step = -np.linalg.solve(hess, grad)
+                step = -(np.linalg.solve(hess, grad) if small else cho_solve(cho_factor(hess), grad))
             except np.linalg.LinAlgError:
                 step = -np.linalg.lstsq(hess, grad, rcond=None)[0]
             dec = float(-grad @ step)
