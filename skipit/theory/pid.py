@@ -16,8 +16,9 @@ The solver. On Delta_P, I_Q(X; Y | Z) = H(X | Z) - H_Q(X | Y, Z) with H(X | Z) f
 we minimise the convex f(Q) = -H_Q(X | Y, Z) over the polytope, parametrised exactly by
 the kernel of the marginal map (for each x, the 2 x 2 "swap" moves
 e[x,y,z] + e[x,y0,z0] - e[x,y0,z] - e[x,y,z0] inside the support of P(x, .) x P(x, .)),
-with a log-barrier interior-point method (damped Newton, analytic gradient and
-Hessian). Optimality is certified, not assumed: the Lagrange dual of the problem is
+with a log-barrier interior-point method (damped Newton with analytic gradient and
+Hessian, approximate centering, the barrier weight raised 100x per centering; about
+15-70 Newton steps for alphabets up to 10). Optimality is certified, not assumed: the Lagrange dual of the problem is
 
     max_{lam, mu}  sum_{x,y} lam[x,y] P(x,y) + sum_{x,z} mu[x,z] P(x,z)
     s.t.           sum_x exp(lam[x,y] + mu[x,z]) <= 1   for every (y, z),
@@ -212,9 +213,16 @@ def _barrier_newton(q, g, s, yz, cells, pxy, pxz, nyz, gap_tol):
             t = min(t * _MU, 2.0 * m / gap_tol)
 
 
-
 def broja(p, target=0, source=1, other=2, gap_tol=GAP_TOL) -> BrojaSolution:
-    """Solve min_{Q in Delta_P} I_Q(target; source | other) with a certified duality gap (nats)."""
+    """Solve min_{Q in Delta_P} I_Q(target; source | other) with a certified duality gap (nats).
+
+    Returns ``BrojaSolution(q, unique, gap, newton_steps)``: ``unique`` = I_Q(target;
+    source | other) at the returned feasible ``q`` (an upper bound on the minimum) and
+    ``gap`` >= ``unique`` - minimum, from an explicit dual feasible point (module
+    docstring); the barrier is driven until ``gap`` < 10 ``gap_tol`` (typically
+    ~5e-12 nats for the default). Structural zeros (P(x, y) = 0 or P(x, z) = 0) are
+    removed first; if Delta_P is a single point no optimisation is needed (gap 0).
+    """
     p = _ordered(p, target, source, other)
     cells, q0, g, s, yz, pxy, pxz = _problem(p)
     nyz = p.shape[1] * p.shape[2]
