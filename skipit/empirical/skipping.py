@@ -33,11 +33,12 @@ Batches with padding (left or right) work: padding stays masked, and examples wh
 packed lengths differ are padded inside the packed sequence (masked keys; those query
 rows attend everywhere so nothing becomes NaN, and they are never scattered back).
 
-With ``generate`` (greedy or sampling, ``DynamicCache``): early exit stores no vision
-keys/values in the cache of layers > L; late entry stores none in layers < L. Every
-layer's cache is tracked by the original positions it holds, and the attention mask of
-each decode step is gathered per layer. A cache filled under a skipping context must be
-used under the same context. Beam search (which reorders the cache) is not supported.
+With ``generate`` (``DynamicCache``; greedy, sampling or beam search): early exit stores
+no vision keys/values in the cache of layers > L; late entry stores none in layers < L.
+Every layer's cache is tracked by the original positions it holds, and the attention mask
+of each decode step is gathered per layer. Beam search reorders the cache only among the
+beams of one example, which share one token layout, so the tracking stays valid. A cache
+filled under a skipping context must be used under the same context.
 """
 
 from __future__ import annotations

@@ -217,6 +217,17 @@ def test_generate_with_cache_equals_generate_without(family, mode, layer):
         assert torch.equal(cached, full)
 
 
+@pytest.mark.parametrize("mode,layer", [("late", 3), ("early", 2)])
+def test_beam_search_with_cache_equals_beam_search_without(mode, layer):
+    model = _model("qwen2_5_vl")
+    batch = tiny_batch(model, batch_size=3, padding_side="left", seed=6)
+    ctx = late_entry if mode == "late" else early_exit
+    with torch.no_grad(), ctx(model, layer=layer):
+        cached = model.generate(**batch, max_new_tokens=4, num_beams=3, **GEN)
+        plain = model.generate(**batch, max_new_tokens=4, num_beams=3, use_cache=False, **GEN)
+    assert torch.equal(cached, plain)
+
+
 def test_early_exit_cache_holds_no_vision_keys_after_exit():
     model = _model("llava")
     batch = tiny_batch(model, batch_size=2, padding_side="left", seed=7)
