@@ -19,6 +19,9 @@ def add_parser(subparsers):
                     "1..L-1) or exiting early (leaving layers L+1..N), against the full model.")
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--layer", required=True, type=int, metavar="L", help="layer L (1..N)")
+    p.add_argument("--variant", default="embedding", choices=["embedding", "oracle"],
+                   help="late entry only: vision tokens enter with their embedding (default) or with the "
+                        "layer-(L-1) state of a full pass (oracle; costs a full pass)")
     p.add_argument("--model", default=None, metavar="NAME|HUB_ID|PATH",
                    help="alias, hub id, or directory saved with save_pretrained (default: the demo model)")
     p.add_argument("--data", default=None, metavar="PATH|NAME", help="JSONL file or bundled set "
@@ -43,6 +46,8 @@ def run(args):
 
     if args.repeats < 1:
         raise SkipitError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.variant != "embedding" and args.mode != "late-entry":
+        raise SkipitError("--variant applies to --mode late-entry only")
     model, processor, info, examples, data_report = _load(args)
 
     import torch
@@ -56,11 +61,19 @@ def run(args):
     n = adapter.num_layers(model)
     if not 1 <= args.layer <= n:
         raise SkipitError(f"--layer must be in [1, {n}] for this model, got {args.layer}")
+    from skipit.empirical.skipping import early_exit, late_entry
+
+    def context():
+        if args.mode == "late-entry":
+            return late_entry(model, layer=args.layer, adapter=adapter, variant=args.variant)
+        return early_exit(model, layer=args.layer, adapter=adapter)
+
     runs = {"full": [], args.mode: []}
     results = {}
     for _ in range(args.repeats):
-        for name, mode in (("full", None), (args.mode, args.mode)):
-            _, correct, seconds = predict(model, processor, examples, args.batch_size, mode, args.layer, adapter)
+        for name, ctx in (("full", None), (args.mode, context)):
+            _, correct, seconds = predict(model, processor, examples, args.batch_size, adapter=adapter,
+                                          context=ctx)
             runs[name].append(seconds)
             results[name] = sum(correct) / len(correct)
 
@@ -76,7 +89,8 @@ def run(args):
           f"median of {args.repeats}")
     print(f"{'setting':<24} {'accuracy':>9} {'forward s':>10} {'speed-up':>9} {'FLOPs pred.':>11}")
     print(f"{'full':<24} {results['full']:>9.3f} {t_full:>10.3f} {1.0:>9.2f} {1.0:>11.2f}")
-    print(f"{args.mode + ' L=' + str(args.layer):<24} {results[args.mode]:>9.3f} {t_skip:>10.3f} "
+    label = args.mode + " L=" + str(args.layer) + (" oracle" if args.variant == "oracle" else "")
+    print(f"{label:<24} {results[args.mode]:>9.3f} {t_skip:>10.3f} "
           f"{t_full / t_skip:>9.2f} {predicted_speedup(full_flops, skip_flops):>11.2f}")
     print(f"(per example: {vision} vision + {text} text tokens; FLOPs of the language model, "
           "LM head on every position)", file=sys.stderr)

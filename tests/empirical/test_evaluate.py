@@ -84,6 +84,15 @@ def test_skip_cli_prints_accuracy_and_speedup(tiny_dir, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "early-exit L=2" in out and "FLOPs pred." in out
+    rc = main(["skip", "--mode", "late-entry", "--layer", "3", "--variant", "oracle", "--model",
+               str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"), "--repeats", "1"])
+    assert rc == 0 and "late-entry L=3 oracle" in capsys.readouterr().out
+
+
+def test_skip_cli_variant_is_for_late_entry_only(tiny_dir, capsys):
+    rc = main(["skip", "--mode", "early-exit", "--layer", "2", "--variant", "oracle", "--model",
+               str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl")])
+    assert rc == 2 and "--variant applies to --mode late-entry only" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,match", [
