@@ -89,9 +89,11 @@ def run(args):
           f"median of {args.repeats}")
     print(f"{'setting':<24} {'accuracy':>9} {'forward s':>10} {'speed-up':>9} {'FLOPs pred.':>11}")
     print(f"{'full':<24} {results['full']:>9.3f} {t_full:>10.3f} {1.0:>9.2f} {1.0:>11.2f}")
+    # the oracle variant adds a full pass per prefill: no speed-up to predict
+    pred = "-" if args.variant == "oracle" else f"{predicted_speedup(full_flops, skip_flops):.2f}"
     label = args.mode + " L=" + str(args.layer) + (" oracle" if args.variant == "oracle" else "")
     print(f"{label:<24} {results[args.mode]:>9.3f} {t_skip:>10.3f} "
-          f"{t_full / t_skip:>9.2f} {predicted_speedup(full_flops, skip_flops):>11.2f}")
+          f"{t_full / t_skip:>9.2f} {pred:>11}")
     print(f"(per example: {vision} vision + {text} text tokens; FLOPs of the language model, "
           "LM head on every position)", file=sys.stderr)
     return 0
