@@ -144,12 +144,18 @@ SYMBOLIC = {
     "theorem5_bound": 2 * _B**2 * _cmi,
     "theorem5_entropy_bound": 2 * _B**2 * (_hc + _C),
 }
+_a = 1 - _P
+_q4 = sp.Max(_pmin, sp.Min(_a, _pmax))
+SYMBOLIC["theorem3_mi_lower_bound_sharp"] = _a * sp.log(_a / _F) + _P * sp.log(_P / (1 - _F))
+SYMBOLIC["theorem4_mi_lower_bound_sharp"] = _a * sp.log(_a / _q4) + _P * sp.log(_P / (1 - _q4))
 ARGUMENTS = {
     "theorem3_mi_lower_bound": (_P, _t, _d),
     "theorem4_mi_lower_bound": (_P, _pmin, _pmax),
     "corollary4_conditional_entropy_upper_bound": (_hx, _P, _pmin, _pmax),
     "theorem5_bound": (_B, _cmi),
     "theorem5_entropy_bound": (_B, _hc, _C),
+    "theorem3_mi_lower_bound_sharp": (_P, _t, _d),
+    "theorem4_mi_lower_bound_sharp": (_P, _pmin, _pmax),
 }
 _theorem5_np = sp.lambdify(ARGUMENTS["theorem5_bound"], SYMBOLIC["theorem5_bound"], "numpy")
 _theorem5h_np = sp.lambdify(ARGUMENTS["theorem5_entropy_bound"], SYMBOLIC["theorem5_entropy_bound"], "numpy")

@@ -252,3 +252,40 @@ def test_sample_bounds_cover_the_exact_law_with_the_stated_confidence():
         assert abs(r.p_max_sample - exact.p_max) <= r.sample_point_error or r.p_max_sample <= exact.p_max
     assert misses <= 6
     assert r.mi_lower > 0.1  # informative at this sample size
+
+
+@settings(max_examples=20)
+@given(st.floats(0.01, 0.99), st.floats(0.0, 0.4), st.floats(0.41, 0.99))
+def test_sharp_forms_equal_their_sympy_expressions(p_t, p_min, p_max):
+    s, a = inf.SYMBOLIC, inf.ARGUMENTS
+    name = "theorem4_mi_lower_bound_sharp"
+    want = float(s[name].subs(dict(zip(a[name], (p_t, p_min, p_max)))).evalf(30))
+    assert theorem4_mi_lower_bound_sharp(p_t, p_min, p_max) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("p_t, t, d", [(0.1, 0.3, 5), (0.4, 1.2, 12)])
+def test_theorem3_sharp_equals_its_sympy_expression(p_t, t, d):
+    name = "theorem3_mi_lower_bound_sharp"
+    vals = dict(zip(inf.ARGUMENTS[name], (sp.Float(p_t, 30), sp.Float(t, 30), d)))
+    assert theorem3_mi_lower_bound_sharp(p_t, t, d) == pytest.approx(float(inf.SYMBOLIC[name].subs(vals).evalf(30)),
+                                                                      rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["theorem4_mi_lower_bound", "corollary4_conditional_entropy_upper_bound",
+                                  "theorem5_bound", "theorem5_entropy_bound"])
+def test_jax_grad_equals_sympy_diff(name):
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    args = inf.ARGUMENTS[name]
+    point = {"p_t": 0.2, "p_min": 0.05, "p_max": 0.3, "h_x": 2.0, "B": 1.5, "cmi": 0.1, "h_cond": 0.4, "C": 0.2}
+    vals = [point[s.name] for s in args]
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # float64 for this test only
+    try:
+        f = sp.lambdify(args, inf.SYMBOLIC[name], "jax")
+        grads = jax.grad(f, argnums=tuple(range(len(args))))(*(jnp.asarray(v, dtype=jnp.float64) for v in vals))
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    for sym, g in zip(args, grads):
+        want = float(sp.diff(inf.SYMBOLIC[name], sym).subs(dict(zip(args, vals))))
+        assert float(g) == pytest.approx(want, rel=1e-10, abs=1e-12)
