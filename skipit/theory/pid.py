@@ -309,7 +309,8 @@ def _uniform(triples, shape=None):
 
 _L3 = math.log2(3)
 # Standard gates as p[target, source_1, source_2] with their BROJA atoms in bits
-# (redundancy, unique_1, unique_2, synergy) and where each value comes from.
+# (redundancy, unique_1, unique_2, synergy) and where each value comes from. All eight
+# were also recomputed with dit 1.5 (``PID_BROJA``, separate environment): equal to 1e-6.
 GATES = {
     "RDN": (_uniform([(0, 0, 0), (1, 1, 1)]), (1.0, 0.0, 0.0, 0.0),
             "Bertschinger et al. 2014, Sec. 5 (copy of a bit to both sources): all redundant"),
