@@ -405,7 +405,8 @@ def format_table(report):
                      f"FLOPs {v['flops_fraction']:.2f}, accuracy {v['accuracy']:.3f}")
     if report.get("theorem6"):
         lines += ["", f"Theorem 6, late entry (median over {report['theorem6'][0]['examples']} examples; "
-                      "local Lipschitz estimates):",
+                      "local Lipschitz estimates; lambda over layers 2..L-1, unused at L = 2; "
+                      "loose = bound sqrt / measured):",
                   f"{'L':>3} {'eps':>8} {'delta':>8} {'lambda':>7} {'mu':>7} {'measured':>9} "
                   f"{'bound':>10} {'bound sqrt':>10} {'loose':>7} {'viol.':>5}"]
         for t in report["theorem6"]:
