@@ -8,7 +8,7 @@ is I(X0; X1, X2). ``base`` is ``e`` (nats, the default) or any other base > 0, !
 Plug-in estimators take samples of quantized variables (an ``n`` array of symbols or
 an ``n x k`` array whose rows are joint symbols) and apply the Miller-Madow bias
 correction ``(K - 1) / (2 n)`` nats to each entropy, with ``K`` the number of
-observed symbols (Miller 1955; Paninski 2003, Neural Computation 15(6), Sec. 3.1).
+observed symbols (Miller 1955; Paninski 2003, Neural Computation 15(6):1191-1253).
 """
 
 from __future__ import annotations
