@@ -58,6 +58,8 @@ __all__ = [
 GAP_TOL = 1e-11
 _MAX_NEWTON = 80
 
+SYMBOLIC: dict = {}  # BROJA is a convex programme: no closed-form bound to express in sympy
+
 
 class PID(NamedTuple):
     """The four PID atoms of I(target; source_1, source_2) (BROJA), in the requested base."""
