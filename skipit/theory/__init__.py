@@ -20,14 +20,14 @@ from skipit.theory.spherical import *  # noqa: F401,F403
 from skipit.theory.entropy import *  # noqa: F401,F403
 from skipit.theory.informational import *  # noqa: F401,F403
 from skipit.theory.pid import *  # noqa: F401,F403
-# `entropy` stays the function (skipit.theory.entropy(p)); the module is skipit.theory.entropy via sys.modules.
+# `entropy` and `pid` stay the functions (skipit.theory.pid(p)); their modules are reachable
+# as `importlib.import_module("skipit.theory.pid")`.
 from skipit.theory import (  # noqa: F401
     distances,
     functional,
     informational,
     late_entry,
     lemmas,
-    pid,
     redundancy,
     spherical,
 )
