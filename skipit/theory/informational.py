@@ -32,7 +32,7 @@ Here ``F(t, d)`` is the normalised surface measure of a cosine cap
 (:func:`skipit.theory.spherical.log_cap_fraction`), ``h`` the binary entropy and
 ``p_min <= q_t <= p_max`` with ``p_min = inf_x P[rho(X_prev, x) <= t]``,
 ``p_max = sup_x P[rho(X_prev, x) <= t]`` (x over the support of X_l). Errata in
-``docs/errata-informational.md``; proofs in ``proofs/theorem3.py`` ... ``proofs/lemma5.py``.
+``ERRATA.md``; proofs in ``proofs/theorem3.py`` ... ``proofs/lemma5.py``.
 
 Differential entropy on the sphere. Hidden states normalised to unit norm have no
 density in R^d (the sphere is Lebesgue-null), so ``H(X_l | X_prev)`` in Theorem 5 and

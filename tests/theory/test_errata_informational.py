@@ -1,4 +1,4 @@
-"""Kept counterexamples for the informational results (docs/errata-informational.md).
+"""Kept counterexamples for the informational results (ERRATA.md).
 
 Where the paper's statement (or a step of its proof) is wrong, the paper's version
 fails on the kept example and the corrected version holds on it.
