@@ -149,14 +149,14 @@ def tiny_model(model_type: str, seed: int = 0, num_layers: int = 4, dtype: torch
     Same ``seed`` and arguments give bit-identical weights.
     """
     config = tiny_config(model_type, num_layers=num_layers, **overrides)
-    if attn_implementation is not None:
-        config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = model_class(model_type)(config)
     if model_type == "gemma3":
         # transformers initialises Gemma 3's projector to zeros: every image token would embed to 0.
         with torch.no_grad():
             model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.5)
+    if attn_implementation is not None:
+        model.set_attn_implementation(attn_implementation)
     return model.to(dtype).eval()
 
 

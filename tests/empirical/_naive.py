@@ -10,7 +10,9 @@ definitions (paper eqs. 1-3; HSIC_1 of Song et al. 2012 with explicit matrix pro
 from __future__ import annotations
 
 import numpy as np
-import torch
+import pytest
+
+torch = pytest.importorskip("torch")
 
 from skipit.empirical.adapters import get_adapter
 from skipit.empirical.capture import answer_positions
