@@ -71,6 +71,11 @@ class _Gram:
         self.rows = gram.sum(1)
         self.self_hsic = _hsic1_tilde(gram, self.rows, gram, self.rows)
 
+    def to(self, device: torch.device) -> _Gram:
+        moved = object.__new__(_Gram)
+        moved.tilde, moved.rows, moved.self_hsic = self.tilde.to(device), self.rows.to(device), self.self_hsic.to(device)
+        return moved
+
 
 class StatisticsCapture:
     """The context manager returned by :func:`capture_statistics`; ``.statistics`` is the run so far."""
@@ -217,8 +222,11 @@ class StatisticsCapture:
 
     def _distances(self, layer: int, prev: torch.Tensor, hidden: torch.Tensor) -> None:
         d = hidden.shape[-1]
-        x = prev.reshape(-1, d)[self._valid_index].to(torch.float64)
-        y = hidden.reshape(-1, d)[self._valid_index].to(torch.float64)
+        # Layers may sit on different devices (device_map="auto"): work where this layer's output is.
+        device = hidden.device
+        index = self._valid_index.to(device)
+        x = prev.reshape(-1, d)[index.to(prev.device)].to(device=device, dtype=torch.float64)
+        y = hidden.reshape(-1, d)[index].to(torch.float64)
         norms = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(y, dim=-1)
         # A zero vector has cosine similarity 0 with anything: rho = 1.
         rho = 1.0 - (x * y).sum(-1) / norms.clamp_min(torch.finfo(torch.float64).tiny)
@@ -227,7 +235,7 @@ class StatisticsCapture:
             n = self._group_count[group]
             if n == 0:
                 continue
-            r = rho[self._group_index[group]]
+            r = rho[self._group_index[group].to(device)]
             s = r.sum()
             row = torch.cat([torch.stack([s, (r * r).sum(), ((r - s / n) ** 2).sum()]),
                              (r[:, None] < thresholds[None, :]).sum(0).to(torch.float64)])
@@ -240,9 +248,11 @@ class StatisticsCapture:
                     if layer > 0:
                         self._pending_skipped.append((layer, group, 1))
                     continue
-                gram = _Gram(hidden[b, positions].to(torch.float64))
+                gram = _Gram(hidden[b, positions.to(hidden.device)].to(torch.float64))
                 if layer > 0:
                     before = self._grams[(b, group)]
+                    if before.tilde.device != gram.tilde.device:
+                        before = before.to(gram.tilde.device)
                     xy = _hsic1_tilde(before.tilde, before.rows, gram.tilde, gram.rows)
                     self._pending_cka.append((layer, group, torch.stack([xy, before.self_hsic, gram.self_hsic])))
                 self._grams[(b, group)] = gram
@@ -258,21 +268,27 @@ class StatisticsCapture:
             return
         stats = self._stats
         if self._pending_dist:
-            rows = torch.stack([row for *_, row in self._pending_dist]).cpu().numpy()
+            rows = _to_host([row for *_, row in self._pending_dist])
             for (layer, group, n, _), row in zip(self._pending_dist, rows):
                 stats.add_distance_sums(layer, group, n, row[0], row[1], row[2], np.rint(row[3:]).astype(np.int64))
         if self._pending_cka:
-            rows = torch.stack([row for *_, row in self._pending_cka]).cpu().numpy()
+            rows = _to_host([row for *_, row in self._pending_cka])
             for (layer, group, _), row in zip(self._pending_cka, rows):
                 stats.add_cka(layer, group, *row)
         for layer, group, k in self._pending_skipped:
             stats.add_cka_skipped(layer, group, k)
         if self._pending_att:
-            masses = torch.stack([m for _, m in self._pending_att]).cpu().numpy()
+            masses = _to_host([m for _, m in self._pending_att])
             for (layer, _), mass in zip(self._pending_att, masses):
                 stats.add_attention(layer, mass)
         stats.num_examples += self._shape[0]
         self._clear_forward()
+
+
+def _to_host(tensors: list[torch.Tensor]) -> np.ndarray:
+    """Stack same-shape tensors (possibly on several devices) and copy them to the host once."""
+    device = tensors[0].device
+    return torch.stack([t.to(device) for t in tensors]).cpu().numpy()
 
 
 def capture_statistics(model: nn.Module, adapter: VLMAdapter | None = None,
