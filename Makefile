@@ -26,7 +26,7 @@ bounds: $(STAMP)
 	$(BIN)/skipit bounds
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)
