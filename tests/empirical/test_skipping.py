@@ -158,6 +158,19 @@ def test_skipping_under_eager_attention_equals_sdpa(family, mode, layer):
     assert torch.allclose(sdpa[real], eager[real], atol=1e-4)
 
 
+@pytest.mark.parametrize("attn", [None, "eager"])
+def test_bfloat16_skipping_is_finite_and_identity_at_the_ends(attn):
+    model = tiny_model("gemma3", seed=0, num_layers=N, dtype=torch.bfloat16, attn_implementation=attn)
+    batch = tiny_batch(model, batch_size=3, padding_side="left", seed=10)
+    real = batch["attention_mask"].bool()
+    full = _logits(model, batch)
+    assert torch.equal(_logits(model, batch, late_entry, layer=1)[real], full[real])
+    for ctx, layer in ((late_entry, 3), (early_exit, 2)):
+        assert torch.isfinite(_logits(model, batch, ctx, layer=layer)[real]).all()
+        with torch.no_grad(), ctx(model, layer=layer):
+            model.generate(**batch, max_new_tokens=2, **GEN)
+
+
 def test_padded_batch_equals_one_example_at_a_time(family):
     model = _model(family)
     examples = tiny_examples(model, 3, seed=4)
