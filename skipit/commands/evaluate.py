@@ -14,6 +14,7 @@ import sys
 DEFAULT_DATA = "digits-test"
 DEFAULT_OUT = "skipit-evaluate-output"
 MODES = ("late-entry", "early-exit")
+ALL_MODES = MODES + ("late-entry-oracle",)
 
 
 def add_parser(subparsers):
@@ -26,7 +27,9 @@ def add_parser(subparsers):
                    help="alias, hub id, or directory saved with save_pretrained (default: the demo model)")
     p.add_argument("--data", default=None, metavar="PATH|NAME",
                    help=f"JSONL file or bundled set (default: {DEFAULT_DATA})")
-    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="skipping modes (default: both)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=ALL_MODES,
+                   help="skipping modes (default: late-entry early-exit; late-entry-oracle: vision enters "
+                        "with the full pass's layer-(L-1) state, an analysis reference)")
     p.add_argument("--layers", default="all", metavar="GRID",
                    help="layers L to try: all, 1,2,8, 2-12 or 2-12:2 (default: all)")
     p.add_argument("--certificate", default=None, metavar="PATH",

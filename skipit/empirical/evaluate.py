@@ -31,12 +31,16 @@ import torch
 from skipit.empirical.skipping import early_exit, late_entry, resolve_adapter
 
 __all__ = [
-    "MODES", "DEFAULT_TOLERANCE", "parse_layer_grid", "normalise_answer", "predict", "accuracy",
+    "MODES", "ALL_MODES", "DEFAULT_TOLERANCE", "parse_layer_grid", "normalise_answer", "predict", "accuracy",
     "layer_statistics", "certificate_verdicts", "validate", "evaluate", "format_table", "plot_report",
     "load_certificate",
 ]
 
 MODES = ("late-entry", "early-exit")
+ALL_MODES = MODES + ("late-entry-oracle",)
+"""``late-entry-oracle``: late entry with the full pass's layer-(L-1) vision states (an
+analysis reference, not a speed-up: separates the text's missing vision from the vision
+tokens' missing processing); it is never validated against a certificate."""
 DEFAULT_TOLERANCE = 0.01
 SCHEMA = "skipit.evaluation/1"
 
@@ -77,7 +81,9 @@ def _skip_context(model, mode, layer, adapter):
         return late_entry(model, layer=layer, adapter=adapter)
     if mode == "early-exit":
         return early_exit(model, layer=layer, adapter=adapter)
-    raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "late-entry-oracle":
+        return late_entry(model, layer=layer, adapter=adapter, variant="oracle")
+    raise ValueError(f"`mode` must be one of {', '.join(ALL_MODES)}, got {mode!r}")
 
 
 def _tokenizer(processor):
@@ -211,14 +217,17 @@ def certificate_verdicts(certificate, mode, layers):
 def validate(rows, num_layers):
     """Precision and recall of certified verdicts against measured accuracy.
 
-    ``rows``: dicts with ``mode``, ``layer``, ``certified`` (bool) and ``within_tolerance``
-    (bool). Trivial settings (late entry at 1, early exit at N) are left out. Returns
+    ``rows``: dicts with ``mode``, ``layer``, ``certified`` (bool, or None: no verdict, left
+    out) and ``within_tolerance`` (bool). Trivial settings (late entry at 1, early exit at N)
+    are left out. Returns
     ``{"tp", "fp", "fn", "tn", "precision", "recall", "settings"}``; precision is None
     when nothing is certified, recall None when no setting keeps the accuracy.
     """
     counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
     used = 0
     for r in rows:
+        if r["certified"] is None:
+            continue
         if (r["mode"] == "late-entry" and r["layer"] == 1) or (r["mode"] == "early-exit" and r["layer"] == num_layers):
             continue
         used += 1
@@ -243,8 +252,8 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     n = ad.num_layers(model)
     layers = list(range(1, n + 1)) if layers is None else list(layers)
     for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"`modes` must be among {', '.join(MODES)}, got {mode!r}")
+        if mode not in ALL_MODES:
+            raise ValueError(f"`modes` must be among {', '.join(ALL_MODES)}, got {mode!r}")
     if not 0 <= tolerance <= 1:
         raise ValueError(f"`tolerance` must be in [0, 1] (a fraction of examples), got {tolerance}")
     say = progress or (lambda msg: None)
@@ -256,7 +265,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     full_acc = sum(full_correct) / len(full_correct)
     rows = []
     for mode in modes:
-        verdicts = certificate_verdicts(certificate, mode, layers) if certificate else {}
+        verdicts = certificate_verdicts(certificate, mode, layers) if certificate and mode in MODES else {}
         for L in layers:
             say(f"{mode} at layer {L}")
             _, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad)
@@ -277,7 +286,8 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     if certificate is not None:
         report["layer_statistics"] = [_layer_row(e) for e in certificate["layers"]]
         report["layer_statistics_source"] = "certificate"
-        report["validation"] = {mode: validate([r for r in rows if r["mode"] == mode], n) for mode in modes}
+        report["validation"] = {mode: validate([r for r in rows if r["mode"] == mode], n)
+                                for mode in modes if mode in MODES}
         report["validation"]["all"] = validate(rows, n)
     elif statistics:
         say("per-layer statistics")
@@ -309,6 +319,8 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     out = {"fastv_layer": fastv_layer, "text_tokens": text, "vision_tokens": vision, "fastv": [], "vtw": None}
     done = {}
     for r in rows:
+        if r["mode"] not in MODES:
+            continue
         budget = prefill_flops(shape, tokens_per_layer(n, text, vision, r["mode"], r["layer"]))
         r["flops_fraction"] = budget / full_flops
         if budget >= full_flops:
@@ -367,8 +379,9 @@ def format_table(report):
     lines = [f"full model accuracy {report['full']['accuracy']:.3f} on {report['num_examples']} examples "
              f"(tolerance {100 * report['settings']['tolerance']:.1f} points)", ""]
     head = f"{'L':>3} {'D_l(V)':>8} {'p_l(.05)V':>9} {'VAR':>7}"
+    width = {mode: max(17, len(mode) + 4) for mode in modes}
     for mode in modes:
-        head += f" {('acc ' + mode):>17} {'cert':>5}"
+        head += f" {('acc ' + mode):>{width[mode]}} {'cert':>5}"
     lines.append(head)
     for L in report["settings"]["layers"]:
         s = stats.get(L, {})
@@ -377,11 +390,11 @@ def format_table(report):
         for mode in modes:
             r = by.get((mode, L))
             if r is None:
-                line += f" {'':>17} {'':>5}"
+                line += f" {'':>{width[mode]}} {'':>5}"
                 continue
             mark = "" if r["within_tolerance"] else " *"
             cert = {True: "safe", False: "no", None: "-"}[r["certified"]]
-            line += f" {_fmt(r['accuracy']) + mark:>17} {cert:>5}"
+            line += f" {_fmt(r['accuracy']) + mark:>{width[mode]}} {cert:>5}"
         lines.append(line)
     lines.append("(* accuracy more than the tolerance below the full model; VAR summed over heads, eq. 3)")
     if "validation" in report:
@@ -431,7 +444,7 @@ def plot_report(report, path):
     ax.axhline(report["full"]["accuracy"], color="k", lw=1, ls="--", label="full model")
     tol = report["settings"]["tolerance"]
     ax.axhspan(report["full"]["accuracy"] - tol, report["full"]["accuracy"], color="k", alpha=0.07)
-    for mode, colour in zip(report["settings"]["modes"], ("tab:blue", "tab:orange")):
+    for mode, colour in zip(report["settings"]["modes"], ("tab:blue", "tab:orange", "tab:purple")):
         rows = [r for r in report["rows"] if r["mode"] == mode]
         ax.plot([r["layer"] for r in rows], [r["accuracy"] for r in rows], "o-", color=colour, label=mode)
         cert = [r["layer"] for r in rows if r["certified"]]

@@ -130,6 +130,27 @@ def test_validation_precision_and_recall_on_a_constructed_case():
     assert validate([row("late-entry", 2, False, False)], N)["precision"] is None
 
 
+def test_rows_without_a_verdict_are_not_validated():
+    rows = [{"mode": "late-entry-oracle", "layer": 2, "certified": None, "within_tolerance": True},
+            {"mode": "late-entry", "layer": 2, "certified": True, "within_tolerance": True}]
+    v = validate(rows, N)
+    assert (v["tp"], v["settings"]) == (1, 1)
+
+
+def test_oracle_mode_is_reported_but_not_validated(tiny_dir, tmp_path):
+    cert = tmp_path / "certificate.json"
+    cert.write_text(json.dumps(_certificate(max_entry=2, min_exit=3)))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+                 "--modes", "late-entry", "late-entry-oracle", "--layers", "1,3", "--certificate", str(cert),
+                 "--out", str(out), "--theorem6-samples", "0", "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    oracle = [r for r in report["rows"] if r["mode"] == "late-entry-oracle"]
+    assert [r["layer"] for r in oracle] == [1, 3] and all(r["certified"] is None for r in oracle)
+    assert oracle[0]["accuracy"] == report["full"]["accuracy"]
+    assert set(report["validation"]) == {"late-entry", "all"}
+
+
 def test_certificate_verdicts_follow_the_certify_rule():
     cert = _certificate(max_entry=3, min_exit=2, n=5)
     assert certificate_verdicts(cert, "late-entry", [1, 2, 3, 4, 5]) == {1: True, 2: True, 3: True, 4: False, 5: False}
