@@ -51,6 +51,10 @@ DEFAULT_CONFIG = {
     "weight_decay": 0.01,
     "augment": True,
     "type_weights": [0.25, 0.15, 0.2, 0.4],
+    "finetune_steps": 800,
+    "finetune_lr": 1e-3,
+    "finetune_warmup": 50,
+    "finetune_type_weights": [0.1, 0.05, 0.05, 0.5, 0.3],
     "image_size": 32,
     "patch_size": 8,
     "vision_hidden": 64,
@@ -263,12 +267,16 @@ def deterministic(seed: int, threads: int):
             torch.use_deterministic_algorithms(old_flag)
 
 
-def train(cfg=None, out=None, log=print, evaluate=True):
+def train(cfg=None, out=None, log=print, evaluate=True, init_from=None):
     """Train the demo model with recipe ``cfg`` (defaults :data:`DEFAULT_CONFIG`); save to ``out``.
 
     Returns ``(model, processor, metrics)``; ``metrics`` holds the held-out test and val
     accuracy per question type (unless ``evaluate`` is false), the parameter count and the
-    wall-clock training time.
+    wall-clock training time. Training has two phases: ``steps`` on the four question types
+    (``type_weights``), then ``finetune_steps`` with a fresh optimiser on a mixture weighted
+    towards multiple choice (``finetune_type_weights`` over :data:`TRAIN_TYPES`). ``init_from``
+    (a directory written by a run of the same recipe) replaces phase 1 by its saved weights;
+    phase 2 draws from its own seeded stream, so the result is the same as a full run.
     """
     cfg = {**DEFAULT_CONFIG, **(cfg or {})}
     unknown = set(cfg) - set(DEFAULT_CONFIG)
@@ -277,52 +285,65 @@ def train(cfg=None, out=None, log=print, evaluate=True):
     if cfg["steps"] < 1:
         raise ValueError(f"`steps` must be >= 1, got {cfg['steps']}")
     with deterministic(cfg["seed"], cfg["threads"]):
-        return _train(cfg, out, log, evaluate)
+        return _train(cfg, out, log, evaluate, init_from)
 
 
-def _train(cfg, out, log, evaluate):
+TRAIN_TYPES = (*QUESTION_TYPES, "choice_text")
+"""Training question types: the four evaluated ones and ``choice_text``, multiple choice with the
+digit named in the text ("which digit is 3? A) 3 B) 7 C) 1 D) 9"), an auxiliary task that
+teaches the option-matching the image version needs (answered by the letter as well)."""
+
+
+def _training_question(label, qtype, rng):
+    if qtype != "choice_text":
+        return make_question(label, qtype, rng)
+    q = make_question(label, "choice", rng)
+    return {**q, "question": q["question"].replace("which digit is shown?", f"which digit is {label}?")}
+
+
+def _check_weights(weights, name):
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(TRAIN_TYPES),) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"`{name}` must be non-negative weights for {TRAIN_TYPES[:len(w)]}, not all "
+                         f"zero, got {weights!r}")
+    return w / w.sum()
+
+
+def _run_phase(model, tok, train_pix, phase, cfg, rng, log, t0, name):
+    """AdamW with linear warmup and cosine decay over ``phase["steps"]`` batches of fresh questions."""
     import torch
 
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    processor = build_processor(cfg)
-    tok = processor.tokenizer
-    model = build_model(cfg, tok)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"parameters: {n_params}")
-
     _, labels = _digits()
-    splits = split_indices()
-    train_idx = splits["train"]
-    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)] if cfg["augment"] else [(0, 0)]
-    train_pix = pixel_table(processor, train_idx, shifts)
-
+    train_idx = split_indices()["train"]
+    n_shifts = train_pix.shape[0]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+                             {"params": no_decay, "weight_decay": 0.0}], lr=phase["lr"])
+    steps, warmup = phase["steps"], phase["warmup"]
 
     def lr_at(step):
-        if step < cfg["warmup"]:
-            return (step + 1) / cfg["warmup"]
-        frac = (step - cfg["warmup"]) / max(cfg["steps"] - cfg["warmup"], 1)
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(steps - warmup, 1)
         return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    rng = np.random.default_rng(cfg["seed"])
-    type_p = np.asarray(cfg["type_weights"], dtype=np.float64)
-    if type_p.shape != (len(QUESTION_TYPES),) or np.any(type_p < 0) or type_p.sum() <= 0:
-        raise ValueError(f"`type_weights` must be {len(QUESTION_TYPES)} non-negative weights for "
-                         f"{QUESTION_TYPES}, got {cfg['type_weights']!r}")
-    type_p = type_p / type_p.sum()
+    weights = phase["type_weights"]
+    if len(weights) == len(QUESTION_TYPES) + 1 and weights[-1] == 0.0:
+        weights = weights[:-1]  # the same draws as a four-type mixture
+        type_p = _check_weights(list(weights) + [0.0], "type_weights")[:-1]
+    else:
+        type_p = _check_weights(weights, "finetune_type_weights")
     prompts = PromptCache(tok, num_image_tokens(cfg))
     answer_id = {w: tok.convert_tokens_to_ids(w) for w in (*DIGIT_WORDS, *CHOICE_LETTERS, "yes", "no")}
     model.train()
     running = 0.0
-    for step in range(cfg["steps"]):
+    for step in range(steps):
         pos = rng.integers(0, len(train_idx), size=cfg["batch_size"])
-        shift = rng.integers(0, len(shifts), size=cfg["batch_size"])
-        qtypes = rng.choice(len(QUESTION_TYPES), size=cfg["batch_size"], p=type_p)
-        qs = [make_question(int(labels[train_idx[p]]), QUESTION_TYPES[q], rng) for p, q in zip(pos, qtypes)]
+        shift = rng.integers(0, n_shifts, size=cfg["batch_size"])
+        qtypes = rng.choice(len(type_p), size=cfg["batch_size"], p=type_p)
+        qs = [_training_question(int(labels[train_idx[p]]), TRAIN_TYPES[q], rng) for p, q in zip(pos, qtypes)]
         ids, mask = collate([prompts(q["question"]) for q in qs], tok.pad_token_id)
         target = torch.tensor([answer_id[q["answer"]] for q in qs])
         pix = train_pix[torch.from_numpy(shift), torch.from_numpy(pos)]
@@ -333,14 +354,49 @@ def _train(cfg, out, log, evaluate):
         opt.step()
         sched.step()
         running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if (step + 1) % 100 == 0 or step + 1 == cfg["steps"]:
-            log(f"step {step + 1}/{cfg['steps']} loss {running:.4f} ({time.perf_counter() - t0:.0f} s)")
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(f"{name} step {step + 1}/{steps} loss {running:.4f} ({time.perf_counter() - t0:.0f} s)")
+    model.eval()
+
+
+def _train(cfg, out, log, evaluate, init_from):
+    import torch
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    processor = build_processor(cfg)
+    tok = processor.tokenizer
+    model = build_model(cfg, tok)
+    if init_from is not None:
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(init_from, dtype=torch.float32,
+                                                              local_files_only=True)
+        model.config.image_seq_length = num_image_tokens(cfg)
+        log(f"phase 1 skipped: weights from {init_from}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"parameters: {n_params}")
+
+    splits = split_indices()
+    train_idx = splits["train"]
+    shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)] if cfg["augment"] else [(0, 0)]
+    train_pix = pixel_table(processor, train_idx, shifts)
+
+    if init_from is None:
+        phase = {"steps": cfg["steps"], "lr": cfg["lr"], "warmup": cfg["warmup"],
+                 "type_weights": list(cfg["type_weights"]) + [0.0]}
+        _run_phase(model, tok, train_pix, phase, cfg, np.random.default_rng(cfg["seed"]), log, t0, "phase 1")
+    if cfg["finetune_steps"] > 0:
+        phase = {"steps": cfg["finetune_steps"], "lr": cfg["finetune_lr"], "warmup": cfg["finetune_warmup"],
+                 "type_weights": cfg["finetune_type_weights"]}
+        _run_phase(model, tok, train_pix, phase, cfg, np.random.default_rng([cfg["seed"], 2]), log, t0,
+                   "phase 2")
     train_seconds = time.perf_counter() - t0
     cpu_seconds = time.process_time() - cpu0
 
     metrics = {"config": cfg, "parameters": n_params, "train_seconds": round(train_seconds, 1),
                "train_cpu_seconds": round(cpu_seconds, 1),
-               "threads": cfg["threads"], "torch_version": torch.__version__}
+               "threads": cfg["threads"], "torch_version": torch.__version__,
+               "init_from": None if init_from is None else os.fspath(init_from)}
     if evaluate:
         held = np.concatenate([splits["val"], splits["test"]])
         held_pix = pixel_table(processor, held)[0]
@@ -379,13 +435,16 @@ def main(argv=None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="override the number of steps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe entry, e.g. --set text_layers=2")
+    parser.add_argument("--init-from", default=None, metavar="DIR",
+                        help="skip phase 1, starting phase 2 from the weights a run of this recipe wrote")
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = _parse_set(args.set)
     if args.max_steps is not None:
         cfg["steps"] = args.max_steps
-    train(cfg, args.out, log=lambda msg: print(msg, flush=True), evaluate=not args.no_eval)
+    train(cfg, args.out, log=lambda msg: print(msg, flush=True), evaluate=not args.no_eval,
+          init_from=args.init_from)
     return 0
 
 

@@ -1,0 +1,194 @@
+"""The bundled demo VLM and its digits VQA data (skipit.demo)."""
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+from skipit.demo import (
+    BUNDLED_DATASETS,
+    CHOICE_LETTERS,
+    DEMO_MODEL_DIR,
+    QUESTION_TYPES,
+    digits_vqa_records,
+    export_jsonl,
+    load_digits_vqa,
+    split_indices,
+)
+
+N_DIGITS = 1797
+STD_ERRORS = 3.0
+"""Margin, in binomial standard errors on the subset, below the card's test accuracy."""
+
+
+def _digit_labels():
+    from sklearn.datasets import load_digits
+
+    return load_digits().target
+
+
+def test_split_is_disjoint_and_covers_every_image_once():
+    splits = split_indices()
+    together = np.concatenate([splits["train"], splits["val"], splits["test"]])
+    assert len(together) == N_DIGITS
+    assert np.array_equal(np.sort(together), np.arange(N_DIGITS))
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (1258, 180, 359)
+
+
+def test_test_examples_use_only_test_images():
+    test_images = {r["image_index"] for r in digits_vqa_records("test")}
+    train_images = {r["image_index"] for r in digits_vqa_records("train")}
+    val_images = {r["image_index"] for r in digits_vqa_records("val")}
+    assert test_images == set(split_indices()["test"].tolist())
+    assert not test_images & train_images and not test_images & val_images and not train_images & val_images
+
+
+def test_answers_follow_from_the_digit_label():
+    labels = _digit_labels()
+    for r in digits_vqa_records("val"):
+        label = int(labels[r["image_index"]])
+        if r["type"] == "digit":
+            assert r["answer"] == str(label)
+        elif r["type"] == "even":
+            assert r["answer"] == ("yes" if label % 2 == 0 else "no")
+        elif r["type"] == "greater":
+            k = int(r["question"].split("than ")[1].rstrip("?"))
+            assert 0 <= k <= 8
+            assert r["answer"] == ("yes" if label > k else "no")
+        else:
+            options = r["question"].split("? ")[1].split()[1::2]  # "A) 3 B) 7 C) 1 D) 9"
+            assert len(set(options)) == 4 and r["choices"] == list(CHOICE_LETTERS)
+            assert options[CHOICE_LETTERS.index(r["answer"])] == str(label)
+
+
+def test_load_digits_vqa_is_deterministic_and_seed_only_changes_questions():
+    a = load_digits_vqa("val", seed=0)
+    b = load_digits_vqa("val", seed=0)
+    c = load_digits_vqa("val", seed=1)
+    assert [(e["question"], e["answer"], e["type"]) for e in a] == [(e["question"], e["answer"], e["type"]) for e in b]
+    assert all(np.array_equal(np.asarray(x["image"]), np.asarray(y["image"])) for x, y in zip(a, b))
+    assert [e["question"] for e in a] != [e["question"] for e in c]
+    assert all(np.array_equal(np.asarray(x["image"]), np.asarray(y["image"])) for x, y in zip(a, c))
+    assert [e["type"] for e in a[:4]] == list(QUESTION_TYPES)
+
+
+def test_question_types_filter_and_bad_arguments_raise():
+    only = load_digits_vqa("val", question_types=["even"])
+    assert len(only) == 180 and {e["type"] for e in only} == {"even"}
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        load_digits_vqa("dev")
+    with pytest.raises(ValueError, match="`question_types` must be among"):
+        load_digits_vqa("test", question_types=["odd"])
+
+
+def test_bundled_datasets_name_the_held_out_splits():
+    assert set(BUNDLED_DATASETS) == {"digits-test", "digits-val"}
+    assert len(load_digits_vqa(**BUNDLED_DATASETS["digits-test"])) == 359 * len(QUESTION_TYPES)
+
+
+def test_export_jsonl_round_trips(tmp_path):
+    from PIL import Image
+
+    examples = load_digits_vqa("test")[:8]
+    path = export_jsonl(examples, tmp_path / "out")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 8
+    for ex, line in zip(examples, lines):
+        assert (line["question"], line["answer"], line["choices"]) == (ex["question"], ex["answer"], ex["choices"])
+        back = Image.open(path.parent / line["image"])
+        assert np.array_equal(np.asarray(back), np.asarray(ex["image"]))
+
+
+def test_export_jsonl_rejects_an_example_without_answer(tmp_path):
+    ex = dict(load_digits_vqa("test")[0])
+    del ex["answer"]
+    with pytest.raises(ValueError, match="example 0 lacks the field 'answer'"):
+        export_jsonl([ex], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from skipit.demo import load_demo_model
+
+    model, processor = load_demo_model()
+    metrics = json.loads((DEMO_MODEL_DIR / "metrics.json").read_text())
+    return model, processor, metrics
+
+
+def test_packaged_model_is_a_llava_with_12_decoder_layers_under_20_mb(demo):
+    from transformers import LlavaForConditionalGeneration
+
+    model, processor, _ = demo
+    assert isinstance(model, LlavaForConditionalGeneration)
+    assert len(model.model.language_model.layers) >= 12
+    assert (DEMO_MODEL_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
+    tok = processor.tokenizer
+    for answer in [*map(str, range(10)), "yes", "no", *CHOICE_LETTERS]:
+        assert len(tok(answer, add_special_tokens=False)["input_ids"]) == 1, answer
+
+
+def test_packaged_model_reaches_its_card_accuracy_on_the_fixed_test_subset(demo):
+    from skipit.demo.train import TEST_SUBSET, deterministic, evaluate_examples
+
+    model, processor, metrics = demo
+    examples = load_digits_vqa("test", seed=0)[:TEST_SUBSET]
+    with deterministic(seed=0, threads=1):
+        acc = evaluate_examples(model, processor, examples)
+    recorded = metrics["test_subset"]
+    for qtype in QUESTION_TYPES:
+        n = sum(e["type"] == qtype for e in examples)
+        card = metrics["test"][qtype]
+        margin = STD_ERRORS * math.sqrt(max(card * (1 - card), 1 / n) / n)
+        assert acc[qtype] >= card - margin, (qtype, acc[qtype], card)
+        # the same numbers as when the weights were written, up to one borderline example
+        assert abs(acc[qtype] - recorded[qtype]) <= 1 / n + 1e-12, (qtype, acc[qtype], recorded[qtype])
+    assert metrics["test"]["digit"] >= 0.9
+
+
+def _weights_sha(directory):
+    return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_short_training_run_is_bit_identical(tmp_path):
+    pytest.importorskip("torch")
+    from skipit.demo.train import main
+
+    tiny = ["--no-eval", "--max-steps", "2", "--set", "text_layers=2", "--set", "text_hidden=32", "--set", "text_intermediate=64",
+            "--set", "vision_layers=1", "--set", "vision_hidden=32", "--set", "vision_intermediate=64",
+            "--set", "batch_size=8", "--set", "warmup=1", "--set", "augment=false",
+            "--set", "finetune_steps=1", "--set", "finetune_warmup=1"]
+    main(["--out", str(tmp_path / "a"), *tiny])
+    main(["--out", str(tmp_path / "b"), *tiny])
+    main(["--out", str(tmp_path / "c"), *tiny, "--set", "seed=1"])
+    assert _weights_sha(tmp_path / "a") == _weights_sha(tmp_path / "b")
+    assert _weights_sha(tmp_path / "a") != _weights_sha(tmp_path / "c")
+
+
+def test_train_rejects_unknown_config_keys_and_bad_type_weights(tmp_path):
+    pytest.importorskip("torch")
+    from skipit.demo.train import train
+
+    with pytest.raises(ValueError, match=r"unknown config keys \['text_depth'\]"):
+        train({"text_depth": 3})
+    with pytest.raises(ValueError, match=r"`type_weights` must be non-negative weights for \('digit'"):
+        train({"type_weights": [1.0, -1.0, 0.0, 0.0], "steps": 1, "text_layers": 1, "augment": False},
+              evaluate=False)
+
+
+def test_deterministic_restores_the_callers_torch_settings():
+    torch = pytest.importorskip("torch")
+    from skipit.demo.train import deterministic
+
+    threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    state = torch.get_rng_state()
+    with deterministic(seed=0, threads=1):
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        inside = torch.rand(3)
+    with deterministic(seed=0, threads=1):
+        assert torch.equal(torch.rand(3), inside)
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, flag)
+    assert torch.equal(torch.get_rng_state(), state)
