@@ -439,7 +439,7 @@ def plot_report(report, path):
     import matplotlib.pyplot as plt
 
     layers = report["settings"]["layers"]
-    fig, axes = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     ax = axes[0]
     ax.axhline(report["full"]["accuracy"], color="k", lw=1, ls="--", label="full model")
     tol = report["settings"]["tolerance"]
@@ -453,7 +453,7 @@ def plot_report(report, path):
                        edgecolors=colour, lw=1.5, label=f"{mode}: certified safe")
     ax.set_ylabel("accuracy")
     ax.set_title("accuracy with vision tokens entering late / exiting early at layer L")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax = axes[1]
     stats = [s for s in report.get("layer_statistics", []) if s["layer"] in layers]
     if stats:
@@ -463,8 +463,8 @@ def plot_report(report, path):
         ax2 = ax.twinx()
         ax2.plot(xs, [s["visual_attention_ratio"] for s in stats], "d--", color="tab:green", label="VAR")
         ax2.set_ylabel("visual attention ratio")
-        ax2.legend(fontsize=8, loc="upper right")
-        ax.legend(fontsize=8, loc="upper left")
+        ax2.legend(fontsize=8, loc="lower left", bbox_to_anchor=(1.09, 0.0))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.09, 1.0))
     ax.set_xlabel("layer L")
     ax.set_xticks(layers)
     fig.tight_layout()
