@@ -192,3 +192,36 @@ def test_deterministic_restores_the_callers_torch_settings():
         assert torch.equal(torch.rand(3), inside)
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, flag)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_model_card_states_the_accuracy_in_metrics_json():
+    metrics = json.loads((DEMO_MODEL_DIR / "metrics.json").read_text())
+    card = (DEMO_MODEL_DIR.parent / "MODEL_CARD.md").read_text()
+    test_row = next(line for line in card.splitlines() if line.startswith("| test (1436)"))
+    for qtype in QUESTION_TYPES:
+        assert f"**{metrics['test'][qtype]:.3f}**" in test_row, qtype
+
+
+def test_load_demo_model_errors_name_the_fix(tmp_path):
+    pytest.importorskip("torch")
+    from skipit.demo import load_demo_model
+
+    with pytest.raises(FileNotFoundError, match=r"no demo model in .*python -m skipit.demo.train --out"):
+        load_demo_model(model_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"`dtype` must name a torch dtype such as 'float32', got 'float33'"):
+        load_demo_model(dtype="float33")
+
+
+def test_load_demo_model_in_bfloat16_keeps_the_digit_answers(demo):
+    import torch
+
+    from skipit.demo import load_demo_model
+    from skipit.demo.train import deterministic, evaluate_examples
+
+    model16, processor = load_demo_model(dtype="bfloat16")
+    assert next(model16.parameters()).dtype == torch.bfloat16
+    examples = load_digits_vqa("test", question_types=["digit"])[:40]
+    with deterministic(seed=0, threads=1):
+        acc16 = evaluate_examples(model16, processor, examples)["digit"]
+        acc32 = evaluate_examples(demo[0], processor, examples)["digit"]
+    assert acc16 >= acc32 - 0.1
