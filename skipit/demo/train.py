@@ -4,7 +4,9 @@ A ``LlavaForConditionalGeneration`` (2-layer CLIP tower on 32x32 upsampled digit
 patches -> 16 image tokens, a GELU projector, a 12-layer Llama decoder) learns four kinds of
 question about sklearn's handwritten digits (:mod:`skipit.demo`), each answered by one token.
 The loss is the cross-entropy of that token at the last prompt position; nothing else is
-supervised. Training is deterministic: fixed seeds, a fixed thread count and
+supervised. Phase 1 trains on the four question types; phase 2, with a fresh optimiser,
+weights the mixture towards multiple choice and adds a text-only auxiliary (``choice_text``)
+that teaches the option matching, the skill a model this small learns last. Training is deterministic: fixed seeds, a fixed thread count and
 ``torch.use_deterministic_algorithms``, so the same arguments on the same machine give
 bit-identical weights.
 """
@@ -284,6 +286,8 @@ def train(cfg=None, out=None, log=print, evaluate=True, init_from=None):
         raise ValueError(f"unknown config keys {sorted(unknown)}; allowed: {sorted(DEFAULT_CONFIG)}")
     if cfg["steps"] < 1:
         raise ValueError(f"`steps` must be >= 1, got {cfg['steps']}")
+    _check_weights(cfg["type_weights"], "type_weights", QUESTION_TYPES)
+    _check_weights(cfg["finetune_type_weights"], "finetune_type_weights", TRAIN_TYPES)
     with deterministic(cfg["seed"], cfg["threads"]):
         return _train(cfg, out, log, evaluate, init_from)
 
@@ -301,16 +305,17 @@ def _training_question(label, qtype, rng):
     return {**q, "question": q["question"].replace("which digit is shown?", f"which digit is {label}?")}
 
 
-def _check_weights(weights, name):
+def _check_weights(weights, name, types):
     w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (len(TRAIN_TYPES),) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"`{name}` must be non-negative weights for {TRAIN_TYPES[:len(w)]}, not all "
-                         f"zero, got {weights!r}")
+    if w.shape != (len(types),) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"`{name}` must be {len(types)} non-negative weights for {types}, not all zero, "
+                         f"got {weights!r}")
     return w / w.sum()
 
 
 def _run_phase(model, tok, train_pix, phase, cfg, rng, log, t0, name):
-    """AdamW with linear warmup and cosine decay over ``phase["steps"]`` batches of fresh questions."""
+    """AdamW with linear warmup and cosine decay over ``phase["steps"]`` batches of fresh questions,
+    of types drawn with probabilities ``phase["type_p"]`` over the first entries of TRAIN_TYPES."""
     import torch
 
     _, labels = _digits()
@@ -329,12 +334,7 @@ def _run_phase(model, tok, train_pix, phase, cfg, rng, log, t0, name):
         return 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    weights = phase["type_weights"]
-    if len(weights) == len(QUESTION_TYPES) + 1 and weights[-1] == 0.0:
-        weights = weights[:-1]  # the same draws as a four-type mixture
-        type_p = _check_weights(list(weights) + [0.0], "type_weights")[:-1]
-    else:
-        type_p = _check_weights(weights, "finetune_type_weights")
+    type_p = phase["type_p"]  # over a prefix of TRAIN_TYPES
     prompts = PromptCache(tok, num_image_tokens(cfg))
     answer_id = {w: tok.convert_tokens_to_ids(w) for w in (*DIGIT_WORDS, *CHOICE_LETTERS, "yes", "no")}
     model.train()
@@ -383,11 +383,11 @@ def _train(cfg, out, log, evaluate, init_from):
 
     if init_from is None:
         phase = {"steps": cfg["steps"], "lr": cfg["lr"], "warmup": cfg["warmup"],
-                 "type_weights": list(cfg["type_weights"]) + [0.0]}
+                 "type_p": _check_weights(cfg["type_weights"], "type_weights", QUESTION_TYPES)}
         _run_phase(model, tok, train_pix, phase, cfg, np.random.default_rng(cfg["seed"]), log, t0, "phase 1")
     if cfg["finetune_steps"] > 0:
         phase = {"steps": cfg["finetune_steps"], "lr": cfg["finetune_lr"], "warmup": cfg["finetune_warmup"],
-                 "type_weights": cfg["finetune_type_weights"]}
+                 "type_p": _check_weights(cfg["finetune_type_weights"], "finetune_type_weights", TRAIN_TYPES)}
         _run_phase(model, tok, train_pix, phase, cfg, np.random.default_rng([cfg["seed"], 2]), log, t0,
                    "phase 2")
     train_seconds = time.perf_counter() - t0

@@ -174,9 +174,10 @@ def test_train_rejects_unknown_config_keys_and_bad_type_weights(tmp_path):
 
     with pytest.raises(ValueError, match=r"unknown config keys \['text_depth'\]"):
         train({"text_depth": 3})
-    with pytest.raises(ValueError, match=r"`type_weights` must be non-negative weights for \('digit'"):
-        train({"type_weights": [1.0, -1.0, 0.0, 0.0], "steps": 1, "text_layers": 1, "augment": False},
-              evaluate=False)
+    with pytest.raises(ValueError, match=r"`type_weights` must be 4 non-negative weights for \('digit'"):
+        train({"type_weights": [1.0, -1.0, 0.0, 0.0]})
+    with pytest.raises(ValueError, match=r"`finetune_type_weights` must be 5 non-negative weights .*'choice_text'"):
+        train({"finetune_type_weights": [1.0, 0.0, 0.0, 0.0]})
 
 
 def test_deterministic_restores_the_callers_torch_settings():
