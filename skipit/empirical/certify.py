@@ -457,6 +457,28 @@ def _to_model(value, device, dtype):
     return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
 
 
+def _weights_fingerprint(model, per_tensor=8):
+    """A cheap fingerprint of the weights: shape and a few values of every parameter.
+
+    A retrained model saved to the same place must not resume another model's checkpoint;
+    hashing every byte of a 13B model would cost minutes, so a few values per tensor are
+    hashed (any real retraining changes them).
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            flat = param.detach().reshape(-1)
+            picks = torch.cat([flat[:per_tensor], flat[-per_tensor:]]).to("cpu", torch.float64)
+            digest.update(name.encode())
+            digest.update(str(tuple(param.shape)).encode())
+            digest.update(picks.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _batches(indices, batch_size):
     for i in range(0, len(indices), batch_size):
         yield indices[i:i + batch_size]
@@ -474,7 +496,7 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     the examples done are saved every ``checkpoint_every`` batches; a later call with the
     same directory and ``resume=True`` continues from there (refused, with
     :class:`skipit.errors.SkipitError`, if the data's sha256, the batch size, the captured
-    thresholds or the model (location, type, layers, dtype) differ).
+    thresholds or the model (location, type, layers, dtype, a fingerprint of the weights) differ).
     ``max_batches`` stops after that many new batches without a certificate (``None`` is
     returned): used to test resumption. ``model_info`` / ``data_info`` / ``run_info`` are
     copied into the certificate's model, data and settings blocks. Returns the
@@ -498,7 +520,8 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     settings_key = json.dumps({"thresholds": list(settings.thresholds)})
     model_key = json.dumps({"model": (model_info or {}).get("location") or (model_info or {}).get("name"),
                             "model_type": adapter.model_type, "num_layers": adapter.num_layers(model),
-                            "dtype": str(next(model.parameters()).dtype)})
+                            "dtype": str(next(model.parameters()).dtype),
+                            "weights": _weights_fingerprint(model)})
     state = _CheckpointState(sha, len(examples), int(batch_size), settings_key, model_key)
     total = None
     if checkpoint_dir is not None:

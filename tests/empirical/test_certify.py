@@ -440,3 +440,27 @@ def test_certificate_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", real_replace)
     assert json.loads((tmp_path / "certificate.json").read_text()) == {"schema": SCHEMA, "n": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["certificate.json"]
+
+
+def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llava, tmp_path):
+    """Same path, same architecture, other weights (a retrained model): the old checkpoint
+    must not be resumed, or the certificate would mix two models' statistics."""
+    import torch
+
+    from skipit.empirical.certify import certify
+    from skipit.errors import SkipitError
+    from tests.empirical.certify_helpers import digit_examples
+
+    model, processor, info = tiny_llava
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
+    layer_norm = model.model.language_model.layers[-1].post_attention_layernorm.weight
+    saved = layer_norm.detach().clone()
+    try:
+        with torch.no_grad():
+            layer_norm.mul_(1.5)
+        with pytest.raises(SkipitError, match="different model_key"):
+            certify(model, processor, digit_examples(6), batch_size=3, checkpoint_dir=tmp_path,
+                    progress=False, model_info=info)
+    finally:
+        with torch.no_grad():
+            layer_norm.copy_(saved)
