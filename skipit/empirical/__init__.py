@@ -19,10 +19,13 @@ _LAZY = {
     # skipping
     "late_entry": "skipit.empirical.skipping",
     "early_exit": "skipit.empirical.skipping",
+    "TokenSkipper": "skipit.empirical.skipping",
+    "choose_vtw_layer": "skipit.empirical.baselines",
     "fastv_prune": "skipit.empirical.baselines",
     "visual_token_withdrawal": "skipit.empirical.baselines",
     # certificate
     "certify": "skipit.empirical.certify",
+    "theorem6_measurements": "skipit.empirical.lipschitz",
 }
 
 
