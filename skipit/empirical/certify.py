@@ -9,7 +9,7 @@ Two halves:
   :func:`skipit.empirical.capture_statistics`, checkpoints the statistics so a run can
   be interrupted and resumed, and returns the certificate (``skipit.certificate/1``).
 
-The decision rule (documented in ``docs/certify.md``). With ``N`` decoder layers,
+The decision rule (documented in the README, section "skipit certify"). With ``N`` decoder layers,
 ``eps`` (redundancy level), ``t`` (proximal threshold, one of the captured
 thresholds), ``tau`` (attention threshold) and confidence ``c``; every bound is taken
 at level ``delta = (1 - c) / (3 N)`` (Bonferroni over the ``3 N`` tests below, so all
