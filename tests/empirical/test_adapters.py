@@ -21,15 +21,6 @@ from skipit.empirical.testing import (  # noqa: E402
 NUM_LAYERS = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run ~50x faster single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=TINY_MODEL_TYPES)
 def model_and_batch(request):
     model = tiny_model(request.param, seed=0, num_layers=NUM_LAYERS)

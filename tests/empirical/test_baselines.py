@@ -18,14 +18,6 @@ from skipit.empirical.testing import tiny_batch, tiny_model  # noqa: E402
 
 from skipit.empirical.testing import TINY_MODEL_TYPES as FAMILIES  # noqa: E402  every family C builds
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: two threads only add hand-off latency on a shared 2-core machine
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 N = 4
 GEN = dict(do_sample=False, suppress_tokens=list(range(120, 128)))
 _MODELS = {}

@@ -24,15 +24,6 @@ from skipit.empirical import RunStatistics, capture_statistics  # noqa: E402
 from skipit.empirical.capture import answer_positions  # noqa: E402
 from skipit.empirical.testing import TINY_MODEL_TYPES, collate, tiny_batch, tiny_examples, tiny_model  # noqa: E402
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run ~50x faster single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 REFERENCE_REL = 1e-5   # the issue's tolerance against the naive reference
 BATCHING_REL = 1e-9    # float64 models: batching changes hidden states by ~1e-16
 

@@ -18,14 +18,6 @@ from skipit.empirical.skipping import early_exit, late_entry  # noqa: E402
 from skipit.empirical.testing import tiny_batch, tiny_model  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: two threads only add hand-off latency on a shared 2-core machine
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 N = 4
 
 

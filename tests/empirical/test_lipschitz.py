@@ -14,15 +14,6 @@ from skipit.empirical.testing import collate, tiny_examples, tiny_model  # noqa:
 N = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # forward-mode AD on tiny tensors is dominated by thread hand-offs on a shared machine
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def test_spectral_norm_of_a_linear_map_is_its_largest_singular_value():
     """J = A for x -> A x; A = U diag(s) V^T with known s: power iteration returns max(s)."""
     gen = torch.Generator().manual_seed(0)

@@ -13,14 +13,6 @@ from skipit.empirical.testing import tiny_batch, tiny_examples, tiny_model, coll
 
 from skipit.empirical.testing import TINY_MODEL_TYPES as FAMILIES  # noqa: E402  every family C builds
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matrices: two threads only add hand-off latency on a shared 2-core machine
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
 N = 4
 ATOL = 1e-5
 # random tiny models may emit an image placeholder, which no-cache decoding re-reads as an image
