@@ -47,6 +47,11 @@ def main(argv=None) -> int:
     except SkipitError as err:
         print(f"skipit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `skipit bounds | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"skipit {args.command}: interrupted", file=sys.stderr)
         return 130
