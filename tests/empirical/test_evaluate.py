@@ -189,8 +189,7 @@ def test_demo_model_certify_then_evaluate(tmp_path, capsys):
     the certificate on the same bundled test examples."""
     from skipit.demo import DEMO_MODEL_DIR
 
-    if not (DEMO_MODEL_DIR / "model.safetensors").exists():
-        pytest.skip("the bundled demo model is not built in this checkout")
+    assert (DEMO_MODEL_DIR / "model.safetensors").exists(), "the bundled demo model is missing from the package"
     assert main(["certify", "--out", str(tmp_path / "cert"), "--samples", "32", "--no-progress"]) == 0
     cert = tmp_path / "cert" / "certificate.json"
     out = tmp_path / "eval"
