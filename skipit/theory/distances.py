@@ -36,13 +36,20 @@ def _vectors(name, v):
     return a
 
 
-def _norms(name, a):
-    n = np.linalg.norm(a, axis=-1)
-    if np.any(n == 0):
-        where = tuple(int(i) for i in np.argwhere(np.atleast_1d(n == 0))[0]) if n.ndim else ()
+def _scaled(name, a):
+    """``(a / m, ||a / m||)`` with ``m`` the max-abs entry of each vector (last axis).
+
+    Dividing by ``m`` first keeps the norm from overflowing (entries near 1e155 square to
+    inf) or underflowing (entries near 1e-170 square to 0); the cosine and the unit vector
+    do not depend on the scale. ``ValueError`` naming ``name`` for a zero vector.
+    """
+    m = np.max(np.abs(a), axis=-1)
+    if np.any(m == 0):
+        where = tuple(int(i) for i in np.argwhere(np.atleast_1d(m == 0))[0]) if m.ndim else ()
         raise ValueError(f"`{name}` must have nonzero norm (cosine distance is undefined for zero vectors), "
                          f"got a zero vector at batch index {where}")
-    return n
+    s = a / m[..., None]
+    return s, np.linalg.norm(s, axis=-1)
 
 
 def cosine_distance(x: Float[ArrayLike, "*batch d"], y: Float[ArrayLike, "*batch d"]) -> Float[np.ndarray, "*batch"] | float:
@@ -59,8 +66,8 @@ def cosine_distance(x: Float[ArrayLike, "*batch d"], y: Float[ArrayLike, "*batch
     b = _vectors("y", y)
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"`x` and `y` must have the same vector length (last axis), got {a.shape[-1]} and {b.shape[-1]}")
-    na = _norms("x", a)
-    nb = _norms("y", b)
+    a, na = _scaled("x", a)
+    b, nb = _scaled("y", b)
     cos = np.einsum("...i,...i->...", a, b) / (na * nb)
     rho = np.clip(1.0 - cos, 0.0, COSINE_DISTANCE_MAX)
     return float(rho) if rho.ndim == 0 else rho
@@ -68,8 +75,8 @@ def cosine_distance(x: Float[ArrayLike, "*batch d"], y: Float[ArrayLike, "*batch
 
 def unit_normalize(x: Float[ArrayLike, "*batch d"]) -> Float[np.ndarray, "*batch d"]:
     """``x / ||x||`` along the last axis; ``ValueError`` naming ``x`` for zero vectors or NaN."""
-    a = _vectors("x", x)
-    return a / _norms("x", a)[..., None]
+    a, n = _scaled("x", _vectors("x", x))
+    return a / n[..., None]
 
 
 def is_unit_norm(x, atol=1e-9):

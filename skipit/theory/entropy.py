@@ -39,9 +39,9 @@ def _log_base(base) -> float:
     try:
         b = float(base)
     except (TypeError, ValueError):
-        raise ValueError(f"`base` must be a number > 0 and != 1, got {base!r}") from None
-    if not (b > 0) or b == 1.0 or math.isnan(b):
-        raise ValueError(f"`base` must be a number > 0 and != 1, got {base!r}")
+        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}") from None
+    if not (b > 0) or b == 1.0 or not math.isfinite(b):
+        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}")
     return math.log(b)
 
 

@@ -189,7 +189,9 @@ def theorem2_bound(alpha, beta, eps, eta_l, eta_prev):
 
     Errata: strict ``<`` fails when ``alpha = beta = eta_l = eta_prev = 0`` (0 < 0); the
     proof writes ``L_1, L_2`` for ``alpha, beta``. Loose: :func:`theorem2_bound_sharp` is
-    never larger, and by a factor up to 3 when one term dominates.
+    never larger, and up to 6 times smaller: with ``eta_l = eta_prev = 0`` the ratio is
+    ``6(alpha^2+beta^2)/(alpha+beta)^2``, in [3, 6] (6 when ``beta = 0``, 3 when
+    ``alpha = beta``); with ``alpha = beta = 0`` and one ``eta`` zero it is 3.
     """
     args = _theorem2_args(alpha, beta, eps, eta_l, eta_prev)
     return _c.result(_NUMERIC["theorem2_bound"](*args), alpha, beta, eps, eta_l, eta_prev)
@@ -236,7 +238,7 @@ register("theorem2_bound", "Theorem 2 (Sec. 3.2, proof App. A.2)",
          "Hypotheses of Theorem 1, eta_l = E||f_l(X_l) - E[Z|X_l]||^2, eta_prev likewise  =>  "
          "E||f_l(X_l) - f_prev(X_prev)||^2 <= 3 eta_l + 3 eta_prev + 6(alpha^2 + beta^2) eps.",
          {"alpha": 1.0, "beta": 0.5, "eps": 0.1, "eta_l": 0.01, "eta_prev": 0.02}, "corrected",
-         "Strict < fails when alpha = beta = eta_l = eta_prev = 0; proof writes L_1, L_2 for alpha, beta; loose by up to 3x.")
+         "Strict < fails when alpha = beta = eta_l = eta_prev = 0; proof writes L_1, L_2 for alpha, beta; loose by up to 6x (3x when alpha = beta).")
 register("theorem2_bound_sharp", "Theorem 2 (Sec. 3.2), sharper",
          "Hypotheses of Theorem 2  =>  E||f_l(X_l) - f_prev(X_prev)||^2 <= "
          "(sqrt(eta_l) + sqrt(eta_prev) + (alpha + beta) sqrt(eps))^2.",

@@ -103,9 +103,10 @@ def _pmin_pmax(p_min, p_max):
 
 def _nonneg(name, v):
     a = np.asarray(v, dtype=float)
-    if np.any(np.isnan(a)) or np.any(a < 0):
-        bad = a[np.isnan(a) | (a < 0)].ravel()[0]
-        raise ValueError(f"`{name}` must be >= 0, got {bad}")
+    bad_mask = ~np.isfinite(a) | (a < 0)
+    if np.any(bad_mask):
+        bad = a[bad_mask].ravel()[0]
+        raise ValueError(f"`{name}` must be >= 0 and finite, got {bad}")
     return a
 
 
@@ -118,10 +119,26 @@ def _finite(name, v):
 
 
 def _lb(base):
-    b = float(base)
-    if not (b > 0) or b == 1.0:
-        raise ValueError(f"`base` must be a number > 0 and != 1, got {base!r}")
+    try:
+        b = float(base)
+    except (TypeError, ValueError):
+        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}") from None
+    if not (b > 0) or b == 1.0 or not math.isfinite(b):
+        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}")
     return math.log(b)
+
+
+def _theorem3_p_t(p_t, t):
+    """P_t as a probability, and 0 wherever t = 2: rho <= 2 always, so P[rho > 2] = 0."""
+    p = _prob("p_t", p_t)
+    tt = np.asarray(t, dtype=float)
+    p_b, t_b = np.broadcast_arrays(p, tt)
+    impossible = (t_b == 2.0) & (p_b > 0)
+    if np.any(impossible):
+        i = np.flatnonzero(impossible.ravel())[0]
+        raise ValueError(f"`p_t` must be 0 when `t` = 2 (the cosine distance never exceeds 2, so "
+                         f"P[rho > 2] = 0), got p_t={p_b.ravel()[i]} with t=2")
+    return p
 
 
 def _scalar(x):
@@ -179,8 +196,8 @@ def theorem3_mi_lower_bound(p_t, t, d, base=math.e):
     cap fraction is computed in log space, e.g. 2.7e3 nats at d = 8192, t = 0.3).
     """
     lb = _lb(base)
-    p = _prob("p_t", p_t)
     logf = log_cap_fraction(t, d)
+    p = _theorem3_p_t(p_t, t)
     with np.errstate(invalid="ignore"):
         val = np.where(p == 1.0, 0.0, (1.0 - p) * (-logf)) - math.log(2.0)
     return _scalar(np.asarray(val) / lb)
@@ -194,8 +211,8 @@ def theorem3_mi_lower_bound_sharp(p_t, t, d, base=math.e):
     :func:`theorem3_mi_lower_bound` (by the amount P_t log(1/(1 - F)) + log 2 - h(P_t) >= 0).
     """
     lb = _lb(base)
-    p = _prob("p_t", p_t)
     logf = log_cap_fraction(t, d)
+    p = _theorem3_p_t(p_t, t)
     a = 1.0 - p
     # 1 - F(t, d) = F(2 - t, d) (the complement of a cap is the opposite open cap)
     log1mf = log_cap_fraction(2.0 - np.asarray(t, dtype=float), d)
@@ -366,9 +383,24 @@ def exact_proximal_quantities(p, rho, t) -> ProximalQuantities:
 
     ``rho[i, j]`` is the distance between the i-th value of X_l and the j-th of X_prev;
     p_min / p_max are the inf / sup over the support of X_l of P[rho(X_prev, x) <= t].
+    Raises ValueError when ``p`` is not a 2-d pmf, ``rho.shape != p.shape``, an entry of
+    ``rho`` or ``t`` is NaN or outside [0, 2].
     """
     p = validate_pmf(p)
+    if p.ndim != 2:
+        raise ValueError(f"`p` must be a 2-d pmf p[i, j] = P(X_l = v_i, X_prev = v_j), got {p.ndim} axes")
     rho = np.asarray(rho, dtype=float)
+    if rho.shape != p.shape:
+        raise ValueError(f"`rho` must have the shape of `p` {p.shape}, got {rho.shape}")
+    if np.any(np.isnan(rho)) or np.any((rho < 0) | (rho > 2)):
+        bad = rho[np.isnan(rho) | (rho < 0) | (rho > 2)].ravel()[0]
+        raise ValueError(f"`rho` must have entries in [0, 2] (cosine distances), got {bad}")
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"`t` must be a number in [0, 2], got {t!r}") from None
+    if not 0.0 <= t <= 2.0:  # also rejects NaN
+        raise ValueError(f"`t` must be in [0, 2] (a cosine distance), got {t}")
     inside = rho <= t
     p_l, p_prev = p.sum(1), p.sum(0)
     ball = np.clip(inside.astype(float) @ p_prev, 0.0, 1.0)

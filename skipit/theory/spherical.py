@@ -35,8 +35,9 @@ def _check_t_d(t, d):
     d_arr = np.asarray(d, dtype=float)
     if np.any(np.isnan(t)):
         raise ValueError(f"`t` must be a number in [0, 2], got NaN (t={t!r})")
-    if np.any(np.isnan(d_arr)):
-        raise ValueError(f"`d` must be an integer >= 2, got NaN (d={d!r})")
+    if np.any(~np.isfinite(d_arr)):
+        bad = d_arr[~np.isfinite(d_arr)].ravel()[0]
+        raise ValueError(f"`d` must be a finite integer >= 2 (the ambient dimension), got {bad}")
     if np.any((t < 0) | (t > 2)):
         bad = t[(t < 0) | (t > 2)].ravel()[0]
         raise ValueError(f"`t` must be in [0, 2] (a cosine distance), got {bad}")

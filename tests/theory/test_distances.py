@@ -67,3 +67,15 @@ def test_unit_normalize_gives_unit_rows_and_rejects_zero():
     assert is_unit_norm(x) and not is_unit_norm([[1.0, 1.0]])
     with pytest.raises(ValueError, match="`x` must have nonzero norm"):
         unit_normalize([0.0, 0.0])
+
+
+@pytest.mark.parametrize("scale", [1e155, 1e300, 1e-170, 1e-320])
+def test_cosine_distance_and_unit_normalize_survive_extreme_scales(scale):
+    """Entries whose squares overflow (1e155) or underflow (1e-170, subnormal 1e-320) still give exact answers."""
+    x, y = scale * np.array([3.0, 4.0]), scale * np.array([4.0, 3.0])
+    assert cosine_distance(x, x) == pytest.approx(0.0, abs=TOL)
+    assert cosine_distance(x, -x) == pytest.approx(2.0, abs=TOL)
+    assert cosine_distance(x, y) == pytest.approx(1.0 - 24.0 / 25.0, abs=TOL)
+    assert cosine_distance([scale, 0.0], [scale, 0.0]) == pytest.approx(0.0, abs=TOL)
+    assert np.allclose(unit_normalize(x), [0.6, 0.8], rtol=0, atol=TOL)
+    assert np.allclose(unit_normalize([[scale, 0.0], [3.0, 4.0]]), [[1.0, 0.0], [0.6, 0.8]], rtol=0, atol=TOL)

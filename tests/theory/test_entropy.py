@@ -111,7 +111,11 @@ def test_invalid_pmf_raises_naming_the_argument(p, match):
 
 
 def test_invalid_base_and_axes_raise():
-    with pytest.raises(ValueError, match=r"`base` must be a number > 0 and != 1, got 1"):
+    with pytest.raises(ValueError, match=r"`base` must be a finite number > 0 and != 1, got 1"):
         entropy([0.5, 0.5], base=1)
+    with pytest.raises(ValueError, match=r"`base` must be a finite number > 0 and != 1, got inf"):
+        entropy([0.5, 0.5], base=math.inf)
+    with pytest.raises(ValueError, match=r"`base` must be a finite number > 0 and != 1, got nan"):
+        mutual_information(np.full((2, 2), 0.25), 0, 1, base=math.nan)
     with pytest.raises(ValueError, match=r"`x` must be axes of the pmf.*5"):
         mutual_information(np.full((2, 2), 0.25), 5, 1)

@@ -77,7 +77,9 @@ def test_vectorised_broadcasting_shape():
     "t, d, match",
     [(-0.1, 4, r"`t` must be in \[0, 2\].*-0.1"), (2.5, 4, r"`t` must be in \[0, 2\].*2.5"),
      (0.5, 1, r"`d` must be an integer >= 2.*1"), (0.5, 3.5, r"`d` must be an integer >= 2.*3.5"),
-     (np.nan, 4, r"`t` must be a number in \[0, 2\], got NaN")],
+     (np.nan, 4, r"`t` must be a number in \[0, 2\], got NaN"),
+     (0.5, np.inf, r"`d` must be a finite integer >= 2.*got inf"),
+     (0.5, np.nan, r"`d` must be a finite integer >= 2.*got nan")],
 )
 def test_invalid_arguments_raise_naming_the_argument(t, d, match):
     with pytest.raises(ValueError, match=match):
