@@ -65,7 +65,8 @@ def test_corollary4_upper_bounds_exact_conditional_entropy(law_t):
 
 
 def test_theorem4_needs_no_p_min_plus_p_max_below_one():
-    # two antipodal points, t = 2: every ball is the whole support, p_min + p_max = 2
+    # two antipodal points, t = 1: each ball holds only its centre, of X_prev-probability 1/2,
+    # so p_min = p_max = 1/2 and p_min + p_max = 1 (the paper asks for < 1)
     rho = np.array([[0.0, 2.0], [2.0, 0.0]])
     p = np.array([[0.4, 0.1], [0.1, 0.4]])
     pq = exact_proximal_quantities(p, rho, 1.0)
@@ -175,8 +176,18 @@ def test_numeric_functions_equal_their_sympy_expressions(p_t, p_min, p_max, h, b
         ev("theorem4_mi_lower_bound", (p_t, p_min, p_max)), abs=1e-12)
     assert corollary4_conditional_entropy_upper_bound(h, p_t, p_min, p_max) == pytest.approx(
         ev("corollary4_conditional_entropy_upper_bound", (h, p_t, p_min, p_max)), abs=1e-12)
-    assert theorem5_bound(b, p_min) == pytest.approx(ev("theorem5_bound", (b, p_min)), abs=1e-12)
-    assert theorem5_entropy_bound(b, h, 2.0) == pytest.approx(ev("theorem5_entropy_bound", (b, h, 2.0)), abs=1e-12)
+    # Theorem 5's numeric functions are lambdified from the sympy forms: compare both with the
+    # statement written out by hand, 2 B^2 I and 2 B^2 (H + C)
+    cmi, c = p_min, 2.0
+    assert theorem5_bound(b, cmi) == pytest.approx(2.0 * b**2 * cmi, rel=1e-12, abs=1e-12)
+    assert ev("theorem5_bound", (b, cmi)) == pytest.approx(2.0 * b**2 * cmi, rel=1e-12, abs=1e-12)
+    assert theorem5_entropy_bound(b, h, c) == pytest.approx(2.0 * b**2 * (h + c), rel=1e-12, abs=1e-12)
+    assert ev("theorem5_entropy_bound", (b, h, c)) == pytest.approx(2.0 * b**2 * (h + c), rel=1e-12, abs=1e-12)
+    # and Theorem 4 / Corollary 4 with the paper's expression written out
+    h2 = -p_t * math.log(p_t) - (1 - p_t) * math.log(1 - p_t)
+    t4 = (1 - p_t) * math.log(1 / p_max) - p_t * math.log(1 - p_min) - h2
+    assert theorem4_mi_lower_bound(p_t, p_min, p_max) == pytest.approx(t4, abs=1e-12)
+    assert corollary4_conditional_entropy_upper_bound(h, p_t, p_min, p_max) == pytest.approx(h - t4, abs=1e-12)
 
 
 @pytest.mark.parametrize("p_t, t, d", [(0.1, 0.3, 5), (0.5, 0.9, 17), (0.2, 1.4, 40), (0.0, 0.05, 64)])
@@ -307,6 +318,15 @@ def test_jax_grad_equals_sympy_diff(name):
         grads = jax.grad(f, argnums=tuple(range(len(args))))(*(jnp.asarray(v, dtype=jnp.float64) for v in vals))
     finally:
         jax.config.update("jax_enable_x64", before)
-    for sym, g in zip(args, grads):
+    numeric = getattr(inf, name)
+    for i, (sym, g) in enumerate(zip(args, grads)):
         want = float(sp.diff(inf.SYMBOLIC[name], sym).subs(dict(zip(args, vals))))
         assert float(g) == pytest.approx(want, rel=1e-10, abs=1e-12)
+        # and against skipit's public numeric function, by a central difference (step 1e-6:
+        # truncation ~1e-12, rounding ~1e-10)
+        h = 1e-6
+        up, down = list(vals), list(vals)
+        up[i] += h
+        down[i] -= h
+        fd = (float(numeric(*up)) - float(numeric(*down))) / (2 * h)
+        assert float(g) == pytest.approx(fd, rel=1e-7, abs=1e-7), (name, sym.name, "finite difference")

@@ -1,4 +1,5 @@
-"""Each functional-side bound agrees with its sympy form; with jax, grad agrees with sympy.diff."""
+"""Each functional-side bound agrees with a hand-written formula, as does its sympy form; with jax, grad of
+the sympy form agrees with sympy.diff and with a finite difference of the public numeric function."""
 
 import zlib
 
@@ -19,6 +20,9 @@ RANGES = {  # interior points of each argument's valid range
 }
 INTEGERS = {"L": (1, 12), "entry": (0, 1)}
 TOL = 1e-12
+#: central difference step (relative) and tolerance: truncation O(h^2) ~ 1e-12, rounding ~ 1e-16/h ~ 1e-10
+FD_STEP = 1e-6
+FD_TOL = 1e-7
 
 
 def _points(args, rng, size):
@@ -38,13 +42,55 @@ def test_every_bound_has_a_symbolic_form_and_collected_by_symbolic():
         assert set(module.ARGUMENTS[name]) >= module.SYMBOLIC[name].free_symbols
 
 
+def _geometric_sum(lam, L):
+    """sum_{j < L} lam^j term by term (no closed form, so no 0/0 at lam = 1)."""
+    return sum(lam**j for j in range(int(L)))
+
+
+#: Each bound written out by hand from the paper / ERRATA.md, independently of the sympy forms
+#: (from which the numeric functions are lambdified), so a wrong sympy expression fails.
+REFERENCE = {
+    "lemma1_bound": lambda d_xz, d_zy: 2 * d_xz**2 + 2 * d_zy**2,
+    "lemma1_bound_sharp": lambda d_xz, d_zy: (d_xz + d_zy) ** 2,
+    "lemma2_mean_squared_distance": lambda mean_rho: 2 * mean_rho,
+    "lemma3_bound": lambda a_sq, b_sq, c_sq: 3 * (a_sq + b_sq + c_sq),
+    "lemma3_bound_sharp": lambda a_sq, b_sq, c_sq: (np.sqrt(a_sq) + np.sqrt(b_sq) + np.sqrt(c_sq)) ** 2,
+    "proposition1_tail_threshold": lambda t, eps: (eps - t) / (1 - t),
+    "proposition1_tail_threshold_bounded": lambda t, eps, rho_max: (eps - t) / (rho_max - t),
+    "proposition1_mean_bound": lambda t, tail_prob, rho_max: t + (rho_max - t) * tail_prob,
+    "theorem1_bound": lambda alpha, beta, eps: 2 * (alpha**2 + beta**2) * eps,
+    "theorem1_bound_sharp": lambda alpha, beta, eps: (alpha + beta) ** 2 * eps,
+    "theorem2_bound": lambda alpha, beta, eps, eta_l, eta_prev: (3 * eta_l + 3 * eta_prev
+                                                                 + 6 * (alpha**2 + beta**2) * eps),
+    "theorem2_bound_sharp": lambda alpha, beta, eps, eta_l, eta_prev: (np.sqrt(eta_l) + np.sqrt(eta_prev)
+                                                                       + (alpha + beta) * np.sqrt(eps)) ** 2,
+    "theorem6_bound": lambda mu, lam, eps, delta, L, entry: mu * ((L - entry) * eps + delta * _geometric_sum(lam, L)),
+    "theorem6_bound_sqrt": lambda mu, lam, eps, delta, L, entry: mu * np.sqrt(((L - entry) * eps) ** 2
+                                                                           + (delta * _geometric_sum(lam, L)) ** 2),
+}
+
+
+def test_every_bound_has_a_hand_written_reference():
+    assert set(REFERENCE) == {name for _, name in CASES}
+
+
 @pytest.mark.parametrize("module, name", CASES, ids=[n for _, n in CASES])
-def test_numeric_function_equals_its_sympy_form_at_random_points(module, name):
+def test_numeric_function_equals_its_hand_written_formula_at_random_points(module, name):
     args = module.ARGUMENTS[name]
     pts = _points(args, np.random.default_rng(zlib.crc32(name.encode())), 200)
-    reference = sp.lambdify(args, module.SYMBOLIC[name], "numpy")(*(pts[s.name] for s in args))
     got = getattr(module, name)(**pts)
-    assert np.allclose(got, reference, rtol=TOL, atol=TOL)
+    want = np.array([REFERENCE[name](**{k: v[i] for k, v in pts.items()}) for i in range(200)])
+    assert np.allclose(got, want, rtol=1e-11, atol=TOL)
+
+
+@pytest.mark.parametrize("module, name", CASES, ids=[n for _, n in CASES])
+def test_sympy_form_equals_its_hand_written_formula_at_random_points(module, name):
+    args = module.ARGUMENTS[name]
+    pts = _points(args, np.random.default_rng(zlib.crc32(name.encode()) + 1), 20)
+    for i in range(20):
+        point = {k: float(v[i]) for k, v in pts.items()}
+        sym = float(module.SYMBOLIC[name].evalf(30, subs={s: point[s.name] for s in args}))
+        assert sym == pytest.approx(REFERENCE[name](**point), rel=1e-11, abs=TOL), (name, point)
 
 
 def test_theorem6_at_lam_one_equals_the_sympy_limit():
@@ -80,6 +126,11 @@ def test_jax_grad_equals_sympy_diff(module, name, jax64):
         grad = float(jax.grad(f, argnums=i)(*(point[a.name] for a in args)))
         want = float(sp.diff(expr, s).evalf(subs=subs))
         assert grad == pytest.approx(want, rel=1e-10, abs=1e-12), (name, s.name)
+        # and against skipit's public numeric function, by a central difference
+        h = FD_STEP * max(1.0, abs(point[s.name]))
+        up, down = dict(point, **{s.name: point[s.name] + h}), dict(point, **{s.name: point[s.name] - h})
+        fd = (getattr(module, name)(**up) - getattr(module, name)(**down)) / (2 * h)
+        assert grad == pytest.approx(fd, rel=FD_TOL, abs=FD_TOL), (name, s.name, "finite difference")
 
 
 def test_every_bound_is_registered_with_a_valid_status_and_a_finite_example():
