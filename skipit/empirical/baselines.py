@@ -59,6 +59,8 @@ class _FastVSkipper(TokenSkipper):
         return ~vision | self._selected
 
     def _lm_pre(self, module, args, kwargs):
+        # A forward that raised never reached _lm_post; its probe must not outlive it.
+        self._close_probe()
         out = super()._lm_pre(module, args, kwargs)
         step = self._step
         if step is not None and step.past == 0 and bool(step.vision.any()):
@@ -94,8 +96,11 @@ class _FastVSkipper(TokenSkipper):
             probe.__exit__(None, None, None)
 
     def _remove(self):
-        self._close_probe()
-        super()._remove()
+        try:
+            self._close_probe()
+        finally:
+            self._selected = None
+            super()._remove()
 
 
 @contextlib.contextmanager

@@ -267,15 +267,61 @@ def test_oracle_variant_enters_with_the_full_pass_state():
     assert torch.allclose(got["entered"][vision], got["full"][vision], atol=ATOL)
 
 
-def test_hooks_are_removed_even_on_error():
+def _hook_counts(model):
+    """Forward (pre-)hooks per module: what a skipping context must leave as it found it."""
+    return {name: (len(m._forward_pre_hooks), len(m._forward_hooks)) for name, m in model.named_modules()}
+
+
+CONTEXTS = [
+    pytest.param(late_entry, dict(layer=3), id="late_entry"),
+    pytest.param(late_entry, dict(layer=3, variant="oracle"), id="late_entry-oracle"),
+    pytest.param(early_exit, dict(layer=2), id="early_exit"),
+]
+
+
+@pytest.mark.parametrize("ctx,kw", CONTEXTS)
+def test_hooks_are_removed_when_the_with_body_raises(ctx, kw):
     model = _model("llava")
-    dec = get_adapter(model).decoder_layers(model)
-    before = sum(len(d._forward_pre_hooks) for d in dec)
+    batch = tiny_batch(model, batch_size=2, padding_side="left", seed=9)
+    ref = _logits(model, batch)  # a first forward may add transformers' own hooks; count after it
+    before = _hook_counts(model)
     with pytest.raises(RuntimeError, match="boom"):
-        with early_exit(model, layer=2):
+        with ctx(model, **kw):
             raise RuntimeError("boom")
-    assert sum(len(d._forward_pre_hooks) for d in dec) == before
-    assert len(model._forward_pre_hooks) == 0
+    assert _hook_counts(model) == before
+    assert torch.equal(_logits(model, batch), ref)
+
+
+@pytest.mark.parametrize("ctx,kw", CONTEXTS)
+def test_hooks_are_removed_when_a_decoder_layer_raises(ctx, kw):
+    """A forward that fails inside decoder layer 3 (after the skipper's hooks ran) leaves no
+    hook behind: not after a second failing forward in the same context, not after exit; the
+    context still computes what a fresh one does, and the plain model its reference logits."""
+    model = _model("llava")
+    batch = tiny_batch(model, batch_size=2, padding_side="left", seed=9)
+    ref = _logits(model, batch)
+    fresh = _logits(model, batch, ctx, **kw)
+    before = _hook_counts(model)
+    layer3 = get_adapter(model).decoder_layers(model)[2]
+
+    def boom(module, args, output):
+        raise RuntimeError("boom")
+
+    with torch.no_grad(), ctx(model, **kw):
+        inside = _hook_counts(model)
+        handle = layer3.register_forward_hook(boom)
+        try:
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="boom"):
+                    model(**batch)
+        finally:
+            handle.remove()
+        assert _hook_counts(model) == inside
+        again = model(**batch).logits
+    assert _hook_counts(model) == before
+    real = _real(batch, model)
+    assert torch.allclose(again[real], fresh[real], atol=ATOL)
+    assert torch.equal(_logits(model, batch), ref)
 
 
 @pytest.mark.parametrize("bad", [0, N + 1, 2.0, True])
