@@ -96,13 +96,21 @@ def _answer_positions(mask):
     return torch.where(mask, cols, torch.full_like(cols, -1)).max(dim=-1).values
 
 
+def _synchronize(device):
+    """Wait for ``device``'s queued kernels: CUDA launches return before the work is done,
+    so a forward's wall time is only its time once the queue is drained."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None):
     """One-token answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
 
     ``mode`` None/"full", "late-entry" or "early-exit" at ``layer``; or ``context``, a
     callable returning the context manager to run each forward in (e.g. a baseline).
-    ``seconds`` is the time spent in the model's forwards.
+    ``seconds`` is the time spent in the model's forwards (on CUDA, the device is
+    synchronised before each forward starts and after it returns).
     """
     from skipit.empirical.data import build_inputs
 
@@ -120,8 +128,10 @@ def predict(model, processor, examples, batch_size=16, mode=None, layer=None, ad
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         mask = inputs.get("attention_mask")
         with (context() if context is not None else _skip_context(model, mode, layer, ad)):
+            _synchronize(device)
             t0 = time.perf_counter()
             logits = model(**inputs).logits
+            _synchronize(device)
             seconds += time.perf_counter() - t0
         pos = (_answer_positions(mask) if mask is not None
                else torch.full((logits.shape[0],), logits.shape[1] - 1, device=logits.device))

@@ -167,6 +167,41 @@ def test_layer_grid_syntax():
         parse_layer_grid("5", 4)
 
 
+def test_predict_times_each_forward_between_two_device_synchronisations(tiny_dir, monkeypatch):
+    """CUDA forwards return before their kernels finish: the clock is read only after a
+    synchronisation, before the forward starts and after it ends (batch_size 3: 3 batches)."""
+    import types
+
+    from skipit.empirical import evaluate as ev
+    from skipit.empirical.data import load_examples
+    from skipit.empirical.loading import load_model_and_processor
+
+    model, processor, _ = load_model_and_processor(str(tiny_dir / "model"), device="cpu")
+    examples, _ = load_examples(tiny_dir / "data.jsonl")
+    events = []
+    clock = iter(range(100))
+    monkeypatch.setattr(ev, "_synchronize", lambda device: events.append("sync"))
+    monkeypatch.setattr(ev, "time", types.SimpleNamespace(perf_counter=lambda: events.append("clock") or next(clock)))
+    pre = model.register_forward_pre_hook(lambda m, a: events.append("forward"))
+    try:
+        _, _, seconds = ev.predict(model, processor, examples, batch_size=3)
+    finally:
+        pre.remove()
+    assert events == ["sync", "clock", "forward", "sync", "clock"] * 3
+    assert seconds == 3  # each forward spans one tick of the fake clock
+
+
+def test_synchronize_waits_for_cuda_devices_only(monkeypatch):
+    from skipit.empirical.evaluate import _synchronize
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    _synchronize(torch.device("cpu"))
+    assert waited == []
+    _synchronize(torch.device("cuda", 1))
+    assert waited == [torch.device("cuda", 1)]
+
+
 def test_answers_are_normalised_before_matching():
     assert normalise_answer(" Yes.") == "yes" and normalise_answer("(B)") == "b"
     assert normalise_answer("Seven") != normalise_answer("7")
