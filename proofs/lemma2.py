@@ -49,8 +49,33 @@ def test_step_3_expectation_of_the_identity(pairs):
     assert abs(pairs.mean_squared_distance() - lemma2_mean_squared_distance(pairs.mean_cosine_distance())) < 1e-12
 
 
+def _exact_finite_law():
+    """Four rational unit vectors of R^3 and a joint pmf p[i, j] = P(X = v_i, Y = v_j), exact."""
+    R = sp.Rational
+    v = [sp.Matrix([R(3, 5), R(4, 5), 0]), sp.Matrix([0, 0, 1]), sp.Matrix([R(-2, 3), R(1, 3), R(2, 3)]),
+         sp.Matrix([R(12, 13), 0, R(-5, 13)])]
+    p = sp.Matrix([[R(1, 10), R(1, 20), 0, R(1, 20)], [R(1, 20), R(3, 20), R(1, 40), 0],
+                   [0, R(1, 40), R(1, 5), R(1, 20)], [R(1, 20), 0, R(1, 20), R(1, 5)]])
+    assert all(u.dot(u) == 1 for u in v) and sum(p) == 1
+    return v, p
+
+
 def test_step_4_strictness_is_preserved():
-    eps = sp.Symbol("eps", positive=True)
-    m = sp.Symbol("m", nonnegative=True)
-    assert sp.simplify(2 * (eps / 2) - eps) == 0
+    """On an exact finite law: E||X - Y||^2 = 2 E[rho] in exact arithmetic, so every eps
+    with E[rho] < eps/2 (down to eps = 2 E[rho] + 10^-40) has E||X - Y||^2 < eps, while
+    eps = 2 E[rho] itself does not give strictness."""
+    v, p = _exact_finite_law()
+    n = len(v)
+    msd = sum(p[i, j] * (v[i] - v[j]).dot(v[i] - v[j]) for i in range(n) for j in range(n))
+    mean_rho = sum(p[i, j] * (1 - v[i].dot(v[j]) / (sp.sqrt(v[i].dot(v[i])) * sp.sqrt(v[j].dot(v[j]))))
+                   for i in range(n) for j in range(n))
+    assert msd == 2 * mean_rho and mean_rho > 0  # exact rationals
+    for eps in (2 * mean_rho + sp.Rational(1, 10**40), 2 * mean_rho + sp.Rational(1, 100), 3 * mean_rho):
+        assert mean_rho < eps / 2 and msd < eps
+    assert not msd < 2 * mean_rho  # at eps = 2 E[rho] the hypothesis fails and so does strictness
+    # the numeric path (cosine_distance, lemma2_mean_squared_distance) on the same law
+    pts = np.array([[float(c) for c in u] for u in v])
+    pf = np.array(p.tolist(), dtype=float)
+    rho = cosine_distance(pts[:, None, :], pts[None, :, :])
+    assert abs(lemma2_mean_squared_distance(float(np.sum(pf * rho))) - float(msd)) < 1e-14
     assert lemma2_mean_squared_distance(np.nextafter(0.05, 0)) < 0.1

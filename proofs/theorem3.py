@@ -15,7 +15,7 @@ still valid bound (Step 5).
 
 Proof.
 Step 1 (caps have one measure). sigma is rotation invariant, so sigma(C(x, t)) = F(t, d)
-        for every x; with u = <x, X_l> of density proportional to (1 - u^2)^((d-3)/2),
+        for every x (checked on S^2 around random centres by quadrature in a fixed frame); with u = <x, X_l> of density proportional to (1 - u^2)^((d-3)/2),
         F(t, d) = int_{1-t}^1 (1-u^2)^((d-3)/2) du / int_{-1}^1 (1-u^2)^((d-3)/2) du
         = I_{t(2-t)}((d-1)/2, 1/2)/2 for t <= 1 and 1 - I_{t(2-t)}((d-1)/2, 1/2)/2 for t > 1.
 Step 2 (q_t = F exactly). q_t = E_{X_prev}[sigma(C(X_prev, t))] = F(t, d), so Theorem 4's
@@ -54,10 +54,44 @@ def test_step_1_cap_measure_by_integrating_the_density_of_the_inner_product():
             assert abs(num / total - cap_fraction(t, d)) < 1e-9
 
 
-def test_step_1_rotation_invariance_by_monte_carlo_free_quadrature_on_s2():
-    # on S^2 the cap around any pole has area fraction t/2 (Archimedes), whatever the pole
-    for t in np.linspace(0.01, 1.99, 9):
-        assert abs(cap_fraction(t, 3) - t / 2) < 1e-12
+def _cap_area_fraction_on_s2(centre, t):
+    """sigma({x in S^2 : 1 - <centre, x> <= t}) by quadrature in the fixed (z-axis) frame.
+
+    With x = (sin th cos ph, sin th sin ph, cos th) and centre at polar angle th_c, azimuth
+    ph_c: <centre, x> = cos th_c cos th + sin th_c sin th cos(ph - ph_c), so at each th
+    the cap is an azimuth interval of length 2 arccos(clip(r, -1, 1)),
+    r = (1 - t - cos th_c cos th) / (sin th_c sin th). The area fraction is
+    int_0^pi sin th * 2 arccos(clip(r)) dth / (4 pi), integrated with the kinks (where
+    |r| = 1: th = th_c +- a, a - th_c, 2 pi - a - th_c with a = arccos(1 - t)) as breakpoints.
+    """
+    c = np.asarray(centre, dtype=float)
+    c = c / np.linalg.norm(c)
+    th_c = math.acos(c[2])
+    s_c, z_c = math.sin(th_c), c[2]
+    a = math.acos(1 - t)
+
+    def width(th):
+        den = s_c * math.sin(th)
+        if den == 0.0:
+            return 2 * math.pi if z_c * math.cos(th) >= 1 - t else 0.0
+        return 2 * math.acos(min(1.0, max(-1.0, (1 - t - z_c * math.cos(th)) / den)))
+
+    kinks = sorted({k for k in (th_c - a, th_c + a, a - th_c, 2 * math.pi - a - th_c) if 0 < k < math.pi})
+    val = integrate.quad(lambda th: math.sin(th) * width(th), 0, math.pi, points=kinks or None,
+                         epsabs=1e-13, epsrel=1e-13, limit=200)[0]
+    return val / (4 * math.pi)
+
+
+def test_step_1_cap_measure_is_the_same_around_random_centres_on_s2():
+    """Rotation invariance, checked: caps around 6 random centres (not the pole the closed
+    form uses), integrated in a fixed frame, all have measure F(t, 3) = t/2 (Archimedes)."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(6, 3))
+    for t in (0.05, 0.4, 1.0, 1.3, 1.9):
+        for centre in centres:
+            got = _cap_area_fraction_on_s2(centre, t)
+            assert abs(got - cap_fraction(t, 3)) < 1e-9, (centre, t, got)
+            assert abs(got - t / 2) < 1e-9
 
 
 @given(st.floats(0, 1), st.floats(1e-6, 1.99), st.integers(2, 5000))

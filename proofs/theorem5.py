@@ -39,6 +39,7 @@ import numpy as np
 import sympy as sp
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import integrate
 
 from skipit.theory.entropy import (
     binary_entropy, conditional_entropy, conditional_mutual_information, kl_divergence,
@@ -95,10 +96,39 @@ def test_step_5_cmi_is_entropy_difference_and_discrete_c_is_zero(p):
     assert theorem5_bound(1.0, cmi) <= theorem5_entropy_bound(1.0, conditional_entropy(p, 1, 0)) + TOL
 
 
+def _densities_on_the_circle(a):
+    """Z = -1 or +1 (B = 1) with probability 1/2, X_prev constant, X_l on the circle (angle
+    th, reference measure arc length) with conditional densities
+    p_-(th) = (1 + a cos th)/(2 pi), p_+(th) = (1 + a sin 2th)/(2 pi), both <= M = (1 + a)/(2 pi)."""
+    p_minus = lambda th: (1 + a * math.cos(th)) / (2 * math.pi)  # noqa: E731
+    p_plus = lambda th: (1 + a * math.sin(2 * th)) / (2 * math.pi)  # noqa: E731
+    return p_minus, p_plus, (1 + a) / (2 * math.pi)
+
+
+def _quad(f):
+    return integrate.quad(f, 0, 2 * math.pi, epsabs=1e-13, epsrel=1e-13, limit=200)[0]
+
+
 def test_step_6_bounded_density_gives_c_log_m():
-    # uniform density on an arc of length w: p = 1/w = M, H = log w = -log M
-    for w in (0.01, 0.3, 0.9):
-        assert abs(math.log(w) - (-math.log(1 / w))) < 1e-15
+    """H(X_l | Z, X_prev) = -E log p >= -log M, computed by quadrature on a concrete law with
+    non-uniform densities bounded by M; then Steps 4-5 with C = log M bound the exact left side.
+    Uniform densities on an arc of length w attain H = -log M (p = M = 1/w on its support)."""
+    for a in (0.3, 0.7, 0.95):
+        p_minus, p_plus, m = _densities_on_the_circle(a)
+        neg_ent = lambda f: _quad(lambda th: f(th) * math.log(f(th)))  # noqa: E731
+        h_given_z = -0.5 * (neg_ent(p_minus) + neg_ent(p_plus))  # H(X_l | Z, X_prev)
+        assert h_given_z >= -math.log(m) + 1e-6  # strict: the densities are not uniform
+        mix = lambda th: 0.5 * (p_minus(th) + p_plus(th))  # noqa: E731
+        h_l = -neg_ent(mix)  # H(X_l | X_prev) = H(X_l)
+        cmi = h_l - h_given_z
+        assert 0 < cmi <= h_l + math.log(m)
+        # left side: E[Z] = 0, E[Z | X_l = th] = (p_+ - p_-)/(p_+ + p_-)
+        lhs = _quad(lambda th: mix(th) * ((p_plus(th) - p_minus(th)) / (p_plus(th) + p_minus(th))) ** 2)
+        assert lhs <= theorem5_bound(1.0, cmi) + TOL
+        assert theorem5_bound(1.0, cmi) <= theorem5_entropy_bound(1.0, h_l, math.log(m)) + TOL
+    for w in (0.01, 0.3, 0.9):  # equality case: uniform on an arc of length w, M = 1/w
+        h = -integrate.quad(lambda th: (1 / w) * math.log(1 / w), 0, w)[0]
+        assert abs(h - (-math.log(1 / w))) < 1e-12
 
 
 def test_step_7_constant_two_is_sharp():

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from skipit.theory.entropy import conditional_entropy, mutual_information
+from skipit.theory.entropy import conditional_entropy, conditional_mutual_information, mutual_information
 from skipit.theory.informational import (
-    exact_proximal_quantities, theorem3_mi_lower_bound, theorem4_mi_lower_bound, theorem5_bound,
+    conditional_mean_gap, exact_proximal_quantities, theorem3_mi_lower_bound, theorem4_mi_lower_bound, theorem5_bound,
     theorem5_entropy_bound,
 )
 from skipit.theory.spherical import cap_fraction
@@ -104,8 +104,18 @@ def test_theorem3_surface_measure_gives_finite_cap_fractions():
     assert theorem3_mi_lower_bound(0.0, 0.3, 3) == pytest.approx(math.log(1 / 0.15) - math.log(2), rel=1e-12)
 
 
-def test_corollary4_discrete_theorem5_entropy_form_has_c_zero():
-    # discrete X_l: H(X_l | Z, X_prev) >= 0, so C = 0 is admissible and both forms agree
-    p = np.array([[0.3, 0.2], [0.1, 0.4]])
-    h = conditional_entropy(p, 0, 1)
-    assert theorem5_entropy_bound(1.0, h, 0.0) == _paper_theorem5_last_line(1.0, h, 0.0)
+def test_theorem5_entropy_form_with_c_zero_bounds_the_gap_for_discrete_x_l():
+    """Discrete X_l: H(X_l | Z, X_prev) >= 0, so C = 0 is admissible, and then the paper's last
+    line (2 B^2 H + C) and the statement coincide and both hold. Exact Markov chain
+    p[x_prev, x_l, z] (X_l a noisy copy of X_prev, Z a noisy function of X_l), Z in {-1, +1}."""
+    p_prev = np.array([0.5, 0.3, 0.2])
+    l_given_prev = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
+    z_given_l = np.array([[0.9, 0.1], [0.3, 0.7], [0.5, 0.5]])
+    p = p_prev[:, None, None] * l_given_prev[:, :, None] * z_given_l[None, :, :]
+    z = np.array([-1.0, 1.0])
+    assert conditional_entropy(p, 1, (0, 2)) >= 0  # H(X_l | Z, X_prev) >= -C with C = 0
+    h = conditional_entropy(p, 1, 0)
+    gap = conditional_mean_gap(p, z)
+    assert 0 < gap <= theorem5_bound(1.0, conditional_mutual_information(p, 2, 1, 0)) + 1e-12
+    assert gap <= theorem5_entropy_bound(1.0, h, 0.0) + 1e-12
+    assert theorem5_entropy_bound(1.0, h, 0.0) == pytest.approx(_paper_theorem5_last_line(1.0, h, 0.0), rel=1e-15)
