@@ -22,7 +22,9 @@ Errata (``ERRATA.md``): the statement's ``Y_skip = phi(V_l, T~_l)`` uses an unde
 (the proof uses ``phi(V_1, T~_L)``); with the raw vision ``V_0`` inserted, as Sec. 4
 defines late entry, the paper's hypotheses (differences from ``V_1`` on) do not bound
 ``||V_L - V_0||`` and the stated bound is false (counterexample test); the closed form
-divides by zero at ``lam = 1``; the proof's sqrt form is tighter than the statement.
+divides by zero at ``lam = 1``; the proof's sqrt form is tighter than the statement; the
+statement defines ``T~_l = f_text^l(0, T_{l-1})`` (one step from the true state), while
+the proof and the corrected statement use the recursive ``T~_l = f_text^l(0, T~_{l-1})``.
 """
 
 from __future__ import annotations

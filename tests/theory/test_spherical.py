@@ -84,3 +84,12 @@ def test_vectorised_broadcasting_shape():
 def test_invalid_arguments_raise_naming_the_argument(t, d, match):
     with pytest.raises(ValueError, match=match):
         log_cap_fraction(t, d)
+
+
+@pytest.mark.parametrize("d, t_normal", [(4096, 0.4606), (5120, 0.5096)])
+def test_cap_fraction_underflow_threshold_in_vlm_dimensions(d, t_normal):
+    """F(t, d) drops below the smallest normal double at t ~ 0.46 (d = 4096), ~ 0.51 (d = 5120)
+    (the thresholds ERRATA.md and the module docstring quote); log_cap_fraction stays finite."""
+    tiny = np.finfo(float).tiny
+    assert cap_fraction(t_normal - 1e-3, d) < tiny < cap_fraction(t_normal + 1e-3, d)
+    assert np.isfinite(log_cap_fraction(t_normal - 0.3, d))
