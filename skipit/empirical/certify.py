@@ -437,6 +437,7 @@ class _CheckpointState:
     batch_size: int
     settings_key: str
     model_key: str = ""
+    data_source: str = ""  # where the examples came from, for messages (e.g. "bundled:digits-test")
     statistics: str = ""  # file name (in the checkpoint directory) of the statistics of `done`
     done: list = field(default_factory=list)  # example indices already in the statistics
 
@@ -479,6 +480,52 @@ def _weights_fingerprint(model, per_tensor=8):
     return digest.hexdigest()[:16]
 
 
+_MODEL_FIELDS = {
+    "model": ("location", ""),
+    "model_type": ("model type", ""),
+    "num_layers": ("number of decoder layers", ""),
+    "dtype": ("dtype", " (--dtype or --device changed?)"),
+}
+
+
+def _resume_problem(saved, state):
+    """Why the checkpoint state ``saved`` (a dict) cannot be continued by a run with
+    ``state`` (a :class:`_CheckpointState`), in words; None if it can."""
+    mine = state.data_source or "this run's data"
+    theirs = saved.get("data_source") or "its data"
+    n_saved, n = saved.get("num_examples"), state.num_examples
+    finished = isinstance(n_saved, int) and len(saved.get("done") or ()) >= n_saved
+    if n_saved != n:
+        hint = " (--samples changed?)" if theirs == mine or not saved.get("data_source") else ""
+        return f"covers {n_saved} examples of {theirs}; this run has {n} of {mine}{hint}"
+    if saved.get("data_sha256") != state.data_sha256:
+        done = "a finished run's statistics" if finished else f"statistics of {len(saved.get('done') or ())}"
+        return (f"holds {done} on {n} examples of {theirs} whose content differs from this run's {n} "
+                f"examples of {mine} (the data file, its images or --data changed?)")
+    if saved.get("settings_key") != state.settings_key:
+        old = _json_or_none(saved.get("settings_key")) or {}
+        new = _json_or_none(state.settings_key) or {}
+        return (f"captured the proximal thresholds {old.get('thresholds')}; this run asks for "
+                f"{new.get('thresholds')} (--thresholds changed?)")
+    if saved.get("model_key") != state.model_key:
+        old = _json_or_none(saved.get("model_key")) or {}
+        new = _json_or_none(state.model_key) or {}
+        for key, (words, hint) in _MODEL_FIELDS.items():
+            if old.get(key) != new.get(key):
+                return (f"was made with another model: its {words} was {old.get(key)!r}, this run's is "
+                        f"{new.get(key)!r}{hint}")
+        return ("was made with other weights: same location, type, layers and dtype, but the "
+                "parameters' values differ (a retrained or re-saved model?)")
+    return None
+
+
+def _json_or_none(text):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def _batches(indices, batch_size):
     for i in range(0, len(indices), batch_size):
         yield indices[i:i + batch_size]
@@ -494,9 +541,11 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
     :func:`skipit.empirical.capture_statistics` (one forward per batch, answer position =
     last prompt token). With ``checkpoint_dir``, the merged statistics and the indices of
     the examples done are saved every ``checkpoint_every`` batches; a later call with the
-    same directory and ``resume=True`` continues from there (refused, with
-    :class:`skipit.errors.SkipitError`, if the data's sha256, the batch size, the captured
-    thresholds or the model (location, type, layers, dtype, a fingerprint of the weights) differ).
+    same directory and ``resume=True`` continues from there, with any batch size (the
+    statistics are sums over examples; the checkpoint records which examples are done). A
+    resume is refused, with :class:`skipit.errors.SkipitError` saying what changed, if the
+    number of examples, their sha256, the captured thresholds or the model (location, type,
+    layers, dtype, a fingerprint of the weights) differ.
     ``max_batches`` stops after that many new batches without a certificate (``None`` is
     returned): used to test resumption. ``model_info`` / ``data_info`` / ``run_info`` are
     copied into the certificate's model, data and settings blocks. Returns the
@@ -522,7 +571,8 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
                             "model_type": adapter.model_type, "num_layers": adapter.num_layers(model),
                             "dtype": str(next(model.parameters()).dtype),
                             "weights": _weights_fingerprint(model)})
-    state = _CheckpointState(sha, len(examples), int(batch_size), settings_key, model_key)
+    state = _CheckpointState(sha, len(examples), int(batch_size), settings_key, model_key,
+                             data_source=str((data_info or {}).get("source") or ""))
     total = None
     if checkpoint_dir is not None:
         checkpoint_dir = os.fspath(checkpoint_dir)
@@ -530,13 +580,10 @@ def certify(model, processor, examples, *, thresholds=DEFAULT_THRESHOLDS, confid
         if resume and os.path.exists(state_path):
             with open(state_path, encoding="utf-8") as fh:
                 saved = json.load(fh)
-            for name, mine in (("data_sha256", sha), ("num_examples", len(examples)),
-                               ("batch_size", int(batch_size)), ("settings_key", settings_key),
-                               ("model_key", model_key)):
-                if saved.get(name) != mine:
-                    raise SkipitError(
-                        f"the checkpoint in {checkpoint_dir} was made with a different {name} "
-                        f"({saved.get(name)!r}, now {mine!r}); use another --out directory or --no-resume")
+            problem = _resume_problem(saved, state)
+            if problem:
+                raise SkipitError(f"the checkpoint in {checkpoint_dir} {problem}; "
+                                  "use another --out directory or --no-resume")
             state.done = list(saved["done"])
             state.statistics = saved["statistics"]
             total = RunStatistics.load(os.path.join(checkpoint_dir, state.statistics))

@@ -355,6 +355,46 @@ def test_interrupted_run_resumes_to_the_same_certificate(tiny_llava, tmp_path):
     assert resumed == whole
 
 
+def _assert_same_certificate(got, want, path="certificate", rel=1e-9):
+    """Equal structure, strings, integers and verdicts; floats equal to summation order."""
+    assert type(got) is type(want), path
+    if isinstance(want, dict):
+        assert list(got) == list(want), path
+        for key in want:
+            _assert_same_certificate(got[key], want[key], f"{path}.{key}", rel)
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_same_certificate(g, w, f"{path}[{i}]", rel)
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=rel, abs=1e-12, nan_ok=True), path
+    else:
+        assert got == want, path
+
+
+def test_resume_with_another_batch_size_gives_the_uninterrupted_certificate(tiny_llava, tmp_path):
+    """Statistics are sums over examples: 6 examples done in batches of 3, the other 5 resumed
+    in batches of 2, give the certificate of one run in batches of 2 (floats up to summation
+    order and padding; verdicts exactly)."""
+    from tests.empirical.certify_helpers import digit_examples
+
+    model = tiny_llava[0]
+    examples = digit_examples(11)
+    whole = _run(tiny_llava, examples, batch_size=2)
+    assert _run(tiny_llava, examples, batch_size=3, checkpoint_dir=tmp_path, checkpoint_every=1,
+                max_batches=2) is None
+    forwards = []
+    handle = model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        resumed = _run(tiny_llava, examples, batch_size=2, checkpoint_dir=tmp_path, checkpoint_every=1)
+    finally:
+        handle.remove()
+    assert len(forwards) == 3  # examples 6..10 in batches of 2
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["done"] == list(range(11))
+    assert resumed["settings"]["batch_size"] == 2
+    _assert_same_certificate(resumed, whole)
+
+
 def test_crash_between_statistics_and_state_resumes_exactly(tiny_llava, tmp_path, monkeypatch):
     """Killed after writing the second statistics file but before the state naming it: the
     resume uses the first checkpoint and the certificate equals an uninterrupted run's."""
@@ -384,9 +424,12 @@ def test_resume_on_different_data_is_refused(tiny_llava, tmp_path):
     from skipit.errors import SkipitError
     from tests.empirical.certify_helpers import digit_examples
 
-    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
-    with pytest.raises(SkipitError, match="different data_sha256.*--no-resume"):
-        _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path)
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1,
+         data_info={"source": "a.jsonl"})
+    with pytest.raises(SkipitError, match=r"the checkpoint in .* holds statistics of 3 on 6 examples of a\.jsonl "
+                                          r"whose content differs from this run's 6 examples of b\.jsonl .*"
+                                          r"use another --out directory or --no-resume$"):
+        _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path, data_info={"source": "b.jsonl"})
     # without resuming, the old checkpoint is replaced
     cert = _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path, resume=False)
     assert cert["data"]["num_examples"] == 6
@@ -400,9 +443,45 @@ def test_resume_with_another_model_is_refused(tiny_llava, tmp_path):
 
     model, processor, info = tiny_llava
     _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
-    with pytest.raises(SkipitError, match="different model_key"):
+    with pytest.raises(SkipitError, match=r"was made with another model: its location was '.*', this run's "
+                                          r"is '/elsewhere'; use another --out directory or --no-resume$"):
         certify(model, processor, digit_examples(6), batch_size=3, checkpoint_dir=tmp_path, progress=False,
                 model_info=dict(info, location="/elsewhere"))
+
+
+def test_resume_with_another_number_of_examples_says_so_first(tiny_llava, tmp_path):
+    """--samples changed: the counts are named (not two hashes), though the content differs too."""
+    from skipit.errors import SkipitError
+    from tests.empirical.certify_helpers import digit_examples
+
+    source = {"source": "bundled:digits-test"}
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1,
+         data_info=source)
+    with pytest.raises(SkipitError, match=r"the checkpoint in .* covers 6 examples of bundled:digits-test; this "
+                                          r"run has 4 of bundled:digits-test \(--samples changed\?\); use "
+                                          r"another --out directory or --no-resume$"):
+        _run(tiny_llava, digit_examples(4), checkpoint_dir=tmp_path, data_info=source)
+
+
+def test_a_finished_checkpoint_on_other_data_is_refused_not_discarded(tiny_llava, tmp_path):
+    from skipit.errors import SkipitError
+    from tests.empirical.certify_helpers import digit_examples
+
+    _run(tiny_llava, digit_examples(3), checkpoint_dir=tmp_path)
+    before = (tmp_path / "checkpoint.json").read_text()
+    with pytest.raises(SkipitError, match="holds a finished run's statistics on 3 examples"):
+        _run(tiny_llava, digit_examples(3, offset=1), checkpoint_dir=tmp_path)
+    assert (tmp_path / "checkpoint.json").read_text() == before
+
+
+def test_resume_with_other_thresholds_names_them(tiny_llava, tmp_path):
+    from skipit.errors import SkipitError
+    from tests.empirical.certify_helpers import digit_examples
+
+    _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
+    with pytest.raises(SkipitError, match=r"captured the proximal thresholds \[0\.01, 0\.02, 0\.05, 0\.1\]; this "
+                                          r"run asks for \[0\.05, 0\.2\] \(--thresholds changed\?\)"):
+        _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, thresholds=(0.05, 0.2))
 
 
 def test_checkpoint_statistics_are_mergeable_run_statistics(tiny_llava, tmp_path):
@@ -458,7 +537,8 @@ def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llav
     try:
         with torch.no_grad():
             layer_norm.mul_(1.5)
-        with pytest.raises(SkipitError, match="different model_key"):
+        with pytest.raises(SkipitError, match=r"was made with other weights: same location, type, layers and "
+                                              r"dtype, but the parameters' values differ.*--no-resume$"):
             certify(model, processor, digit_examples(6), batch_size=3, checkpoint_dir=tmp_path,
                     progress=False, model_info=info)
     finally:
