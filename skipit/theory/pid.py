@@ -41,7 +41,7 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.special import logsumexp
 
 from skipit.theory._registry import register
-from skipit.theory.entropy import conditional_entropy, mutual_information, validate_pmf
+from skipit.theory.entropy import _log_base, conditional_entropy, mutual_information, validate_pmf
 
 __all__ = [
     "PID",
@@ -248,8 +248,9 @@ def unique_information(p, target=0, source=1, other=2, base=2) -> float:
     default), accurate to the certified gap of :func:`broja` (< 1e-10 nats on the
     gates and random pmfs of the tests).
     """
+    lb = _log_base(base)
     sol = broja(p, target, source, other)
-    return sol.unique / math.log(base)
+    return sol.unique / lb
 
 
 def pid(p, target=0, sources=(1, 2), base=2) -> PID:
@@ -259,8 +260,8 @@ def pid(p, target=0, sources=(1, 2), base=2) -> PID:
     I(T; S1) = Red + Uni_1, I(T; S2) = Red + Uni_2, I(T; S1, S2) = Red + Uni_1 + Uni_2 + Syn.
     """
     s1, s2 = sources
+    lb = _log_base(base)
     sol = broja(p, target, s1, s2)
-    lb = math.log(base)
     pp = validate_pmf(p)
     i1 = mutual_information(pp, target, s1)
     i2 = mutual_information(pp, target, s2)

@@ -107,3 +107,12 @@ def test_invalid_inputs_raise():
         pid(np.full((2, 2, 2), 0.2))
     with pytest.raises(ValueError, match=r"permutation of \(0, 1, 2\), got \(0, 1, 1\)"):
         unique_information(GATES["AND"][0], 0, 1, 1)
+
+
+@pytest.mark.parametrize("base", [float("inf"), 1.0, 0.0, -2.0, float("nan")])
+def test_pid_and_unique_information_reject_a_meaningless_log_base(base):
+    p = GATES["AND"][0]
+    with pytest.raises(ValueError, match=r"`base` must be a finite number > 0 and != 1"):
+        pid(p, base=base)
+    with pytest.raises(ValueError, match=r"`base` must be a finite number > 0 and != 1"):
+        unique_information(p, base=base)
