@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import socket
+import sys
 from dataclasses import dataclass
 
 # alias -> (hub id, model_type of its config)
@@ -94,19 +97,59 @@ def resolve_model(name):
                       "of the form org/name")
 
 
-def _missing_weights_error(model_id, err):
+def _hub_cli():
+    """The hub's command-line program installed here: ``hf`` (huggingface_hub >= 0.34; the only
+    one from 1.0 on) or the older ``huggingface-cli``; ``hf`` when neither is found."""
+    bindir = os.path.dirname(sys.executable)
+    for name in ("hf", "huggingface-cli"):
+        if os.path.isfile(os.path.join(bindir, name)) or shutil.which(name):
+            return name
+    return "hf"
+
+
+def _hub_reachable(timeout=3.0):
+    """Whether a TCP connection to the hub endpoint opens within ``timeout`` seconds.
+
+    Without one, ``from_pretrained`` retries for about 20 s before it looks in the cache; this
+    check lets an unreachable hub go to the cache at once. Behind a proxy (``HTTPS_PROXY`` ...)
+    a direct connection says nothing, so it answers True and leaves the decision to the hub client.
+    """
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    if not url.hostname:
+        return True
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _missing_weights_error(model_id, err, unreachable=False):
     from huggingface_hub import constants
 
     from skipit.errors import SkipitError
 
     offline = bool(constants.HF_HUB_OFFLINE)
-    why = "offline mode (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached or has no such model"
+    if offline:
+        why = "offline mode (HF_HUB_OFFLINE=1)"
+    elif unreachable:
+        why = f"the hub ({constants.ENDPOINT}) could not be reached"
+    else:
+        why = "the hub could not be reached or has no such model"
+    skip = "" if offline else "\n  offline, set HF_HUB_OFFLINE=1 to go to the cache without the hub's connection retries"
     return SkipitError(
         f"model {model_id!r} is not available: {why}, and it is not in the Hugging Face cache "
         f"({constants.HF_HUB_CACHE}).\n"
-        f"  get it on a machine with network access: huggingface-cli download {model_id}\n"
+        f"  get it on a machine with network access: {_hub_cli()} download {model_id}\n"
         f"  then copy the cache there to {constants.HF_HUB_CACHE} here (or set HF_HOME), or save the model "
-        f"and its processor with save_pretrained and pass that directory: --model DIR\n"
+        f"and its processor with save_pretrained and pass that directory: --model DIR{skip}\n"
         f"  (detail: {str(err).splitlines()[0] if str(err) else type(err).__name__})")
 
 
@@ -205,7 +248,7 @@ class ImageTextInputs:
         return parts[0] + "".join(self.image_token * next(counts) + part for part in parts[1:])
 
 
-def _load_processor(location, config):
+def _load_processor(location, config, **hub):
     from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
     from transformers.processing_utils import ProcessorMixin
 
@@ -213,20 +256,21 @@ def _load_processor(location, config):
         os.path.join(location, "processor_config.json"))
     if config.model_type not in ("qwen2_5_vl", "qwen2_vl") and not local_without_processor:
         try:
-            processor = AutoProcessor.from_pretrained(location)
+            processor = AutoProcessor.from_pretrained(location, **hub)
         except (ValueError, AttributeError, ImportError, TypeError):
             processor = None  # a processor class that cannot be assembled here: build inputs ourselves
         if isinstance(processor, ProcessorMixin):
             return processor
-    return ImageTextInputs(AutoImageProcessor.from_pretrained(location), AutoTokenizer.from_pretrained(location),
-                           config)
+    return ImageTextInputs(AutoImageProcessor.from_pretrained(location, **hub),
+                           AutoTokenizer.from_pretrained(location, **hub), config)
 
 
 def load_model_and_processor(name=None, device="auto", dtype="auto"):
     """Load ``(model, processor, info)`` for a ``--model`` value.
 
     ``info`` is the certificate's model block: ``{"name", "source", "location", "model_type"}``.
-    Real ``from_pretrained`` on hub ids (cache or download) and local directories; the
+    Real ``from_pretrained`` on hub ids (cache or download; the cache alone, at once, when
+    the hub endpoint accepts no connection) and local directories; the
     model is put in eval mode on ``device`` with ``dtype`` (auto: float32 on CPU,
     bfloat16 on CUDA). Errors a user can act on are :class:`skipit.errors.SkipitError`.
     """
@@ -236,13 +280,20 @@ def load_model_and_processor(name=None, device="auto", dtype="auto"):
     from skipit.empirical.adapters import supported_model_types
     from skipit.errors import SkipitError
 
+    from huggingface_hub import constants
+
     resolved = resolve_model(name)
     location = resolved.location
+    hub = {}
+    unreachable = False
+    if resolved.source in ("alias", "hub") and not constants.HF_HUB_OFFLINE and not _hub_reachable():
+        unreachable = True
+        hub = {"local_files_only": True}  # the cache only, without the client's retries
     try:
-        config = AutoConfig.from_pretrained(location)
+        config = AutoConfig.from_pretrained(location, **hub)
     except (OSError, ValueError) as err:
         if resolved.source in ("alias", "hub"):
-            raise _missing_weights_error(location, err) from None
+            raise _missing_weights_error(location, err, unreachable) from None
         raise SkipitError(f"cannot read the model config in {location}: {str(err).splitlines()[0]}") from None
     model_type = getattr(config, "model_type", None)
     supported = sorted(supported_model_types())
@@ -255,16 +306,16 @@ def load_model_and_processor(name=None, device="auto", dtype="auto"):
         from transformers import AutoModelForImageTextToText
 
         try:
-            model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch_dtype)
+            model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch_dtype, **hub)
         except ValueError:
             arch = (getattr(config, "architectures", None) or [None])[0]
             if arch is None or not hasattr(transformers, arch):
                 raise
-            model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype)
-        processor = _load_processor(location, config)
+            model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype, **hub)
+        processor = _load_processor(location, config, **hub)
     except OSError as err:
         if resolved.source in ("alias", "hub"):
-            raise _missing_weights_error(location, err) from None
+            raise _missing_weights_error(location, err, unreachable) from None
         raise SkipitError(f"cannot load the model or processor from {location}: {str(err).splitlines()[0]}") \
             from None
     model.to(device)

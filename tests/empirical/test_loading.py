@@ -88,7 +88,103 @@ def test_missing_weights_offline_says_which_id_where_and_how(tmp_path, monkeypat
     text = str(info.value)
     assert "'llava-hf/llava-1.5-7b-hf' is not available" in text
     assert str(tmp_path) in text
-    assert "huggingface-cli download llava-hf/llava-1.5-7b-hf" in text
+    assert "hf download llava-hf/llava-1.5-7b-hf" in text  # huggingface_hub >= 1.0 has only `hf`
+
+
+def _no_proxy(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_hub_fails_at_once_with_the_installed_download_command(tmp_path, monkeypatch):
+    """No connection to the hub endpoint and an empty cache: the error comes without the hub
+    client's ~20 s of retries, names `hf download` and says how to skip the retries."""
+    import time
+
+    import huggingface_hub.constants as hub_constants
+
+    _no_proxy(monkeypatch)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    start = time.monotonic()
+    with pytest.raises(SkipitError) as info:
+        load_model_and_processor("org/tiny", device="cpu")
+    assert time.monotonic() - start < 10
+    text = str(info.value)
+    assert "'org/tiny' is not available: the hub (http://127.0.0.1:" in text and "could not be reached" in text
+    assert "hf download org/tiny" in text
+    assert "HF_HUB_OFFLINE=1" in text and str(tmp_path) in text
+
+
+def test_unreachable_hub_loads_a_cached_model(tmp_path, monkeypatch):
+    """The cache alone serves a hub id when the hub cannot be reached (what from_pretrained
+    does after its retries, done at once)."""
+    import huggingface_hub.constants as hub_constants
+
+    from skipit.empirical.testing import save_tiny_vlm, tiny_model
+
+    repo = tmp_path / "models--org--tiny"
+    save_tiny_vlm("llava", repo / "snapshots" / "0123abcd", seed=3)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    _no_proxy(monkeypatch)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    model, _, info = load_model_and_processor("org/tiny", device="cpu")
+    assert info["source"] == "hub" and info["model_type"] == "llava"
+    ref = tiny_model("llava", seed=3).state_dict()
+    assert list(model.state_dict()) == list(ref)
+    assert all(torch.equal(model.state_dict()[k], ref[k]) for k in ref)
+
+
+def test_hub_reachability_probe(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants as hub_constants
+
+    from skipit.empirical.loading import _hub_reachable
+
+    _no_proxy(monkeypatch)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert _hub_reachable(timeout=2)
+    monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert not _hub_reachable(timeout=2)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # a direct probe says nothing then
+    assert _hub_reachable(timeout=2)
+
+
+def test_download_command_is_the_installed_cli(tmp_path, monkeypatch):
+    import os
+    import sys
+
+    import huggingface_hub
+
+    from skipit.empirical.loading import _hub_cli
+
+    venv_bin = os.path.dirname(sys.executable)
+    if int(huggingface_hub.__version__.split(".")[0]) >= 1:
+        assert os.path.isfile(os.path.join(venv_bin, "hf")) and _hub_cli() == "hf"
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert _hub_cli() == "hf"  # neither found: the current name
+    (tmp_path / "bin" / "huggingface-cli").write_text("")
+    assert _hub_cli() == "huggingface-cli"  # huggingface_hub < 0.34
+    (tmp_path / "bin" / "hf").write_text("")
+    assert _hub_cli() == "hf"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
