@@ -205,7 +205,7 @@ def test_missing_weights_offline_is_a_clear_error_in_a_fresh_process(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "'Qwen/Qwen2.5-VL-7B-Instruct' is not available" in proc.stderr
     assert str(tmp_path / "hub") in proc.stderr
-    assert "huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct" in proc.stderr
+    assert "hf download Qwen/Qwen2.5-VL-7B-Instruct" in proc.stderr  # huggingface_hub >= 1.0: `hf`
 
 
 def test_certify_help_lists_the_options(capsys):
