@@ -130,11 +130,9 @@ def run(args):
     from skipit.empirical.data import load_examples
 
     data = args.data or DEFAULT_DATA
-    examples, report = load_examples(data, skip_bad=args.skip_bad)
+    examples, report = load_examples(data, skip_bad=args.skip_bad, limit=args.samples or None)
     for line, why in report.skipped:
         print(f"skipit certify: skipped line {line} of {report.source}: {why}", file=sys.stderr)
-    if args.samples:
-        examples = examples[:args.samples]
 
     import torch  # only now: the data are checked before any model work
 

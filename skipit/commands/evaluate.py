@@ -72,11 +72,10 @@ def _load(args):
         raise SkipitError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.data is None and args.model is not None:
         raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
-    examples, report = load_examples(args.data or DEFAULT_DATA, skip_bad=args.skip_bad)
+    examples, report = load_examples(args.data or DEFAULT_DATA, skip_bad=args.skip_bad,
+                                     limit=args.samples or None)
     for line, why in report.skipped:
         print(f"skipit: skipped line {line} of {report.source}: {why}", file=sys.stderr)
-    if args.samples:
-        examples = examples[:args.samples]
 
     from skipit.empirical.loading import load_model_and_processor
 

@@ -58,6 +58,19 @@ def _open_image(path):
         return img.convert("RGB")
 
 
+def _verify_image(path):
+    """Check that ``path`` is an image file PIL can read, without decoding its pixels."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.verify()
+
+
+def _check_limit(limit):
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"`limit` must be None or an integer >= 1, got {limit!r}")
+
+
 def _check_record(record):
     """Why a parsed line is not an example, or None."""
     if not isinstance(record, dict):
@@ -76,16 +89,19 @@ def _check_record(record):
     return None
 
 
-def load_jsonl(path, skip_bad=False):
+def load_jsonl(path, skip_bad=False, limit=None):
     """Examples of a JSONL file, with a :class:`LoadReport`.
 
     Every line is checked; bad lines (invalid JSON, missing or mistyped field, image
     that cannot be read) raise :class:`skipit.errors.SkipitError` listing all of them
     with line numbers, unless ``skip_bad`` (then they are skipped and listed in the
-    report). Blank lines are ignored.
+    report). Blank lines are ignored. With ``limit`` N, only the first N good lines
+    are returned and only their images are decoded; the images of later lines are
+    opened and verified (header and structure, ``PIL.Image.verify``), not decoded.
     """
     from skipit.errors import SkipitError
 
+    _check_limit(limit)
     path = os.fspath(path)
     base = os.path.dirname(os.path.abspath(path))
     try:
@@ -107,13 +123,15 @@ def load_jsonl(path, skip_bad=False):
             _bad(skipped, number, problem)
             continue
         image_path = record["image"] if os.path.isabs(record["image"]) else os.path.join(base, record["image"])
+        wanted = limit is None or len(examples) < limit
         try:
-            image = _open_image(image_path)
+            image = _open_image(image_path) if wanted else _verify_image(image_path)
         except Exception as err:  # PIL raises many kinds: all mean "unreadable image"
             _bad(skipped, number, f"unreadable image {record['image']!r} ({type(err).__name__}: {err})")
             continue
-        examples.append(Example(image, record["question"], record["answer"], list(record.get("choices") or []),
-                                source=f"{os.path.basename(path)}:{number}"))
+        if wanted:
+            examples.append(Example(image, record["question"], record["answer"],
+                                    list(record.get("choices") or []), source=f"{os.path.basename(path)}:{number}"))
     report = LoadReport(path, skipped, hashlib.sha256(raw).hexdigest())
     if skipped and not skip_bad:
         listing = "\n".join(f"  line {n}: {why}" for n, why in skipped[:20])
@@ -134,30 +152,33 @@ def bundled_names():
     return list(BUNDLED_DATASETS)
 
 
-def _from_bundled(name):
-    from skipit.demo import BUNDLED_DATASETS, load_digits_vqa
+def _from_bundled(name, limit=None):
+    from skipit.demo import BUNDLED_DATASETS, digit_image, digits_vqa_records
 
-    records = load_digits_vqa(**BUNDLED_DATASETS[name])
-    return [Example(rec["image"].convert("RGB"), str(rec["question"]), str(rec["answer"]),
+    records = digits_vqa_records(**BUNDLED_DATASETS[name])[:limit]
+    return [Example(digit_image(rec["image_index"]).convert("RGB"), str(rec["question"]), str(rec["answer"]),
                     list(rec.get("choices") or []), source=f"bundled:{name}[{i}]")
             for i, rec in enumerate(records)]
 
 
-def load_examples(path_or_name, skip_bad=False):
+def load_examples(path_or_name, skip_bad=False, limit=None):
     """Examples from a JSONL file or a bundled set name; returns ``(examples, report)``.
 
     A name that is not an existing file is looked up among the bundled sets
     (``skipit.demo.BUNDLED_DATASETS``); unknown names raise
-    :class:`skipit.errors.SkipitError` listing the bundled ones.
+    :class:`skipit.errors.SkipitError` listing the bundled ones. ``limit`` N keeps the
+    first N examples and decodes only their images (a file's other lines are still
+    checked, see :func:`load_jsonl`); a bundled set's report then hashes those N.
     """
     from skipit.errors import SkipitError
 
+    _check_limit(limit)
     target = os.fspath(path_or_name)
     if os.path.exists(target):
-        return load_jsonl(target, skip_bad=skip_bad)
+        return load_jsonl(target, skip_bad=skip_bad, limit=limit)
     names = bundled_names()
     if target in names:
-        examples = _from_bundled(target)
+        examples = _from_bundled(target, limit)
         from skipit.empirical.certify import data_sha256
 
         return examples, LoadReport(f"bundled:{target}", [], data_sha256(examples))

@@ -87,6 +87,86 @@ def test_all_lines_bad_is_an_error_even_with_skip_bad(tmp_path):
         load_jsonl(path, skip_bad=True)
 
 
+@pytest.fixture
+def decoded(monkeypatch):
+    """File names of the images whose pixels were decoded (``ImageFile.load``; ``verify`` does
+    not decode), one entry per opened image however often ``load`` is called on it."""
+    from PIL import ImageFile
+
+    paths = []
+    seen = {}  # id -> image, kept alive so that ids are not reused
+    real = ImageFile.ImageFile.load
+
+    def load(self):
+        if seen.setdefault(id(self), self) is self and len(seen) > len(paths):
+            paths.append(getattr(self, "filename", None))
+        return real(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return paths
+
+
+def test_limit_decodes_the_first_n_images_only(tmp_path, decoded):
+    path = _write(tmp_path, [GOOD_A, GOOD_B, GOOD_B, GOOD_A, GOOD_B])
+    examples, report = load_jsonl(path, limit=2)
+    assert [e.source for e in examples] == ["data.jsonl:1", "data.jsonl:2"]
+    assert [e.answer for e in examples] == ["1", "no"]
+    assert [p.rsplit("/", 1)[-1] for p in decoded] == ["a.png", "b.png"]
+    assert report.sha256 == load_jsonl(path)[1].sha256  # the file's hash, all lines
+
+
+@pytest.mark.parametrize("bad,why", [
+    ({"image": "img/broken.png", "question": "q", "answer": "1"}, r"line 4: unreadable image 'img/broken.png'"),
+    ({"image": "img/none.png", "question": "q", "answer": "1"}, r"line 4: unreadable image 'img/none.png'"),
+    ({"image": "img/a.png", "answer": "1"}, r"line 4: missing field 'question'"),
+    ("{not json", r"line 4: invalid JSON"),
+])
+def test_limit_still_checks_every_line(tmp_path, decoded, bad, why):
+    """A bad line after the first N is still an error, found without decoding its image."""
+    path = _write(tmp_path, [GOOD_A, GOOD_B, GOOD_A, bad])
+    with pytest.raises(SkipitError, match=r"1 bad line\(s\).*\n  " + why):
+        load_jsonl(path, limit=2)
+    assert len(decoded) == 2
+
+
+def test_limit_counts_good_lines_when_skipping_bad_ones(tmp_path):
+    path = _write(tmp_path, ["{oops", GOOD_A, {"image": "img/broken.png", "question": "q", "answer": "a"}, GOOD_B,
+                             GOOD_A, "{late"])
+    examples, report = load_jsonl(path, skip_bad=True, limit=2)
+    assert [e.source for e in examples] == ["data.jsonl:2", "data.jsonl:4"]
+    assert [line for line, _ in report.skipped] == [1, 3, 6]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.0, True])
+def test_limit_must_be_a_positive_integer(tmp_path, limit):
+    path = _write(tmp_path, [GOOD_A])
+    with pytest.raises(ValueError, match=r"`limit` must be None or an integer >= 1"):
+        load_examples(path, limit=limit)
+
+
+def test_bundled_set_with_a_limit_is_its_first_examples():
+    pytest.importorskip("skipit.demo")
+    from skipit.empirical.certify import data_sha256
+
+    first, report = load_examples("digits-test", limit=5)
+    everything, _ = load_examples("digits-test")
+    assert [e.source for e in first] == [e.source for e in everything[:5]]
+    assert data_sha256(first) == data_sha256(everything[:5]) == report.sha256
+
+
+@pytest.mark.parametrize("command", [["certify"], ["evaluate", "--model", "some/model"]])
+def test_samples_option_decodes_n_images_and_still_checks_every_line(tmp_path, decoded, capsys, command):
+    """``--samples 2`` reaches the loader as its limit: a bad line 4 stops the command (exit
+    code 2, before any model is loaded) after 2 images were decoded."""
+    from skipit.cli import main
+
+    path = _write(tmp_path, [GOOD_A, GOOD_B, GOOD_A, {"image": "img/broken.png", "question": "q", "answer": "1"}])
+    argv = command + ["--data", str(path), "--samples", "2", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert "line 4: unreadable image 'img/broken.png'" in capsys.readouterr().err
+    assert len(decoded) == 2
+
+
 def test_unknown_data_name_lists_bundled_sets():
     with pytest.raises(SkipitError, match=r"neither a file nor a bundled data set \(bundled: .*digits-test"):
         load_examples("no-such-set")
