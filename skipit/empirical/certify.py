@@ -396,8 +396,18 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
 # files: atomic writes, checkpoints
 # --------------------------------------------------------------------------------------
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never half."""
+    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never half.
+
+    The file gets the permissions ``open`` would give a new file (``0o666 & ~umask``), not
+    the owner-only ``0o600`` of the temporary file it is renamed from.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -407,6 +417,7 @@ def atomic_write_text(path, text):
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -521,6 +521,24 @@ def test_certificate_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["certificate.json"]
 
 
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_write_gives_the_mode_of_a_new_file(tmp_path, umask, mode):
+    """Like ``open(path, "w")``: 0o666 less the umask, not the temporary file's 0o600."""
+    import stat
+
+    from skipit.empirical.certify import atomic_write_text, write_certificate
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        path = write_certificate({"schema": SCHEMA}, tmp_path)
+        write_certificate({"schema": SCHEMA, "n": 2}, tmp_path)  # replacing an existing certificate
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == mode
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode
+
+
 def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llava, tmp_path):
     """Same path, same architecture, other weights (a retrained model): the old checkpoint
     must not be resumed, or the certificate would mix two models' statistics."""
