@@ -134,13 +134,67 @@ def test_fastv_leaves_no_hook_when_a_decoder_layer_raises(family):
     assert torch.equal(_run(model, batch), ref)
 
 
-def test_vtw_is_early_exit():
-    model = _model("llava")
-    batch = tiny_batch(model, batch_size=2, seed=4)
-    real = batch["attention_mask"].bool()
-    a = _run(model, batch, visual_token_withdrawal, layer=2)
-    b = _run(model, batch, early_exit, layer=2)
-    assert torch.equal(a[real], b[real])
+def _withdrawn_reference(model, batch, layer):
+    """VTW at K without packing or the skipper: eager attention in which, in layers > K, text
+    queries get the vision keys masked (the vision rows are never read by a text token again)."""
+    ad = get_adapter(model)
+    vision = ad.vision_mask(batch["input_ids"], model.config)
+    blocked = (~vision)[:, None, :, None] & vision[:, None, None, :]
+
+    def pre(module, args, kwargs):
+        mask = kwargs["attention_mask"]
+        return args, dict(kwargs, attention_mask=mask.masked_fill(blocked, torch.finfo(mask.dtype).min))
+
+    handles = [dec.register_forward_pre_hook(pre, with_kwargs=True)
+               for dec in ad.decoder_layers(model)[layer:]]
+    try:
+        return _run(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_vtw_drops_the_vision_tokens_after_layer_k(family, layer):
+    """Layers 1..K get every token, layers K+1..N the text tokens only (packed: B x longest
+    text); the text logits equal the masked eager reference, and differ from the full model."""
+    model = _model(family)
+    batch = tiny_batch(model, batch_size=2, padding_side="left", seed=4)
+    vision = get_adapter(model).vision_mask(batch["input_ids"], model.config)
+    seen = {}
+
+    def count(l):
+        def hook(module, args, kwargs):
+            seen[l] = tuple((args[0] if args else kwargs["hidden_states"]).shape[:2])
+        return hook
+
+    with torch.no_grad(), visual_token_withdrawal(model, layer=layer):
+        dec = get_adapter(model).decoder_layers(model)
+        handles = [d.register_forward_pre_hook(count(l), with_kwargs=True) for l, d in enumerate(dec, 1)]
+        try:
+            got = model(**batch).logits
+        finally:
+            for h in handles:
+                h.remove()
+    widest = int((~vision).sum(dim=1).max())
+    assert seen == {l: (2, vision.shape[1] if l <= layer else widest) for l in range(1, N + 1)}
+    real = batch["attention_mask"].bool() & ~vision
+    ref = _withdrawn_reference(tiny_model(family, seed=0, num_layers=N, attn_implementation="eager"), batch, layer)
+    assert torch.allclose(got[real], ref[real], atol=1e-4)
+    assert not torch.allclose(got[real], _run(model, batch)[real], atol=1e-3)
+
+
+def test_vtw_layer_takes_the_first_k_after_which_every_kl_is_small(monkeypatch):
+    """Constructed KLs: small at K = 1, large at 2, small from 3 on: VTW withdraws at 3, not 1
+    (the KL must stay below the threshold at every later layer); the threshold itself passes."""
+    import skipit.empirical.baselines as baselines
+
+    kls = [1e-9, 0.5, 1e-6, 0.0]
+    monkeypatch.setattr(baselines, "answer_kl_per_layer", lambda model, batches, adapter=None: list(kls))
+    assert choose_vtw_layer(None, [], kl_threshold=1e-6) == (3, kls)
+    assert choose_vtw_layer(None, [], kl_threshold=1.0) == (1, kls)
+    assert choose_vtw_layer(None, [], kl_threshold=0.0) == (4, kls)
 
 
 def test_vtw_layer_is_the_first_from_which_kl_stays_small():

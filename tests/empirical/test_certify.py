@@ -501,12 +501,29 @@ def test_certificate_write_is_atomic(tmp_path, monkeypatch):
 
     write_certificate({"schema": SCHEMA, "n": 1}, tmp_path)
 
-    class Boom:
-        pass
+    real_fdopen = os.fdopen
+    seen = []
 
-    with pytest.raises(TypeError):
-        write_certificate({"schema": SCHEMA, "bad": Boom()}, tmp_path)
+    def half_write_then_fail(fd, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        real_write = fh.write
+
+        def write(text):
+            real_write(text[:len(text) // 2])
+            fh.flush()
+            seen.extend(p.read_text() for p in tmp_path.glob(".certificate.json.*.tmp"))
+            raise OSError("no space left on device")
+
+        fh.write = write
+        return fh
+
+    monkeypatch.setattr(os, "fdopen", half_write_then_fail)
+    with pytest.raises(OSError, match="no space left"):
+        write_certificate({"schema": SCHEMA, "n": 2}, tmp_path)
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert len(seen) == 1 and seen[0] and '"n": 2' not in seen[0]  # failed inside the temp file's write
     assert json.loads((tmp_path / "certificate.json").read_text()) == {"schema": SCHEMA, "n": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["certificate.json"]
 
     real_replace = os.replace
 

@@ -185,14 +185,39 @@ def test_bundled_set_loads_and_matches_demo_export(tmp_path):
     assert data_sha256(exported) == data_sha256(bundled[:8])
 
 
+# sha256 of [json ["q", "a", []], b"RGB(8, 8)" + 64 black pixels, the same with 64 (0, 0, 1) pixels]
+SHA256_A_B = "ad73372148763b811282a36dcfb0f189363aaedc49436a2ea79b3ec8d3ca5f18"
+
+
 def test_data_sha256_sees_pixels_and_order():
     from skipit.empirical.certify import data_sha256
 
     a = Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a")
     b = Example(Image.new("RGB", (8, 8), (0, 0, 1)), "q", "a")
-    assert data_sha256([a, b]) != data_sha256([b, a])
+    assert data_sha256([a, b]) == SHA256_A_B  # fixed across processes and versions: checkpoints rely on it
+    assert data_sha256([b, a]) != SHA256_A_B
     assert data_sha256([a]) != data_sha256([b])
-    assert data_sha256([a, b]) == data_sha256([a, b])
+    # the content counts, not the objects: fresh images with the same pixels, a renamed source
+    same = [Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a", source="elsewhere:1"),
+            Example(Image.frombytes("RGB", (8, 8), b.image.tobytes()), "q", "a")]
+    assert data_sha256(same) == SHA256_A_B
+
+
+@pytest.mark.parametrize("field,value", [
+    ("question", "q?"), ("answer", "b"), ("choices", ["a"]),
+    ("image", Image.new("RGB", (16, 4), (0, 0, 0))),  # the same bytes, another size
+    ("image", Image.new("YCbCr", (8, 8), (0, 0, 0))),  # the same bytes and size, another mode
+])
+def test_data_sha256_changes_with_each_field(field, value):
+    from dataclasses import replace
+
+    from skipit.empirical.certify import data_sha256
+
+    a = Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a")
+    b = Example(Image.new("RGB", (8, 8), (0, 0, 1)), "q", "a")
+    if field == "image":
+        assert value.tobytes() == a.image.tobytes()
+    assert data_sha256([replace(a, **{field: value}), b]) != SHA256_A_B
 
 
 class _NoTemplate:
