@@ -224,7 +224,8 @@ def test_local_model_files_are_real_saves(tmp_path):
 
     save_tiny_vlm("llava", tmp_path, seed=3)
     model, _, _ = load_model_and_processor(str(tmp_path), device="cpu")
-    ref = tiny_model("llava", seed=3)
-    for (name, p), (_, q) in zip(model.state_dict().items(), ref.state_dict().items()):
-        assert torch.equal(p, q), name
+    got, ref = model.state_dict(), tiny_model("llava", seed=3).state_dict()
+    assert list(got) == list(ref)
+    for (name, p), (ref_name, q) in zip(got.items(), ref.items(), strict=True):
+        assert name == ref_name and torch.equal(p, q), name
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llava"
