@@ -56,6 +56,7 @@ import sympy as sp
 from scipy import stats
 
 from skipit.theory._registry import register
+from skipit.theory.entropy import _log_base as _lb
 from skipit.theory.entropy import binary_entropy, binary_kl, conditional_mutual_information, validate_pmf
 from skipit.theory.spherical import log_cap_fraction
 
@@ -118,14 +119,6 @@ def _finite(name, v):
     return a
 
 
-def _lb(base):
-    try:
-        b = float(base)
-    except (TypeError, ValueError):
-        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}") from None
-    if not (b > 0) or b == 1.0 or not math.isfinite(b):
-        raise ValueError(f"`base` must be a finite number > 0 and != 1, got {base!r}")
-    return math.log(b)
 
 
 def _theorem3_p_t(p_t, t):
