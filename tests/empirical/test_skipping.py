@@ -8,6 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from skipit.empirical.adapters import get_adapter  # noqa: E402
+from skipit.empirical.baselines import fastv_prune  # noqa: E402
 from skipit.empirical.skipping import early_exit, late_entry  # noqa: E402
 from skipit.empirical.testing import tiny_batch, tiny_examples, tiny_model, collate  # noqa: E402
 
@@ -277,6 +278,7 @@ CONTEXTS = [
     pytest.param(late_entry, dict(layer=3, variant="oracle"), id="late_entry-oracle"),
     pytest.param(early_exit, dict(layer=2), id="early_exit"),
 ]
+RAISING_CONTEXTS = CONTEXTS + [pytest.param(fastv_prune, dict(layer=2, keep_ratio=0.5), id="fastv_prune")]
 
 
 @pytest.mark.parametrize("ctx,kw", CONTEXTS)
@@ -292,12 +294,15 @@ def test_hooks_are_removed_when_the_with_body_raises(ctx, kw):
     assert torch.equal(_logits(model, batch), ref)
 
 
-@pytest.mark.parametrize("ctx,kw", CONTEXTS)
-def test_hooks_are_removed_when_a_decoder_layer_raises(ctx, kw):
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl"])
+@pytest.mark.parametrize("ctx,kw", RAISING_CONTEXTS)
+def test_hooks_are_removed_when_a_decoder_layer_raises(ctx, kw, family):
     """A forward that fails inside decoder layer 3 (after the skipper's hooks ran) leaves no
     hook behind: not after a second failing forward in the same context, not after exit; the
-    context still computes what a fresh one does, and the plain model its reference logits."""
-    model = _model("llava")
+    context still computes what a fresh one does, and the plain model its reference logits.
+    (FastV opens an attention probe per forward that only the language model's post hook
+    closes: the next forward and the exit must close it.)"""
+    model = _model(family)
     batch = tiny_batch(model, batch_size=2, padding_side="left", seed=9)
     ref = _logits(model, batch)
     fresh = _logits(model, batch, ctx, **kw)
@@ -316,8 +321,8 @@ def test_hooks_are_removed_when_a_decoder_layer_raises(ctx, kw):
                     model(**batch)
         finally:
             handle.remove()
+        again = model(**batch).logits  # a successful forward closes whatever the failed ones left open
         assert _hook_counts(model) == inside
-        again = model(**batch).logits
     assert _hook_counts(model) == before
     real = _real(batch, model)
     assert torch.allclose(again[real], fresh[real], atol=ATOL)
