@@ -32,15 +32,16 @@ vision that is not attended to can leave).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import stats as _scipy_stats
+
+from skipit.empirical.data import data_sha256
+from skipit.empirical.files import atomic_write_text
 
 SCHEMA = "skipit.certificate/1"
 COSINE_DISTANCE_RANGE = 2.0  # rho(x, y) = 1 - cos(x, y) lies in [0, 2]
@@ -396,49 +397,11 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
 # files: atomic writes, checkpoints
 # --------------------------------------------------------------------------------------
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never half.
-
-    The file gets the permissions ``open`` would give a new file (``0o666 & ~umask``), not
-    the owner-only ``0o600`` of the temporary file it is renamed from.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_certificate(certificate, out_dir):
     """Write ``certificate.json`` atomically into ``out_dir``; returns its path."""
     path = os.path.join(os.fspath(out_dir), CERTIFICATE)
     atomic_write_text(path, json.dumps(certificate, indent=2, sort_keys=False) + "\n")
     return path
-
-
-def data_sha256(examples):
-    """sha256 of the examples' content (question, answer, choices, image pixels), order included."""
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps([ex.question, ex.answer, list(ex.choices or [])]).encode())
-        h.update(ex.image_bytes())
-    return h.hexdigest()
 
 
 @dataclass

@@ -179,7 +179,6 @@ def load_examples(path_or_name, skip_bad=False, limit=None):
     names = bundled_names()
     if target in names:
         examples = _from_bundled(target, limit)
-        from skipit.empirical.certify import data_sha256
 
         return examples, LoadReport(f"bundled:{target}", [], data_sha256(examples))
     known = ", ".join(names) if names else "none installed"
@@ -226,3 +225,12 @@ def build_inputs(processor, examples, model=None):
 
         inputs.update(get_adapter(model).extra_forward_kwargs(inputs["input_ids"], model.config))
     return inputs
+
+
+def data_sha256(examples):
+    """sha256 of the examples' content (question, answer, choices, image pixels), order included."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.question, ex.answer, list(ex.choices or [])]).encode())
+        h.update(ex.image_bytes())
+    return h.hexdigest()

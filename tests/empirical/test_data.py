@@ -146,7 +146,7 @@ def test_limit_must_be_a_positive_integer(tmp_path, limit):
 
 def test_bundled_set_with_a_limit_is_its_first_examples():
     pytest.importorskip("skipit.demo")
-    from skipit.empirical.certify import data_sha256
+    from skipit.empirical.data import data_sha256
 
     first, report = load_examples("digits-test", limit=5)
     everything, _ = load_examples("digits-test")
@@ -180,7 +180,7 @@ def test_bundled_set_loads_and_matches_demo_export(tmp_path):
     assert len(bundled) == len(demo.load_digits_vqa(**demo.BUNDLED_DATASETS["digits-test"]))
     path = demo.export_jsonl(demo.load_digits_vqa(**demo.BUNDLED_DATASETS["digits-test"])[:8], tmp_path)
     exported, _ = load_examples(path)
-    from skipit.empirical.certify import data_sha256
+    from skipit.empirical.data import data_sha256
 
     assert data_sha256(exported) == data_sha256(bundled[:8])
 
@@ -190,7 +190,7 @@ SHA256_A_B = "ad73372148763b811282a36dcfb0f189363aaedc49436a2ea79b3ec8d3ca5f18"
 
 
 def test_data_sha256_sees_pixels_and_order():
-    from skipit.empirical.certify import data_sha256
+    from skipit.empirical.data import data_sha256
 
     a = Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a")
     b = Example(Image.new("RGB", (8, 8), (0, 0, 1)), "q", "a")
@@ -211,7 +211,7 @@ def test_data_sha256_sees_pixels_and_order():
 def test_data_sha256_changes_with_each_field(field, value):
     from dataclasses import replace
 
-    from skipit.empirical.certify import data_sha256
+    from skipit.empirical.data import data_sha256
 
     a = Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a")
     b = Example(Image.new("RGB", (8, 8), (0, 0, 1)), "q", "a")
