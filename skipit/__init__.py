@@ -5,7 +5,16 @@
 imported here: the skipping context managers are resolved lazily on first use.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily (no torch here)
+    from skipit.empirical.skipping import early_exit, late_entry
+
+try:
+    __version__: str = _metadata.version("skipit")  # pyproject.toml's `version`, the one source of truth
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "late_entry": "skipit.empirical.skipping",
@@ -13,7 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 

@@ -1,7 +1,10 @@
-"""``skipit certify`` end to end: tiny saved models of every family, clear errors (exit code 2)."""
+"""The ``skipit`` command line: its conventions (version, exit status, help, the shared options
+and ``--quiet``), and ``skipit certify`` end to end on tiny saved models of every family."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -9,7 +12,10 @@ import sys
 
 import pytest
 
-from skipit.cli import main
+import skipit
+from skipit.cli import COMMANDS, EXIT_STATUS, main
+from skipit.commands._common import model_options, output_options, parse_threads, quiet_transformers, set_threads
+from skipit.errors import RunError, SkipitError
 from tests.empirical.certify_helpers import write_digit_jsonl
 
 FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
@@ -25,6 +31,157 @@ def _restore_torch_threads():
     yield
     torch.set_num_threads(before)
 
+
+# --- conventions shared by every command -----------------------------------------------------
+
+
+def test_version_flag_prints_the_installed_metadata_version(capsys):
+    """`skipit --version` and `skipit.__version__` both read the installed metadata (pyproject's `version`)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    installed = importlib.metadata.version("skipit")
+    assert capsys.readouterr().out == f"skipit {installed}\n"
+    assert skipit.__version__ == installed
+
+
+def test_version_is_written_once_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert "version" not in project.get("dynamic", [])
+    assert project["version"] == importlib.metadata.version("skipit"), "reinstall: `make install`"
+
+
+def test_uninstalled_source_tree_gets_a_placeholder_version():
+    code = ("import importlib.metadata as m\n"
+            "def missing(name): raise m.PackageNotFoundError(name)\n"
+            "m.version = missing\n"
+            "import skipit; print(skipit.__version__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "0+unknown"
+
+
+def test_top_level_help_says_what_each_command_does_and_the_exit_status(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name, help_text in COMMANDS.items():
+        assert f"{name} {help_text}" in text, name
+    for code, meaning in EXIT_STATUS.items():
+        assert f"{code} {meaning}" in text
+    assert "--version" in text
+
+
+def test_no_command_is_a_usage_error_with_exit_2(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "a COMMAND is required" in err and "certify" in err
+
+
+def test_argparse_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bounds", "--no-such-option"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("error", "status"), [(SkipitError("--eps must be in (0, 1), got 2.0"), 2),
+                                               (RunError("--out 'o' is locked by pid 7"), 1)])
+def test_usage_errors_exit_2_and_failed_runs_exit_1_in_one_line(error, status, monkeypatch, capsys):
+    def run(args):
+        raise error
+
+    monkeypatch.setattr("skipit.commands.bounds.run", run)
+    assert main(["bounds"]) == status
+    assert capsys.readouterr().err == f"skipit bounds: error: {error}\n"
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    def run(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("skipit.commands.bounds.run", run)
+    assert main(["bounds"]) == 130
+    assert capsys.readouterr().err == "skipit bounds: interrupted\n"
+
+
+def _command_parser(**defaults):
+    parser = argparse.ArgumentParser(prog="skipit x")
+    parser.add_subparsers().add_parser("x", parents=[model_options(**defaults)])
+    return parser
+
+
+def test_parent_parser_gives_each_command_its_own_defaults():
+    """Two commands' parents do not share option objects: one's defaults never leak into the other's."""
+    certify = _command_parser(samples=512, batch_size=16).parse_args(["x"])
+    evaluate = _command_parser().parse_args(["x"])
+    assert (certify.samples, certify.batch_size) == (512, 16)
+    assert (evaluate.samples, evaluate.batch_size) == (200, 32)
+    assert vars(certify).keys() == vars(evaluate).keys() == {
+        "model", "data", "samples", "batch_size", "skip_bad", "device", "dtype", "threads", "quiet", "no_progress"}
+    assert (certify.model, certify.data, certify.device, certify.dtype, certify.threads) == (
+        None, None, "auto", "auto", "auto")
+    assert not (certify.quiet or certify.no_progress or certify.skip_bad)
+
+
+def test_parent_parser_parses_short_quiet_and_names_defaults_in_help(capsys):
+    args = _command_parser(samples=512).parse_args(["x", "-q", "--dtype", "bfloat16", "--threads", "2"])
+    assert args.quiet and args.dtype == "bfloat16" and args.threads == "2"
+    with pytest.raises(SystemExit):
+        _command_parser(samples=512).parse_args(["x", "--help"])
+    assert "(default: 512; 0 = all)" in capsys.readouterr().out
+
+
+def test_parse_threads_accepts_auto_and_positive_integers_only():
+    assert parse_threads("auto") is None and parse_threads("3") == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(SkipitError, match=f"--threads must be 'auto' or an integer >= 1, got '{bad}'"):
+            parse_threads(bad)
+
+
+def test_set_threads_auto_is_one_thread_for_a_small_cpu_model_and_explicit_counts_are_kept():
+    import torch
+
+    small = torch.nn.Linear(4, 4)
+    torch.set_num_threads(2)
+    set_threads(None, small)
+    assert torch.get_num_threads() == 1
+    set_threads(2, small)
+    assert torch.get_num_threads() == 2
+
+
+def test_quiet_implies_no_progress_and_restores_transformers_settings():
+    from transformers.utils import logging as hf_logging
+
+    before = (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity())
+    assert before[0], "transformers' progress bar should be on by default"
+    args = argparse.Namespace(quiet=True, no_progress=False)
+    with output_options(args):
+        assert args.no_progress
+        assert not hf_logging.is_progress_bar_enabled()
+        assert hf_logging.get_verbosity() == hf_logging.ERROR
+    assert (hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()) == before
+    loud = argparse.Namespace(quiet=False, no_progress=False)
+    with output_options(loud):
+        assert hf_logging.is_progress_bar_enabled() and not loud.no_progress
+
+
+def test_quiet_silences_the_weight_loading_bar(capfd):
+    """Loading the demo model draws transformers' "Loading weights" bar on stderr, except under quiet."""
+    import skipit.demo as demo
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(demo.DEMO_MODEL_DIR)
+    assert "Loading weights" in capfd.readouterr().err
+    with quiet_transformers():
+        AutoModelForImageTextToText.from_pretrained(demo.DEMO_MODEL_DIR)
+    assert "Loading weights" not in capfd.readouterr().err
+
+
+# --- skipit certify end to end -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -1,0 +1,121 @@
+"""What every model-running command shares: one parent parser and the helpers that apply it.
+
+A command adopts the shared options with one argument to ``add_parser`` (and drops its own
+copies of these options, which argparse would otherwise reject as conflicting)::
+
+    p = subparsers.add_parser("certify", parents=[model_options(samples=512, batch_size=16)], ...)
+
+:func:`skipit.cli.main` applies ``-q/--quiet`` around every command (:func:`output_options`),
+so a command only reads ``args.no_progress`` (true under ``--quiet`` too) and ``args.quiet``.
+Nothing here imports torch or transformers at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from skipit.errors import SkipitError
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEFAULT_DATA = "digits-test"
+SMALL_MODEL_PARAMETERS = 50_000_000
+
+
+def model_options(*, samples: int = 200, batch_size: int = 32) -> argparse.ArgumentParser:
+    """A fresh parent parser (``add_help=False``) with the options every model-running command shares.
+
+    Options: ``--model``, ``--data``, ``--samples``, ``--batch-size``, ``--skip-bad``,
+    ``--device``, ``--dtype``, ``--threads``, ``-q/--quiet`` and ``--no-progress``. The
+    command's own defaults for ``--samples`` and ``--batch-size`` are arguments; a new parser
+    is built on each call because argparse shares a parent's option objects with its children.
+    """
+    p = argparse.ArgumentParser(add_help=False)
+    run = p.add_argument_group("model and data")
+    run.add_argument("--model", default=None, metavar="NAME|HUB_ID|PATH",
+                     help="alias (e.g. llava-1.5-7b), hub id, or directory saved with save_pretrained "
+                          "(default: the bundled demo model)")
+    run.add_argument("--data", default=None, metavar="PATH|NAME",
+                     help="JSONL file (image, question, answer[, choices]) or bundled set "
+                          f"(default: {DEFAULT_DATA})")
+    run.add_argument("--samples", type=int, default=samples, metavar="N",
+                     help=f"use the first N examples (default: {samples}; 0 = all)")
+    run.add_argument("--batch-size", type=int, default=batch_size, metavar="B",
+                     help=f"examples per forward (default: {batch_size})")
+    run.add_argument("--skip-bad", action="store_true", help="skip (and report) bad data lines instead of stopping")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:0 ... (default: auto)")
+    run.add_argument("--dtype", default="auto", choices=DTYPES,
+                     help="model dtype (default: auto = float32 on CPU, bfloat16 on CUDA)")
+    run.add_argument("--threads", default="auto", metavar="N",
+                     help="CPU threads for torch (default: auto = 1 for models under 50M parameters, whose "
+                          "small matrix products only lose time to thread start-up and contention, else "
+                          "torch's default)")
+    out = p.add_argument_group("terminal output")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress bars or progress lines, and no weight-loading bar or warnings from "
+                          "transformers; results and errors are still printed")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar (other messages stay)")
+    return p
+
+
+def parse_threads(value: str) -> int | None:
+    """``--threads``: None for ``auto``, else the integer (>= 1); anything else is a SkipitError."""
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SkipitError(f"--threads must be 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def set_threads(threads: int | None, model: Any) -> None:
+    """Apply ``--threads`` to torch (process-wide). None = auto: one thread for a model under
+    :data:`SMALL_MODEL_PARAMETERS` parameters on the CPU, else torch's default is left alone."""
+    import torch
+
+    if threads is None:
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if on_cpu and sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMETERS:
+            torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Within the block, transformers shows no progress bar (the "Loading weights" bar and
+    huggingface_hub's download bars) and logs errors only; both settings are restored after.
+    A no-op when transformers is not installed (the theory-only install)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    bar_was_on, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def output_options(args: argparse.Namespace) -> Iterator[None]:
+    """Apply ``-q/--quiet`` for the duration of a command: it implies ``--no-progress`` and
+    silences transformers (:func:`quiet_transformers`). A namespace without these options
+    (``skipit bounds``) passes through unchanged."""
+    if not getattr(args, "quiet", False):
+        yield
+        return
+    if hasattr(args, "no_progress"):
+        args.no_progress = True
+    with quiet_transformers():
+        yield
