@@ -11,6 +11,9 @@ with probability at least ``confidence`` over the sample (i.i.d. samples assumed
   error level each (``method="best"``, the default).
 * :func:`proximal_probability` (Definition 2): fraction of distances ``< t``, with a
   Clopper-Pearson *lower* bound on ``P[rho < t]``.
+* :func:`mean_upper_bound`, :func:`mean_lower_bound`, :func:`clopper_pearson_lower`,
+  :func:`clopper_pearson_upper`: the same bounds from sufficient statistics (mean,
+  variance, count), for runs that stream sums; the estimators above call them.
 * :func:`functional_redundancy` (Definition 3): cross-fitted estimate of
   ``E||f_l(X_l) - f_prev(X_prev)||^2`` with regressors fit on held-out folds.
 * :func:`is_informationally_redundant` (Definition 4) takes a conditional entropy value.
@@ -39,6 +42,10 @@ __all__ = [
     "ProbabilityEstimate",
     "FunctionalEstimate",
     "RidgeRegressor",
+    "mean_upper_bound",
+    "mean_lower_bound",
+    "clopper_pearson_lower",
+    "clopper_pearson_upper",
     "geometric_redundancy",
     "proximal_probability",
     "functional_redundancy",
@@ -98,6 +105,118 @@ def _scalar(x):
     return float(x) if np.ndim(x) == 0 else x
 
 
+# ------------------------------------------------------------------ bounds from sufficient statistics
+# The one home of the confidence bounds: the sample estimators below and the certificate
+# (which keeps only streamed sums) both call these.
+
+def _hoeffding_excess(n, delta, value_range):
+    """Hoeffding's one-sided deviation ``R sqrt(ln(1/delta) / (2n))`` at level ``delta``."""
+    return value_range * np.sqrt(np.log(1.0 / delta) / (2.0 * n))
+
+
+def _bernstein_excess(variance, n, delta, value_range):
+    """Maurer-Pontil (2009, Thm. 4) deviation ``sqrt(2 V ln(2/delta) / n) + 7 R ln(2/delta) / (3(n-1))``."""
+    log_term = np.log(2.0 / delta)
+    return np.sqrt(2.0 * variance * log_term / n) + 7.0 * value_range * log_term / (3.0 * (n - 1))
+
+
+def _bound_args(n, delta):
+    nn = _c.check("n", n, 0.0, integer=True)
+    dl = _c.check("delta", delta, 0.0, 1.0, low_closed=False, high_closed=False)
+    return nn, dl
+
+
+def _variance(variance, value_range):
+    v = _c.check("variance", variance)
+    tol = 1e-12 * value_range * value_range  # a variance from sums may fall an ulp below zero
+    if np.any(v < -tol):
+        raise ValueError(f"`variance` must be >= 0, got {float(np.min(v))!r}")
+    return np.maximum(v, 0.0)
+
+
+def mean_upper_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike, "*batch"] | None,
+                     n, delta, value_range=COSINE_DISTANCE_MAX):
+    """Upper confidence bound on ``E[X]`` from the sufficient statistics of a sample.
+
+    Hypotheses: ``n`` i.i.d. draws of ``X`` in ``[0, R]``, ``R = value_range`` (the draws are
+    the independent unit: examples, not the correlated tokens of one example); ``mean`` their
+    sample mean, ``variance`` their unbiased sample variance. Conclusion: with probability
+    ``>= 1 - delta``, ``E[X] <= bound``, where ``bound`` is the smallest of
+
+    * Hoeffding at level ``delta/2``: ``mean + R sqrt(ln(2/delta) / (2n))``;
+    * the empirical Bernstein bound of Maurer & Pontil (2009, Thm. 4) at level ``delta/2``:
+      ``mean + sqrt(2 V ln(4/delta) / n) + 7 R ln(4/delta) / (3(n-1))``;
+    * ``R``
+
+    (a union bound over the two). ``variance=None`` (sums without a variance): Hoeffding
+    alone at level ``delta``, ``mean + R sqrt(ln(1/delta) / (2n))``, capped at ``R``.
+    ``n < 2``: ``R`` (one draw certifies nothing here). Arguments broadcast; a scalar call
+    returns a float.
+    """
+    r = float(_c.positive("value_range", value_range))
+    m = _c.check("mean", mean, 0.0, r)
+    nn, dl = _bound_args(n, delta)
+    safe = np.maximum(nn, 2.0)
+    if variance is None:
+        bound = m + _hoeffding_excess(safe, dl, r)
+    else:
+        v = _variance(variance, r)
+        bound = np.minimum(m + _hoeffding_excess(safe, dl / 2.0, r), m + _bernstein_excess(v, safe, dl / 2.0, r))
+    out = np.where(nn < 2, r, np.minimum(bound, r))
+    return _c.result(out, mean, variance, n, delta)
+
+
+def mean_lower_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike, "*batch"] | None,
+                     n, delta, value_range=COSINE_DISTANCE_MAX):
+    """Lower confidence bound on ``E[X]``: :func:`mean_upper_bound` applied to ``R - X``.
+
+    Same hypotheses (``n`` i.i.d. draws in ``[0, R]``; ``R - X`` has mean ``R - mean`` and
+    the same variance). Conclusion: with probability ``>= 1 - delta``,
+    ``E[X] >= R - mean_upper_bound(R - mean, variance, n, delta, R)`` (``>= 0``; ``0`` when
+    ``n < 2``).
+    """
+    r = float(_c.positive("value_range", value_range))
+    m = _c.check("mean", mean, 0.0, r)
+    return _c.result(r - np.asarray(mean_upper_bound(r - m, variance, n, delta, r)), mean, variance, n, delta)
+
+
+def _binomial_args(k, n, delta):
+    nn, dl = _bound_args(n, delta)
+    kk = _c.check("k", k, 0.0, integer=True)
+    if np.any(kk > nn):
+        bad = np.broadcast_arrays(kk, nn)
+        i = np.flatnonzero(np.atleast_1d(bad[0] > bad[1]))[0]
+        raise ValueError(f"`k` must be <= n, got k={float(np.atleast_1d(bad[0])[i])!r}, "
+                         f"n={float(np.atleast_1d(bad[1])[i])!r}")
+    return kk, nn, dl
+
+
+def clopper_pearson_lower(k, n, delta):
+    """One-sided exact (Clopper-Pearson) lower confidence bound on a binomial probability.
+
+    Hypotheses: ``k`` successes in ``n`` i.i.d. Bernoulli(p) trials. Conclusion: with
+    probability ``>= 1 - delta``, ``p >= Beta^{-1}(delta; k, n - k + 1)``, the ``p`` at which
+    ``P[Bin(n, p) >= k] = delta``; ``0`` when ``k = 0`` (also ``n = 0``). Arguments broadcast.
+    """
+    kk, nn, dl = _binomial_args(k, n, delta)
+    with np.errstate(invalid="ignore"):
+        lower = np.where(kk <= 0, 0.0, stats.beta.ppf(dl, np.maximum(kk, 1.0), np.maximum(nn - kk + 1.0, 1.0)))
+    return _c.result(lower, k, n, delta)
+
+
+def clopper_pearson_upper(k, n, delta):
+    """One-sided exact (Clopper-Pearson) upper confidence bound on a binomial probability.
+
+    Hypotheses: ``k`` successes in ``n`` i.i.d. Bernoulli(p) trials. Conclusion: with
+    probability ``>= 1 - delta``, ``p <= Beta^{-1}(1 - delta; k + 1, n - k)``, the ``p`` at
+    which ``P[Bin(n, p) <= k] = delta``; ``1`` when ``k = n`` (also ``n = 0``). Arguments broadcast.
+    """
+    kk, nn, dl = _binomial_args(k, n, delta)
+    with np.errstate(invalid="ignore"):
+        upper = np.where(kk >= nn, 1.0, stats.beta.isf(dl, kk + 1.0, np.maximum(nn - kk, 1.0)))
+    return _c.result(upper, k, n, delta)
+
+
 def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence=0.95, rho_max=COSINE_DISTANCE_MAX,
                          method="best") -> MeanEstimate:
     """Definition 1 estimator: the mean of ``d`` and an upper confidence bound on ``E[rho]``.
@@ -111,9 +230,12 @@ def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence=0.95, rho
     * ``"bernstein"`` (Maurer-Pontil, needs n >= 2):
       ``mean + sqrt(2 V log(2/delta) / n) + 7 R log(2/delta) / (3(n-1))`` with V the
       unbiased sample variance;
-    * ``"best"``: the smaller of the two, each at level ``delta/2`` (union bound).
+    * ``"best"``: the smaller of the two, each at level ``delta/2`` (union bound): exactly
+      :func:`mean_upper_bound` of the sample's mean and variance.
 
-    The bound is clipped to ``rho_max``.
+    The bound is clipped to ``rho_max``; with ``n < 2`` it is ``rho_max`` (as
+    :func:`mean_upper_bound`). The samples are the independent unit: distances of the
+    tokens of one image are correlated, so pass one value per example (e.g. its mean).
     """
     r = float(_c.positive("rho_max", rho_max))
     a = _samples(d, r)
@@ -121,26 +243,16 @@ def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence=0.95, rho
     if method not in _METHODS:
         raise ValueError(f"`method` must be one of {_METHODS}, got {method!r}")
     n = a.shape[-1]
-    if method in ("bernstein", "best") and n < 2:
-        raise ValueError(f"`d` must hold at least 2 samples for method={method!r}, got {n}")
     delta = 1.0 - c
-    mean = a.mean(axis=-1)
-
-    def hoeffding(dl):
-        return mean + r * np.sqrt(np.log(1.0 / dl) / (2.0 * n))
-
-    def bernstein(dl):
-        var = a.var(axis=-1, ddof=1)
-        log_term = np.log(2.0 / dl)
-        return mean + np.sqrt(2.0 * var * log_term / n) + 7.0 * r * log_term / (3.0 * (n - 1))
-
+    mean = np.clip(a.mean(axis=-1), 0.0, r)  # a mean of values in [0, r], up to round-off
+    var = a.var(axis=-1, ddof=1) if n > 1 else np.zeros_like(mean)
     if method == "hoeffding":
-        bound = hoeffding(delta)
+        bound = mean_upper_bound(mean, None, n, delta, r)
     elif method == "bernstein":
-        bound = bernstein(delta)
+        bound = r if n < 2 else np.minimum(mean + _bernstein_excess(var, n, delta, r), r)
     else:
-        bound = np.minimum(hoeffding(delta / 2), bernstein(delta / 2))
-    return MeanEstimate(_scalar(mean), _scalar(np.minimum(bound, r)), n, c)
+        bound = mean_upper_bound(mean, var, n, delta, r)
+    return MeanEstimate(_scalar(mean), _scalar(np.broadcast_to(bound, np.shape(mean)).copy()), n, c)
 
 
 def proximal_probability(d: Float[ArrayLike, "*repeats n"], t, confidence=0.95,
@@ -158,9 +270,7 @@ def proximal_probability(d: Float[ArrayLike, "*repeats n"], t, confidence=0.95,
     c = _confidence(confidence)
     n = a.shape[-1]
     k = np.sum(a < tt, axis=-1)
-    with np.errstate(invalid="ignore"):
-        lower = np.where(k == 0, 0.0, stats.beta.ppf(1.0 - c, np.maximum(k, 1), n - k + 1))
-    return ProbabilityEstimate(_scalar(k / n), _scalar(lower), n, c)
+    return ProbabilityEstimate(_scalar(k / n), _scalar(np.asarray(clopper_pearson_lower(k, n, 1.0 - c))), n, c)
 
 
 def is_geometrically_redundant(d, eps, confidence=None, rho_max=COSINE_DISTANCE_MAX):

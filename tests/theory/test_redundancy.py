@@ -115,7 +115,6 @@ def test_functional_and_informational_predicates():
     (lambda: geometric_redundancy([0.1, 2.5]), r"`d` must be in \[0, 2\], got 2.5"),
     (lambda: geometric_redundancy([0.1, np.nan]), r"`d` must be in \[0, 2\], got nan"),
     (lambda: geometric_redundancy([0.1, 0.2], confidence=1.0), r"`confidence` must be in \(0, 1\), got 1.0"),
-    (lambda: geometric_redundancy([0.1]), r"at least 2 samples"),
     (lambda: geometric_redundancy([0.1, 0.2], method="chernoff"), r"`method` must be one of"),
     (lambda: proximal_probability([0.1], t=2.5), r"`t` must be in \[0, 2\], got 2.5"),
     (lambda: proximal_probability([0.1], t=-0.1), r"`t` must be in \[0, 2\], got -0.1"),
