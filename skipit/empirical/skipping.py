@@ -11,6 +11,11 @@ Layers are numbered l = 1..N (hidden state 0 is the embedding output).
   are dropped from layers L+1..N, keys and values included; the text continues. L = N is
   the full model. The exited vision positions of the final hidden state hold their
   layer-L representation (only text positions are read by the answer).
+* **Freeze at a set of layers** (``freeze``, after ShortV, Yuan et al. 2025): in each listed
+  layer the vision tokens keep their input state (no query or output projection, no
+  attention as queries, no MLP); the text tokens run the layer as usual and still attend
+  to the vision tokens, whose keys and values that layer computes from the frozen states
+  (input norm, key/value projections, their own rotary positions).
 
 The skipped tokens really leave the computation: a decoder layer is called on the packed
 sequence of the tokens it processes, so its projections, MLP and attention cost what the
@@ -26,6 +31,10 @@ shorter sequence costs (see ``skipit.empirical.flops``). No modeling code is cop
   position, including Qwen2.5-VL's 3-D positions, are kept), and gathers the rotary
   ``(cos, sin)``, the position ids and the attention mask (rows: the packed queries;
   columns: the tokens that layer's cache holds);
+* at a frozen layer, the vision keys and values come from the layer's own attention module
+  run on the vision states up to its cache update, with a zero-cost stand-in for the query
+  projection; the text call's cache update then receives the keys and values of the
+  whole chunk in the original token order (so the cache and the mask see a full layer);
 * a forward hook on the last decoder layer scatters the packed stream back to the full
   sequence, so the final norm and the LM head see the usual shape.
 
@@ -39,6 +48,9 @@ Every layer's cache is tracked by the original positions it holds, and the atten
 of each decode step is gathered per layer. Beam search reorders the cache only among the
 beams of one example, which share one token layout, so the tracking stays valid. A cache
 filled under a skipping context must be used under the same context.
+
+Skipping contexts do not nest: a second one opened on a model that already runs one
+refuses (combine late entry, early exit and freeze in one ``skip(...)``).
 """
 
 from __future__ import annotations
@@ -48,7 +60,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["late_entry", "early_exit", "TokenSkipper", "resolve_adapter"]
+__all__ = ["late_entry", "early_exit", "freeze", "skip", "TokenSkipper", "resolve_adapter", "check_layers"]
 
 
 def resolve_adapter(model, adapter=None):
@@ -102,6 +114,60 @@ class _Step:
     oracle: torch.Tensor | None = None
 
 
+class _KeysCaptured(Exception):
+    """Raised by ``_KeyCapture.update``: the attention module has computed its keys/values."""
+
+
+class _KeyCapture:
+    """A stand-in cache that records the keys and values an attention module stores, then
+    stops the module before its attention and output projection run."""
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        self.keys, self.values = key_states, value_states
+        raise _KeysCaptured
+
+
+class _NoQuery(torch.nn.Module):
+    """Zero-cost stand-in for a query projection: zeros of the projection's output width."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.width = width
+
+    def forward(self, x):
+        return x.new_zeros(*x.shape[:-1], self.width)
+
+
+def _merge(full, packed, packing):
+    """Write ``packed`` [B, heads, n, e] at the chunk positions of ``packing`` in ``full``."""
+    idx = packing.idx[:, None, :, None].expand(-1, full.shape[1], -1, full.shape[-1])
+    current = full.gather(2, idx)
+    return full.scatter(2, idx, torch.where(packing.valid[:, None, :, None], packed.to(full.dtype), current))
+
+
+class _WithFrozenKeys:
+    """The cache a frozen layer's text call sees: its update receives the text keys/values
+    (packed) and stores those of the whole chunk, vision keys/values from the frozen states
+    at their original positions, in the order of the chunk (as a full layer would)."""
+
+    def __init__(self, inner, text, vision, keys, values, q):
+        self.inner, self.text, self.vision = inner, text, vision
+        self.keys, self.values, self.q = keys, values, q
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        shape = key_states.shape[:2] + (self.q, key_states.shape[-1])
+        k = _merge(_merge(key_states.new_zeros(shape), key_states, self.text), self.keys, self.vision)
+        v = _merge(_merge(value_states.new_zeros(shape), value_states, self.text), self.values, self.vision)
+        if self.inner is None:
+            return k, v
+        return self.inner.update(k, v, layer_idx, *args, **kwargs)
+
+    def __getattr__(self, name):
+        if self.inner is None:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 class TokenSkipper:
     """Context manager: decoder layer l (1-based) runs on the tokens ``keep(l, vision)`` selects.
 
@@ -110,14 +176,18 @@ class TokenSkipper:
     token) or None (all tokens). A token dropped at some layer and taken back later
     re-enters with the last representation it had (its embedding if it never ran);
     ``on_transition(layer, step, full_states)`` may replace those states where the token
-    set changes. ``late_entry``, ``early_exit`` and the baselines are built on it;
+    set changes. ``keys_only(layer, vision)`` (optional) returns the tokens (bool [B, q],
+    disjoint from ``keep``'s, or None) that the layer does not process but whose keys and
+    values, computed from their current states, its queries attend to (freeze).
+    ``late_entry``, ``early_exit``, ``freeze`` and the baselines are built on it;
     ``layer_tokens`` maps each layer to the tokens it processed in the last forward.
     """
 
-    def __init__(self, model, keep, adapter=None, on_transition=None):
+    def __init__(self, model, keep, adapter=None, on_transition=None, keys_only=None):
         self.model = model
         self.adapter = resolve_adapter(model, adapter)
         self.keep = keep
+        self.keys_only = keys_only
         self.on_transition = on_transition
         self.lm = self.adapter.language_model(model)
         self.layers = self.adapter.decoder_layers(model)
@@ -133,6 +203,14 @@ class TokenSkipper:
 
     # -- hook management -------------------------------------------------------------
     def __enter__(self):
+        active = getattr(self.model, "_skipit_skipper", None)
+        if active is not None:
+            raise ValueError(
+                f"skipping contexts do not nest: a {type(active).__name__} is already active on this model; "
+                "combine late entry, early exit and freeze in one skipit.skip(model, late_entry=..., "
+                "early_exit=..., freeze=[...])"
+            )
+        self.model._skipit_skipper = self
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._model_pre, with_kwargs=True))
             self._handles.append(self.lm.register_forward_pre_hook(self._lm_pre, with_kwargs=True))
@@ -156,6 +234,8 @@ class TokenSkipper:
             h.remove()
         self._handles.clear()
         self._step = None
+        if getattr(self.model, "_skipit_skipper", None) is self:
+            del self.model._skipit_skipper
 
     # -- hooks -----------------------------------------------------------------------
     def _model_pre(self, module, args, kwargs):
@@ -290,10 +370,12 @@ class TokenSkipper:
 
     def _scatter(self, step, h):
         p = step.packing
-        idx = p.idx[..., None].expand(-1, -1, h.shape[-1])
         buf = step.buf.clone()
+        # under a device map the layer's output may sit on another device than the stream
+        idx = p.idx.to(buf.device)[..., None].expand(-1, -1, h.shape[-1])
         current = buf.gather(1, idx)
-        buf.scatter_(1, idx, torch.where(p.valid[..., None], h.to(buf.dtype), current))
+        valid = p.valid.to(buf.device)[..., None]
+        buf.scatter_(1, idx, torch.where(valid, h.to(device=buf.device, dtype=buf.dtype), current))
         return buf
 
     def _packing_for(self, step, keep):
@@ -335,21 +417,67 @@ class TokenSkipper:
             if packing.full:
                 h = step.buf
             else:
-                h = step.buf.gather(1, packing.idx[..., None].expand(-1, -1, step.buf.shape[-1]))
+                h = step.buf.gather(1, packing.idx.to(step.buf.device)[..., None].expand(-1, -1, step.buf.shape[-1]))
             step.packing = packing
         self.layer_tokens[layer] = (
             step.q * h.shape[0] if packing.full else int(packing.valid.sum())
         )
+        frozen = self.keys_only(layer, step.vision) if self.keys_only is not None else None
+        frozen = None if frozen is None or packing.full or not bool(frozen.any()) else frozen
         kwargs = dict(kwargs)
         if args:
             args = (h,) + tuple(args[1:])
         else:
             kwargs["hidden_states"] = h
-        kwargs.update(self._layer_kwargs(i, step, packing, kwargs))
+        if frozen is not None:
+            # computed from the full-sequence rotary / positions, before they are gathered
+            keys, values, vision = self._frozen_keys(i, step, frozen, kwargs)
+        kwargs.update(self._layer_kwargs(i, step, packing, kwargs, keys_full=frozen is not None))
+        if frozen is not None:
+            cache_key = "cache" if "cache" in kwargs else ("past_key_values" if "past_key_values" in kwargs else "cache")
+            kwargs[cache_key] = _WithFrozenKeys(kwargs.get(cache_key), packing, vision, keys, values, step.q)
         return args, kwargs
 
+    def _frozen_keys(self, i, step, frozen, kwargs):
+        """Keys and values of the ``frozen`` tokens at layer i (0-based), from their current
+        states in ``step.buf``: the layer's input norm, then its own attention module (key and
+        value projections, key norm, rotary at their positions) up to its cache update."""
+        vision = self._packing_for(step, frozen)
+        layer = self.layers[i]
+        attn = getattr(layer, "self_attn", None)
+        norm = getattr(layer, "input_layernorm", None)
+        if attn is None or norm is None or not hasattr(attn, "q_proj"):
+            raise ValueError(
+                f"freeze needs decoder layers with `input_layernorm` and `self_attn.q_proj`; "
+                f"{type(layer).__name__} has not"
+            )
+        x = step.buf.gather(1, vision.idx[..., None].expand(-1, -1, step.buf.shape[-1]))
+        kw = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "attention_mask", "cache",
+                                                            "past_key_values", "position_embeddings",
+                                                            "position_ids")}
+        pe = kwargs.get("position_embeddings")
+        if pe is not None:
+            kw["position_embeddings"] = tuple(self._gather_seq(t, vision.idx) for t in pe)
+        pid = kwargs.get("position_ids")
+        if isinstance(pid, torch.Tensor) and pid.shape[-1] == step.q:
+            kw["position_ids"] = self._gather_pos(pid, vision.idx)
+        capture = _KeyCapture()
+        q_proj = attn.q_proj
+        attn.q_proj = _NoQuery(q_proj.out_features)
+        try:
+            attn(hidden_states=norm(x), attention_mask=None, cache=capture, **kw)
+        except _KeysCaptured:
+            pass
+        finally:
+            attn.q_proj = q_proj
+        if not hasattr(capture, "keys"):
+            raise ValueError(f"freeze: the attention of decoder layer {i + 1} never updated its cache")
+        return capture.keys, capture.values, vision
+
     # -- per-layer positions and masks ------------------------------------------------
-    def _layer_kwargs(self, i, step, packing, kwargs):
+    def _layer_kwargs(self, i, step, packing, kwargs, keys_full=False):
+        """Rotary, positions and mask of the packed queries; ``keys_full``: the keys are the
+        whole chunk (a frozen layer), not only the packed tokens."""
         out = {}
         if not packing.full:
             pe = kwargs.get("position_embeddings")
@@ -368,7 +496,7 @@ class TokenSkipper:
         # keys this layer attends to: its cached positions, then this chunk's packed ones
         device = step.vision.device
         bsz = step.vision.shape[0]
-        if packing.full:
+        if packing.full or keys_full:
             new_index = torch.arange(step.q, device=device)[None, :].expand(bsz, -1) + step.past
             new_valid = torch.ones(bsz, step.q, dtype=torch.bool, device=device)
         else:
@@ -378,7 +506,7 @@ class TokenSkipper:
             kv = self._caches[id(step.cache)]["kv"]
             if step.past > 0:
                 past_index, past_valid = kv[i]
-            memo_key = ("kv", packing.key, id(past_index))
+            memo_key = ("kv", packing.key, keys_full, id(past_index))
             if memo_key not in step.memo:
                 if past_index is None:
                     step.memo[memo_key] = (new_index, new_valid)
@@ -400,13 +528,13 @@ class TokenSkipper:
         if isinstance(mask, dict):
             raise ValueError("a per-layer-type mask dict reached a decoder layer; unsupported family")
         simple = (
-            mask is None and packing.full is False and bool(packing.valid.all())
+            mask is None and packing.full is False and bool(packing.valid.all()) and not keys_full
         ) or (mask is None and packing.full)
         if simple and step.past == 0:
             out["attention_mask"] = None
             return out
         window = self._sliding_window(step.cache, i) if step.past > 0 else None
-        memo_key = ("mask", packing.key, id(mask), id(key_index), window)
+        memo_key = ("mask", packing.key, keys_full, id(mask), id(key_index), window)
         if memo_key not in step.memo:
             step.memo[memo_key] = self._layer_mask(step, packing, mask, key_index, key_valid, window)
         out["attention_mask"] = step.memo[memo_key]
@@ -512,7 +640,7 @@ def late_entry(model, layer, adapter=None, variant="embedding"):
 
         def swap(l, step, buf):
             if l == layer and step.oracle is not None:
-                return torch.where(step.vision[..., None], step.oracle.to(buf.dtype), buf)
+                return torch.where(step.vision.to(buf.device)[..., None], step.oracle.to(buf.device, buf.dtype), buf)
             return buf
 
         skipper.on_transition = swap
@@ -534,4 +662,72 @@ def early_exit(model, layer, adapter=None):
         return ~vision if l > layer else None
 
     with TokenSkipper(model, keep, ad) as skipper:
+        yield skipper
+
+
+def check_layers(layers, num_layers, name="layers"):
+    """Distinct 1-based layers from a list/tuple/set of ints in [1, num_layers], sorted.
+
+    One-line errors name the argument, the allowed range and the value received.
+    """
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise ValueError(f"`{name}` must be a list of integers in [1, {num_layers}], got {layers!r}")
+    layers = list(layers)
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
+            raise ValueError(f"`{name}` must be integers in [1, {num_layers}], got {layer!r} in {layers!r}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"`{name}` must not repeat a layer, got {layers!r}")
+    return sorted(layers)
+
+
+@contextlib.contextmanager
+def skip(model, late_entry=None, early_exit=None, freeze=(), adapter=None):
+    """Late entry at ``late_entry``, early exit at ``early_exit`` and freezing of the layers
+    ``freeze``, together in one forward (one ``TokenSkipper``).
+
+    The vision tokens are processed by layer l iff ``late_entry <= l <= early_exit`` and l is
+    not frozen; at a frozen layer the text attends to their keys/values from their frozen
+    states; outside [late_entry, early_exit] they are absent (keys and values included).
+    Frozen layers must lie in that range (outside it the vision tokens are absent anyway).
+    Defaults: late entry at 1 and early exit at N (the full model). Yields the skipper.
+    """
+    ad = resolve_adapter(model, adapter)
+    n = ad.num_layers(model)
+    enter = 1 if late_entry is None else late_entry
+    leave = n if early_exit is None else early_exit
+    for name, value in (("late_entry", enter), ("early_exit", leave)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
+            raise ValueError(f"`{name}` must be an integer in [1, {n}], got {value!r}")
+    if enter > leave:
+        raise ValueError(f"`late_entry` must be <= `early_exit`, got late_entry={enter}, early_exit={leave}")
+    frozen = set(check_layers(freeze, n, "freeze"))
+    outside = sorted(l for l in frozen if not enter <= l <= leave)
+    if outside:
+        raise ValueError(
+            f"`freeze` layers must lie in [late_entry, early_exit] = [{enter}, {leave}], got {outside}"
+        )
+
+    def keep(l, vision):
+        return None if enter <= l <= leave and l not in frozen else ~vision
+
+    def keys_only(l, vision):
+        return vision if l in frozen else None
+
+    with TokenSkipper(model, keep, ad, keys_only=keys_only if frozen else None) as skipper:
+        yield skipper
+
+
+@contextlib.contextmanager
+def freeze(model, layers, adapter=None):
+    """Freeze the vision tokens in decoder layers ``layers`` (1-based; after ShortV).
+
+    In each listed layer the vision tokens' output is their input: no query or output
+    projection, no attention as queries, no MLP for them. The text tokens run the layer as
+    usual and attend to the vision tokens, whose keys and values the layer computes from
+    the frozen states (input norm, key/value projections, rotary at their own positions);
+    in ``generate`` those keys/values are in that layer's cache. ``layers=[]`` is the full
+    model. Yields the ``TokenSkipper``.
+    """
+    with skip(model, freeze=layers, adapter=adapter) as skipper:
         yield skipper
