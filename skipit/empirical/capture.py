@@ -22,6 +22,12 @@ How it works (layers ``l = 1..N``, hidden state 0 = embedding output):
 * the visual attention ratio comes from :class:`skipit.empirical.attention.AttentionProbe`
   (the answer query's attention row, recomputed from the hooked q/k projections, so the
   model keeps its default sdpa attention);
+* per example and group, the distances are also reduced to the example's mean and its
+  fractions below each threshold (``index_add_`` over the batch), whose sums and centred
+  moments over the batch's examples join the run by Chan's merge: examples are the
+  independent units of the confidence bounds, and batching or padding cannot change them;
+* a token whose state at ``l - 1`` or ``l`` is the zero vector has no cosine distance: it is
+  counted in ``zero_norm_tokens`` and left out of every distance statistic;
 * padding positions never enter any statistic; all hooks are removed on exit, also when a
   forward raises.
 
@@ -57,6 +63,38 @@ def _hsic1_tilde(Kt: torch.Tensor, rk: torch.Tensor, Lt: torch.Tensor, rl: torch
     n = Kt.shape[0]
     return ((Kt * Lt).sum() + rk.sum() * rl.sum() / ((n - 1) * (n - 2)) - 2.0 * (rk * rl).sum() / (n - 2)) / (
         n * (n - 3))
+
+
+def _distance_row(rho: torch.Tensor, keep: torch.Tensor, example: torch.Tensor, batch: int,
+                  thresholds: torch.Tensor) -> torch.Tensor:
+    """One group's distance statistics at one layer, float64, as a row for the host.
+
+    ``rho`` (n,) distances, ``keep`` (n,) bool (False: a zero-norm state, no distance),
+    ``example`` (n,) the example of each token in ``0..batch-1``. The row is
+    ``[tokens, sum, sum_sq, m2, zero_norm, examples, sum m_e, m2 of m_e,
+    #{rho < t} (T), sum f_e(t) (T), m2 of f_e(t) (T)]`` over kept tokens and over the examples
+    with at least one kept token (``m_e``: an example's mean distance, ``f_e(t)`` its fraction
+    of distances strictly below ``t``).
+    """
+    w = keep.to(torch.float64)
+    r = torch.where(keep, rho, torch.zeros_like(rho))
+    n = w.sum()
+    s = r.sum()
+    m2 = (((r - s / n.clamp_min(1.0)) ** 2) * w).sum()
+    below = (r[:, None] < thresholds[None, :]).to(torch.float64) * w[:, None]
+    per_n = torch.zeros(batch, dtype=torch.float64, device=rho.device).index_add_(0, example, w)
+    per_s = torch.zeros(batch, dtype=torch.float64, device=rho.device).index_add_(0, example, r)
+    per_below = torch.zeros(batch, len(thresholds), dtype=torch.float64, device=rho.device).index_add_(0, example, below)
+    has = (per_n > 0).to(torch.float64)
+    examples = has.sum()
+    mean_e = per_s / per_n.clamp_min(1.0)
+    frac_e = per_below / per_n.clamp_min(1.0)[:, None]
+    sm = (mean_e * has).sum()
+    m2m = (((mean_e - sm / examples.clamp_min(1.0)) ** 2) * has).sum()
+    sf = (frac_e * has[:, None]).sum(0)
+    m2f = (((frac_e - sf / examples.clamp_min(1.0)) ** 2) * has[:, None]).sum(0)
+    head = torch.stack([n, s, (r * r).sum(), m2, float(rho.numel()) - n, examples, sm, m2m])
+    return torch.cat([head, below.sum(0), sf, m2f])
 
 
 class _Gram:
@@ -142,7 +180,7 @@ class StatisticsCapture:
         self._active = False
         self._prev: torch.Tensor | None = None
         self._grams: dict[tuple[int, str], _Gram] = {}
-        self._pending_dist: list[tuple[int, str, int, torch.Tensor]] = []
+        self._pending_dist: list[tuple[int, str, torch.Tensor]] = []
         self._pending_cka: list[tuple[int, str, torch.Tensor]] = []
         self._pending_skipped: list[tuple[int, str, int]] = []
         self._pending_att: list[tuple[int, torch.Tensor]] = []
@@ -181,6 +219,7 @@ class StatisticsCapture:
         self._valid_index = valid_flat.nonzero().squeeze(1)
         self._group_index = {g: masks[g].reshape(-1)[valid_flat].nonzero().squeeze(1) for g in GROUPS}
         self._group_count = {g: int(masks[g].sum()) for g in GROUPS}
+        self._group_example = {g: self._valid_index[self._group_index[g]] // seq for g in GROUPS}
         self._example_index = {g: [masks[g][b].nonzero().squeeze(1) for b in range(batch)] for g in CKA_GROUPS}
         self._vision = vision
         self._shape = (batch, seq)
@@ -227,19 +266,17 @@ class StatisticsCapture:
         index = self._valid_index.to(device)
         x = prev.reshape(-1, d)[index.to(prev.device)].to(device=device, dtype=torch.float64)
         y = hidden.reshape(-1, d)[index].to(torch.float64)
-        norms = torch.linalg.vector_norm(x, dim=-1) * torch.linalg.vector_norm(y, dim=-1)
-        # A zero vector has cosine similarity 0 with anything: rho = 1.
-        rho = 1.0 - (x * y).sum(-1) / norms.clamp_min(torch.finfo(torch.float64).tiny)
+        norm_x, norm_y = torch.linalg.vector_norm(x, dim=-1), torch.linalg.vector_norm(y, dim=-1)
+        keep = (norm_x > 0) & (norm_y > 0)  # a zero vector has no direction: no cosine distance
+        rho = 1.0 - (x * y).sum(-1) / (norm_x * norm_y).clamp_min(torch.finfo(torch.float64).tiny)
         thresholds = self._thresholds_on(rho.device)
         for group in GROUPS:
-            n = self._group_count[group]
-            if n == 0:
+            if self._group_count[group] == 0:
                 continue
-            r = rho[self._group_index[group].to(device)]
-            s = r.sum()
-            row = torch.cat([torch.stack([s, (r * r).sum(), ((r - s / n) ** 2).sum()]),
-                             (r[:, None] < thresholds[None, :]).sum(0).to(torch.float64)])
-            self._pending_dist.append((layer, group, n, row))
+            index = self._group_index[group].to(device)
+            row = _distance_row(rho[index], keep[index], self._group_example[group].to(device), self._shape[0],
+                                thresholds)
+            self._pending_dist.append((layer, group, row))
 
     def _update_grams(self, hidden: torch.Tensor, layer: int) -> None:
         for group in CKA_GROUPS:
@@ -269,8 +306,13 @@ class StatisticsCapture:
         stats = self._stats
         if self._pending_dist:
             rows = _to_host([row for *_, row in self._pending_dist])
-            for (layer, group, n, _), row in zip(self._pending_dist, rows):
-                stats.add_distance_sums(layer, group, n, row[0], row[1], row[2], np.rint(row[3:]).astype(np.int64))
+            T = len(self.thresholds)
+            for (layer, group, _), row in zip(self._pending_dist, rows):
+                n, zero, examples = (int(v) for v in np.rint(row[[0, 4, 5]]))
+                below, fraction_sum, fraction_m2 = row[8:8 + T], row[8 + T:8 + 2 * T], row[8 + 2 * T:]
+                stats.add_distance_sums(layer, group, n, row[1], row[2], row[3], np.rint(below).astype(np.int64),
+                                        zero_norm=zero)
+                stats.add_example_sums(layer, group, examples, row[6], row[7], fraction_sum, fraction_m2)
         if self._pending_cka:
             rows = _to_host([row for *_, row in self._pending_cka])
             for (layer, group, _), row in zip(self._pending_cka, rows):

@@ -9,7 +9,18 @@ statistics of the cosine distances ``rho = 1 - <h_l, h_{l-1}> / (|h_l| |h_{l-1}|
 * eq. (1) ``D_l = mean rho`` from the count and the sum; the sum of squares and a
   numerically stable centred second moment ``M2`` (Chan, Golub & LeVeque 1979 merge)
   give the unbiased variance ``M2 / (n - 1)``;
-* eq. (2) ``p_l(t) = #{rho < t} / n`` (strict, as in the paper) for every threshold at once;
+* eq. (2) ``p_l(t) = #{rho < t} / n`` (strict, as in the paper: ``rho = t`` is not below
+  ``t``) for every threshold at once;
+* **examples as the independent units.** The tokens of one image are correlated, so a
+  confidence bound must treat examples, not tokens, as its i.i.d. draws. Per example ``e``
+  with ``n_e >= 1`` tokens of the group at that layer, the run keeps the sum and the centred
+  second moment (Chan merge) of the per-example mean ``m_e = mean rho`` and of the
+  per-example fractions ``f_e(t) = #{rho < t} / n_e``, and the number of such examples.
+  ``design_effect = Var_e(m_e) / (Var(rho) / (tokens / examples))`` measures how much the
+  clustering inflates the variance of a mean over independent tokens (1 = independent);
+* **zero-norm hidden states** (e.g. a zero-initialised projector) have no cosine distance.
+  A token whose state at ``l - 1`` or ``l`` is the zero vector is counted in
+  ``zero_norm_tokens`` and left out of every distance statistic (token and example level);
 * linear CKA between hidden states ``l - 1`` and ``l`` of the vision and of the text tokens
   with the minibatch estimator of Nguyen, Raghu & Kornblith (2021, eq. 3): the mean over
   minibatches of the unbiased HSIC estimator ``HSIC_1`` (Song et al. 2012, eq. 5), combined as
@@ -40,7 +51,8 @@ import numpy as np
 GROUPS = ("vision", "text", "answer")
 CKA_GROUPS = ("vision", "text")
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.05, 0.1)
-FORMAT = "skipit.run_statistics/1"
+FORMAT = "skipit.run_statistics/2"
+_FORMATS_BEFORE = {"skipit.run_statistics/1": "token-level sums only, before the per-example statistics"}
 
 
 def threshold_key(t: float) -> str:
@@ -122,6 +134,13 @@ class RunStatistics:
     total_sq: dict = field(default_factory=dict)   # float64 (N,): sum of rho^2
     m2: dict = field(default_factory=dict)         # float64 (N,): sum of (rho - mean)^2
     proximal: dict = field(default_factory=dict)   # int64 (N, T): #{rho < t}
+    zero_norm: dict = field(default_factory=dict)  # int64 (N,): tokens left out, a zero-norm state
+    # per-example means m_e and fractions f_e(t) over examples with >= 1 token of the group
+    examples: dict = field(default_factory=dict)             # int64 (N,)
+    example_total: dict = field(default_factory=dict)        # float64 (N,): sum of m_e
+    example_m2: dict = field(default_factory=dict)           # float64 (N,): sum of (m_e - mean)^2
+    example_proximal: dict = field(default_factory=dict)     # float64 (N, T): sum of f_e(t)
+    example_proximal_m2: dict = field(default_factory=dict)  # float64 (N, T): sum of (f_e(t) - mean)^2
     # CKA: [group] -> float64 (N, 3) sums of HSIC_1 (xy, xx, yy); int64 (N,) minibatches, skipped
     cka_hsic: dict = field(default_factory=dict)
     cka_minibatches: dict = field(default_factory=dict)
@@ -143,6 +162,12 @@ class RunStatistics:
             self.total_sq.setdefault(g, _zeros(N))
             self.m2.setdefault(g, _zeros(N))
             self.proximal.setdefault(g, _zeros(N, T, dtype=np.int64))
+            self.zero_norm.setdefault(g, _zeros(N, dtype=np.int64))
+            self.examples.setdefault(g, _zeros(N, dtype=np.int64))
+            self.example_total.setdefault(g, _zeros(N))
+            self.example_m2.setdefault(g, _zeros(N))
+            self.example_proximal.setdefault(g, _zeros(N, T))
+            self.example_proximal_m2.setdefault(g, _zeros(N, T))
         for g in CKA_GROUPS:
             self.cka_hsic.setdefault(g, _zeros(N, 3))
             self.cka_minibatches.setdefault(g, _zeros(N, dtype=np.int64))
@@ -158,18 +183,26 @@ class RunStatistics:
             self.attention_examples = _zeros(self.num_layers, dtype=np.int64)
 
     # ------------------------------------------------------------ accumulation
-    def add_distances(self, layer: int, group: str, rho: np.ndarray) -> None:
-        """Add the cosine distances ``rho`` (1-D, float64) of ``group`` tokens at ``layer`` (1-based)."""
+    def add_distances(self, layer: int, group: str, rho: np.ndarray, zero_norm: int = 0) -> None:
+        """Add ONE example's cosine distances ``rho`` (1-D, float64) of its ``group`` tokens at
+        ``layer`` (1-based), and ``zero_norm`` tokens of it that had a zero-norm state.
+
+        Token sums and the example's mean and fractions are both added; an example with no
+        distance (``rho`` empty) adds no example."""
         rho = np.asarray(rho, dtype=np.float64).reshape(-1)
+        below = np.array([(rho < t).sum() for t in self.thresholds], dtype=np.int64)
         self.add_distance_sums(layer, group, rho.size, rho.sum(), (rho * rho).sum(),
-                               ((rho - rho.mean()) ** 2).sum() if rho.size else 0.0,
-                               [(rho < t).sum() for t in self.thresholds])
+                               ((rho - rho.mean()) ** 2).sum() if rho.size else 0.0, below, zero_norm)
+        if rho.size:
+            self.add_example_sums(layer, group, 1, rho.mean(), 0.0, below / rho.size, np.zeros(len(below)))
 
     def add_distance_sums(self, layer: int, group: str, n: int, s: float, q: float, m2: float,
-                          below: Sequence[int]) -> None:
+                          below: Sequence[int], zero_norm: int = 0) -> None:
         """Add a chunk of ``n`` distances given by its sum ``s``, sum of squares ``q``, centred
-        second moment ``m2`` and counts ``below[j] = #{rho < thresholds[j]}``."""
+        second moment ``m2`` and counts ``below[j] = #{rho < thresholds[j]}``, and ``zero_norm``
+        tokens left out because a state had norm zero (token level only; see :meth:`add_example_sums`)."""
         i = self._layer_index(layer)
+        self.zero_norm[group][i] += int(zero_norm)
         if n == 0:
             return
         n_a, s_a = int(self.count[group][i]), float(self.total[group][i])
@@ -178,6 +211,24 @@ class RunStatistics:
         self.total[group][i] += float(s)
         self.total_sq[group][i] += float(q)
         self.proximal[group][i] += np.asarray(below, dtype=np.int64)
+
+    def add_example_sums(self, layer: int, group: str, examples: int, s: float, m2: float,
+                         fraction_sum: Sequence[float], fraction_m2: Sequence[float]) -> None:
+        """Add ``examples`` examples (each with >= 1 distance of ``group`` at ``layer``) by the sum ``s``
+        and centred second moment ``m2`` of their per-example mean distances, and the sums and
+        centred second moments of their per-example fractions below each threshold."""
+        i = self._layer_index(layer)
+        if examples == 0:
+            return
+        n_a = int(self.examples[group][i])
+        self.example_m2[group][i] = _chan_m2(n_a, float(self.example_total[group][i]), float(self.example_m2[group][i]),
+                                             int(examples), float(s), float(m2))
+        self.example_proximal_m2[group][i] = _chan_m2(
+            n_a, self.example_proximal[group][i], self.example_proximal_m2[group][i], int(examples),
+            np.asarray(fraction_sum, dtype=np.float64), np.asarray(fraction_m2, dtype=np.float64))
+        self.examples[group][i] += int(examples)
+        self.example_total[group][i] += float(s)
+        self.example_proximal[group][i] += np.asarray(fraction_sum, dtype=np.float64)
 
     def add_cka(self, layer: int, group: str, hsic_xy: float, hsic_xx: float, hsic_yy: float) -> None:
         """Add one minibatch's ``HSIC_1`` values (between hidden states ``layer - 1`` and ``layer``)."""
@@ -229,6 +280,17 @@ class RunStatistics:
             out.total[g] = self.total[g] + other.total[g]
             out.total_sq[g] = self.total_sq[g] + other.total_sq[g]
             out.proximal[g] = self.proximal[g] + other.proximal[g]
+            out.zero_norm[g] = self.zero_norm[g] + other.zero_norm[g]
+            for i in range(self.num_layers):
+                n_a, n_b = int(self.examples[g][i]), int(other.examples[g][i])
+                out.example_m2[g][i] = _chan_m2(n_a, float(self.example_total[g][i]), float(self.example_m2[g][i]),
+                                                n_b, float(other.example_total[g][i]), float(other.example_m2[g][i]))
+                out.example_proximal_m2[g][i] = _chan_m2(
+                    n_a, self.example_proximal[g][i], self.example_proximal_m2[g][i],
+                    n_b, other.example_proximal[g][i], other.example_proximal_m2[g][i])
+            out.examples[g] = self.examples[g] + other.examples[g]
+            out.example_total[g] = self.example_total[g] + other.example_total[g]
+            out.example_proximal[g] = self.example_proximal[g] + other.example_proximal[g]
         for g in CKA_GROUPS:
             out.cka_hsic[g] = self.cka_hsic[g] + other.cka_hsic[g]
             out.cka_minibatches[g] = self.cka_minibatches[g] + other.cka_minibatches[g]
@@ -242,20 +304,45 @@ class RunStatistics:
 
     # ------------------------------------------------------------ results
     def group(self, layer: int, group: str) -> dict[str, Any]:
-        """Eqs. (1)-(2) for one layer and group: tokens, mean, unbiased variance, sums, p_l(t), counts."""
+        """Eqs. (1)-(2) for one layer and group, over tokens and over examples.
+
+        Token level: ``tokens``, ``mean_cosine_distance``, ``variance`` (unbiased), ``sum``,
+        ``sum_sq``, ``proximal_probability`` and ``proximal_count`` per threshold key, and
+        ``zero_norm_tokens`` (left out of all of these). Example level (the independent units):
+        ``examples``, ``example_mean_cosine_distance`` (mean of the per-example means),
+        ``example_mean_variance`` (their unbiased variance; 0.0 below 2 examples),
+        ``example_proximal_fraction`` and ``example_proximal_variance`` per threshold key (the
+        same for the per-example fractions), and ``design_effect`` (``None`` below 2 examples
+        or 2 tokens, or when the token variance is 0).
+        """
         i = self._layer_index(layer)
         n = int(self.count[group][i])
         s, q = float(self.total[group][i]), float(self.total_sq[group][i])
         below = self.proximal[group][i]
+        token_variance = float(self.m2[group][i]) / (n - 1) if n > 1 else None
+        e = int(self.examples[group][i])
+        example_variance = float(self.example_m2[group][i]) / (e - 1) if e > 1 else 0.0
+        design_effect = None
+        if e > 1 and token_variance:
+            design_effect = example_variance / (token_variance * e / n)
+        keys = [threshold_key(t) for t in self.thresholds]
         return {
             "tokens": n,
             "mean_cosine_distance": s / n if n else None,
-            "variance": float(self.m2[group][i]) / (n - 1) if n > 1 else None,
+            "variance": token_variance,
             "sum": s,
             "sum_sq": q,
-            "proximal_probability": {threshold_key(t): (int(k) / n if n else None)
-                                     for t, k in zip(self.thresholds, below)},
-            "proximal_count": {threshold_key(t): int(k) for t, k in zip(self.thresholds, below)},
+            "proximal_probability": {key: (int(k) / n if n else None) for key, k in zip(keys, below)},
+            "proximal_count": {key: int(k) for key, k in zip(keys, below)},
+            "zero_norm_tokens": int(self.zero_norm[group][i]),
+            "examples": e,
+            "example_mean_cosine_distance": float(self.example_total[group][i]) / e if e else None,
+            "example_mean_variance": example_variance,
+            "example_proximal_fraction": {key: (float(f) / e if e else None)
+                                          for key, f in zip(keys, self.example_proximal[group][i])},
+            "example_proximal_variance": {key: (float(m) / (e - 1) if e > 1 else 0.0)
+                                          for key, m in zip(keys, self.example_proximal_m2[group][i])},
+            "design_effect": design_effect,
         }
 
     def cka(self, layer: int, group: str) -> float | None:
@@ -303,7 +390,11 @@ class RunStatistics:
             "num_heads": self.num_heads, "num_examples": int(self.num_examples), "model_type": self.model_type,
             "groups": {g: {"count": self.count[g].tolist(), "sum": self.total[g].tolist(),
                            "sum_sq": self.total_sq[g].tolist(), "m2": self.m2[g].tolist(),
-                           "proximal_count": self.proximal[g].tolist()} for g in GROUPS},
+                           "proximal_count": self.proximal[g].tolist(), "zero_norm": self.zero_norm[g].tolist(),
+                           "examples": self.examples[g].tolist(), "example_sum": self.example_total[g].tolist(),
+                           "example_m2": self.example_m2[g].tolist(),
+                           "example_proximal_sum": self.example_proximal[g].tolist(),
+                           "example_proximal_m2": self.example_proximal_m2[g].tolist()} for g in GROUPS},
             "cka": {g: {"hsic": self.cka_hsic[g].tolist(), "minibatches": self.cka_minibatches[g].tolist(),
                         "skipped": self.cka_skipped[g].tolist()} for g in CKA_GROUPS},
             "attention": None,
@@ -317,6 +408,9 @@ class RunStatistics:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunStatistics:
         """Inverse of :meth:`to_dict`."""
+        if d.get("format") in _FORMATS_BEFORE:
+            raise ValueError(f"statistics dict has the older format {d['format']!r} "
+                             f"({_FORMATS_BEFORE[d['format']]}); capture the run again to get {FORMAT!r}")
         if d.get("format") != FORMAT:
             raise ValueError(f"statistics dict must have format {FORMAT!r}, got {d.get('format')!r}")
         out = cls(num_layers=d["num_layers"], thresholds=tuple(d["thresholds"]), num_heads=None,
@@ -328,6 +422,13 @@ class RunStatistics:
             out.total_sq[g] = np.asarray(src["sum_sq"], dtype=np.float64)
             out.m2[g] = np.asarray(src["m2"], dtype=np.float64)
             out.proximal[g] = np.asarray(src["proximal_count"], dtype=np.int64).reshape(out.num_layers, -1)
+            out.zero_norm[g] = np.asarray(src["zero_norm"], dtype=np.int64)
+            out.examples[g] = np.asarray(src["examples"], dtype=np.int64)
+            out.example_total[g] = np.asarray(src["example_sum"], dtype=np.float64)
+            out.example_m2[g] = np.asarray(src["example_m2"], dtype=np.float64)
+            out.example_proximal[g] = np.asarray(src["example_proximal_sum"], dtype=np.float64).reshape(out.num_layers, -1)
+            out.example_proximal_m2[g] = np.asarray(src["example_proximal_m2"],
+                                                    dtype=np.float64).reshape(out.num_layers, -1)
         for g in CKA_GROUPS:
             src = d["cka"][g]
             out.cka_hsic[g] = np.asarray(src["hsic"], dtype=np.float64).reshape(out.num_layers, 3)
@@ -354,8 +455,9 @@ class RunStatistics:
         return isinstance(other, RunStatistics) and self.to_dict() == other.to_dict()
 
 
-def _chan_m2(n_a: int, s_a: float, m2_a: float, n_b: int, s_b: float, m2_b: float) -> float:
-    """Centred second moment of the union of two samples (Chan, Golub & LeVeque 1979)."""
+def _chan_m2(n_a: int, s_a, m2_a, n_b: int, s_b, m2_b):
+    """Centred second moment of the union of two samples (Chan, Golub & LeVeque 1979); ``s``, ``m2``
+    may be arrays (several statistics of the same samples)."""
     if n_a == 0:
         return m2_b
     if n_b == 0:

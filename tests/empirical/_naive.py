@@ -2,7 +2,10 @@
 
 Hidden states 0..N-1 come from ``output_hidden_states=True``; the raw output of layer N
 from one forward hook on the last decoder layer, because transformers applies the final
-norm to the last entry of ``output_hidden_states``. Attention rows come from the eager
+norm to the last entry of ``output_hidden_states``. A token whose state at ``l - 1`` or ``l``
+is the zero vector has no distance: it is counted in ``zero_norm_tokens`` and left out.
+Example-level fields: the mean and variance over examples of each example's mean distance
+and fractions below each threshold. Attention rows come from the eager
 ``output_attentions=True`` maps. All arithmetic is numpy float64, written from the
 definitions (paper eqs. 1-3; HSIC_1 of Song et al. 2012 with explicit matrix products).
 """
@@ -16,6 +19,7 @@ torch = pytest.importorskip("torch")
 
 from skipit.empirical.adapters import get_adapter
 from skipit.empirical.capture import answer_positions
+from skipit.empirical.stats import threshold_key
 
 
 def forward_states(model, batch, attentions=True):
@@ -61,6 +65,7 @@ def naive_layers(model, batches, thresholds=(0.01, 0.02, 0.05, 0.1), attention_m
         N = len(states) - 1
         if rho is None:
             rho = [{g: [] for g in ("vision", "text", "answer")} for _ in range(N)]
+            zero = [{g: 0 for g in ("vision", "text", "answer")} for _ in range(N)]
             cka = [{g: [] for g in ("vision", "text")} for _ in range(N)]
             att = [[] for _ in range(N)]
         valid = batch["attention_mask"].bool().numpy()
@@ -74,8 +79,12 @@ def naive_layers(model, batches, thresholds=(0.01, 0.02, 0.05, 0.1), attention_m
                 if not (np.isfinite(x).all() and np.isfinite(y).all()):
                     raise ValueError(f"non-finite hidden states at layer {l}")
                 for g, pos in groups.items():
-                    cos = (x[pos] * y[pos]).sum(-1) / (np.linalg.norm(x[pos], axis=-1) * np.linalg.norm(y[pos], axis=-1))
-                    rho[l - 1][g].extend(1.0 - cos)
+                    norms = np.linalg.norm(x[pos], axis=-1) * np.linalg.norm(y[pos], axis=-1)
+                    kept = norms > 0
+                    zero[l - 1][g] += int((~kept).sum())
+                    cos = (x[pos][kept] * y[pos][kept]).sum(-1) / norms[kept]
+                    if kept.any():
+                        rho[l - 1][g].append(1.0 - cos)  # one array per example
                 for g in ("vision", "text"):
                     pos = groups[g]
                     if len(pos) >= 4:
@@ -87,13 +96,27 @@ def naive_layers(model, batches, thresholds=(0.01, 0.02, 0.05, 0.1), attention_m
     out = []
     for l in range(1, len(rho) + 1):
         entry = {"layer": l}
-        for g, values in rho[l - 1].items():
-            r = np.array(values)
+        for g, per_example in rho[l - 1].items():
+            r = np.concatenate(per_example) if per_example else np.zeros(0)
+            means = np.array([e.mean() for e in per_example])
+            fractions = {t: np.array([(e < t).mean() for e in per_example]) for t in thresholds}
+            e = len(per_example)
+            token_var = r.var(ddof=1) if len(r) > 1 else None
+            example_var = means.var(ddof=1) if e > 1 else 0.0
             entry[g] = {
-                "tokens": len(r), "mean_cosine_distance": r.mean(), "variance": r.var(ddof=1) if len(r) > 1 else None,
+                "tokens": len(r), "mean_cosine_distance": r.mean() if len(r) else None, "variance": token_var,
                 "sum": r.sum(), "sum_sq": (r * r).sum(),
-                "proximal_probability": {repr(float(t)): float((r < t).mean()) for t in thresholds},
-                "proximal_count": {repr(float(t)): int((r < t).sum()) for t in thresholds},
+                "proximal_probability": {threshold_key(t): float((r < t).mean()) if len(r) else None
+                                         for t in thresholds},
+                "proximal_count": {threshold_key(t): int((r < t).sum()) for t in thresholds},
+                "zero_norm_tokens": zero[l - 1][g],
+                "examples": e,
+                "example_mean_cosine_distance": means.mean() if e else None,
+                "example_mean_variance": example_var,
+                "example_proximal_fraction": {threshold_key(t): f.mean() if e else None for t, f in fractions.items()},
+                "example_proximal_variance": {threshold_key(t): f.var(ddof=1) if e > 1 else 0.0
+                                              for t, f in fractions.items()},
+                "design_effect": example_var / (token_var / (len(r) / e)) if e > 1 and token_var else None,
             }
         entry["cka"] = {}
         for g, values in cka[l - 1].items():

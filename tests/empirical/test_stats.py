@@ -181,5 +181,5 @@ def test_bad_layer_and_format_are_refused():
         RunStatistics(num_layers=2).add_distances(0, "vision", [0.1])
     with pytest.raises(ValueError, match=r"`num_layers` must be >= 1, got 0"):
         RunStatistics(num_layers=0)
-    with pytest.raises(ValueError, match=r"must have format 'skipit.run_statistics/1'"):
+    with pytest.raises(ValueError, match=r"must have format 'skipit.run_statistics/2'"):
         RunStatistics.from_dict({"format": "other"})
