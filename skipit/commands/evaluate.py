@@ -79,7 +79,7 @@ def _load(args):
 
     from skipit.empirical.loading import load_model_and_processor
 
-    from skipit.commands.certify import _parse_threads, _set_threads
+    from skipit.commands._common import parse_threads as _parse_threads, set_threads as _set_threads
 
     threads = _parse_threads(getattr(args, "threads", "auto"))
     model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)

@@ -1,0 +1,597 @@
+"""The certificate, pure: settings, confidence bounds, decisions, verification maths, schema.
+
+numpy + scipy only (no torch): :mod:`skipit.empirical.certify` runs the model and calls
+these functions. Certificate schema ``skipit.certificate/2``.
+
+**The independent unit is the example** (one image with its question). Tokens of one
+image are dependent (the design effect recorded per layer is the ratio of the variance of
+per-example means to what independent tokens would give), so every bound below treats
+the *per-example* statistic as one i.i.d. draw: the per-example mean cosine distance
+``rho_e = mean over the example's vision tokens of rho(h_l, h_{l-1})`` in ``[0, 2]`` and the
+per-example fraction ``f_e(t)`` of its vision tokens with ``rho < t`` in ``[0, 1]``. The
+distribution the certificate speaks about is "draw an example like these, then a token of
+it uniformly": ``E[rho_e]`` and ``E[f_e(t)]`` are its mean distance and proximal
+probability.
+
+**The paper's verdicts** (statistics alone). With ``N`` decoder layers, every bound is
+taken at ``delta = (1 - c) / (3 N)`` (Bonferroni over the ``3 N`` tests below), so all hold
+together with probability ``>= c``:
+
+* geometric test of layer ``l``: ``U_l < eps``, ``U_l`` the upper bound
+  (:func:`skipit.theory.mean_upper_bound`: min of Hoeffding and empirical Bernstein on
+  ``[0, 2]``) on ``E[rho_e]`` (Definition 1);
+* proximal test: ``P_l > 1 - eps``, ``P_l`` the lower bound
+  (:func:`skipit.theory.mean_lower_bound` on ``[0, 1]``) on ``E[f_e(t)]`` (Definition 2);
+* attention test: ``A_l < tau_att``, ``A_l`` the upper bound on the mean head-averaged share
+  of the answer query's attention on vision tokens (examples as draws in ``[0, 1]``).
+
+Late entry at ``L`` iff every ``l < L`` passes all three (Theorem 6's hypotheses). Early
+exit after ``L`` iff every ``l > L`` passes the attention test (Section 4). Freeze of layer
+``l`` (the vision tokens keep their input state in that one layer, ShortV-style) iff layer
+``l`` passes the geometric and the proximal test: ``D_l`` is exactly the vision change the
+freeze removes. Each freeze verdict is about one layer alone; effects of several frozen
+layers add up, which only the verification below measures.
+
+**Verification (Learn-then-Test, Angelopoulos et al. 2021; fixed-sequence testing as
+CALM, Schuster et al. 2022).** Calibration examples are disjoint from the statistics
+examples (:func:`split_indices`). Three chains of candidates are ordered from the
+statistics alone (:func:`candidate_chains`): late entry by ``L`` ascending, early exit by
+``L`` descending, freeze sets grown one layer at a time in order of certified redundancy
+(``U_l`` ascending). For each candidate the answer of the skipped model is compared with
+the full model's on every calibration example (label-free). Null hypothesis
+``H_0: change rate > tau``; its exact binomial p-value is ``P[Bin(n, tau) <= k]`` for ``k``
+changed answers out of ``n``. Each chain is tested at level ``delta_v / 3`` with
+``delta_v = 1 - c`` (``c`` the confidence), stopping at the first candidate not rejected;
+every rejected candidate is certified. Fixed-sequence testing controls the family-wise
+error of a chain at its level for any order fixed before the calibration data are seen,
+and the three levels add to ``delta_v``: with probability ``>= c`` **every** certified
+configuration changes at most ``tau`` of the answers on data drawn like the calibration
+examples. ``upper_bound`` is the one-sided Clopper-Pearson bound at the chain's level, so
+``certified`` iff the chain had not stopped and ``upper_bound <= tau``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as _scipy_stats
+
+from skipit.empirical.stats import threshold_key
+from skipit.theory import clopper_pearson_upper, mean_lower_bound, mean_upper_bound
+
+__all__ = [
+    "SCHEMA", "CertifySettings", "DEFAULT_THRESHOLDS", "COSINE_DISTANCE_RANGE", "VERIFY_MODES",
+    "certificate_layers", "decide", "build_certificate", "split_indices", "candidate_chains",
+    "binomial_p_value", "fixed_sequence", "verification_block", "load_certificate", "check_certificate_model",
+    "certificate_schema",
+]
+
+SCHEMA = "skipit.certificate/2"
+COSINE_DISTANCE_RANGE = 2.0  # rho(x, y) = 1 - cos(x, y) lies in [0, 2]
+DEFAULT_THRESHOLDS = (0.01, 0.02, 0.05, 0.1)
+VERIFY_MODES = ("late-entry", "early-exit", "freeze")
+CERTIFICATE_FILE = "certificate.json"
+SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "certificate.schema.json")
+
+
+# --------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CertifySettings:
+    """Everything that decides a certificate, with its defaults.
+
+    Decision (the paper's verdicts): ``eps`` redundancy level of Definitions 1-2 (default
+    0.05); ``proximal_t`` the ``t`` of Definition 2 (default 0.05, the paper's Figure 4);
+    ``attention_threshold`` the largest allowed head-averaged visual attention share of the
+    answer query (default 0.1); ``confidence`` the joint confidence of all bounds used and,
+    separately, of all verified configurations (default 0.95); ``thresholds``: every ``t``
+    captured and reported (must contain ``proximal_t``).
+
+    Verification: ``verify`` (default on); ``tolerance`` the largest allowed answer-change
+    rate ``tau`` (default 0.05); ``calibration_fraction`` of the examples held out for it
+    (default 0.5); ``split_seed`` of the split; ``max_new_tokens`` > 1 compares greedy
+    generations of that many tokens (free-form data) instead of one-token answers.
+
+    Run: ``batch_size`` examples per forward, ``checkpoint_every`` batches between
+    checkpoints, ``resume`` from a checkpoint.
+    """
+
+    eps: float = 0.05
+    proximal_t: float = 0.05
+    attention_threshold: float = 0.1
+    confidence: float = 0.95
+    thresholds: tuple = DEFAULT_THRESHOLDS
+    verify: bool = True
+    tolerance: float = 0.05
+    calibration_fraction: float = 0.5
+    split_seed: int = 0
+    max_new_tokens: int = 1
+    batch_size: int = 8
+    checkpoint_every: int = 4
+    resume: bool = True
+
+    def __post_init__(self):
+        def need(ok, name, rng, value):
+            if not ok:
+                raise ValueError(f"`{name}` must be in {rng}, got {value!r}")
+
+        need(0.0 < self.eps < 1.0, "eps", "(0, 1)", self.eps)
+        need(0.0 < self.proximal_t < COSINE_DISTANCE_RANGE, "proximal_t", "(0, 2)", self.proximal_t)
+        need(0.0 < self.attention_threshold <= 1.0, "attention_threshold", "(0, 1]", self.attention_threshold)
+        need(0.0 < self.confidence < 1.0, "confidence", "(0, 1)", self.confidence)
+        need(0.0 < self.tolerance < 1.0, "tolerance", "(0, 1)", self.tolerance)
+        need(0.0 < self.calibration_fraction < 1.0, "calibration_fraction", "(0, 1)", self.calibration_fraction)
+        for name in ("batch_size", "checkpoint_every", "max_new_tokens"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
+                 "the integers >= 1", value)
+        thresholds = tuple(float(t) for t in self.thresholds)
+        if not thresholds or any(not 0.0 < t < COSINE_DISTANCE_RANGE for t in thresholds):
+            raise ValueError(f"`thresholds` must be non-empty values in (0, 2), got {list(self.thresholds)}")
+        object.__setattr__(self, "thresholds", tuple(sorted(set(thresholds))))
+        if threshold_key(self.proximal_t) not in {threshold_key(t) for t in self.thresholds}:
+            raise ValueError(f"`proximal_t` must be one of the captured `thresholds` {list(self.thresholds)}, "
+                             f"got {self.proximal_t}")
+
+    def delta(self, num_layers):
+        """Per-test error level of the paper's verdicts: Bonferroni over 3 tests per layer."""
+        return (1.0 - self.confidence) / (3 * num_layers)
+
+    def chain_level(self):
+        """Error level of each of the three verification chains: ``(1 - confidence) / 3``."""
+        return (1.0 - self.confidence) / len(VERIFY_MODES)
+
+    def decision_dict(self):
+        """The settings that change the verdicts (recorded in the certificate)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if k not in ("batch_size", "checkpoint_every", "resume")}
+
+
+def _lookup(mapping, t):
+    """``mapping[threshold_key(t)]``, tolerating a key written from a float that differs by round-off."""
+    key = threshold_key(t)
+    if key in mapping:
+        return mapping[key]
+    for k, v in mapping.items():
+        if math.isclose(float(k), float(t), rel_tol=0, abs_tol=1e-12):
+            return v
+    raise KeyError(f"threshold {t} not in the captured statistics (have {sorted(mapping)})")
+
+
+# --------------------------------------------------------------------------------------
+# certificate layers (example-level bounds) and the paper's verdicts
+# --------------------------------------------------------------------------------------
+
+def _token_block(block, delta, thresholds):
+    """One group's entry: token-level point estimates, example-level bounds."""
+    tokens = int(block["tokens"])
+    n = int(block.get("examples") or 0)
+    ex_mean = block.get("example_mean_cosine_distance")
+    ex_var = block.get("example_mean_variance")
+    fractions = block.get("example_proximal_fraction") or {}
+    frac_vars = block.get("example_proximal_variance") or {}
+    keys = [threshold_key(t) for t in thresholds]
+    out = {
+        "tokens": tokens,
+        "examples": n,
+        "design_effect": block.get("design_effect"),
+        "zero_norm_tokens": int(block.get("zero_norm_tokens") or 0),
+        "mean_cosine_distance": float(block["mean_cosine_distance"]) if tokens else None,
+        "variance": None if block.get("variance") is None else float(block["variance"]),
+        "proximal_probability": {k: (float(_lookup(block["proximal_probability"], t)) if tokens else 0.0)
+                                 for k, t in zip(keys, thresholds)},
+        "proximal_count": {k: int(_lookup(block["proximal_count"], t)) for k, t in zip(keys, thresholds)},
+        "example_mean_cosine_distance": None if ex_mean is None or not n else float(ex_mean),
+        "example_variance": None if ex_var is None or not n else float(ex_var),
+        "example_proximal_fraction": {k: (float(_lookup(fractions, t)) if n else None)
+                                      for k, t in zip(keys, thresholds)},
+    }
+    if n:
+        out["mean_upper_bound"] = float(mean_upper_bound(float(ex_mean), float(ex_var), n, delta,
+                                                         COSINE_DISTANCE_RANGE))
+        out["proximal_lower_bound"] = {
+            k: float(mean_lower_bound(float(_lookup(fractions, t)), float(_lookup(frac_vars, t)), n, delta, 1.0))
+            for k, t in zip(keys, thresholds)}
+    else:
+        out["mean_upper_bound"] = COSINE_DISTANCE_RANGE
+        out["proximal_lower_bound"] = {k: 0.0 for k in keys}
+    return out
+
+
+def _attention_upper(layer, num_examples, delta):
+    """Upper confidence bound on the mean head-averaged visual attention share (values in [0, 1]).
+
+    Per example the share is ``VAR / H`` (eq. 3 divided by the number of heads). With the
+    capture engine's variance of VAR, :func:`skipit.theory.mean_upper_bound` on ``[0, 1]``
+    (Hoeffding and empirical Bernstein); without it, Hoeffding alone. No attention
+    statistics: 1 (the test fails).
+    """
+    mean = layer.get("visual_attention_mean_head")
+    if mean is None:
+        return 1.0
+    n = int(layer.get("visual_attention_examples") or num_examples)
+    variance = layer.get("visual_attention_ratio_variance")
+    heads = len(layer.get("visual_attention_per_head") or []) or None
+    head_variance = None if variance is None or heads is None else float(variance) / heads ** 2
+    return float(mean_upper_bound(float(mean), head_variance, n, delta, 1.0))
+
+
+def certificate_layers(stats_layers, num_examples, settings):
+    """Per-layer certificate entries from ``RunStatistics.layers()`` (l = 1..N).
+
+    Point estimates are copied unchanged from the capture engine; each gets its one-sided,
+    example-level confidence bound at level ``settings.delta(N)``.
+    """
+    num_layers = len(stats_layers)
+    delta = settings.delta(num_layers)
+    out = []
+    for expected, layer in enumerate(stats_layers, start=1):
+        if int(layer["layer"]) != expected:
+            raise ValueError(f"statistics layers must be numbered 1..N in order, got layer {layer['layer']} "
+                             f"at position {expected}")
+        entry = {"layer": expected}
+        for group in ("vision", "text", "answer"):
+            if group in layer:
+                entry[group] = _token_block(layer[group], delta, settings.thresholds)
+        ratio = layer.get("visual_attention_ratio")
+        attention = layer.get("visual_attention_mean_head")
+        entry.update({
+            "visual_attention_ratio": None if ratio is None else float(ratio),
+            "visual_attention_mean_head": None if attention is None else float(attention),
+            "visual_attention_upper_bound": _attention_upper(layer, num_examples, delta),
+            "cka": {k: (None if v is None else float(v)) for k, v in layer.get("cka", {}).items()},
+        })
+        out.append(entry)
+    return out
+
+
+def _layer_tests(entry, settings, hidden_size=None):
+    from skipit.theory import proposition1_mean_bound, theorem1_bound, theorem1_bound_sharp, theorem3_mi_lower_bound
+
+    t_key = threshold_key(settings.proximal_t)
+    vision = entry["vision"]
+    upper = vision["mean_upper_bound"]
+    lower = vision["proximal_lower_bound"][t_key]
+    attention = entry["visual_attention_upper_bound"]
+    # Theorem 1 with its eps = 2 U (hypothesis E[rho] <= eps/2): coefficients of (alpha^2 + beta^2), (alpha + beta)^2
+    functional = float(theorem1_bound(1.0, 0.0, 2.0 * upper)) if upper > 0 else 0.0
+    functional_sharp = float(theorem1_bound_sharp(1.0, 0.0, 2.0 * upper)) if upper > 0 else 0.0
+    # Proposition 1 (range [0, 2]): E[rho] <= t + (2 - t) P[rho > t] <= t + (2 - t)(1 - P_l)
+    prop1 = float(proposition1_mean_bound(settings.proximal_t, 1.0 - lower, COSINE_DISTANCE_RANGE))
+    informational = ""
+    mi = None
+    if hidden_size:
+        # Theorem 3 decreases in P_t, so P_t <= 1 - P_l gives a valid lower bound
+        mi = float(theorem3_mi_lower_bound(1.0 - lower, settings.proximal_t, int(hidden_size)))
+        informational = (f"; Theorem 3 (only if X_l were uniform on S^{int(hidden_size) - 1}, not checked): "
+                         f"I(X_l; X_(l-1)) >= {mi:.4g} nats")
+    return {
+        "geometric": {
+            "pass": bool(upper < settings.eps),
+            "mean_cosine_distance": vision["example_mean_cosine_distance"],
+            "upper_bound": upper, "eps": settings.eps, "examples": vision["examples"],
+            "cites": f"Definition 1 (E[rho] <= {upper:.4g}, {vision['examples']} examples as the units); "
+                     f"Theorem 1 with eps = 2U: E||E[Z|X_l] - E[Z|X_(l-1)]||^2 <= {functional:.4g} "
+                     f"(alpha^2 + beta^2), sharp form {functional_sharp:.4g} (alpha + beta)^2",
+            "theorem1_coefficient": functional,
+        },
+        "proximal": {
+            "pass": bool(lower > 1.0 - settings.eps),
+            "probability": vision["example_proximal_fraction"][t_key],
+            "lower_bound": lower, "t": settings.proximal_t, "required": 1.0 - settings.eps,
+            "cites": f"Definition 2 (P[rho < {settings.proximal_t:g}] >= {lower:.4g}); Proposition 1 on [0, 2]: "
+                     f"E[rho] <= {prop1:.4g}; Theorem 4 / Corollary 4: proximal implies informational "
+                     "redundancy" + informational,
+            "proposition1_mean_bound": prop1,
+            "theorem3_mi_lower_bound_nats": mi,
+        },
+        "attention": {
+            "pass": bool(attention < settings.attention_threshold),
+            "visual_attention_mean_head": entry["visual_attention_mean_head"],
+            "upper_bound": attention, "threshold": settings.attention_threshold,
+            "cites": "Theorem 6 hypothesis ||f_text(V, T) - f_text(0, T)|| <= delta: vision barely moves the "
+                     "text when the text barely attends to it",
+        },
+    }
+
+
+def decide(layers, settings, hidden_size=None):
+    """The paper's late-entry, early-exit and freeze verdicts from certificate layers.
+
+    See the module docstring for the rule. ``hidden_size`` (the decoder's width d), when
+    given, adds Theorem 3's mutual-information lower bound to each proximal test, under
+    that theorem's hypothesis (X_l uniform on the sphere), which is not checked.
+
+    Returns ``(late_entry, early_exit, freeze)``. ``late_entry["max_entry_layer"]``: the
+    largest ``L`` in ``1..N`` such that every ``l < L`` passes all three tests (``L = 1``:
+    nothing skipped); its ``certified_layers`` are ``1..L-1``.
+    ``early_exit["min_exit_layer"]``: the smallest ``L`` such that every ``l > L`` passes
+    the attention test (``L = N``: nothing skipped); ``certified_layers`` are ``L+1..N``.
+    ``freeze["certified_layers"]``: the layers that pass the geometric and the proximal
+    test, each on its own.
+    """
+    num_layers = len(layers)
+    tests = {e["layer"]: _layer_tests(e, settings, hidden_size) for e in layers}
+
+    late_ok = {l: all(x["pass"] for x in tests[l].values()) for l in tests}
+    max_entry = 1
+    while max_entry <= num_layers and late_ok[max_entry]:
+        max_entry += 1
+    max_entry = min(max_entry, num_layers)  # entering after the last layer is no model at all
+    late_failure = next((l for l in range(1, num_layers + 1) if not late_ok[l]), None)
+    late_certified = list(range(1, max_entry))
+    steps = [tests[l]["geometric"]["upper_bound"] for l in late_certified]
+    late_entry = {
+        "certified_layers": late_certified,
+        "max_entry_layer": max_entry,
+        "reasons": {
+            "rule": "late entry at L iff every layer l < L has U_l < eps (geometric), P_l > 1 - eps "
+                    "(proximal, t = proximal_t) and A_l < attention_threshold, all at the settings' "
+                    "joint confidence, examples as the independent units",
+            "theorem": "Theorem 6 (App. A.2): ||Y_true - Y_skip|| <= mu((L-1) eps_6 + delta_6 "
+                       "(lambda^L - 1)/(lambda - 1)) under Lipschitz hypotheses (mu, lambda not measured)",
+            "theorem6_eps_estimate": (math.sqrt(2 * max(steps)) if steps else 0.0),
+            "theorem6_eps_note": "largest mean per-token step E||v_l - v_{l-1}|| <= sqrt(2 U_l) over the "
+                                 "skipped layers (unit-normalised states, Jensen); Theorem 6 asks for a "
+                                 "worst-case step, which a finite sample cannot certify",
+            "first_failing_layer": late_failure,
+            "failing_tests": ([k for k, v in tests[late_failure].items() if not v["pass"]]
+                              if late_failure is not None else []),
+            "layers": {str(l): tests[l] for l in range(1, num_layers + 1)},
+        },
+    }
+
+    attention_ok = {l: tests[l]["attention"]["pass"] for l in tests}
+    min_exit = num_layers
+    while min_exit > 1 and attention_ok[min_exit]:
+        min_exit -= 1
+    exit_failure = min_exit if not attention_ok[min_exit] else None
+    early_exit = {
+        "certified_layers": list(range(min_exit + 1, num_layers + 1)),
+        "min_exit_layer": min_exit,
+        "reasons": {
+            "rule": "early exit after L iff every layer l > L has A_l < attention_threshold "
+                    "(upper confidence bound of the head-mean visual attention share)",
+            "theorem": "Section 4 (Visual Attention Ratio, Jiang et al. 2025): the output is text, so "
+                       "vision tokens the text does not attend to can leave; the paper states no error "
+                       "bound for early exit",
+            "last_failing_layer": exit_failure,
+            "layers": {str(l): {"attention": tests[l]["attention"]} for l in range(1, num_layers + 1)},
+        },
+    }
+
+    freeze_ok = {l: tests[l]["geometric"]["pass"] and tests[l]["proximal"]["pass"] for l in tests}
+    freeze = {
+        "certified_layers": [l for l in range(1, num_layers + 1) if freeze_ok[l]],
+        "reasons": {
+            "rule": "freeze layer l (vision tokens keep their input state in layer l; text still attends "
+                    "to them) iff U_l < eps and P_l > 1 - eps: the vision change the freeze removes is D_l",
+            "theorem": "Definitions 1-2 with Theorem 1: a layer whose vision update is eps-redundant changes "
+                       "what the rest of the model can compute from it by at most Theorem 1's bound "
+                       "(Lipschitz constants not measured); per layer only: effects of several frozen "
+                       "layers add up (see `verification`)",
+            "layers": {str(l): {"geometric": tests[l]["geometric"], "proximal": tests[l]["proximal"]}
+                       for l in range(1, num_layers + 1)},
+        },
+    }
+    return late_entry, early_exit, freeze
+
+
+# --------------------------------------------------------------------------------------
+# verification: split, candidates, fixed-sequence testing (Learn-then-Test)
+# --------------------------------------------------------------------------------------
+
+def split_indices(num_examples, settings):
+    """``(statistics, calibration)`` index lists: a seeded permutation of ``0..n-1``, the first
+    ``round((1 - calibration_fraction) n)`` for the statistics, the rest for calibration, each
+    sorted. Without verification every example is used for the statistics."""
+    if not settings.verify:
+        return list(range(num_examples)), []
+    order = np.random.default_rng(settings.split_seed).permutation(num_examples)
+    n_stats = int(round((1.0 - settings.calibration_fraction) * num_examples))
+    n_stats = min(max(n_stats, 1), num_examples - 1) if num_examples >= 2 else num_examples
+    return sorted(int(i) for i in order[:n_stats]), sorted(int(i) for i in order[n_stats:])
+
+
+def freeze_order(layers):
+    """Layers ``1..N-1`` in order of certified redundancy: the vision ``U_l`` ascending, ties by
+    ``l``. Layer ``N`` is left out: freezing it cannot change an answer (only text positions
+    of the last layer are read), so it is a trivial candidate."""
+    num_layers = len(layers)
+    return sorted(range(1, num_layers), key=lambda l: (layers[l - 1]["vision"]["mean_upper_bound"], l))
+
+
+def candidate_chains(layers, order=None):
+    """The three ordered candidate chains, from the statistics split alone.
+
+    ``late-entry``: ``L = 2, 3, ..., N`` (ascending: each skips one layer more);
+    ``early-exit``: ``L = N-1, ..., 1`` (descending); ``freeze``: the first ``k`` layers of
+    ``order`` (default :func:`freeze_order`) for ``k = 1, 2, ...``. The trivial settings
+    (late entry at 1, early exit at N, freezing only layer N) are not candidates.
+    Returns ``{mode: [config, ...]}`` with configs ``{"mode", "layer"}`` or ``{"mode", "layers"}``.
+    """
+    n = len(layers)
+    order = freeze_order(layers) if order is None else [int(l) for l in order]
+    bad = [l for l in order if not 1 <= l <= n]
+    if bad or len(set(order)) != len(order):
+        raise ValueError(f"`order` must list distinct layers in [1, {n}], got {order}")
+    return {
+        "late-entry": [{"mode": "late-entry", "layer": L} for L in range(2, n + 1)],
+        "early-exit": [{"mode": "early-exit", "layer": L} for L in range(n - 1, 0, -1)],
+        "freeze": [{"mode": "freeze", "layers": sorted(order[:k])} for k in range(1, len(order) + 1)],
+    }
+
+
+def binomial_p_value(changed, examples, tolerance):
+    """Exact p-value of ``H_0: change rate > tolerance`` after ``changed`` of ``examples`` changed:
+    ``P[Bin(examples, tolerance) <= changed]`` (the largest over the null, attained at its
+    boundary since the binomial CDF decreases in the rate)."""
+    if examples < 1:
+        return 1.0
+    return float(_scipy_stats.binom.cdf(int(changed), int(examples), float(tolerance)))
+
+
+def fixed_sequence(results, tolerance, level):
+    """Fixed-sequence testing of one chain: ``results`` in the chain's order, each with
+    ``examples`` and ``changed``. Returns copies with ``p_value``, ``upper_bound``
+    (Clopper-Pearson at ``level``) and ``certified``: true for every candidate before the
+    first whose p-value exceeds ``level`` (that one and all after it are false)."""
+    out, going = [], True
+    for r in results:
+        p = binomial_p_value(r["changed"], r["examples"], tolerance)
+        going = going and p <= level
+        out.append(dict(r, p_value=p, upper_bound=float(clopper_pearson_upper(r["changed"], r["examples"], level)),
+                        certified=bool(going)))
+    return out
+
+
+def verification_block(chains, settings, examples):
+    """The certificate's ``verification`` dict from tested chains (``{mode: [result, ...]}``,
+    each result a config with ``examples``, ``changed`` and ``flops_fraction``; a chain may
+    stop early: untested candidates are not listed). ``recommended``: the certified config
+    with the smallest ``flops_fraction`` (ties: the first in mode order), or None."""
+    level = settings.chain_level()
+    configs = []
+    for mode in VERIFY_MODES:
+        configs.extend(fixed_sequence(chains.get(mode, []), settings.tolerance, level))
+    certified = [c for c in configs if c["certified"]]
+    best = min(certified, key=lambda c: c["flops_fraction"]) if certified else None
+    return {
+        "tolerance": settings.tolerance, "confidence": settings.confidence, "examples": int(examples),
+        "level_per_chain": level,
+        "procedure": "Learn-then-Test, fixed-sequence testing per chain at (1 - confidence)/3; exact binomial "
+                     "p-value P[Bin(n, tau) <= k] of H0: change rate > tau; examples as the independent units",
+        "statement": (f"with probability >= {settings.confidence:g}, on data like the {int(examples)} calibration "
+                      f"examples, every certified configuration changes at most {settings.tolerance:g} of the "
+                      "answers (compared with the full model's)"),
+        "answer": ("one-token argmax at the answer position" if settings.max_new_tokens <= 1 else
+                   f"greedy generation of up to {settings.max_new_tokens} tokens, normalised"),
+        "configs": configs,
+        "recommended": None if best is None else dict(best, predicted_speedup=1.0 / best["flops_fraction"]),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# the whole certificate
+# --------------------------------------------------------------------------------------
+
+def build_certificate(stats_layers, *, num_examples, settings, model_info, data_info, run_info=None,
+                      verification=None):
+    """The ``skipit.certificate/2`` dict from per-layer statistics (pure; no torch).
+
+    ``verification``: the block of :func:`verification_block`, or None (``--no-verify``).
+    """
+    layers = certificate_layers(stats_layers, num_examples, settings)
+    late_entry, early_exit, freeze = decide(layers, settings, hidden_size=model_info.get("hidden_size"))
+    num_layers = len(layers)
+    settings_out = dict(settings.decision_dict(), **{
+        "attention_statistic": "visual_attention_mean_head",
+        "bonferroni_tests": 3 * num_layers,
+        "delta_per_test": settings.delta(num_layers),
+        "independent_unit": "example (one image with its question)",
+        "bounds": {
+            "mean_upper_bound": "min(Hoeffding, empirical Bernstein (Maurer & Pontil 2009, Thm 4)) at "
+                                "delta/2 each on the per-example mean cosine distance, examples as i.i.d. "
+                                "draws in [0, 2]",
+            "proximal_lower_bound": "min(Hoeffding, empirical Bernstein) lower bound on the per-example "
+                                    "fraction of vision tokens with rho < t, examples as i.i.d. draws in [0, 1]",
+            "visual_attention_upper_bound": "min(Hoeffding, empirical Bernstein) at delta/2 each on the "
+                                            "head-mean share VAR/H, examples as i.i.d. draws in [0, 1]",
+        },
+    })
+    run = dict(run_info or {})
+    run.setdefault("world_size", 1)
+    return {
+        "schema": SCHEMA,
+        "model": dict(model_info, num_layers=num_layers),
+        "data": dict(data_info, num_examples=int(num_examples)),
+        "settings": settings_out,
+        "run": run,
+        "hypotheses": [
+            "examples (not tokens) are i.i.d. draws from the distribution the certificate speaks about; "
+            "the tokens of one example may be dependent in any way",
+            "Theorem 1 additionally needs E[Z | X_l, X_{l-1}] Lipschitz; Theorem 6 needs the tail of the "
+            "model mu-Lipschitz and each text update lambda-Lipschitz; neither constant is measured, so "
+            "the paper's verdicts are backed by `verification`, which measures answer changes directly",
+        ],
+        "layers": layers,
+        "late_entry": late_entry,
+        "early_exit": early_exit,
+        "freeze": freeze,
+        "verification": verification,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# schema, loading, model check
+# --------------------------------------------------------------------------------------
+
+def certificate_schema():
+    """The JSON Schema of ``skipit.certificate/2`` (shipped as ``certificate.schema.json``)."""
+    with open(SCHEMA_FILE, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _schema_problem(cert):
+    """The first schema violation of ``cert`` in words, or None."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(certificate_schema())
+    errors = sorted(validator.iter_errors(cert), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    e = errors[0]
+    where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
+    return f"at {where}: {e.message}"
+
+
+def load_certificate(path, model_info=None, what="--certificate"):
+    """Read and validate a ``certificate.json`` written by ``skipit certify``.
+
+    The file must be JSON, of schema ``skipit.certificate/2`` and valid against
+    :func:`certificate_schema`. With ``model_info`` (``model_type``, ``num_layers``,
+    ``weights`` fingerprint; any subset), a certificate made for another model is refused
+    (:func:`check_certificate_model`). Errors are :class:`skipit.errors.SkipitError` with one
+    line naming ``what`` and ``path``.
+    """
+    from skipit.errors import SkipitError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cert = json.load(fh)
+    except OSError as err:
+        raise SkipitError(f"{what} {path}: cannot read it ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise SkipitError(f"{what} {path}: not JSON ({err})") from None
+    if not isinstance(cert, dict) or cert.get("schema") != SCHEMA:
+        found = cert.get("schema") if isinstance(cert, dict) else type(cert).__name__
+        raise SkipitError(f"{what} {path}: schema {found!r} is not {SCHEMA!r}; rerun `skipit certify` with "
+                          "this version")
+    problem = _schema_problem(cert)
+    if problem:
+        raise SkipitError(f"{what} {path}: not a valid {SCHEMA} certificate ({problem})")
+    if model_info:
+        check_certificate_model(cert, model_info, what=f"{what} {path}")
+    return cert
+
+
+_MODEL_CHECKS = (("model_type", "model type"), ("num_layers", "number of decoder layers"),
+                 ("weights", "weights fingerprint"))
+
+
+def check_certificate_model(cert, model_info, what="the certificate"):
+    """Refuse (``SkipitError``) a certificate whose model differs from ``model_info`` in model
+    type, layer count or weights fingerprint (fields missing on either side are not compared)."""
+    from skipit.errors import SkipitError
+
+    mine = cert.get("model", {})
+    for key, words in _MODEL_CHECKS:
+        a, b = mine.get(key), model_info.get(key)
+        if a is not None and b is not None and a != b:
+            raise SkipitError(f"{what} was made for another model: its {words} is {a!r}, this model's is {b!r}")
