@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _naive import naive_layers  # noqa: E402
 
 from skipit.empirical import RunStatistics, capture_statistics  # noqa: E402
+from skipit.empirical.adapters import get_adapter  # noqa: E402
 from skipit.empirical.capture import answer_positions  # noqa: E402
 from skipit.empirical.testing import TINY_MODEL_TYPES, collate, tiny_batch, tiny_examples, tiny_model  # noqa: E402
 
@@ -191,3 +192,64 @@ def test_bad_thresholds_are_refused_before_any_hook():
     with pytest.raises(ValueError, match=r"`thresholds` must be strictly increasing"):
         capture_statistics(model, thresholds=(0.1, 0.05))
     assert _hook_count(model) == before
+
+
+def _replace_vision_states(model, batch, before, after):
+    """Hooks (registered before the capture's, so they run first) that set the vision tokens'
+    input of decoder layer 1 to ``before[b]`` and its output to ``after`` (vectors of size d)."""
+    adapter = get_adapter(model)
+    vision = adapter.vision_mask(batch["input_ids"], model.config)
+    layer = adapter.decoder_layers(model)[0]
+
+    def pre(module, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        hidden = hidden.clone()
+        for b in range(hidden.shape[0]):
+            hidden[b, vision[b]] = before[b].to(hidden.dtype)
+        if "hidden_states" in kwargs:
+            return args, {**kwargs, "hidden_states": hidden}
+        return (hidden, *args[1:]), kwargs
+
+    def post(module, args, output):
+        hidden = (output[0] if isinstance(output, (tuple, list)) else output).clone()
+        hidden[vision] = after.to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
+
+    return vision, [layer.register_forward_pre_hook(pre, with_kwargs=True), layer.register_forward_hook(post)]
+
+
+def test_exact_ties_are_not_below_and_zero_norm_states_are_reported():
+    """Orthogonal states give rho = 1.0 exactly: not below t = 1.0 (strict), below 1.5. Example 0's
+    vision input is the zero vector: those tokens are counted in zero_norm_tokens and left out."""
+    model = tiny_model("llava", num_layers=2, dtype=torch.float64)
+    batch = tiny_batch(model, 3, "left", seed=5)
+    d = model.config.text_config.hidden_size
+    e0, e1 = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+    e0[0], e1[1] = 2.0, 3.0
+    vision, handles = _replace_vision_states(model, batch, [torch.zeros(d), e0, e0], e1)
+    try:
+        g = _capture(model, [batch], thresholds=(0.5, 1.0, 1.5), cka=False, attention=False).group(1, "vision")
+    finally:
+        for handle in handles:
+            handle.remove()
+    counts = vision.sum(1).tolist()
+    kept = counts[1] + counts[2]
+    assert g["zero_norm_tokens"] == counts[0] > 0
+    assert g["tokens"] == kept and g["examples"] == 2
+    assert g["mean_cosine_distance"] == 1.0 and g["example_mean_cosine_distance"] == 1.0
+    assert g["proximal_count"] == {"0.5": 0, "1.0": 0, "1.5": kept}
+    assert g["example_proximal_fraction"] == {"0.5": 0.0, "1.0": 0.0, "1.5": 1.0}
+
+
+def test_zero_initialised_projector_is_reported_as_zero_norm_tokens():
+    model = tiny_model("llava", num_layers=2, dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.model.multi_modal_projector.parameters():
+            p.zero_()
+    batch = tiny_batch(model, 2, "right", seed=6)
+    stats = _capture(model, [batch], cka=False, attention=False)
+    first, second = stats.group(1, "vision"), stats.group(2, "vision")
+    vision_tokens = int(get_adapter(model).vision_mask(batch["input_ids"], model.config).sum())
+    assert first["zero_norm_tokens"] == vision_tokens and first["tokens"] == 0 and first["examples"] == 0
+    assert first["mean_cosine_distance"] is None
+    assert second["zero_norm_tokens"] == 0 and second["tokens"] == vision_tokens and second["examples"] == 2

@@ -183,3 +183,82 @@ def test_bad_layer_and_format_are_refused():
         RunStatistics(num_layers=0)
     with pytest.raises(ValueError, match=r"must have format 'skipit.run_statistics/2'"):
         RunStatistics.from_dict({"format": "other"})
+
+
+# ------------------------------------------------------------------ examples as the independent units
+def test_example_statistics_are_means_and_variances_over_examples():
+    """Per example: mean distance m_e and fraction f_e(t); the run reports their mean and unbiased variance."""
+    stats = RunStatistics(num_layers=1, thresholds=(0.1, 0.5))
+    examples = [np.array([0.0, 0.2]), np.array([0.4]), np.array([0.05, 0.6, 0.7, 0.25])]
+    for rho in examples:
+        stats.add_distances(1, "vision", rho)
+    g = stats.group(1, "vision")
+    means = np.array([0.1, 0.4, 0.4])
+    below_01 = np.array([0.5, 0.0, 0.25])
+    below_05 = np.array([1.0, 1.0, 0.5])
+    assert g["examples"] == 3 and g["tokens"] == 7
+    assert g["example_mean_cosine_distance"] == pytest.approx(means.mean(), rel=REL)
+    assert g["example_mean_variance"] == pytest.approx(means.var(ddof=1), rel=REL)
+    assert g["example_proximal_fraction"] == pytest.approx({"0.1": below_01.mean(), "0.5": below_05.mean()}, rel=REL)
+    assert g["example_proximal_variance"] == pytest.approx({"0.1": below_01.var(ddof=1), "0.5": below_05.var(ddof=1)},
+                                                           rel=REL)
+    tokens = np.concatenate(examples)
+    # design effect: Var(m_e) / (Var(rho) / mean tokens per example)
+    assert g["design_effect"] == pytest.approx(means.var(ddof=1) / (tokens.var(ddof=1) / (7 / 3)), rel=REL)
+
+
+def test_example_statistics_below_two_examples():
+    stats = RunStatistics(num_layers=1, thresholds=(0.1,))
+    empty = stats.group(1, "text")
+    assert empty["examples"] == 0 and empty["example_mean_cosine_distance"] is None
+    assert empty["example_mean_variance"] == 0.0 and empty["example_proximal_fraction"] == {"0.1": None}
+    assert empty["example_proximal_variance"] == {"0.1": 0.0} and empty["design_effect"] is None
+    stats.add_distances(1, "text", np.array([0.05, 0.3]))
+    one = stats.group(1, "text")
+    assert one["examples"] == 1 and one["example_mean_cosine_distance"] == pytest.approx(0.175, rel=REL)
+    assert one["example_mean_variance"] == 0.0 and one["design_effect"] is None
+    stats.add_distances(1, "text", np.array([]))  # an example without tokens of the group is no example
+    assert stats.group(1, "text")["examples"] == 1
+
+
+def test_exact_tie_at_a_threshold_is_not_below_it():
+    """p_l(t) counts rho < t strictly: rho == t is not below t, for tokens and for examples."""
+    stats = RunStatistics(num_layers=1, thresholds=(0.05, 0.1))
+    stats.add_distances(1, "vision", np.array([0.05, 0.05]))
+    stats.add_distances(1, "vision", np.array([0.1, 0.02]))
+    g = stats.group(1, "vision")
+    assert g["proximal_count"] == {"0.05": 1, "0.1": 3}
+    assert g["example_proximal_fraction"] == {"0.05": 0.25, "0.1": 0.75}  # (0 + 1/2) / 2, (1 + 1/2) / 2
+
+
+def test_zero_norm_tokens_are_counted_and_left_out():
+    stats = RunStatistics(num_layers=1, thresholds=(0.1,))
+    stats.add_distances(1, "vision", np.array([0.2]), zero_norm=3)
+    stats.add_distances(1, "vision", np.array([]), zero_norm=2)
+    g = stats.group(1, "vision")
+    assert g["zero_norm_tokens"] == 5 and g["tokens"] == 1 and g["examples"] == 1
+    assert g["mean_cosine_distance"] == pytest.approx(0.2, rel=REL)
+    assert stats.merge(stats).group(1, "vision")["zero_norm_tokens"] == 10
+
+
+@given(st.lists(st.lists(st.floats(0.0, 2.0), min_size=1, max_size=6), min_size=2, max_size=12),
+       st.integers(0, 12))
+def test_merging_runs_of_examples_equals_one_run(examples, cut):
+    """Chan's merge of the per-example moments: two runs merged == one run on all examples."""
+    whole, first, second = (RunStatistics(num_layers=1, thresholds=(0.5, 1.0)) for _ in range(3))
+    for i, rho in enumerate(examples):
+        whole.add_distances(1, "text", np.array(rho))
+        (first if i < cut else second).add_distances(1, "text", np.array(rho))
+    g, h = first.merge(second).group(1, "text"), whole.group(1, "text")
+    assert g["examples"] == h["examples"] == len(examples)
+    for key in ("example_mean_cosine_distance", "example_mean_variance"):
+        assert g[key] == pytest.approx(h[key], rel=1e-9, abs=1e-15)
+    for key in ("example_proximal_fraction", "example_proximal_variance"):
+        assert g[key] == pytest.approx(h[key], rel=1e-9, abs=1e-15)
+
+
+def test_older_statistics_format_is_refused_with_a_clear_message():
+    old = _filled(0).to_dict()
+    old["format"] = "skipit.run_statistics/1"
+    with pytest.raises(ValueError, match=r"older format 'skipit.run_statistics/1' .*capture the run again"):
+        RunStatistics.from_dict(old)
