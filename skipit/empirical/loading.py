@@ -165,13 +165,137 @@ def _torch_dtype(dtype, device):
     return getattr(torch, dtype)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(device):
-    """``auto``/None -> ``cuda`` when available else ``cpu``; other values pass through."""
+    """The ``--device`` value checked: ``auto``/None -> ``cuda`` when available else ``cpu``;
+    ``cpu``, ``cuda``, ``cuda:N`` (N below the number of GPUs) and ``mps`` pass through when
+    this machine has them. Anything else raises a one-line :class:`skipit.errors.SkipitError`
+    before any model work."""
     import torch
+
+    from skipit.errors import SkipitError
 
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
+    text = str(device)
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise SkipitError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SkipitError(f"--device {text}: this machine has no CUDA device (torch {torch.__version__}, "
+                              f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
+        if parsed.index is not None and parsed.index >= count:
+            raise SkipitError(f"--device {text}: the GPU index must be in [0, {count - 1}] on this machine, "
+                              f"got {parsed.index}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise SkipitError(f"--device {text}: MPS is not available on this machine; use --device cpu or auto")
+    return text
+
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+_MEMORY = re.compile(r"^(\d+|\d+(\.\d+)?[KMG]i?B)$", re.IGNORECASE)  # accelerate's convert_file_size_to_int
+
+
+def parse_device_map(value):
+    """``--device-map``: one of :data:`DEVICE_MAP_STRATEGIES` (accelerate's placement, given to
+    ``from_pretrained``), or a JSON file holding an object ``{module name: device}`` with
+    devices a GPU index, ``"cuda:N"``, ``"cpu"`` (CPU offload) or ``"disk"`` (disk offload).
+    None stays None. Returns the strategy string or the dict; one-line errors otherwise."""
+    import json
+
+    from skipit.errors import SkipitError
+
+    if value is None:
+        return None
+    text = str(value)
+    if text in DEVICE_MAP_STRATEGIES:
+        return text
+    if not text.endswith(".json") and not os.path.isfile(text):
+        raise SkipitError(f"--device-map must be one of {', '.join(DEVICE_MAP_STRATEGIES)} or a JSON file "
+                          f"{{module: device}}, got {text!r}")
+    try:
+        with open(text, encoding="utf-8") as fh:
+            mapping = json.load(fh)
+    except OSError as err:
+        raise SkipitError(f"--device-map {text}: cannot read it ({err.strerror})") from None
+    except ValueError as err:
+        raise SkipitError(f"--device-map {text}: not JSON ({err})") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise SkipitError(f"--device-map {text} must hold a non-empty JSON object {{module name: device}}, got "
+                          f"{type(mapping).__name__}")
+    for module, device in mapping.items():
+        ok = (isinstance(device, int) and not isinstance(device, bool) and device >= 0) or (
+            isinstance(device, str) and (device in ("cpu", "disk", "mps") or re.fullmatch(r"cuda:\d+", device)))
+        if not ok:
+            raise SkipitError(f"--device-map {text}: module {module!r} has device {device!r}; a device is a GPU "
+                              "index >= 0, \"cuda:N\", \"cpu\", \"mps\" or \"disk\"")
+    return mapping
+
+
+def parse_max_memory(value):
+    """``--max-memory "0=20GiB,1=20GiB,cpu=60GiB"`` -> ``{0: "20GiB", 1: "20GiB", "cpu": "60GiB"}``
+    (accelerate's ``max_memory``: a cap per GPU index, ``cpu`` or ``mps``; a size is an integer
+    number of bytes or a number with a unit KB, MB, GB, KiB, MiB, GiB, the units accelerate
+    reads). None stays None; one-line errors otherwise."""
+    from skipit.errors import SkipitError
+
+    if value is None:
+        return None
+    out = {}
+    for part in str(value).split(","):
+        key, sep, size = (x.strip() for x in part.partition("="))
+        if not sep or not key or not size:
+            raise SkipitError(f"--max-memory must look like \"0=20GiB,cpu=60GiB\" (DEVICE=SIZE, comma-separated), "
+                              f"got {value!r}")
+        if key.isdigit():
+            key = int(key)
+        elif key not in ("cpu", "mps"):
+            raise SkipitError(f"--max-memory: a device is a GPU index, cpu or mps, got {key!r} in {value!r}")
+        if not _MEMORY.match(size):
+            raise SkipitError(f"--max-memory: a size is a number of bytes or a number with a unit KB, MB, GB, KiB, "
+                              f"MiB or GiB, got {size!r} for device {key}")
+        if key in out:
+            raise SkipitError(f"--max-memory names device {key} twice in {value!r}")
+        out[key] = int(size) if size.isdigit() else size
+    return out
+
+
+def input_device(model):
+    """The device a batch for ``model`` goes to: accelerate's main device under a device map
+    (the first GPU or ``mps`` of ``model.hf_device_map``, else ``cpu``: where offloaded layers
+    run), the device of the first parameter otherwise. Device maps put the input embedding
+    first, so its inputs need no copy."""
+    import torch
+
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
+        main = devices[0] if devices else "cpu"
+        return torch.device(f"cuda:{main}" if isinstance(main, int) else main)
+    return next(model.parameters()).device
+
+
+def parameter_tensors(model):
+    """``(name, tensor)`` of every parameter with its values, also under accelerate's offload.
+
+    An offloaded parameter sits on the ``meta`` device (no values) until its module runs; its
+    values are read from the offload store of the module's accelerate hook (the CPU state
+    dict, or a memory map of the disk file: reading a few values loads no more)."""
+    for module_name, module in model.named_modules():
+        weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        for name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}" if module_name else name
+            if param.device.type == "meta" and weights is not None and name in weights:
+                yield full, weights[name]
+            else:
+                yield full, param
 
 
 class ImageTextInputs:
@@ -265,14 +389,19 @@ def _load_processor(location, config, **hub):
                            AutoTokenizer.from_pretrained(location, **hub), config)
 
 
-def load_model_and_processor(name=None, device="auto", dtype="auto"):
+def load_model_and_processor(name=None, device="auto", dtype="auto", device_map=None, max_memory=None,
+                             offload_folder=None):
     """Load ``(model, processor, info)`` for a ``--model`` value.
 
     ``info`` is the certificate's model block: ``{"name", "source", "location", "model_type"}``.
     Real ``from_pretrained`` on hub ids (cache or download; the cache alone, at once, when
     the hub endpoint accepts no connection) and local directories; the
     model is put in eval mode on ``device`` with ``dtype`` (auto: float32 on CPU,
-    bfloat16 on CUDA). Errors a user can act on are :class:`skipit.errors.SkipitError`.
+    bfloat16 on CUDA). With ``device_map`` (see :func:`parse_device_map`), ``max_memory``
+    (see :func:`parse_max_memory`) and ``offload_folder`` (where ``"disk"`` layers go) the
+    placement is accelerate's big-model inference, done by ``from_pretrained``; the model
+    is then not moved, and ``device`` only sets the auto dtype. Errors a user can act on
+    are :class:`skipit.errors.SkipitError`.
     """
     import transformers
     from transformers import AutoConfig
@@ -302,23 +431,31 @@ def load_model_and_processor(name=None, device="auto", dtype="auto"):
                           f"types: {', '.join(supported)}")
     device = resolve_device(device)
     torch_dtype = _torch_dtype(dtype, device)
+    if max_memory is not None and device_map is None:
+        raise SkipitError("--max-memory needs --device-map (auto, balanced, sequential or a JSON file)")
+    placement = {}
+    if device_map is not None:
+        placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
     try:
         from transformers import AutoModelForImageTextToText
 
         try:
-            model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch_dtype, **hub)
-        except ValueError:
+            model = AutoModelForImageTextToText.from_pretrained(location, dtype=torch_dtype, **placement, **hub)
+        except ValueError as err:
             arch = (getattr(config, "architectures", None) or [None])[0]
+            if placement and "offload" in str(err):
+                raise SkipitError(f"--device-map: {str(err).splitlines()[0]}") from None
             if arch is None or not hasattr(transformers, arch):
                 raise
-            model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype, **hub)
+            model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype, **placement, **hub)
         processor = _load_processor(location, config, **hub)
     except OSError as err:
         if resolved.source in ("alias", "hub"):
             raise _missing_weights_error(location, err, unreachable) from None
         raise SkipitError(f"cannot load the model or processor from {location}: {str(err).splitlines()[0]}") \
             from None
-    model.to(device)
+    if device_map is None:
+        model.to(device)
     model.eval()
     info = {"name": resolved.name, "source": resolved.source, "location": location, "model_type": model_type}
     return model, processor, info
