@@ -13,21 +13,31 @@ and ``g`` key/value heads of size ``e``, MLP width ``f``:
     attention     4 n m h e                       Q K^T and A V
     MLP           2 n d f (3 if gated else 2)     gate, up, down  /  fc1, fc2
 
+    key/value of ``v`` tokens that are keys only   2 v d e (2 g)        (freeze)
+
 Under late entry at L, layers 1..L-1 process the text tokens only; under early exit at
-L, layers L+1..N do (``tokens_per_layer``). The LM head projects ``logits_positions``
-positions (all of them in a plain forward, 1 in ``generate``).
+L, layers L+1..N do (``tokens_per_layer``). Under freeze of a set S, each layer of S runs
+its queries, output projection and MLP on the text tokens only, while its keys are all the
+tokens (``keys_per_layer``): the vision tokens there cost their input norm (not counted)
+and key/value projections. The LM head projects ``logits_positions`` positions (all of
+them in a plain forward, 1 in ``generate``).
+
+``config_flops_fraction`` is the predicted prefill FLOPs of a mode over the full model's,
+summed over examples with their own text and vision token counts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = [
-    "DecoderShape", "VisionShape", "tokens_per_layer", "layer_flops", "prefill_flops",
-    "decode_flops", "generation_flops", "vision_flops", "predicted_speedup",
-]
+from skipit.empirical.modes import FLOPS_MODES as MODES
+from skipit.empirical.modes import check_layers
 
-MODES = ("full", "late-entry", "early-exit", "fastv", "vtw")
+__all__ = [
+    "DecoderShape", "VisionShape", "tokens_per_layer", "keys_per_layer", "layer_flops", "prefill_flops",
+    "decode_flops", "generation_flops", "vision_flops", "predicted_speedup", "config_flops_fraction",
+    "example_token_counts",
+]
 
 
 @dataclass(frozen=True)
@@ -97,10 +107,11 @@ def _check_count(name, value, minimum=0):
 
 
 def tokens_per_layer(num_layers, text, vision, mode="full", layer=None, keep_ratio=None):
-    """Tokens each decoder layer l = 1..N processes (list of N ints).
+    """Tokens each decoder layer l = 1..N processes as queries (list of N ints).
 
     ``late-entry`` at L: text only in 1..L-1. ``early-exit`` / ``vtw`` at L: text only in
     L+1..N. ``fastv`` at K with ``keep_ratio`` R: text + round(R * vision) in K+1..N.
+    ``freeze`` of the layers ``layer`` (a list): text only in those layers.
     """
     _check_count("num_layers", num_layers, 1)
     _check_count("text", text)
@@ -109,6 +120,9 @@ def tokens_per_layer(num_layers, text, vision, mode="full", layer=None, keep_rat
         raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}")
     if mode == "full":
         return [text + vision] * num_layers
+    if mode == "freeze":
+        frozen = set(check_layers(layer, num_layers, "layer"))
+        return [text if l in frozen else text + vision for l in range(1, num_layers + 1)]
     if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
         raise ValueError(f"`layer` must be an integer in [1, {num_layers}], got {layer!r}")
     if mode == "late-entry":
@@ -121,28 +135,49 @@ def tokens_per_layer(num_layers, text, vision, mode="full", layer=None, keep_rat
     return [text + vision if l <= layer else text + kept for l in range(1, num_layers + 1)]
 
 
-def layer_flops(shape: DecoderShape, queries: int, keys: int) -> int:
-    """Matmul FLOPs of one decoder layer for ``queries`` tokens over ``keys`` keys."""
+def keys_per_layer(num_layers, text, vision, mode="full", layer=None, keep_ratio=None):
+    """Tokens whose keys/values each decoder layer l = 1..N computes in a prefill.
+
+    Equal to ``tokens_per_layer`` except under ``freeze``, where the frozen layers' keys
+    are all ``text + vision`` tokens (the vision ones from their frozen states).
+    """
+    tokens = tokens_per_layer(num_layers, text, vision, mode, layer, keep_ratio)
+    return [text + vision] * num_layers if mode == "freeze" else tokens
+
+
+def layer_flops(shape: DecoderShape, queries: int, keys: int, keys_only: int = 0) -> int:
+    """Matmul FLOPs of one decoder layer for ``queries`` tokens over ``keys`` keys, of which
+    ``keys_only`` are tokens the layer projects to keys/values only (frozen vision)."""
     d, e, h, g, f = shape.hidden, shape.head_dim, shape.heads, shape.kv_heads, shape.intermediate
-    proj = 2 * queries * d * e * (2 * h + 2 * g)
+    proj = 2 * queries * d * e * (2 * h + 2 * g) + 2 * keys_only * d * e * 2 * g
     attn = 4 * queries * keys * h * e
     mlp = 2 * queries * d * f * (3 if shape.gated_mlp else 2)
     return proj + attn + mlp
 
 
-def prefill_flops(shape: DecoderShape, tokens, logits_positions=None, batch=1) -> int:
+def _per_layer(shape, name, counts):
+    if isinstance(counts, int):
+        counts = [counts] * shape.num_layers
+    if len(counts) != shape.num_layers:
+        raise ValueError(f"`{name}` must have {shape.num_layers} entries, got {len(counts)}")
+    return list(counts)
+
+
+def prefill_flops(shape: DecoderShape, tokens, logits_positions=None, batch=1, keys=None) -> int:
     """FLOPs of a prefill (a forward without cache) of the language model + LM head.
 
-    ``tokens``: per-layer token counts (``tokens_per_layer``) or one int (the full model).
-    ``logits_positions``: positions the LM head projects (default: all of the sequence).
+    ``tokens``: per-layer query token counts (``tokens_per_layer``) or one int (the full
+    model). ``keys``: per-layer key counts (``keys_per_layer``; default ``tokens``), each
+    >= its layer's tokens. ``logits_positions``: positions the LM head projects (default:
+    all of the sequence).
     """
-    if isinstance(tokens, int):
-        tokens = [tokens] * shape.num_layers
-    if len(tokens) != shape.num_layers:
-        raise ValueError(f"`tokens` must have {shape.num_layers} entries, got {len(tokens)}")
-    seq = max(tokens)
+    tokens = _per_layer(shape, "tokens", tokens)
+    keys = tokens if keys is None else _per_layer(shape, "keys", keys)
+    if any(m < n for n, m in zip(tokens, keys)):
+        raise ValueError(f"`keys` must be >= `tokens` in every layer, got keys={keys}, tokens={tokens}")
+    seq = max(keys)
     head = 2 * (seq if logits_positions is None else logits_positions) * shape.hidden * shape.vocab
-    return batch * (sum(layer_flops(shape, n, n) for n in tokens) + head)
+    return batch * (sum(layer_flops(shape, n, m, m - n) for n, m in zip(tokens, keys)) + head)
 
 
 def decode_flops(shape: DecoderShape, cached, batch=1) -> int:
@@ -155,17 +190,18 @@ def decode_flops(shape: DecoderShape, cached, batch=1) -> int:
     return batch * (sum(layer_flops(shape, 1, c + 1) for c in cached) + head)
 
 
-def generation_flops(shape: DecoderShape, tokens, new_tokens, batch=1) -> dict:
+def generation_flops(shape: DecoderShape, tokens, new_tokens, batch=1, keys=None) -> dict:
     """Prefill (LM head on the last position) plus ``new_tokens - 1`` decode steps.
 
-    ``generate`` feeds back every generated token but the last. Returns a dict with
+    ``generate`` feeds back every generated token but the last; each layer's cache holds
+    its prefill ``keys`` (default ``tokens``) plus the generated tokens. Returns a dict with
     ``prefill``, ``per_token`` (list) and ``total``.
     """
     _check_count("new_tokens", new_tokens, 1)
-    if isinstance(tokens, int):
-        tokens = [tokens] * shape.num_layers
-    pre = prefill_flops(shape, tokens, logits_positions=1, batch=batch)
-    steps = [decode_flops(shape, [n + t for n in tokens], batch) for t in range(new_tokens - 1)]
+    tokens = _per_layer(shape, "tokens", tokens)
+    keys = tokens if keys is None else _per_layer(shape, "keys", keys)
+    pre = prefill_flops(shape, tokens, logits_positions=1, batch=batch, keys=keys)
+    steps = [decode_flops(shape, [n + t for n in keys], batch) for t in range(new_tokens - 1)]
     return {"prefill": pre, "per_token": steps, "total": pre + sum(steps)}
 
 
@@ -185,3 +221,43 @@ def predicted_speedup(full_flops, skipped_flops):
     if skipped_flops <= 0:
         raise ValueError(f"`skipped_flops` must be > 0, got {skipped_flops}")
     return full_flops / skipped_flops
+
+
+def config_flops_fraction(config, mode, layer, token_counts, keep_ratio=None, logits_positions=None):
+    """Predicted prefill FLOPs of ``mode`` at ``layer`` over those of the full model.
+
+    ``config``: a VLM config (or a ``DecoderShape``); ``mode``: a FLOPs layout of
+    ``skipit.empirical.modes`` (``late-entry``, ``early-exit``, ``freeze`` ...); ``layer``:
+    L, or the list of layers for ``freeze``; ``token_counts``: ``(text, vision)`` per
+    example (``example_token_counts``), each example with its own counts. Both sums run
+    over all examples (a batch of one each, so no padding is counted); the LM head projects
+    ``logits_positions`` positions (default: every position, as a plain forward does).
+    """
+    shape = config if isinstance(config, DecoderShape) else DecoderShape.from_config(config)
+    counts = [tuple(c) for c in token_counts]
+    if not counts:
+        raise ValueError("`token_counts` must hold at least one (text, vision) pair, got none")
+    n = shape.num_layers
+    full = skipped = 0
+    for text, vision in counts:
+        full += prefill_flops(shape, tokens_per_layer(n, text, vision), logits_positions)
+        skipped += prefill_flops(
+            shape, tokens_per_layer(n, text, vision, mode, layer, keep_ratio), logits_positions,
+            keys=keys_per_layer(n, text, vision, mode, layer, keep_ratio),
+        )
+    return skipped / full
+
+
+def example_token_counts(vision_mask, attention_mask=None):
+    """``[(text, vision), ...]`` per example of a batch: non-padding text and vision tokens.
+
+    ``vision_mask``: BoolTensor[B, S] (the adapter's ``vision_mask``); ``attention_mask``:
+    [B, S] (1 = real token) or None (no padding).
+    """
+    out = []
+    for b in range(vision_mask.shape[0]):
+        vision = vision_mask[b].bool()
+        real = attention_mask[b].bool() if attention_mask is not None else vision | ~vision
+        v = int((vision & real).sum())
+        out.append((int(real.sum()) - v, v))
+    return out

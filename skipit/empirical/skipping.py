@@ -60,7 +60,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["late_entry", "early_exit", "freeze", "skip", "TokenSkipper", "resolve_adapter", "check_layers"]
+from skipit.empirical.modes import check_layers
+
+__all__ = ["late_entry", "early_exit", "freeze", "skip", "TokenSkipper", "resolve_adapter"]
 
 
 def resolve_adapter(model, adapter=None):
@@ -663,22 +665,6 @@ def early_exit(model, layer, adapter=None):
 
     with TokenSkipper(model, keep, ad) as skipper:
         yield skipper
-
-
-def check_layers(layers, num_layers, name="layers"):
-    """Distinct 1-based layers from a list/tuple/set of ints in [1, num_layers], sorted.
-
-    One-line errors name the argument, the allowed range and the value received.
-    """
-    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise ValueError(f"`{name}` must be a list of integers in [1, {num_layers}], got {layers!r}")
-    layers = list(layers)
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
-            raise ValueError(f"`{name}` must be integers in [1, {num_layers}], got {layer!r} in {layers!r}")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"`{name}` must not repeat a layer, got {layers!r}")
-    return sorted(layers)
 
 
 @contextlib.contextmanager
