@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from skipit.empirical.hooks import HookSet, check_layer
+
 __all__ = ["AttentionProbe", "attention_row", "vision_attention_mass"]
 
 Callback = Callable[[int, torch.Tensor], Any]
@@ -205,7 +207,7 @@ class _LayerState:
         self.keys = None
 
 
-class AttentionProbe:
+class AttentionProbe(HookSet):
     """Context manager that reports, per decoder layer, one softmax attention row per example.
 
     ``AttentionProbe(model, adapter, callback)``; call :meth:`set_query_positions` with a
@@ -220,8 +222,9 @@ class AttentionProbe:
     ``layers`` restricts probing to some 1-based layers (FastV needs one). The query
     positions persist across forwards until set again; they are checked against each
     layer's batch size and sequence length. The probe needs the whole prompt in one
-    forward: a forward continuing a non-empty cache raises ``ValueError``. Hooks are
-    removed on exit, also when the forward raises.
+    forward: a forward continuing a non-empty cache raises ``ValueError``. The hooks follow
+    :class:`~skipit.empirical.hooks.HookSet`: removed on exit, also when the forward
+    raises; entering an active probe raises ``RuntimeError``.
     """
 
     def __init__(
@@ -246,10 +249,7 @@ class AttentionProbe:
         if layers is None:
             chosen = range(1, self.num_layers + 1)
         else:
-            chosen = sorted(set(int(layer) for layer in layers))
-            bad = [layer for layer in chosen if not 1 <= layer <= self.num_layers]
-            if bad:
-                raise ValueError(f"`layers` must lie in 1..{self.num_layers} (1-based decoder layers), got {bad}")
+            chosen = sorted(set(check_layer("layers", layer, 1, self.num_layers) for layer in layers))
         self.layers = tuple(chosen)
         self._attention = {layer: adapter.self_attention(decoder_layers[layer - 1]) for layer in self.layers}
         for layer, attention in self._attention.items():
@@ -262,7 +262,6 @@ class AttentionProbe:
         self._positions: torch.Tensor | None = None
         self._max_position = -1
         self._on_device: dict[torch.device, torch.Tensor] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._states: dict[int, _LayerState] = {}
 
     def set_query_positions(self, positions: torch.Tensor | Sequence[int]) -> None:
@@ -291,30 +290,16 @@ class AttentionProbe:
             rows = self._on_device[device] = self._positions.to(device)
         return rows
 
-    def __enter__(self) -> AttentionProbe:
-        if self._handles:
-            raise RuntimeError("AttentionProbe is already active; it is not re-entrant")
-        try:
-            for layer, attention in self._attention.items():
-                state = self._states[layer] = _LayerState()
-                self._handles += [
-                    attention.register_forward_pre_hook(self._pre_hook(state), with_kwargs=True),
-                    attention.q_proj.register_forward_hook(self._query_hook(state)),
-                    attention.k_proj.register_forward_hook(self._key_hook(state)),
-                    attention.register_forward_hook(self._post_hook(layer, attention, state)),
-                ]
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def _install(self) -> None:
+        self.on_exit(self._clear_states)
+        for layer, attention in self._attention.items():
+            state = self._states[layer] = _LayerState()
+            self.forward_pre_hook(attention, self._pre_hook(state), with_kwargs=True)
+            self.forward_hook(attention.q_proj, self._query_hook(state))
+            self.forward_hook(attention.k_proj, self._key_hook(state))
+            self.forward_hook(attention, self._post_hook(layer, attention, state))
 
-    def __exit__(self, *exc_info) -> None:
-        self._remove()
-
-    def _remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+    def _clear_states(self) -> None:
         for state in self._states.values():
             state.clear()
         self._states.clear()

@@ -21,26 +21,33 @@ import contextlib
 
 import torch
 
+from skipit.empirical.capture import answer_positions
 from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer
+from skipit.empirical.hooks import check_layer
 from skipit.empirical.skipping import TokenSkipper, early_exit, resolve_adapter
 
 __all__ = [
     "fastv_prune", "visual_token_withdrawal", "choose_vtw_layer", "answer_kl_per_layer",
-    "matched_fastv_ratio", "matched_vtw_layer",
+    "matched_fastv_ratio", "matched_vtw_layer", "fastv_kept_count",
 ]
 
 
-def _check_layer(layer, num_layers, name="layer"):
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
-        raise ValueError(f"`{name}` must be an integer in [1, {num_layers}], got {layer!r}")
+def fastv_kept_count(keep_ratio, vision):
+    """The number of vision tokens FastV keeps of ``vision``: the integer nearest ``keep_ratio * vision``.
+
+    An exact half goes to the even neighbour (Python's ``round``: 0.5 of 5 tokens keeps 2,
+    0.5 of 7 keeps 4); ``skipit.empirical.flops.tokens_per_layer`` counts FastV's FLOPs
+    with the same rule. A ratio returned by :func:`matched_fastv_ratio` (``k / vision``)
+    keeps exactly ``k``.
+    """
+    return int(round(keep_ratio * vision))
 
 
-def _answer_positions(attention_mask, bsz, seq, device):
+def _answer_rows(attention_mask, batch, seq, device):
+    """Answer position of each example (``capture.answer_positions``); no mask: the last position."""
     if attention_mask is None:
-        return torch.full((bsz,), seq - 1, dtype=torch.long, device=device)
-    mask = attention_mask.bool()
-    cols = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
-    return torch.where(mask, cols, torch.full_like(cols, -1)).max(dim=-1).values
+        attention_mask = torch.ones(batch, seq, dtype=torch.bool, device=device)
+    return answer_positions(attention_mask).to(device)
 
 
 class _FastVSkipper(TokenSkipper):
@@ -75,15 +82,15 @@ class _FastVSkipper(TokenSkipper):
                 counts = vision.sum(dim=1)
                 chosen = torch.zeros_like(vision)
                 for b in range(vision.shape[0]):
-                    k = int(round(ratio * int(counts[b])))
+                    k = fastv_kept_count(ratio, int(counts[b]))
                     if k > 0:
                         chosen[b, score[b].topk(k).indices] = True
                 self._selected = chosen
 
-            positions = _answer_positions(self._attention_mask2d, vision.shape[0], step.q, vision.device)
-            self._probe = AttentionProbe(self.model, self.adapter, on_layer, layers=[self.prune_layer])
-            self._probe.set_query_positions(positions)
-            self._probe.__enter__()
+            positions = _answer_rows(self._attention_mask2d, vision.shape[0], step.q, vision.device)
+            probe = AttentionProbe(self.model, self.adapter, on_layer, layers=[self.prune_layer])
+            probe.set_query_positions(positions)
+            self._probe = probe.__enter__()
         return out
 
     def _lm_post(self, module, args, output):
@@ -93,14 +100,14 @@ class _FastVSkipper(TokenSkipper):
     def _close_probe(self):
         if self._probe is not None:
             probe, self._probe = self._probe, None
-            probe.__exit__(None, None, None)
+            probe.close()
 
-    def _remove(self):
+    def __exit__(self, *exc_info):
         try:
             self._close_probe()
         finally:
             self._selected = None
-            super()._remove()
+        return super().__exit__(*exc_info)
 
 
 @contextlib.contextmanager
@@ -111,7 +118,7 @@ def fastv_prune(model, layer, keep_ratio, adapter=None):
     ``keep_ratio=1`` is the full model; ``keep_ratio=0`` is early exit at K.
     """
     ad = resolve_adapter(model, adapter)
-    _check_layer(layer, ad.num_layers(model))
+    check_layer("layer", layer, 1, ad.num_layers(model))
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)) or not 0 <= keep_ratio <= 1:
         raise ValueError(f"`keep_ratio` must be in [0, 1], got {keep_ratio!r}")
     with _FastVSkipper(model, layer, float(keep_ratio), ad) as skipper:
@@ -126,7 +133,7 @@ def visual_token_withdrawal(model, layer, adapter=None):
 def _answer_log_probs(model, batch):
     out = model(**batch)
     logits = out.logits
-    pos = _answer_positions(batch.get("attention_mask"), logits.shape[0], logits.shape[1], logits.device)
+    pos = _answer_rows(batch.get("attention_mask"), logits.shape[0], logits.shape[1], logits.device)
     rows = logits[torch.arange(logits.shape[0], device=logits.device), pos]
     return torch.log_softmax(rows.double(), dim=-1)
 

@@ -27,10 +27,12 @@ false. The report says how often that happens and how loose the bound is otherwi
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
+from skipit.empirical.hooks import HookSet, check_layer
 from skipit.empirical.skipping import TokenSkipper, late_entry, resolve_adapter
 
 __all__ = ["spectral_norm", "theorem6_measurements", "theorem6_table"]
@@ -61,42 +63,51 @@ def spectral_norm(fn, x, iters=20, seed=0):
     return sigma
 
 
-def _record_layer_inputs(model, inputs, adapter, keep=None):
-    """(hidden input, kwargs) each decoder layer receives in one forward (optionally skipped)."""
-    layers = adapter.decoder_layers(model)
-    seen, outputs = {}, {}
+class _LayerRecorder(HookSet):
+    """Records what decoder layers receive (hidden input, keyword arguments) and return.
 
-    def pre(i):
+    ``inputs[i] = (hidden, kwargs)`` and ``outputs[i] = hidden`` for 0-based layer ``i`` of
+    ``layers`` (all of them, or those in ``only``); the kwargs are made reusable for a
+    standalone call (no cache). Hooks follow :class:`~skipit.empirical.hooks.HookSet`.
+    """
+
+    def __init__(self, layers, only=None):
+        self.layers = list(layers)
+        self.only = None if only is None else set(only)
+        self.inputs, self.outputs = {}, {}
+
+    def _install(self):
+        for i, layer in enumerate(self.layers):
+            if self.only is None or i in self.only:
+                self.forward_pre_hook(layer, self._pre(i), with_kwargs=True)
+                self.forward_hook(layer, self._post(i))
+
+    def _pre(self, i):
         def hook(module, args, kwargs):
             h = args[0] if args else kwargs["hidden_states"]
             kw = {k: v for k, v in kwargs.items() if k != "hidden_states"}
             kw["cache"] = None
             kw.pop("past_key_values", None)
             kw["use_cache"] = False
-            seen[i] = (h.detach(), kw)
+            self.inputs[i] = (h.detach(), kw)
         return hook
 
-    def post(i):
+    def _post(self, i):
         def hook(module, args, output):
-            outputs[i] = (output[0] if isinstance(output, tuple) else output).detach()
+            self.outputs[i] = (output[0] if isinstance(output, tuple) else output).detach()
         return hook
 
-    skipper = TokenSkipper(model, keep, adapter) if keep is not None else None
-    handles = []
-    try:
-        if skipper is not None:
-            skipper.__enter__()
-        for i, layer in enumerate(layers):
-            handles.append(layer.register_forward_pre_hook(pre(i), with_kwargs=True))
-            handles.append(layer.register_forward_hook(post(i)))
+
+def _record_layer_inputs(model, inputs, adapter, keep=None):
+    """(hidden input, kwargs) each decoder layer receives in one forward (optionally skipped), and outputs."""
+    recorder = _LayerRecorder(adapter.decoder_layers(model))
+    with contextlib.ExitStack() as stack:
+        if keep is not None:  # entered first: the recorder then sees the packed tokens the layer gets
+            stack.enter_context(TokenSkipper(model, keep, adapter))
+        stack.enter_context(recorder)
         with torch.no_grad():
             model(**inputs, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-        if skipper is not None:
-            skipper.__exit__(None, None, None)
-    return seen, outputs
+    return recorder.inputs, recorder.outputs
 
 
 def _call(layer, h, kw):
@@ -141,8 +152,6 @@ def theorem6_measurements(model, inputs, layers=None, adapter=None, iters=10):
     with the theory bounds of ``skipit.theory.theorem6_bound`` (sum form) and
     ``theorem6_bound_sqrt`` at ``L - 1`` text-only layers and ``entry = 0``.
     """
-    from skipit.theory import theorem6_bound, theorem6_bound_sqrt
-
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:  # Jacobians w.r.t. the hidden states only: no graph through the weights
         p.requires_grad_(False)
@@ -160,10 +169,7 @@ def _theorem6_measurements(model, inputs, layers, adapter, iters):
     if inputs["input_ids"].shape[0] != 1:
         raise ValueError(f"`inputs` must hold one example, got a batch of {inputs['input_ids'].shape[0]}")
     n = ad.num_layers(model)
-    layers = list(range(2, n + 1)) if layers is None else [int(l) for l in layers]
-    bad = [l for l in layers if not 1 <= l <= n]
-    if bad:
-        raise ValueError(f"`layers` must lie in [1, {n}], got {bad}")
+    layers = list(range(2, n + 1)) if layers is None else [check_layer("layers", l, 1, n) for l in layers]
     vision = ad.vision_mask(inputs["input_ids"], model.config)[0]
     if not bool(vision.any()):
         raise ValueError("the example has no vision tokens")
@@ -188,15 +194,10 @@ def _theorem6_measurements(model, inputs, layers, adapter, iters):
     y_true = states[n]
     rows = []
     for L in layers:
-        captured = {}
-        with torch.no_grad(), late_entry(model, layer=L, adapter=ad):
-            handle = dec[n - 1].register_forward_hook(
-                lambda m, a, o: captured.__setitem__("y", (o[0] if isinstance(o, tuple) else o).detach()))
-            try:
-                model(**inputs, use_cache=False)
-            finally:
-                handle.remove()
-        measured = float((captured["y"][0] - y_true).norm())
+        last = _LayerRecorder(dec, only=[n - 1])
+        with torch.no_grad(), late_entry(model, layer=L, adapter=ad), last:
+            model(**inputs, use_cache=False)
+        measured = float((last.outputs[n - 1][0] - y_true).norm())
         if L == 1:
             rows.append({"layer": 1, "eps": 0.0, "delta": 0.0, "lam": 0.0, "mu": float("nan"),
                          "measured": measured, "bound": 0.0, "bound_sqrt": 0.0})

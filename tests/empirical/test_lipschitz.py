@@ -73,3 +73,48 @@ def test_theorem6_needs_one_example():
     batch = dict(collate(model, tiny_examples(model, 2)))
     with pytest.raises(ValueError, match="`inputs` must hold one example, got a batch of 2"):
         theorem6_measurements(model, batch)
+
+
+def test_theorem6_eps_are_the_vision_steps_of_output_hidden_states():
+    """eps_l = ||V_l - V_(l-1)||_F over the vision positions, with V_l the model's own
+    ``output_hidden_states[l]`` (l = 1..N-1; entry N is taken after the final norm there)."""
+    model = tiny_model("llava", seed=0, num_layers=N)
+    example = _one_example(model, seed=2)
+    out = theorem6_measurements(model, example, layers=[2], iters=1)
+    with torch.no_grad():
+        states = model(**example, output_hidden_states=True).hidden_states
+    vision = get_adapter(model).vision_mask(example["input_ids"], model.config)[0]
+    text = ~vision
+    for l in range(1, N):
+        step = states[l][0] - states[l - 1][0]
+        assert out["eps"][l - 1] == pytest.approx(float(step[vision].norm()), rel=1e-5)
+        # the text step and the all-position step differ: a swap of the token group is caught
+        assert abs(float(step[text].norm()) - out["eps"][l - 1]) > 1e-3 * out["eps"][l - 1]
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_recorder_hooks_and_grad_flags_are_restored_when_a_forward_raises():
+    model = tiny_model("llava", seed=0, num_layers=N)
+    example = _one_example(model)
+    layer3 = get_adapter(model).decoder_layers(model)[2]
+    calls = []
+
+    def fail(module, args, output):
+        calls.append(1)
+        if len(calls) == 2:  # the second forward: the text-only recording under a TokenSkipper
+            raise RuntimeError("layer 3 failed")
+
+    with torch.no_grad():
+        model(**example)  # transformers installs its own output-capturing hooks on a first forward
+    handle = layer3.register_forward_hook(fail)
+    before = _hook_count(model)
+    try:
+        with pytest.raises(RuntimeError, match="layer 3 failed"):
+            theorem6_measurements(model, example, iters=1)
+    finally:
+        handle.remove()
+    assert _hook_count(model) == before - 1
+    assert all(p.requires_grad for p in model.parameters())

@@ -1,0 +1,104 @@
+"""One lifecycle for every set of PyTorch hooks skipit installs, and the layer-range check.
+
+:class:`HookSet` is the base of every hook user (the attention probe, the skippers, the
+capture engine, the Lipschitz recorders): a context manager on one
+:class:`contextlib.ExitStack` that registers forward and forward-pre hooks (with or
+without keyword arguments), nested context managers and clean-up callbacks, and undoes
+all of them, last first, when the ``with`` block ends, *also* when the forward inside it
+raises, and also when registering fails half-way. It is not re-entrant: entering an
+active set raises ``RuntimeError``; once exited it may be entered again.
+
+>>> class Recorder(HookSet):
+...     def _install(self):
+...         self.forward_hook(layer, lambda module, args, output: seen.append(output))
+>>> with Recorder():
+...     model(**batch)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from typing import Any, Callable
+
+__all__ = ["HookSet", "check_layer"]
+
+
+def check_layer(name: str, value: Any, low: int, high: int) -> int:
+    """Return ``value`` if it is an integer in ``[low, high]``, else raise ``ValueError`` (one line).
+
+    Layers are 1-based (decoder layer 1..N). Any integral type (``int``, numpy integers) is
+    accepted and returned as ``int``; booleans and floats are refused. The message names
+    the argument, the range and the value: ``"`layer` must be an integer in [1, 4], got 7"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"`{name}` must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+class HookSet:
+    """Base context manager: hooks registered in :meth:`_install` are removed on exit, always.
+
+    Subclasses override :meth:`_install` and call, inside it (or later, while active),
+    :meth:`forward_hook`, :meth:`forward_pre_hook`, :meth:`enter` and :meth:`on_exit`.
+    Everything registered is undone in reverse order when the ``with`` block ends, when it
+    raises, or when :meth:`_install` itself raises; ``ExitStack`` runs every undo step
+    even if an earlier one raises. ``active`` tells whether the set is installed.
+    """
+
+    _stack: contextlib.ExitStack | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._stack is not None
+
+    def _install(self) -> None:
+        """Register the hooks (override)."""
+
+    def __enter__(self):
+        if self._stack is not None:
+            raise RuntimeError(f"{type(self).__name__} is already active; it is not re-entrant")
+        self._stack = contextlib.ExitStack()
+        try:
+            self._install()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        self.close()
+        return False
+
+    def close(self) -> None:
+        """Undo everything registered (last first); a no-op when not active."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def _require_active(self) -> contextlib.ExitStack:
+        if self._stack is None:
+            raise RuntimeError(f"{type(self).__name__}: hooks can only be added while it is active (inside `with`)")
+        return self._stack
+
+    def forward_hook(self, module, hook: Callable, *, with_kwargs: bool = False, prepend: bool = False):
+        """``module.register_forward_hook(hook, ...)``, removed on exit; returns the handle."""
+        stack = self._require_active()
+        handle = module.register_forward_hook(hook, with_kwargs=with_kwargs, prepend=prepend)
+        stack.callback(handle.remove)
+        return handle
+
+    def forward_pre_hook(self, module, hook: Callable, *, with_kwargs: bool = False, prepend: bool = False):
+        """``module.register_forward_pre_hook(hook, ...)``, removed on exit; returns the handle."""
+        stack = self._require_active()
+        handle = module.register_forward_pre_hook(hook, with_kwargs=with_kwargs, prepend=prepend)
+        stack.callback(handle.remove)
+        return handle
+
+    def enter(self, context):
+        """Enter the context manager ``context`` (another hook set, a probe); exited on exit."""
+        return self._require_active().enter_context(context)
+
+    def on_exit(self, function: Callable, *args, **kwargs) -> None:
+        """Call ``function(*args, **kwargs)`` on exit (state clean-up)."""
+        self._require_active().callback(function, *args, **kwargs)
