@@ -33,6 +33,8 @@ class VLMAdapter:
 
     model_type: str = ""
     language_model_attr: str = "language_model"
+    nested_images: bool = False
+    """Whether the family's processor wants one image list per sample (``[[im], [im]]``), not a flat list."""
 
     def __init__(self, model_type: str | None = None):
         if model_type is not None:
@@ -124,3 +126,23 @@ class VLMAdapter:
     def extra_forward_kwargs(self, input_ids: torch.Tensor, config: Any) -> dict[str, torch.Tensor]:
         """Keyword arguments the family's forward needs beyond ids, mask and pixels (default: none)."""
         return {}
+
+    # ------------------------------------------------------------------ inputs
+    def image_markers(self, config: Any, tokenizer: Any) -> tuple[list[int], list[int]]:
+        """Token ids written before and after an image's placeholders (default: none)."""
+        return [], []
+
+    def image_token_counts(self, config: Any, image_processor: Any, vision: dict, num_images: int) -> list[int]:
+        """Placeholders per image, from the image processor's output ``vision``: the patch count
+        of the square pixel input (default, LLaVA-1.5 style without a CLS token)."""
+        side = vision["pixel_values"].shape[-1]
+        return [(side // config.vision_config.patch_size) ** 2] * num_images
+
+    def image_problem(self, image: Any, config: Any) -> str | None:
+        """Why the family cannot take ``image`` (a PIL image), or None (default: it can)."""
+        return None
+
+    def context_length(self, config: Any) -> int | None:
+        """The language model's context (``max_position_embeddings``), None when the config has none."""
+        value = getattr(self.text_config(config), "max_position_embeddings", None)
+        return int(value) if value else None

@@ -19,6 +19,15 @@ class Gemma3Adapter(VLMAdapter):
     """Gemma 3: ``image_token_index`` placeholders; ``token_type_ids`` mark image blocks."""
 
     model_type = "gemma3"
+    nested_images = True  # Gemma3Processor takes one image list per sample
+
+    def image_markers(self, config: Any, tokenizer: Any) -> tuple[list[int], list[int]]:
+        """``boi_token_index`` before the image, ``eoi_token_index`` after it."""
+        return [int(config.boi_token_index)], [int(config.eoi_token_index)]
+
+    def image_token_counts(self, config: Any, image_processor: Any, vision: dict, num_images: int) -> list[int]:
+        """``mm_tokens_per_image`` each: the SigLIP patches are pooled to a fixed count."""
+        return [int(config.mm_tokens_per_image)] * num_images
 
     def extra_forward_kwargs(self, input_ids: torch.Tensor, config: Any) -> dict[str, torch.Tensor]:
         return {"token_type_ids": self.vision_mask(input_ids, config).long()}

@@ -16,10 +16,31 @@ import torch
 from skipit.empirical.adapters.base import VLMAdapter
 
 
+MAX_ASPECT_RATIO = 200
+"""Qwen2-VL / Qwen2.5-VL's image processor (``smart_resize``) refuses longer sides above 200x the shorter."""
+
+
 class Qwen2_5_VLAdapter(VLMAdapter):
     """Qwen2.5-VL: image and video placeholders are vision tokens; mrope needs token types."""
 
     model_type = "qwen2_5_vl"
+
+    def image_markers(self, config: Any, tokenizer: Any) -> tuple[list[int], list[int]]:
+        """``vision_start_token_id`` before the image, ``vision_end_token_id`` after it."""
+        return [self.vision_start_token_id(config)], [self.vision_end_token_id(config)]
+
+    def image_token_counts(self, config: Any, image_processor: Any, vision: dict, num_images: int) -> list[int]:
+        """``t * h * w / merge_size^2`` each, from ``image_grid_thw``."""
+        merge = int(getattr(image_processor, "merge_size", None) or config.vision_config.spatial_merge_size)
+        return [int(g.prod()) // (merge * merge) for g in vision["image_grid_thw"]]
+
+    def image_problem(self, image: Any, config: Any) -> str | None:
+        """Images whose aspect ratio exceeds :data:`MAX_ASPECT_RATIO` (e.g. 400x1) are refused."""
+        width, height = image.size
+        if min(width, height) == 0 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+            return (f"image of {width}x{height} pixels: its aspect ratio is beyond {self.model_type}'s limit of "
+                    f"{MAX_ASPECT_RATIO}:1")
+        return None
 
     def vision_token_ids(self, config: Any) -> tuple[int, ...]:
         ids = [self.image_token_id(config)]
