@@ -9,7 +9,7 @@ from importlib import metadata as _metadata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily (no torch here)
-    from skipit.empirical.skipping import early_exit, late_entry
+    from skipit.empirical.skipping import early_exit, freeze, late_entry, skip
 
 try:
     __version__: str = _metadata.version("skipit")  # pyproject.toml's `version`, the one source of truth
@@ -19,6 +19,8 @@ except _metadata.PackageNotFoundError:  # a source tree on sys.path that was nev
 _LAZY = {
     "late_entry": "skipit.empirical.skipping",
     "early_exit": "skipit.empirical.skipping",
+    "freeze": "skipit.empirical.skipping",
+    "skip": "skipit.empirical.skipping",
 }
 
 

@@ -19,6 +19,8 @@ _LAZY = {
     # skipping
     "late_entry": "skipit.empirical.skipping",
     "early_exit": "skipit.empirical.skipping",
+    "freeze": "skipit.empirical.skipping",
+    "skip": "skipit.empirical.skipping",
     "TokenSkipper": "skipit.empirical.skipping",
     "choose_vtw_layer": "skipit.empirical.baselines",
     "fastv_prune": "skipit.empirical.baselines",
