@@ -1,0 +1,298 @@
+"""Hugging Face datasets as ``--data``: saved, parquet, arrow, a cached hub id; MCQ and free-form rows."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+datasets = pytest.importorskip("datasets")
+
+from skipit.empirical.data import (  # noqa: E402
+    MCQ_INSTRUCTION,
+    ColumnMap,
+    add_data_arguments,
+    data_sha256,
+    examples_from_args,
+    load_examples,
+)
+from skipit.errors import SkipitError  # noqa: E402
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _digits(n):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = [Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8), mode="L").resize((16, 16)) for i in range(n)]
+    return images, [int(t) for t in d.target[:n]]
+
+
+def _mcq_dataset(n=6):
+    """AI2D's layout: ``options`` a list of texts, ``answer`` the index of the right one, as a string."""
+    images, labels = _digits(n)
+    options, answers = [], []
+    for label in labels:
+        opts = [WORDS[(label + k) % 10] for k in (2, 0, 5, 7)]  # the right word is option B
+        options.append(opts)
+        answers.append("1")
+    return datasets.Dataset.from_dict(
+        {"image": images, "question": ["which digit is shown?"] * n, "options": options, "answer": answers},
+        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
+                                    "options": datasets.List(datasets.Value("string")),
+                                    "answer": datasets.Value("string")}))
+
+
+def _free_form_dataset(n=4):
+    """TextVQA's layout: ``answers`` holds 10 reference answers."""
+    images, labels = _digits(n)
+    answers = [[WORDS[label]] * 6 + [str(label)] * 2 + ["a digit", "unsure"] for label in labels]
+    return datasets.Dataset.from_dict(
+        {"image": images, "question": ["what is written?"] * n, "answers": answers},
+        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
+                                    "answers": datasets.List(datasets.Value("string"))}))
+
+
+def test_multiple_choice_rows_get_lettered_options_and_the_letter_as_answer(tmp_path):
+    _mcq_dataset().save_to_disk(tmp_path / "mcq")
+    examples, report = load_examples(str(tmp_path / "mcq"))
+    _, labels = _digits(6)
+    first = examples[0]
+    opts = [WORDS[(labels[0] + k) % 10] for k in (2, 0, 5, 7)]
+    assert first.question == ("which digit is shown?\n" + "\n".join(f"{l}. {o}" for l, o in zip("ABCD", opts))
+                              + "\n" + MCQ_INSTRUCTION)
+    assert MCQ_INSTRUCTION == "Answer with the option's letter from the given choices directly."
+    assert [e.answer for e in examples] == ["B"] * 6 and first.choices == ["A", "B", "C", "D"]
+    assert first.metric == "letter" and report.metric == "letter" and report.max_new_tokens == 1
+    assert report.unit == "row" and report.columns == {"image": "image", "question": "question",
+                                                       "answer": "answer", "choices": "options"}
+    assert first.image.mode == "RGB" and first.image.size == (16, 16)
+    assert first.source.endswith("mcq[0]")
+
+
+@pytest.mark.parametrize("answers,expected", [
+    (["C", "A", "D", "B", "A", "C"], ["C", "A", "D", "B", "A", "C"]),                  # letters (MMStar)
+    (["two", "zero", "five", "seven", "two", "zero"], ["A", "B", "C", "D", "A", "B"]),  # option texts (Visual7W)
+])
+def test_answers_given_as_letters_or_option_texts(tmp_path, answers, expected):
+    images, _ = _digits(6)
+    ds = datasets.Dataset.from_dict({"image": images, "question": ["q?"] * 6,
+                                     "choices": [["two", "zero", "five", "seven"]] * 6, "answer": answers},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "question": datasets.Value("string"),
+                                                                "choices": datasets.List(datasets.Value("string")),
+                                                                "answer": datasets.Value("string")}))
+    ds.to_parquet(str(tmp_path / "set.parquet"))
+    examples, _ = load_examples(str(tmp_path / "set.parquet"))
+    assert [e.answer for e in examples] == expected
+
+
+def test_mmmu_options_written_as_a_python_list_string(tmp_path):
+    images, _ = _digits(2)
+    ds = datasets.Dataset.from_dict({"image_1": images, "question": ["q?", "r?"],
+                                     "options": ["['cat', 'dog']", "[]"], "answer": ["B", "42"]},
+                                    features=datasets.Features({"image_1": datasets.Image(),
+                                                                "question": datasets.Value("string"),
+                                                                "options": datasets.Value("string"),
+                                                                "answer": datasets.Value("string")}))
+    ds.save_to_disk(tmp_path / "mmmu")
+    examples, report = load_examples(str(tmp_path / "mmmu"))
+    assert examples[0].question.startswith("q?\nA. cat\nB. dog\n") and examples[0].answer == "B"
+    assert examples[1].question == "r?" and examples[1].metric == "exact"  # an open question in the same set
+    assert report.metric == "letter+exact" and report.max_new_tokens == 16
+
+
+def test_free_form_rows_keep_their_ten_references_for_the_vqa_accuracy(tmp_path):
+    _free_form_dataset().save_to_disk(tmp_path / "ff")
+    examples, report = load_examples(str(tmp_path / "ff"))
+    _, labels = _digits(4)
+    assert examples[0].references == [WORDS[labels[0]]] * 6 + [str(labels[0])] * 2 + ["a digit", "unsure"]
+    assert examples[0].answer == WORDS[labels[0]]  # the most common reference after normalisation
+    assert examples[0].choices == [] and examples[0].question == "what is written?"
+    assert report.metric == "vqa" and report.max_new_tokens == 16
+    _, anls = load_examples(str(tmp_path / "ff"), metric="anls", max_new_tokens=8)
+    assert anls.metric == "anls" and anls.max_new_tokens == 8
+
+
+def test_saved_parquet_and_arrow_forms_give_the_same_examples(tmp_path):
+    ds = _mcq_dataset()
+    ds.save_to_disk(tmp_path / "saved")
+    (tmp_path / "pq" / "data").mkdir(parents=True)
+    ds.to_parquet(str(tmp_path / "pq" / "data" / "test-00000-of-00001.parquet"))
+    ref, ref_report = load_examples(str(tmp_path / "saved"))
+    arrow = [f for f in os.listdir(tmp_path / "saved") if f.endswith(".arrow")]
+    for form in (tmp_path / "pq", tmp_path / "pq" / "data" / "test-00000-of-00001.parquet",
+                 tmp_path / "saved" / arrow[0]):
+        got, report = load_examples(str(form))
+        assert data_sha256(got) == data_sha256(ref), form
+        assert report.sha256 == ref_report.sha256  # the rows' raw content, wherever they are stored
+
+
+def test_fingerprint_changes_with_any_row_and_covers_references(tmp_path):
+    ds = _free_form_dataset()
+    ds.save_to_disk(tmp_path / "a")
+    changed = ds.map(lambda row, i: {"answers": row["answers"][:-1] + ["other"]} if i == 3 else {},
+                     with_indices=True)
+    changed.save_to_disk(tmp_path / "b")
+    a, ra = load_examples(str(tmp_path / "a"), limit=2)
+    b, rb = load_examples(str(tmp_path / "b"), limit=2)
+    assert ra.sha256 != rb.sha256  # row 3 is beyond the limit, yet it counts
+    assert data_sha256(a) == data_sha256(b)  # the two examples used are the same
+    a_all, _ = load_examples(str(tmp_path / "a"))
+    b_all, _ = load_examples(str(tmp_path / "b"))
+    assert data_sha256(a_all) != data_sha256(b_all)  # only a reference answer differs
+
+
+def _with_bad_rows(tmp_path):
+    images, _ = _digits(5)
+    png = io.BytesIO()
+    images[0].save(png, format="PNG")
+    rows = {"image": [{"bytes": png.getvalue(), "path": None}, None, {"bytes": b"not an image", "path": None},
+                      {"bytes": png.getvalue(), "path": None}, {"bytes": png.getvalue(), "path": None}],
+            "question": ["q?", "q?", "q?", "", "q?"], "answer": ["a", "b", "c", "d", "e"]}
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features({"image": datasets.Image(),
+                                                                      "question": datasets.Value("string"),
+                                                                      "answer": datasets.Value("string")}))
+    ds.save_to_disk(tmp_path / "bad")
+    return str(tmp_path / "bad")
+
+
+def test_bad_rows_are_reported_with_their_index(tmp_path):
+    path = _with_bad_rows(tmp_path)
+    with pytest.raises(SkipitError) as info:
+        load_examples(path)
+    text = str(info.value)
+    assert "3 bad row(s)" in text and "--skip-bad" in text
+    assert "row 1: no image in column 'image'" in text
+    assert "row 2: unreadable image (UnidentifiedImageError" in text
+    assert "row 3: missing question" in text
+    assert "row 0:" not in text and "row 4:" not in text
+
+
+def test_skip_bad_skips_bad_rows_and_limit_still_checks_every_row(tmp_path):
+    path = _with_bad_rows(tmp_path)
+    examples, report = load_examples(path, skip_bad=True)
+    assert [e.answer for e in examples] == ["a", "e"]
+    assert [i for i, _ in report.skipped] == [1, 2, 3]
+    with pytest.raises(SkipitError, match="3 bad row"):
+        load_examples(path, limit=1)
+
+
+def test_several_images_in_a_row_are_refused(tmp_path):
+    images, _ = _digits(3)
+    ds = datasets.Dataset.from_dict({"images": [[images[0], images[1]], [images[2]]], "question": ["q", "r"],
+                                     "answer": ["a", "b"]},
+                                    features=datasets.Features({"images": datasets.List(datasets.Image()),
+                                                                "question": datasets.Value("string"),
+                                                                "answer": datasets.Value("string")}))
+    ds.save_to_disk(tmp_path / "multi")
+    with pytest.raises(SkipitError, match=r"row 0: has 2 images \(2 in 'images'\); skipit feeds one image"):
+        load_examples(str(tmp_path / "multi"))
+    examples, _ = load_examples(str(tmp_path / "multi"), skip_bad=True)
+    assert [e.answer for e in examples] == ["b"]
+
+
+def test_column_mapping_and_its_errors(tmp_path):
+    images, _ = _digits(2)
+    ds = datasets.Dataset.from_dict({"picture": images, "prompt": ["q", "r"], "gt": ["a", "b"],
+                                     "path": ["x.png", "y.png"]})
+    ds.save_to_disk(tmp_path / "odd")
+    with pytest.raises(SkipitError, match=r"has no image column among the defaults .*columns: picture, prompt, gt, "
+                                          r"path; name it with --image-column"):
+        load_examples(str(tmp_path / "odd"))
+    with pytest.raises(SkipitError, match=r"--answer-column 'nope' is not a column of"):
+        load_examples(str(tmp_path / "odd"), columns=ColumnMap(image="picture", question="prompt", answer="nope"))
+    examples, report = load_examples(str(tmp_path / "odd"),
+                                     columns=ColumnMap(image="picture", question="prompt", answer="gt"))
+    assert [(e.question, e.answer) for e in examples] == [("q", "a"), ("r", "b")]
+    assert report.columns == {"image": "picture", "question": "prompt", "answer": "gt"}
+
+
+def test_a_string_column_named_image_is_not_taken_for_the_image(tmp_path):
+    """MathVision: ``image`` holds a file name, ``decoded_image`` the picture."""
+    images, _ = _digits(1)
+    ds = datasets.Dataset.from_dict({"image": ["images/1.jpg"], "decoded_image": images, "question": ["q"],
+                                     "answer": ["3"], "options": [[]]})
+    ds.save_to_disk(tmp_path / "mv")
+    _, report = load_examples(str(tmp_path / "mv"))
+    assert report.columns["image"] == "decoded_image"
+
+
+def test_splits_must_be_chosen_when_there_are_several(tmp_path):
+    ds = _mcq_dataset(4)
+    datasets.DatasetDict({"train": ds.select([0, 1]), "test": ds.select([2, 3])}).save_to_disk(tmp_path / "dd")
+    with pytest.raises(SkipitError, match=r"has splits train, test; choose one with --split"):
+        load_examples(str(tmp_path / "dd"))
+    with pytest.raises(SkipitError, match=r"--split must be one of train, test .* got 'val'"):
+        load_examples(str(tmp_path / "dd"), split="val")
+    test, _ = load_examples(str(tmp_path / "dd"), split="test")
+    whole, _ = load_examples(str(tmp_path / "dd"), split="train")
+    assert len(test) == len(whole) == 2 and test[0].source.endswith("[test][0]")
+
+
+def test_mcq_template_is_overridable_and_checked(tmp_path):
+    _mcq_dataset(2).save_to_disk(tmp_path / "mcq")
+    examples, _ = load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}\n{options}\nLetter:")
+    assert examples[0].question.startswith("Q: which digit is shown?\nA. ") and examples[0].question.endswith(
+        "\nLetter:")
+    with pytest.raises(SkipitError, match=r"--mcq-template must use exactly the fields \{question\} and "
+                                          r"\{options\}, got 'Q: \{question\}' \(fields: question\)"):
+        load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}")
+
+
+def _fake_hub_cache(tmp_path, monkeypatch, repo="org--digits-mcq"):
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    snapshot = cache / f"datasets--{repo}" / "snapshots" / "0123abcd"
+    (snapshot / "data").mkdir(parents=True)
+    _mcq_dataset(3).to_parquet(str(snapshot / "data" / "test-00000-of-00001.parquet"))
+    (cache / f"datasets--{repo}" / "refs").mkdir()
+    (cache / f"datasets--{repo}" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    return cache
+
+
+def test_hub_dataset_id_is_read_from_the_cache_offline(tmp_path, monkeypatch):
+    _fake_hub_cache(tmp_path, monkeypatch)
+    examples, report = load_examples("org/digits-mcq")
+    assert len(examples) == 3 and examples[0].answer == "B" and report.source == "org/digits-mcq[test]"
+
+
+def test_uncached_hub_dataset_says_which_id_where_and_how(tmp_path, monkeypatch):
+    cache = _fake_hub_cache(tmp_path, monkeypatch)
+    with pytest.raises(SkipitError) as info:
+        load_examples("lmms-lab/MMStar")
+    text = str(info.value)
+    assert "dataset 'lmms-lab/MMStar' is not in the Hugging Face cache" in text and str(cache) in text
+    assert "download --repo-type dataset lmms-lab/MMStar" in text
+
+
+def test_command_line_arguments_reach_the_loader(tmp_path):
+    _free_form_dataset().save_to_disk(tmp_path / "ff")
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    parser.add_argument("--samples", type=int, default=0)
+    args = parser.parse_args(["--data", str(tmp_path / "ff"), "--metric", "exact", "--max-new-tokens", "5",
+                              "--question-column", "question", "--samples", "2"])
+    examples, report = examples_from_args(args)
+    assert len(examples) == 2 and report.metric == "exact" and report.max_new_tokens == 5
+    assert all(e.metric == "exact" for e in examples)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--metric", "bleu"])
+
+
+def test_jsonl_and_bundled_sets_keep_the_one_token_letter_metric(tmp_path):
+    pytest.importorskip("skipit.demo")
+    examples, report = load_examples("digits-test", limit=3)
+    assert report.metric == "letter" and report.max_new_tokens == 1
+    assert all(e.metric == "letter" and e.references == [] for e in examples)
