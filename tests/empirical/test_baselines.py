@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -10,7 +11,8 @@ pytest.importorskip("transformers")
 from skipit.empirical.adapters import get_adapter  # noqa: E402
 from skipit.empirical.attention import AttentionProbe  # noqa: E402
 from skipit.empirical.baselines import (  # noqa: E402
-    choose_vtw_layer, fastv_prune, matched_fastv_ratio, matched_vtw_layer, visual_token_withdrawal,
+    answer_kl_per_layer, choose_vtw_layer, fastv_kept_count, fastv_prune, matched_fastv_ratio, matched_vtw_layer,
+    visual_token_withdrawal,
 )
 from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer  # noqa: E402
 from skipit.empirical.skipping import early_exit  # noqa: E402
@@ -85,6 +87,43 @@ def test_fastv_keeps_the_most_attended_vision_tokens(family):
     real = batch["attention_mask"].bool() & ~vision
     assert torch.allclose(got[real], ref[real], atol=1e-5)
     assert skipper.layer_tokens[K + 1] == int((~vision).sum() + chosen.sum())
+
+
+# (keep ratio, vision tokens, kept): R * n is never an integer here, and floor, ceil and
+# round-half-up each disagree with the documented rule (nearest, exact halves to even) in a row.
+KEPT = [(0.15625, 16, 2), (0.21875, 16, 4), (0.3, 16, 5), (0.2, 16, 3), (0.625, 4, 2), (0.3, 8, 2), (0.375, 4, 2)]
+
+
+@pytest.mark.parametrize("ratio, vision, kept", KEPT)
+def test_fastv_kept_count_is_the_nearest_integer_with_halves_to_even(ratio, vision, kept):
+    assert fastv_kept_count(ratio, vision) == kept
+
+
+@pytest.mark.parametrize("ratio, vision, kept", [k for k in KEPT if k[1] == 16])
+def test_fastv_keeps_exactly_the_documented_count_and_flops_count_the_same(ratio, vision, kept):
+    """A real FastV forward (16 vision tokens per example) keeps ``kept`` of them after K; the
+    FLOPs model counts the same tokens."""
+    model = _model("llava")
+    batch = tiny_batch(model, batch_size=2, padding_side="right", seed=2)
+    is_vision = get_adapter(model).vision_mask(batch["input_ids"], model.config)
+    assert is_vision.sum(dim=1).tolist() == [vision, vision]
+    K = 2
+    with torch.no_grad(), fastv_prune(model, layer=K, keep_ratio=ratio) as skipper:
+        model(**batch)
+    other = int((~is_vision).sum())
+    assert [skipper.layer_tokens[l] for l in range(1, N + 1)] == [other + 2 * vision] * K + [other + 2 * kept] * (N - K)
+    assert tokens_per_layer(N, 10, vision, "fastv", K, keep_ratio=ratio)[K:] == [10 + kept] * (N - K)
+
+
+def test_fastv_keeps_the_documented_count_per_example_when_counts_differ():
+    """Qwen2.5-VL examples with 4 and 8 vision tokens at R = 0.625: 2.5 -> 2 and 5 -> 5 kept."""
+    model = _model("qwen2_5_vl")
+    batch = tiny_batch(model, batch_size=2, padding_side="right", seed=2)
+    is_vision = get_adapter(model).vision_mask(batch["input_ids"], model.config)
+    assert is_vision.sum(dim=1).tolist() == [4, 8]
+    with torch.no_grad(), fastv_prune(model, layer=2, keep_ratio=0.625) as skipper:
+        model(**batch)
+    assert skipper.layer_tokens[3] == int((~is_vision).sum()) + 2 + 5
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -174,6 +213,35 @@ def test_vtw_layer_is_the_first_from_which_kl_stays_small():
     layer, kls = choose_vtw_layer(model, batches, kl_threshold=1e-12)
     assert layer == 2
     assert kls[0] > 1e-6 and max(kls[1:]) <= 1e-12
+
+
+def _kl(p_log, q_log):
+    """KL(p || q) = sum_i p_i (log p_i - log q_i), in float64 numpy, from log-probabilities."""
+    p_log, q_log = p_log.double().numpy(), q_log.double().numpy()
+    return float((np.exp(p_log) * (p_log - q_log)).sum())
+
+
+def test_vtw_kl_is_kl_of_the_full_model_from_the_withdrawn_one_at_the_answer_position():
+    """answer_kl_per_layer[K-1] is the mean over examples of KL(full || withdrawn at K) of the
+    next-token distribution at each example's answer position (right padding: not the last
+    column), computed here by hand; the reversed KL differs clearly in this case (the LM head
+    is scaled up so that the distributions are far apart: for close ones KL is symmetric to
+    second order)."""
+    model = tiny_model("llava", seed=0, num_layers=N)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)
+    batch = tiny_batch(model, batch_size=2, padding_side="right", seed=7)
+    assert batch.answer_positions.tolist() != [batch["input_ids"].shape[1] - 1] * 2
+    rows = torch.arange(2), batch.answer_positions
+    got = answer_kl_per_layer(model, [batch])
+    full = torch.log_softmax(_run(model, batch)[rows].double(), dim=-1)
+    for k in range(1, N):
+        withdrawn = torch.log_softmax(_run(model, batch, early_exit, layer=k)[rows].double(), dim=-1)
+        forward = [_kl(full[b], withdrawn[b]) for b in range(2)]
+        reverse = [_kl(withdrawn[b], full[b]) for b in range(2)]
+        assert got[k - 1] == pytest.approx(np.mean(forward), rel=1e-6)
+        assert abs(np.mean(reverse) - np.mean(forward)) > 0.05 * np.mean(forward)
+    assert got[N - 1] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_matched_flops_parameters_do_not_exceed_the_budget():
