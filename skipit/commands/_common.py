@@ -119,3 +119,33 @@ def output_options(args: argparse.Namespace) -> Iterator[None]:
         args.no_progress = True
     with quiet_transformers():
         yield
+
+
+def load_model_and_data(args: argparse.Namespace, command: str) -> tuple:
+    """The data of ``--data``/``--samples``/``--skip-bad`` (checked first, before any model
+    work), then the model of ``--model``/``--device``/``--dtype`` with ``--threads`` applied.
+    Returns ``(model, processor, info, examples, report)``. ``--data`` is required with
+    ``--model`` (the bundled data set fits the demo model only)."""
+    import sys
+
+    from skipit.empirical.data import load_examples
+
+    if args.samples < 0:
+        raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
+    if args.batch_size < 1:
+        raise SkipitError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.data is None and args.model is not None:
+        raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
+    threads = parse_threads(getattr(args, "threads", "auto"))
+    from skipit.empirical.loading import resolve_device
+
+    resolve_device(args.device)
+    examples, report = load_examples(args.data or DEFAULT_DATA, skip_bad=args.skip_bad, limit=args.samples or None)
+    for line, why in report.skipped:
+        print(f"skipit {command}: skipped line {line} of {report.source}: {why}", file=sys.stderr)
+
+    from skipit.empirical.loading import load_model_and_processor
+
+    model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    set_threads(threads, model)
+    return model, processor, info, examples, report

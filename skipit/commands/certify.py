@@ -55,6 +55,13 @@ def add_parser(subparsers):
     v.add_argument("--max-new-tokens", type=int, default=1, metavar="K",
                    help="compare greedy generations of up to K tokens (free-form data) instead of the "
                         "one-token answer (default: 1)")
+    v.add_argument("--freeze-order", default="redundancy", choices=["redundancy", "contribution"],
+                   help="order of the freeze chain: the certified vision redundancy U_l (the paper's statistic) or "
+                        "ShortV's layer contribution (output KL when the layer's vision update is removed, on "
+                        "--order-samples statistics examples); either is computed on the statistics split only "
+                        "(default: redundancy)")
+    v.add_argument("--order-samples", type=int, default=64, metavar="K",
+                   help="statistics examples used by --freeze-order contribution (default: 64)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="resume from the checkpoint in --out when there is one (default: on)")
     p.add_argument("--checkpoint-every", type=int, default=8, metavar="K",
@@ -65,7 +72,8 @@ def add_parser(subparsers):
 _FLAGS = {"eps": "--eps", "proximal_t": "--proximal-t", "attention_threshold": "--attention-threshold",
           "confidence": "--confidence", "thresholds": "--thresholds", "tolerance": "--tolerance",
           "calibration_fraction": "--calibration-fraction", "max_new_tokens": "--max-new-tokens",
-          "batch_size": "--batch-size", "checkpoint_every": "--checkpoint-every"}
+          "batch_size": "--batch-size", "checkpoint_every": "--checkpoint-every",
+          "freeze_order": "--freeze-order", "order_examples": "--order-samples"}
 
 
 def settings_from_args(args):
@@ -79,7 +87,8 @@ def settings_from_args(args):
                                attention_threshold=args.attention_threshold, confidence=args.confidence,
                                thresholds=tuple(args.thresholds), verify=args.verify, tolerance=args.tolerance,
                                calibration_fraction=args.calibration_fraction, split_seed=args.split_seed,
-                               max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                               max_new_tokens=args.max_new_tokens, freeze_order=args.freeze_order,
+                               order_examples=args.order_samples, batch_size=args.batch_size,
                                checkpoint_every=args.checkpoint_every, resume=args.resume)
     except ValueError as err:
         text = str(err)

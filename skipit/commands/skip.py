@@ -13,8 +13,11 @@ MODES = ("late-entry", "early-exit")
 
 
 def add_parser(subparsers):
+    from skipit.commands._common import model_options
+
     p = subparsers.add_parser(
-        "skip", help="run a model with late entry or early exit of vision tokens",
+        "skip", parents=[model_options(samples=200, batch_size=32)],
+        help="run a model with late entry or early exit of vision tokens",
         description="Accuracy and time of a VLM with the vision tokens entering late (skipping layers "
                     "1..L-1) or exiting early (leaving layers L+1..N), against the full model.")
     p.add_argument("--mode", required=True, choices=MODES)
@@ -22,33 +25,21 @@ def add_parser(subparsers):
     p.add_argument("--variant", default="embedding", choices=["embedding", "oracle"],
                    help="late entry only: vision tokens enter with their embedding (default) or with the "
                         "layer-(L-1) state of a full pass (oracle; costs a full pass)")
-    p.add_argument("--model", default=None, metavar="NAME|HUB_ID|PATH",
-                   help="alias, hub id, or directory saved with save_pretrained (default: the demo model)")
-    p.add_argument("--data", default=None, metavar="PATH|NAME", help="JSONL file or bundled set "
-                                                                     "(default: digits-test)")
-    p.add_argument("--samples", type=int, default=200, metavar="N", help="first N examples (default: 200; 0 = all)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="B")
     p.add_argument("--repeats", type=int, default=3, metavar="R", help="timing repeats, median kept (default: 3)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    p.add_argument("--skip-bad", action="store_true")
-    from skipit.commands.evaluate import add_threads_argument
-
-    add_threads_argument(p)
     return p
 
 
 def run(args):
     import statistics
 
-    from skipit.commands.evaluate import _load
+    from skipit.commands._common import load_model_and_data
     from skipit.errors import SkipitError
 
     if args.repeats < 1:
         raise SkipitError(f"--repeats must be >= 1, got {args.repeats}")
     if args.variant != "embedding" and args.mode != "late-entry":
         raise SkipitError("--variant applies to --mode late-entry only")
-    model, processor, info, examples, data_report = _load(args)
+    model, processor, info, examples, data_report = load_model_and_data(args, "skip")
 
     import torch
 

@@ -139,22 +139,32 @@ def _answer_log_probs(model, batch):
 
 
 @torch.no_grad()
-def answer_kl_per_layer(model, batches, adapter=None):
-    """Mean KL(full || withdrawn at K) of the answer-token distribution, for K = 1..N."""
-    ad = resolve_adapter(model, adapter)
-    n = ad.num_layers(model)
-    totals = torch.zeros(n, dtype=torch.float64)
+def answer_kl(model, batches, contexts):
+    """Mean ``KL(full || skipped)`` of the answer-token distribution for each context factory
+    of ``contexts`` (zero-argument callables returning a skipping context), over ``batches``.
+
+    The direction is the full model's distribution first: the expected log-loss of the
+    skipped model's answers on the full model's (VTW's rule, ShortV's layer contribution).
+    """
+    totals = torch.zeros(len(contexts), dtype=torch.float64)
     count = 0
     for batch in batches:
         ref = _answer_log_probs(model, batch)
-        for k in range(1, n + 1):
-            with early_exit(model, layer=k, adapter=ad):
+        for i, context in enumerate(contexts):
+            with context():
                 got = _answer_log_probs(model, batch)
-            totals[k - 1] += (ref.exp() * (ref - got)).sum(dim=-1).sum().cpu()
+            totals[i] += (ref.exp() * (ref - got)).sum(dim=-1).sum().cpu()
         count += ref.shape[0]
     if count == 0:
         raise ValueError("`batches` must hold at least one example")
     return (totals / count).tolist()
+
+
+def answer_kl_per_layer(model, batches, adapter=None):
+    """Mean KL(full || withdrawn at K) of the answer-token distribution, for K = 1..N."""
+    ad = resolve_adapter(model, adapter)
+    n = ad.num_layers(model)
+    return answer_kl(model, batches, [lambda k=k: early_exit(model, layer=k, adapter=ad) for k in range(1, n + 1)])
 
 
 def choose_vtw_layer(model, batches, kl_threshold, adapter=None):

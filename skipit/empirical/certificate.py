@@ -75,6 +75,12 @@ COSINE_DISTANCE_RANGE = 2.0  # rho(x, y) = 1 - cos(x, y) lies in [0, 2]
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.05, 0.1)
 VERIFY_MODES = ("late-entry", "early-exit", "freeze")
 CERTIFICATE_FILE = "certificate.json"
+FREEZE_ORDERS = ("redundancy", "contribution")
+"""How the freeze chain is ordered: ``redundancy``, the certified vision redundancy ``U_l``
+ascending (the paper's statistic); ``contribution``, ShortV's layer contribution (the mean
+``KL(full || layer l frozen)`` of the answer distribution on ``order_examples`` examples of
+the statistics split) ascending. Both are computed on the statistics split only, so
+fixed-sequence testing stays valid for either."""
 SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "certificate.schema.json")
 
 
@@ -112,6 +118,8 @@ class CertifySettings:
     calibration_fraction: float = 0.5
     split_seed: int = 0
     max_new_tokens: int = 1
+    freeze_order: str = "redundancy"
+    order_examples: int = 64
     batch_size: int = 8
     checkpoint_every: int = 4
     resume: bool = True
@@ -127,7 +135,9 @@ class CertifySettings:
         need(0.0 < self.confidence < 1.0, "confidence", "(0, 1)", self.confidence)
         need(0.0 < self.tolerance < 1.0, "tolerance", "(0, 1)", self.tolerance)
         need(0.0 < self.calibration_fraction < 1.0, "calibration_fraction", "(0, 1)", self.calibration_fraction)
-        for name in ("batch_size", "checkpoint_every", "max_new_tokens"):
+        need(self.freeze_order in FREEZE_ORDERS, "freeze_order", "{" + ", ".join(FREEZE_ORDERS) + "}",
+             self.freeze_order)
+        for name in ("batch_size", "checkpoint_every", "max_new_tokens", "order_examples"):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
                  "the integers >= 1", value)
@@ -399,12 +409,15 @@ def split_indices(num_examples, settings):
     return sorted(int(i) for i in order[:n_stats]), sorted(int(i) for i in order[n_stats:])
 
 
-def freeze_order(layers):
-    """Layers ``1..N-1`` in order of certified redundancy: the vision ``U_l`` ascending, ties by
-    ``l``. Layer ``N`` is left out: freezing it cannot change an answer (only text positions
-    of the last layer are read), so it is a trivial candidate."""
+def freeze_order(layers, scores=None):
+    """Layers ``1..N-1`` by ``scores`` ascending (``{layer: score}``; default: the certified
+    vision redundancy ``U_l`` of ``layers``), ties by ``l``. Layer ``N`` is left out: freezing
+    it cannot change an answer (only text positions of the last layer are read), so it is a
+    trivial candidate."""
     num_layers = len(layers)
-    return sorted(range(1, num_layers), key=lambda l: (layers[l - 1]["vision"]["mean_upper_bound"], l))
+    if scores is None:
+        scores = {l: layers[l - 1]["vision"]["mean_upper_bound"] for l in range(1, num_layers + 1)}
+    return sorted(range(1, num_layers), key=lambda l: (float(scores[l]), l))
 
 
 def candidate_chains(layers, order=None):
@@ -451,10 +464,11 @@ def fixed_sequence(results, tolerance, level):
     return out
 
 
-def verification_block(chains, settings, examples):
+def verification_block(chains, settings, examples, order=None):
     """The certificate's ``verification`` dict from tested chains (``{mode: [result, ...]}``,
     each result a config with ``examples``, ``changed`` and ``flops_fraction``; a chain may
-    stop early: untested candidates are not listed). ``recommended``: the certified config
+    stop early: untested candidates are not listed). ``order``: how the freeze chain was
+    ordered (``{"by", "scores", "layers"}``). ``recommended``: the certified config
     with the smallest ``flops_fraction`` (ties: the first in mode order), or None."""
     level = settings.chain_level()
     configs = []
@@ -472,6 +486,7 @@ def verification_block(chains, settings, examples):
                       "answers (compared with the full model's)"),
         "answer": ("one-token argmax at the answer position" if settings.max_new_tokens <= 1 else
                    f"greedy generation of up to {settings.max_new_tokens} tokens, normalised"),
+        "freeze_order": order,
         "configs": configs,
         "recommended": None if best is None else dict(best, predicted_speedup=1.0 / best["flops_fraction"]),
     }

@@ -60,6 +60,7 @@ class _CheckpointState:
     verification_key: str = ""
     reference: list | None = None  # the full model's answers on the calibration examples
     token_counts: list | None = None  # [text, vision] per calibration example
+    order_scores: dict | None = None  # layer -> ShortV contribution (freeze_order="contribution")
     results: dict = field(default_factory=dict)  # config key -> changed answers
 
     def to_json(self):
@@ -143,39 +144,34 @@ def config_key(config):
 
 
 def _skip_context(model, config, adapter):
-    from skipit.empirical.skipping import early_exit, freeze, late_entry
+    """A zero-argument factory of the skipping context of a verification candidate."""
+    from skipit.empirical.modes import skip_context
 
-    if config["mode"] == "late-entry":
-        return lambda: late_entry(model, layer=config["layer"], adapter=adapter)
-    if config["mode"] == "early-exit":
-        return lambda: early_exit(model, layer=config["layer"], adapter=adapter)
-    return lambda: freeze(model, layers=config["layers"], adapter=adapter)
+    arg = config["layers"] if config["mode"] == "freeze" else config["layer"]
+    return lambda: skip_context(model, config["mode"], arg, adapter)
 
 
 def _answers(model, processor, examples, settings, adapter, context=None):
     """Normalised answers of the model (under ``context``) on ``examples``: the one-token
-    argmax at the answer position, or the greedy generation of ``settings.max_new_tokens``."""
+    argmax at the answer position (:func:`skipit.empirical.evaluate.predict`), or the greedy
+    generation of up to ``settings.max_new_tokens`` tokens
+    (:func:`skipit.empirical.answers.predict_answers`)."""
+    if settings.max_new_tokens <= 1:
+        from skipit.empirical.evaluate import normalise_answer, predict
+
+        preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context)
+        return [normalise_answer(p) for p in preds]
     from skipit.empirical.answers import predict_answers
 
     return predict_answers(model, processor, examples, batch_size=settings.batch_size, context=context,
-                           max_new_tokens=settings.max_new_tokens, adapter=adapter)
+                           max_new_tokens=settings.max_new_tokens)
 
 
 def _token_counts(model, processor, examples, adapter, batch_size):
     """``[text, vision]`` prompt tokens of each example (padding excluded)."""
-    from skipit.empirical.data import build_inputs
+    from skipit.empirical.evaluate import token_counts
 
-    counts = []
-    for start in range(0, len(examples), batch_size):
-        inputs = build_inputs(processor, examples[start:start + batch_size], model=model)
-        ids = inputs["input_ids"]
-        mask = inputs.get("attention_mask")
-        vision = adapter.vision_mask(ids, model.config)
-        for b in range(ids.shape[0]):
-            valid = mask[b].bool() if mask is not None else vision[b] | ~vision[b]
-            v = int((vision[b] & valid).sum())
-            counts.append([int(valid.sum()) - v, v])
-    return counts
+    return [list(c) for c in token_counts(model, processor, examples, batch_size, adapter)]
 
 
 def _flops_fraction(model, config, token_counts):
@@ -244,7 +240,8 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
     model_key = json.dumps({"model": (model_info or {}).get("location") or (model_info or {}).get("name"),
                             "model_type": adapter.model_type, "num_layers": adapter.num_layers(model),
                             "dtype": str(next(model.parameters()).dtype), "weights": weights})
-    verification_key = json.dumps({"max_new_tokens": settings.max_new_tokens})
+    verification_key = json.dumps({"max_new_tokens": settings.max_new_tokens, "order": settings.freeze_order,
+                                   "order_examples": settings.order_examples})
     state = _CheckpointState(sha, len(examples), settings.batch_size, settings_key, model_key,
                              data_source=str((data_info or {}).get("source") or ""),
                              verification_key=verification_key)
@@ -265,6 +262,7 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
             if saved.get("verification_key") == verification_key:
                 state.reference = saved.get("reference")
                 state.token_counts = saved.get("token_counts")
+                state.order_scores = saved.get("order_scores")
                 state.results = dict(saved.get("results") or {})
             if state.statistics:
                 total = RunStatistics.load(os.path.join(checkpoint_dir, state.statistics))
@@ -340,21 +338,51 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
     if settings.verify:
         layers = certificate_layers(total.layers(), total.num_examples, settings)
         calibration = [examples[i] for i in calib_idx]
-        verification = _verify(model, processor, calibration, layers, settings, adapter, state, save_state,
-                               progress)
+        ordering = [examples[i] for i in stats_idx[:settings.order_examples]]
+        verification = _verify(model, processor, calibration, ordering, layers, settings, adapter, state,
+                               save_state, progress)
     return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
                              model_info=model_info, data_info=data_info, run_info=run,
                              verification=verification)
 
 
-def _verify(model, processor, calibration, layers, settings, adapter, state, save_state, progress):
+def layer_contributions(model, processor, examples, adapter, batch_size):
+    """ShortV's layer contribution: ``{l: mean KL(full || layer l frozen)}`` of the answer
+    distribution over ``examples``, for ``l = 1..N``."""
+    from skipit.empirical.baselines import answer_kl
+    from skipit.empirical.data import build_inputs
+
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    batches = [{k: _to_model(v, device, dtype) for k, v in
+                build_inputs(processor, examples[i:i + batch_size], model=model).items()}
+               for i in range(0, len(examples), batch_size)]
+    n = adapter.num_layers(model)
+    kls = answer_kl(model, batches, [_skip_context(model, {"mode": "freeze", "layers": [l]}, adapter)
+                                     for l in range(1, n + 1)])
+    return {l: float(k) for l, k in zip(range(1, n + 1), kls)}
+
+
+def _verify(model, processor, calibration, ordering, layers, settings, adapter, state, save_state, progress):
     """Run the three chains on ``calibration`` (fixed-sequence: a chain stops at its first
-    candidate not rejected) and return the ``verification`` block."""
+    candidate not rejected) and return the ``verification`` block. ``ordering``: statistics
+    examples for the contribution order of the freeze chain."""
     import torch
+
+    from skipit.empirical.certificate import freeze_order
 
     n = len(calibration)
     say = _sayer(progress)
     with torch.inference_mode():
+        if settings.freeze_order == "contribution":
+            if state.order_scores is None:
+                say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
+                state.order_scores = {str(k): v for k, v in layer_contributions(
+                    model, processor, ordering, adapter, settings.batch_size).items()}
+                save_state()
+            scores = {int(k): float(v) for k, v in state.order_scores.items()}
+        else:
+            scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
+        order = freeze_order(layers, scores)
         if state.reference is None or len(state.reference) != n:
             say(f"verification: full model on {n} calibration examples")
             state.reference = _answers(model, processor, calibration, settings, adapter)
@@ -363,7 +391,7 @@ def _verify(model, processor, calibration, layers, settings, adapter, state, sav
             save_state()
         level = settings.chain_level()
         chains = {}
-        for mode, candidates in candidate_chains(layers).items():
+        for mode, candidates in candidate_chains(layers, order).items():
             tested = []
             for config in candidates:
                 key = config_key(config)
@@ -380,7 +408,11 @@ def _verify(model, processor, calibration, layers, settings, adapter, state, sav
                     break
             chains[mode] = tested
     assert set(chains) == set(VERIFY_MODES)
-    return verification_block(chains, settings, n)
+    by = ("ShortV layer contribution: mean KL(full || layer frozen) of the answer distribution on "
+          f"{len(ordering)} statistics examples" if settings.freeze_order == "contribution"
+          else "certified vision redundancy U_l (example-level upper bound on D_l)")
+    return verification_block(chains, settings, n, order={"by": by, "scores": {str(k): v for k, v in scores.items()},
+                                                          "layers": order})
 
 
 def _sayer(progress):

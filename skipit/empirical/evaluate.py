@@ -1,48 +1,59 @@
 """Accuracy of full vs skipped models, the paper's Tables 1-2, and validation of a certificate.
 
+Scoring lives here; the text table and the figure are in :mod:`skipit.empirical.evaluate_report`.
+
 * Scoring (paper, Sec. 4.2): every question is answered by one token, the argmax of the
   next-token logits at the answer position (the last non-padding prompt position). The
   prediction is correct when its decoded text equals the answer after normalisation
   (lower case, letters and digits only) - exact match for one-word answers, the letter
-  or word of a multiple-choice answer.
+  or word of a multiple-choice answer. Each row also records the fraction of answers that
+  differ from the full model's (the quantity ``skipit certify`` verifies).
 * Table (like the paper's Tables 1-2): per layer l, the vision tokens' mean cosine distance
   D_l and proximal probability p_l(0.05), the visual attention ratio (eq. 3, summed over
-  heads), and the accuracy with late entry at l and with early exit at l.
-* Validation of a certificate (``skipit certify``): for each L and mode, the certificate's
-  verdict (late entry at L is certified safe iff ``L <= max_entry_layer``; early exit at L
-  iff ``L >= min_exit_layer``) against the measurement (accuracy within ``tolerance`` of
-  the full model's). Precision = P(accuracy kept | certified), recall = P(certified |
-  accuracy kept), over the non-trivial layers (late entry L >= 2, early exit L <= N-1;
-  L = 1 and L = N are the full model and would count as free hits).
+  heads), and the accuracy with late entry at l, early exit at l and freezing layer l alone.
+* Validation of a certificate (``skipit certify``), both kinds of verdicts:
+
+  - **paper's verdicts** (statistics alone): late entry at L is certified iff
+    ``L <= max_entry_layer``, early exit at L iff ``L >= min_exit_layer``, freezing layer L
+    alone iff L is in ``freeze.certified_layers``; the truth is "accuracy within
+    ``tolerance`` of the full model's";
+  - **verified configurations** (Learn-then-Test): every candidate of the certificate's
+    three chains (:func:`skipit.empirical.certificate.candidate_chains`), certified or
+    not, with the truth "at most the certificate's ``tolerance`` of the answers change"
+    on these (held-out) examples.
+
+  Precision = P(truly safe | certified), recall = P(certified | truly safe), over the
+  non-trivial settings (late entry L = 1, early exit L = N and freezing only layer N change
+  nothing and would count as free hits).
 * Theorem 6 (``skipit.empirical.lipschitz``) on a few examples: its bound beside the
   measured output change for each late-entry layer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import re
 import time
 
 import torch
 
-from skipit.empirical.skipping import early_exit, late_entry, resolve_adapter
+from skipit.empirical.certificate import candidate_chains, load_certificate
+from skipit.empirical.modes import MODES as MODE_REGISTRY
+from skipit.empirical.modes import skip_context
+from skipit.empirical.skipping import resolve_adapter
 
 __all__ = [
     "MODES", "ALL_MODES", "DEFAULT_TOLERANCE", "parse_layer_grid", "normalise_answer", "predict", "accuracy",
-    "layer_statistics", "certificate_verdicts", "validate", "evaluate", "format_table", "plot_report",
-    "load_certificate",
+    "layer_statistics", "certificate_verdicts", "validate", "evaluate", "load_certificate",
 ]
 
-MODES = ("late-entry", "early-exit")
-ALL_MODES = MODES + ("late-entry-oracle",)
+MODES = tuple(name for name, m in MODE_REGISTRY.items() if m.kind == "skip")
+ALL_MODES = tuple(name for name, m in MODE_REGISTRY.items() if m.kind in ("skip", "reference"))
 """``late-entry-oracle``: late entry with the full pass's layer-(L-1) vision states (an
 analysis reference, not a speed-up: separates the text's missing vision from the vision
 tokens' missing processing); it is never validated against a certificate."""
 DEFAULT_TOLERANCE = 0.01
-SCHEMA = "skipit.evaluation/1"
+SCHEMA = "skipit.evaluation/2"
 
 
 def parse_layer_grid(text, num_layers):
@@ -74,26 +85,21 @@ def normalise_answer(text):
     return re.sub(r"[^0-9a-z]", "", str(text).lower())
 
 
+def _mode_layer(mode, layer):
+    """The layer argument of ``mode``: freezing "at L" in a layer grid means freezing layer L alone."""
+    if mode in MODE_REGISTRY and MODE_REGISTRY[mode].takes == "layers" and isinstance(layer, int):
+        return [layer]
+    return layer
+
+
 def _skip_context(model, mode, layer, adapter):
-    if mode is None or mode == "full":
-        return contextlib.nullcontext()
-    if mode == "late-entry":
-        return late_entry(model, layer=layer, adapter=adapter)
-    if mode == "early-exit":
-        return early_exit(model, layer=layer, adapter=adapter)
-    if mode == "late-entry-oracle":
-        return late_entry(model, layer=layer, adapter=adapter, variant="oracle")
-    raise ValueError(f"`mode` must be one of {', '.join(ALL_MODES)}, got {mode!r}")
+    if mode is not None and mode != "full" and mode not in ALL_MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(ALL_MODES)}, got {mode!r}")
+    return skip_context(model, mode, _mode_layer(mode, layer), adapter)
 
 
 def _tokenizer(processor):
     return getattr(processor, "tokenizer", processor)
-
-
-def _answer_positions(mask):
-    mask = mask.bool()
-    cols = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
-    return torch.where(mask, cols, torch.full_like(cols, -1)).max(dim=-1).values
 
 
 def _synchronize(device):
@@ -107,11 +113,12 @@ def _synchronize(device):
 def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None):
     """One-token answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
 
-    ``mode`` None/"full", "late-entry" or "early-exit" at ``layer``; or ``context``, a
+    ``mode`` None/"full" or a mode of :data:`ALL_MODES` at ``layer``; or ``context``, a
     callable returning the context manager to run each forward in (e.g. a baseline).
     ``seconds`` is the time spent in the model's forwards (on CUDA, the device is
     synchronised before each forward starts and after it returns).
     """
+    from skipit.empirical.capture import answer_positions
     from skipit.empirical.data import build_inputs
 
     if batch_size < 1:
@@ -133,7 +140,7 @@ def predict(model, processor, examples, batch_size=16, mode=None, layer=None, ad
             logits = model(**inputs).logits
             _synchronize(device)
             seconds += time.perf_counter() - t0
-        pos = (_answer_positions(mask) if mask is not None
+        pos = (answer_positions(mask) if mask is not None
                else torch.full((logits.shape[0],), logits.shape[1] - 1, device=logits.device))
         ids = logits[torch.arange(logits.shape[0], device=logits.device), pos].argmax(-1).tolist()
         for example, token_id in zip(chunk, ids):
@@ -188,32 +195,12 @@ def layer_statistics(model, processor, examples, batch_size=16, adapter=None):
     return [_layer_row(e) for e in cap.statistics.layers()]
 
 
-def load_certificate(path, num_layers=None):
-    """Read a ``skipit certify`` certificate (``certificate.json``) and check its shape."""
-    from skipit.errors import SkipitError
-
-    try:
-        with open(path) as fh:
-            cert = json.load(fh)
-    except OSError as err:
-        raise SkipitError(f"--certificate {path}: cannot read it ({err.strerror})") from None
-    except json.JSONDecodeError as err:
-        raise SkipitError(f"--certificate {path}: not JSON ({err})") from None
-    for key in ("late_entry", "early_exit", "layers"):
-        if key not in cert:
-            raise SkipitError(f"--certificate {path}: no {key!r} block; pass a certificate.json written by "
-                              "`skipit certify`")
-    n = cert.get("model", {}).get("num_layers", len(cert["layers"]))
-    if num_layers is not None and n != num_layers:
-        raise SkipitError(f"--certificate {path} is for a model with {n} layers, this model has {num_layers}")
-    return cert
-
-
 def certificate_verdicts(certificate, mode, layers):
-    """``{L: True/False}``: does the certificate call ``mode`` at layer L safe?
+    """``{L: True/False}``: do the paper's verdicts of the certificate call ``mode`` at L safe?
 
-    Late entry at L is safe iff ``L <= late_entry.max_entry_layer``; early exit at L iff
-    ``L >= early_exit.min_exit_layer`` (``skipit certify``'s decision rule).
+    Late entry at L iff ``L <= late_entry.max_entry_layer``; early exit at L iff
+    ``L >= early_exit.min_exit_layer``; freezing layer L alone iff L is in
+    ``freeze.certified_layers`` (``skipit certify``'s decision rule).
     """
     if mode == "late-entry":
         limit = certificate["late_entry"]["max_entry_layer"]
@@ -221,32 +208,71 @@ def certificate_verdicts(certificate, mode, layers):
     if mode == "early-exit":
         limit = certificate["early_exit"]["min_exit_layer"]
         return {L: L >= limit for L in layers}
+    if mode == "freeze":
+        frozen = set(certificate["freeze"]["certified_layers"])
+        return {L: L in frozen for L in layers}
     raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def validate(rows, num_layers):
-    """Precision and recall of certified verdicts against measured accuracy.
+def _trivial(row, num_layers):
+    """Late entry at 1, early exit at N and freezing only layer N change nothing."""
+    mode, layer = row["mode"], row.get("layer")
+    if mode == "freeze":
+        layer = row.get("layers", [layer])
+        return list(layer) == [num_layers]
+    return (mode == "late-entry" and layer == 1) or (mode == "early-exit" and layer == num_layers)
 
-    ``rows``: dicts with ``mode``, ``layer``, ``certified`` (bool, or None: no verdict, left
-    out) and ``within_tolerance`` (bool). Trivial settings (late entry at 1, early exit at N)
-    are left out. Returns
-    ``{"tp", "fp", "fn", "tn", "precision", "recall", "settings"}``; precision is None
-    when nothing is certified, recall None when no setting keeps the accuracy.
+
+def validate(rows, num_layers, truth="within_tolerance"):
+    """Precision and recall of certified verdicts against a measured truth.
+
+    ``rows``: dicts with ``mode``, ``layer`` (or ``layers`` for freeze sets), ``certified``
+    (bool, or None: no verdict, left out) and the boolean column ``truth``. Trivial settings
+    (late entry at 1, early exit at N, freezing only layer N) are left out. Returns
+    ``{"tp", "fp", "fn", "tn", "precision", "recall", "settings"}``; precision is None when
+    nothing is certified, recall None when no setting is truly safe.
     """
     counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
     used = 0
     for r in rows:
-        if r["certified"] is None:
-            continue
-        if (r["mode"] == "late-entry" and r["layer"] == 1) or (r["mode"] == "early-exit" and r["layer"] == num_layers):
+        if r["certified"] is None or _trivial(r, num_layers):
             continue
         used += 1
-        key = ("t" if r["certified"] == r["within_tolerance"] else "f") + ("p" if r["certified"] else "n")
+        key = ("t" if r["certified"] == r[truth] else "f") + ("p" if r["certified"] else "n")
         counts[key] += 1
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
-    return {**counts, "settings": used,
+    return {**counts, "settings": used, "truth": truth,
             "precision": tp / (tp + fp) if tp + fp else None,
             "recall": tp / (tp + fn) if tp + fn else None}
+
+
+def _changed(preds, reference):
+    return sum(normalise_answer(a) != normalise_answer(b) for a, b in zip(preds, reference)) / len(reference)
+
+
+def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say):
+    """Every candidate of the certificate's three chains, run on ``examples``: its measured
+    answer-change rate against the full model, and whether the certificate verified it."""
+    ver = certificate["verification"]
+    tau = ver["tolerance"]
+    verified = {_config_id(c): bool(c["certified"]) for c in ver["configs"]}
+    rows = []
+    for mode, candidates in candidate_chains(certificate["layers"]).items():
+        for config in candidates:
+            arg = config.get("layers", config.get("layer"))
+            say(f"verified candidate {_config_id(config)}")
+            preds, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
+                                        context=lambda mode=mode, arg=arg: skip_context(model, mode, arg, adapter))
+            rate = _changed(preds, full_preds)
+            rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
+                             certified=verified.get(_config_id(config), False), within_change_tolerance=rate <= tau))
+    return rows
+
+
+def _config_id(config):
+    if config["mode"] == "freeze":
+        return "freeze:" + ",".join(str(l) for l in config["layers"])
+    return f"{config['mode']}:{config['layer']}"
 
 
 def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=None,
@@ -255,9 +281,12 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
              vtw_kl_threshold=0.01):
     """Full vs skipped accuracy for every layer of ``layers`` in each mode, the per-layer
     statistics, Theorem 6 on ``theorem6_examples`` examples, and the validation of
-    ``certificate`` (a dict from ``load_certificate``). With ``baselines``: FastV at
-    ``fastv_layer`` with the keep ratio matched to each skipping setting's prefill FLOPs,
-    and VTW at the layer of the output-KL rule (``vtw_kl_threshold``). Returns the report."""
+    ``certificate`` (a dict from ``load_certificate``): precision and recall of the paper's
+    verdicts (truth: accuracy within ``tolerance``) and of the verified configurations
+    (truth: answer-change rate within the certificate's tolerance). With ``baselines``:
+    FastV at ``fastv_layer`` with the keep ratio matched to each skipping setting's prefill
+    FLOPs, and VTW at the layer of the output-KL rule (``vtw_kl_threshold``). Returns the
+    report."""
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
     layers = list(range(1, n + 1)) if layers is None else list(layers)
@@ -271,18 +300,19 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
         raise ValueError("`examples` must not be empty")
 
     say(f"full model on {len(examples)} examples")
-    _, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad)
+    full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad)
     full_acc = sum(full_correct) / len(full_correct)
     rows = []
     for mode in modes:
         verdicts = certificate_verdicts(certificate, mode, layers) if certificate and mode in MODES else {}
         for L in layers:
             say(f"{mode} at layer {L}")
-            _, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad)
+            preds, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad)
             acc = sum(correct) / len(correct)
             rows.append({
                 "mode": mode, "layer": L, "accuracy": acc, "change": acc - full_acc,
                 "within_tolerance": acc >= full_acc - tolerance - 1e-12,
+                "changed_rate": _changed(preds, full_preds),
                 "certified": verdicts.get(L), "seconds": seconds,
             })
 
@@ -296,9 +326,18 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     if certificate is not None:
         report["layer_statistics"] = [_layer_row(e) for e in certificate["layers"]]
         report["layer_statistics_source"] = "certificate"
-        report["validation"] = {mode: validate([r for r in rows if r["mode"] == mode], n)
-                                for mode in modes if mode in MODES}
-        report["validation"]["all"] = validate(rows, n)
+        paper = {mode: validate([r for r in rows if r["mode"] == mode], n) for mode in modes if mode in MODES}
+        paper["all"] = validate([r for r in rows if r["mode"] in MODES], n)
+        report["validation"] = {"paper": paper}
+        if certificate.get("verification"):
+            verified_rows = _verified_rows(model, processor, examples, certificate, full_preds, batch_size, ad, say)
+            report["verified_rows"] = verified_rows
+            truth = "within_change_tolerance"
+            ver = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
+                   for mode in ("late-entry", "early-exit", "freeze")}
+            ver["all"] = validate(verified_rows, n, truth)
+            ver["violations"] = sum(1 for r in verified_rows if r["certified"] and not r[truth])
+            report["validation"]["verified"] = ver
     elif statistics:
         say("per-layer statistics")
         report["layer_statistics"] = layer_statistics(model, processor, examples, batch_size, ad)
@@ -313,37 +352,65 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     return report
 
 
+def token_counts(model, processor, examples, batch_size, adapter):
+    """``[(text, vision), ...]``: each example's own prompt token counts (padding excluded)."""
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.flops import example_token_counts
+
+    counts = []
+    for start in range(0, len(examples), batch_size):
+        inputs = build_inputs(processor, examples[start:start + batch_size], model)
+        counts += example_token_counts(adapter.vision_mask(inputs["input_ids"], model.config),
+                                       inputs.get("attention_mask"))
+    return counts
+
+
+def _matched_keep_ratio(config, fastv_layer, counts, target):
+    """FastV's keep ratio whose predicted FLOPs fraction (over every example's counts) is the
+    largest not above ``target`` (bisection; the fraction increases with the ratio)."""
+    from skipit.empirical.flops import config_flops_fraction
+
+    lo, hi = 0.0, 1.0
+    if config_flops_fraction(config, "fastv", fastv_layer, counts, keep_ratio=0.0) > target:
+        return 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if config_flops_fraction(config, "fastv", fastv_layer, counts, keep_ratio=mid) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return round(lo, 6)
+
+
 def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, adapter, fastv_layer,
                kl_threshold):
-    """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule."""
-    from skipit.empirical.baselines import choose_vtw_layer, fastv_prune, matched_fastv_ratio
-    from skipit.empirical.data import build_inputs
-    from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer
+    """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule.
 
-    n = adapter.num_layers(model)
-    shape = DecoderShape.from_config(model.config)
-    first = build_inputs(processor, examples[:1], model)
-    vision = int(adapter.vision_mask(first["input_ids"], model.config).sum())
-    text = int(first["input_ids"].shape[1]) - vision
-    full_flops = prefill_flops(shape, tokens_per_layer(n, text, vision))
-    out = {"fastv_layer": fastv_layer, "text_tokens": text, "vision_tokens": vision, "fastv": [], "vtw": None}
+    FLOPs fractions sum over every example's own text and vision token counts."""
+    from skipit.empirical.baselines import choose_vtw_layer, fastv_prune
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.flops import config_flops_fraction
+
+    counts = token_counts(model, processor, examples, batch_size, adapter)
+    out = {"fastv_layer": fastv_layer, "text_tokens": sum(c[0] for c in counts) / len(counts),
+           "vision_tokens": sum(c[1] for c in counts) / len(counts), "fastv": [], "vtw": None}
     done = {}
     for r in rows:
         if r["mode"] not in MODES:
             continue
-        budget = prefill_flops(shape, tokens_per_layer(n, text, vision, r["mode"], r["layer"]))
-        r["flops_fraction"] = budget / full_flops
-        if budget >= full_flops:
+        fraction = config_flops_fraction(model.config, r["mode"], _mode_layer(r["mode"], r["layer"]), counts)
+        r["flops_fraction"] = fraction
+        if fraction >= 1.0:
             continue
-        ratio = matched_fastv_ratio(shape, text, vision, fastv_layer, budget)
+        ratio = _matched_keep_ratio(model.config, fastv_layer, counts, fraction)
         if ratio not in done:
             _, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
                                     context=lambda ratio=ratio: fastv_prune(model, fastv_layer, ratio, adapter))
             done[ratio] = sum(correct) / len(correct)
-        fastv_flops = prefill_flops(shape, tokens_per_layer(n, text, vision, "fastv", fastv_layer, keep_ratio=ratio))
         out["fastv"].append({"matched_mode": r["mode"], "matched_layer": r["layer"], "keep_ratio": ratio,
-                             "flops_fraction": fastv_flops / full_flops, "accuracy": done[ratio],
-                             "skipping_accuracy": r["accuracy"]})
+                             "flops_fraction": config_flops_fraction(model.config, "fastv", fastv_layer, counts,
+                                                                     keep_ratio=ratio),
+                             "accuracy": done[ratio], "skipping_accuracy": r["accuracy"]})
     device = next(model.parameters()).device
     batches = []
     for start in range(0, len(examples), batch_size):
@@ -354,7 +421,7 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     acc = sum(correct) / len(correct)
     out["vtw"] = {"layer": layer, "kl_threshold": kl_threshold, "kl_per_layer": kls, "accuracy": acc,
                   "within_tolerance": acc >= full_acc - tolerance - 1e-12,
-                  "flops_fraction": prefill_flops(shape, tokens_per_layer(n, text, vision, "vtw", layer)) / full_flops}
+                  "flops_fraction": config_flops_fraction(model.config, "vtw", layer, counts)}
     return out
 
 
@@ -375,109 +442,3 @@ def _theorem6(model, processor, examples, layers, adapter, iters, say):
     return theorem6_table(per_example)
 
 
-def _fmt(x, spec=".3f"):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return format(x, spec)
-
-
-def format_table(report):
-    """The report as text: the per-layer table, validation and Theorem 6 sections."""
-    stats = {r["layer"]: r for r in report.get("layer_statistics", [])}
-    by = {(r["mode"], r["layer"]): r for r in report["rows"]}
-    modes = report["settings"]["modes"]
-    lines = [f"full model accuracy {report['full']['accuracy']:.3f} on {report['num_examples']} examples "
-             f"(tolerance {100 * report['settings']['tolerance']:.1f} points)", ""]
-    head = f"{'L':>3} {'D_l(V)':>8} {'p_l(.05)V':>9} {'VAR':>7}"
-    width = {mode: max(17, len(mode) + 4) for mode in modes}
-    for mode in modes:
-        head += f" {('acc ' + mode):>{width[mode]}} {'cert':>5}"
-    lines.append(head)
-    for L in report["settings"]["layers"]:
-        s = stats.get(L, {})
-        line = (f"{L:>3} {_fmt(s.get('D_vision'), '.4f'):>8} {_fmt(s.get('p005_vision')):>9} "
-                f"{_fmt(s.get('visual_attention_ratio')):>7}")
-        for mode in modes:
-            r = by.get((mode, L))
-            if r is None:
-                line += f" {'':>{width[mode]}} {'':>5}"
-                continue
-            mark = "" if r["within_tolerance"] else " *"
-            cert = {True: "safe", False: "no", None: "-"}[r["certified"]]
-            line += f" {_fmt(r['accuracy']) + mark:>{width[mode]}} {cert:>5}"
-        lines.append(line)
-    lines.append("(* accuracy more than the tolerance below the full model; VAR summed over heads, eq. 3)")
-    if "validation" in report:
-        lines += ["", "certificate validation (trivial L=1 late entry / L=N early exit left out):"]
-        for key, v in report["validation"].items():
-            lines.append(f"  {key:<11} settings {v['settings']:>3}  tp {v['tp']:>3} fp {v['fp']:>3} "
-                         f"fn {v['fn']:>3} tn {v['tn']:>3}  precision {_fmt(v['precision'])}  "
-                         f"recall {_fmt(v['recall'])}")
-    if report.get("baselines"):
-        b = report["baselines"]
-        lines += ["", f"baselines at matched prefill FLOPs ({b['text_tokens']} text + {b['vision_tokens']} vision "
-                      f"tokens; FastV prunes after layer {b['fastv_layer']}):",
-                  f"{'setting':<16} {'FLOPs':>6} {'acc':>6}   {'FastV keep':>10} {'FLOPs':>6} {'acc':>6}"]
-        for f in b["fastv"]:
-            lines.append(f"{f['matched_mode'] + ' ' + str(f['matched_layer']):<16} "
-                         f"{_fmt(by[(f['matched_mode'], f['matched_layer'])]['flops_fraction'], '.2f'):>6} "
-                         f"{_fmt(f['skipping_accuracy']):>6}   {_fmt(f['keep_ratio'], '.2f'):>10} "
-                         f"{_fmt(f['flops_fraction'], '.2f'):>6} {_fmt(f['accuracy']):>6}")
-        v = b["vtw"]
-        lines.append(f"VTW (KL <= {v['kl_threshold']} from layer {v['layer']} on): exit at {v['layer']}, "
-                     f"FLOPs {v['flops_fraction']:.2f}, accuracy {v['accuracy']:.3f}")
-    if report.get("theorem6"):
-        lines += ["", f"Theorem 6, late entry (median over {report['theorem6'][0]['examples']} examples; "
-                      "local Lipschitz estimates; lambda over layers 2..L-1, unused at L = 2; "
-                      "loose = bound sqrt / measured):",
-                  f"{'L':>3} {'eps':>8} {'delta':>8} {'lambda':>7} {'mu':>7} {'measured':>9} "
-                  f"{'bound':>10} {'bound sqrt':>10} {'loose':>7} {'viol.':>5}"]
-        for t in report["theorem6"]:
-            lines.append(f"{t['layer']:>3} {_fmt(t['eps']):>8} {_fmt(t['delta']):>8} {_fmt(t['lam'], '.2f'):>7} "
-                         f"{_fmt(t['mu'], '.2f'):>7} {_fmt(t['measured']):>9} {_fmt(t['bound'], '.3g'):>10} "
-                         f"{_fmt(t['bound_sqrt'], '.3g'):>10} {_fmt(t['looseness_median'], '.3g'):>7} "
-                         f"{t['violations']:>5}")
-    return "\n".join(lines)
-
-
-def plot_report(report, path):
-    """PNG: accuracy per layer for each mode (full model as a line), certified layers shaded,
-    and the vision D_l / p_l(0.05) / VAR per layer below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = report["settings"]["layers"]
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
-    ax = axes[0]
-    ax.axhline(report["full"]["accuracy"], color="k", lw=1, ls="--", label="full model")
-    tol = report["settings"]["tolerance"]
-    ax.axhspan(report["full"]["accuracy"] - tol, report["full"]["accuracy"], color="k", alpha=0.07)
-    for mode, colour in zip(report["settings"]["modes"], ("tab:blue", "tab:orange", "tab:purple")):
-        rows = [r for r in report["rows"] if r["mode"] == mode]
-        ax.plot([r["layer"] for r in rows], [r["accuracy"] for r in rows], "o-", color=colour, label=mode)
-        cert = [r["layer"] for r in rows if r["certified"]]
-        if cert:
-            ax.scatter(cert, [r["accuracy"] for r in rows if r["certified"]], s=120, facecolors="none",
-                       edgecolors=colour, lw=1.5, label=f"{mode}: certified safe")
-    ax.set_ylabel("accuracy")
-    ax.set_title("accuracy with vision tokens entering late / exiting early at layer L")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax = axes[1]
-    stats = [s for s in report.get("layer_statistics", []) if s["layer"] in layers]
-    if stats:
-        xs = [s["layer"] for s in stats]
-        ax.plot(xs, [s["D_vision"] for s in stats], "s-", label="D_l vision")
-        ax.plot(xs, [s["p005_vision"] for s in stats], "^-", label="p_l(0.05) vision")
-        ax2 = ax.twinx()
-        ax2.plot(xs, [s["visual_attention_ratio"] for s in stats], "d--", color="tab:green", label="VAR")
-        ax2.set_ylabel("visual attention ratio")
-        ax2.legend(fontsize=8, loc="lower left", bbox_to_anchor=(1.09, 0.0))
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.09, 1.0))
-    ax.set_xlabel("layer L")
-    ax.set_xticks(layers)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -11,8 +11,9 @@ pytest.importorskip("transformers")
 
 from skipit.cli import main  # noqa: E402
 from skipit.empirical.evaluate import (  # noqa: E402
-    certificate_verdicts, format_table, normalise_answer, parse_layer_grid, validate,
+    certificate_verdicts, normalise_answer, parse_layer_grid, validate,
 )
+from skipit.empirical.evaluate_report import format_table  # noqa: E402
 
 N = 4
 
