@@ -22,7 +22,7 @@ import re
 
 __all__ = [
     "METRICS", "ANLS_THRESHOLD", "normalise_answer", "normalise_vqa", "letter_score", "exact_score",
-    "vqa_score", "anls_score", "score_one", "check_metric",
+    "vqa_score", "anls_score", "score_one", "check_metric", "normalise_for",
 ]
 
 METRICS = ("letter", "exact", "vqa", "anls")
@@ -173,3 +173,15 @@ def check_metric(metric):
 def score_one(prediction, references, metric):
     """The score in [0, 1] of one prediction against its references under ``metric``."""
     return _SCORERS[check_metric(metric)](prediction, list(references))
+
+
+def normalise_for(metric, text):
+    """A generated answer as ``metric`` compares it: :func:`normalise_answer` for ``letter``,
+    :func:`normalise_vqa` for ``exact`` and ``vqa``, lower case with whitespace collapsed for
+    ``anls``. Scoring a normalised answer gives the score of the raw one."""
+    check_metric(metric)
+    if metric == "letter":
+        return normalise_answer(text)
+    if metric == "anls":
+        return " ".join(str(text).lower().split())
+    return normalise_vqa(text)

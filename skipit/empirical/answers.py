@@ -1,0 +1,114 @@
+"""The model's answers, normalised, and their score: one token for a letter, greedy text otherwise.
+
+* An example scored by ``letter`` (the paper's Sec. 4.2 scoring: multiple choice, one-word
+  answers) is answered by ONE token, the greedy first token.
+* Any other example (``exact``, ``vqa``, ``anls``) is answered by the greedy generation of up to
+  ``max_new_tokens`` tokens (stopping at the end-of-sequence token), as lmms-eval generates
+  (``do_sample=False``).
+
+Answers are returned normalised for their example's metric (:func:`skipit.empirical.metrics.normalise_for`),
+so two runs (the full model and a skipped one) gave the same answer exactly when their
+normalised strings are equal: what ``skipit certify``'s verification compares.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+
+from skipit.empirical.metrics import check_metric, normalise_for, score_one
+
+__all__ = ["predict_answers", "predict_answers_timed", "score", "answers_changed"]
+
+
+def _metric(example, metric=None):
+    return check_metric(metric or example.metric or "letter")
+
+
+def _synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def _left_padding(processor):
+    """Pad on the left while generating (the new tokens follow every prompt's last token)."""
+    tok = getattr(processor, "tokenizer", processor)
+    old = getattr(tok, "padding_side", None)
+    if old is not None:
+        tok.padding_side = "left"
+    try:
+        yield tok
+    finally:
+        if old is not None:
+            tok.padding_side = old
+
+
+@torch.no_grad()
+def predict_answers_timed(model, processor, examples, *, batch_size=16, context=None, max_new_tokens=None,
+                          metric=None):
+    """``(answers, seconds)``: :func:`predict_answers` and the wall time of the model's calls
+    (on CUDA the device is synchronised before and after each)."""
+    from skipit.empirical.data import DEFAULT_MAX_NEW_TOKENS, build_inputs
+    from skipit.empirical.loading import input_device
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+                                       or max_new_tokens < 1):
+        raise ValueError(f"`max_new_tokens` must be None or an integer >= 1, got {max_new_tokens!r}")
+    device = input_device(model)
+    answers, seconds = [], 0.0
+    with _left_padding(processor) as tok:
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start:start + batch_size]
+            metrics = [_metric(ex, metric) for ex in chunk]
+            steps = 1 if all(m == "letter" for m in metrics) else (max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+            inputs = build_inputs(processor, chunk, model)
+            inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+            if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+                inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            prompt_length = inputs["input_ids"].shape[1]
+            with (context() if context is not None else contextlib.nullcontext()):
+                _synchronize(device)
+                t0 = time.perf_counter()
+                out = model.generate(**inputs, max_new_tokens=steps, do_sample=False, num_beams=1,
+                                     pad_token_id=tok.pad_token_id)
+                _synchronize(device)
+                seconds += time.perf_counter() - t0
+            new = out[:, prompt_length:] if out.shape[1] > prompt_length else out[:, -1:]
+            for row, m in zip(new.tolist(), metrics):
+                tokens = row[:1] if m == "letter" else row
+                answers.append(normalise_for(m, tok.decode(tokens, skip_special_tokens=True)))
+    return answers, seconds
+
+
+def predict_answers(model, processor, examples, *, batch_size=16, context=None, max_new_tokens=None, metric=None):
+    """The normalised answers of ``model`` to ``examples`` (``data.Example``), in order.
+
+    ``context``: None, or a zero-argument callable returning the context manager each batch
+    runs in (a skipping context: ``lambda: late_entry(model, layer=L)``). ``max_new_tokens``:
+    the greedy tokens of a free-form answer (None: ``data.DEFAULT_MAX_NEW_TOKENS``; a batch of
+    letter examples reads one token). ``metric`` overrides each example's own metric.
+    """
+    return predict_answers_timed(model, processor, examples, batch_size=batch_size, context=context,
+                                 max_new_tokens=max_new_tokens, metric=metric)[0]
+
+
+def score(predictions, examples, metric=None):
+    """The mean score of ``predictions`` against each example's reference answers (``Example.answers``),
+    under ``metric`` (None: each example's own metric)."""
+    if len(predictions) != len(examples):
+        raise ValueError(f"`predictions` must have one answer per example ({len(examples)}), got {len(predictions)}")
+    if not examples:
+        raise ValueError("`examples` must not be empty")
+    return sum(score_one(p, ex.answers, _metric(ex, metric)) for p, ex in zip(predictions, examples)) / len(examples)
+
+
+def answers_changed(before, after):
+    """Per example, whether the normalised answer changed between two runs (certify's verification)."""
+    if len(before) != len(after):
+        raise ValueError(f"`after` must have as many answers as `before` ({len(before)}), got {len(after)}")
+    return [a != b for a, b in zip(before, after)]

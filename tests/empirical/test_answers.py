@@ -1,0 +1,104 @@
+"""The model's answers (skipit.empirical.answers): one greedy token for letters, greedy text otherwise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from skipit.empirical.answers import answers_changed, predict_answers, score
+from skipit.empirical.data import Example, build_inputs
+from skipit.empirical.metrics import normalise_for, normalise_vqa
+
+
+@pytest.fixture(scope="module")
+def llava(tmp_path_factory):
+    from skipit.empirical.loading import load_model_and_processor
+    from skipit.empirical.testing import save_tiny_vlm
+
+    directory = tmp_path_factory.mktemp("llava")
+    save_tiny_vlm("llava", directory, seed=5)
+    model, processor, _ = load_model_and_processor(str(directory), device="cpu")
+    return model, processor
+
+
+def _examples(metric):
+    return [Example(Image.new("RGB", (8, 8), (40 * i, 9, 200 - 30 * i)), "what digit" + " is the" * i, "one",
+                    metric=metric) for i in range(3)]
+
+
+def _greedy_by_hand(model, processor, example, steps):
+    """Greedy decoding without a cache: a full forward per token, the argmax appended."""
+    inputs = build_inputs(processor, [example], model)
+    ids = inputs["input_ids"]
+    out = []
+    for _ in range(steps):
+        batch = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        with torch.no_grad():
+            token = int(model(**batch).logits[0, -1].argmax())
+        out.append(token)
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return out
+
+
+def test_free_form_answers_are_the_greedy_generation_normalised(llava):
+    model, processor = llava
+    examples = _examples("exact")
+    got = predict_answers(model, processor, examples, batch_size=2, max_new_tokens=3)
+    tok = processor.tokenizer
+    expected = [normalise_vqa(tok.decode(_greedy_by_hand(model, processor, ex, 3), skip_special_tokens=True))
+                for ex in examples]
+    assert got == expected
+    assert len(set(got)) > 1  # the images lead to different answers: not a constant
+
+
+def test_letter_answers_read_one_token(llava):
+    model, processor = llava
+    examples = _examples("letter")
+    got = predict_answers(model, processor, examples, batch_size=3, max_new_tokens=5)
+    tok = processor.tokenizer
+    expected = [normalise_for("letter", tok.decode(_greedy_by_hand(model, processor, ex, 1))) for ex in examples]
+    assert got == expected
+
+
+def test_answers_under_a_skipping_context_match_greedy_decoding_by_hand(llava):
+    from skipit.empirical.skipping import late_entry
+
+    model, processor = llava
+    examples = _examples("exact")
+    got = predict_answers(model, processor, examples, batch_size=3, max_new_tokens=2,
+                          context=lambda: late_entry(model, layer=3))
+    tok = processor.tokenizer
+    with late_entry(model, layer=3):
+        expected = [normalise_vqa(tok.decode(_greedy_by_hand(model, processor, ex, 2), skip_special_tokens=True))
+                    for ex in examples]
+    assert got == expected
+
+
+def test_score_uses_each_examples_metric_and_references():
+    img = Image.new("RGB", (8, 8))
+    refs = ["two", "2", "3", "3", "3", "3", "3", "3", "3", "3"]
+    examples = [Example(img, "q", "B", ["A", "B"], metric="letter"),
+                Example(img, "q", "3", references=refs, metric="vqa"),
+                Example(img, "q", "hello", metric="anls")]
+    predictions = [normalise_for("letter", "(B)"), normalise_for("vqa", "Two"), normalise_for("anls", "Hallo")]
+    assert score(predictions, examples) == pytest.approx((1.0 + 0.6 + 0.8) / 3, abs=1e-15)
+    assert score(["b", "2", "hallo"], examples, metric="exact") == pytest.approx(2 / 3, abs=1e-15)  # hallo != hello
+    with pytest.raises(ValueError, match=r"`predictions` must have one answer per example \(3\), got 2"):
+        score(["b", "2"], examples)
+
+
+@pytest.mark.parametrize("metric,raw", [("exact", "The Two dogs."), ("vqa", "1,000 red-white"),
+                                        ("anls", "  Hello   World "), ("letter", " (B).")])
+def test_normalised_answers_score_as_the_raw_ones(metric, raw):
+    """Normalising twice changes nothing: a normalised prediction scores as its raw text."""
+    from skipit.empirical.metrics import score_one
+
+    once = normalise_for(metric, raw)
+    assert normalise_for(metric, once) == once
+    refs = ["2 dogs", "1000 red white", "hello world", "B"]
+    assert score_one(once, refs, metric) == score_one(raw, refs, metric)
+
+
+def test_answers_changed_compares_normalised_answers():
+    assert answers_changed(["2 dogs", "b"], ["2 dogs", "c"]) == [False, True]
