@@ -3,52 +3,118 @@
 * ``redundancy.png`` (Figure 4): per layer, the mean cosine distance ``D_l`` of vision and
   text tokens with its upper confidence bound and the level ``eps``; the proximal
   probability ``p_l(t)`` with its lower confidence bound and the level ``1 - eps``.
-* ``attention.png`` (Figure 3): per layer, the visual attention share of the answer
-  query (mean over heads) with its upper confidence bound and the attention threshold.
+* ``attention.png`` (Figure 3): per layer, ``VAR_l / H``, the head-mean share of the answer
+  query's attention that falls on vision tokens (the paper's visual attention ratio of
+  eq. 3 divided by the number of heads, in ``[0, 1]``), with its upper confidence bound and
+  the attention threshold.
 
-Layers certified for late entry (skippable by vision before the entry layer) and early
-exit (after the exit layer) are shaded in every panel. Matplotlib with the Agg backend;
-nothing is shown on screen.
+Layers certified for late entry (skippable by vision before the entry layer), early exit
+(after the exit layer) and, in ``skipit.certificate/2``, freeze are shaded in every panel;
+the configuration recommended by the verification (``verification.recommended``), when
+there is one, is hatched. Certificates of schema 1 (no ``freeze``, no ``verification``)
+and 2 are both drawn.
+
+Figures are ``matplotlib.figure.Figure`` objects: no global backend is set and pyplot is
+never imported, so plotting changes nothing in a caller's matplotlib state. PNGs are
+rendered in memory and written with :func:`skipit.empirical.files.atomic_write_bytes`: a
+reader sees the old file or the whole new one.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
+
+from skipit.empirical.files import atomic_write_bytes
+from skipit.empirical.stats import threshold_key
+
+__all__ = ["redundancy_figure", "attention_figure", "plot_redundancy", "plot_attention", "write_plots",
+           "ATTENTION_LABEL"]
 
 VISION_COLOR = "#1f77b4"
 TEXT_COLOR = "#d62728"
 ATTENTION_COLOR = "#2ca02c"
 LATE_SHADE = "#fdd49e"
 EXIT_SHADE = "#c6dbef"
+FREEZE_SHADE = "#d9d9d9"
+VERIFIED_EDGE = "#54278f"
+DPI = 110
+
+ATTENTION_LABEL = "VAR_l / H: head-mean share of the answer query's attention on vision tokens"
+
+
+def _number(value):
+    """A plottable float: None (no tokens, no bound) becomes NaN, which matplotlib leaves out."""
+    return math.nan if value is None else float(value)
 
 
 def _title_name(certificate):
-    name = str(certificate["model"].get("name", "model"))
-    return os.path.basename(name.rstrip("/")) if certificate["model"].get("source") == "local" else name
+    model = certificate.get("model", {})
+    name = str(model.get("name", "model"))
+    return os.path.basename(name.rstrip("/")) if model.get("source") == "local" else name
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    return Figure(layout="constrained", **kwargs)
 
-    return plt
+
+def _recommended_layers(certificate):
+    """``(layers, label)`` of the verified recommended configuration, or None."""
+    verification = certificate.get("verification") or {}
+    best = verification.get("recommended")
+    if not best:
+        return None
+    num_layers = len(certificate["layers"])
+    mode = best.get("mode")
+    if mode == "late-entry":
+        layers, what = list(range(1, best["layer"])), f"vision enters at layer {best['layer']}"
+    elif mode == "early-exit":
+        layers, what = list(range(best["layer"] + 1, num_layers + 1)), f"vision leaves after layer {best['layer']}"
+    elif mode == "freeze":
+        layers = sorted(best.get("layers", []))
+        what = "vision frozen in layers " + ", ".join(str(l) for l in layers)
+    else:
+        return None
+    speedup = best.get("predicted_speedup")
+    return layers, f"verified recommendation: {what}" + (f" ({speedup:.2f}x predicted)" if speedup else "")
+
+
+def _runs(layers):
+    """Consecutive runs of sorted layer numbers: [1, 2, 5] -> [(1, 2), (5, 5)]."""
+    runs = []
+    for layer in sorted(layers):
+        if runs and layer == runs[-1][1] + 1:
+            runs[-1][1] = layer
+        else:
+            runs.append([layer, layer])
+    return [tuple(r) for r in runs]
+
+
+def _span(ax, layers, label, **style):
+    for i, (first, last) in enumerate(_runs(layers)):
+        # one legend entry per kind: labels starting with "_" stay out of the legend
+        ax.axvspan(first - 0.5, last + 0.5, lw=0, label=label if i == 0 else "_" + label, **style)
 
 
 def _shade_certified(ax, certificate):
-    late = certificate["late_entry"]["certified_layers"]
-    exit_ = certificate["early_exit"]["certified_layers"]
-    handles = []
-    if late:
-        handles.append(ax.axvspan(min(late) - 0.5, max(late) + 0.5, color=LATE_SHADE, alpha=0.6, lw=0,
-                                  label=f"late entry certified (vision enters layer "
-                                        f"{certificate['late_entry']['max_entry_layer']})"))
-    if exit_:
-        handles.append(ax.axvspan(min(exit_) - 0.5, max(exit_) + 0.5, color=EXIT_SHADE, alpha=0.6, lw=0,
-                                  label=f"early exit certified (vision leaves after layer "
-                                        f"{certificate['early_exit']['min_exit_layer']})"))
-    return handles
+    late = certificate["late_entry"]
+    exit_ = certificate["early_exit"]
+    if late["certified_layers"]:
+        _span(ax, late["certified_layers"], f"late entry certified (vision enters layer {late['max_entry_layer']})",
+              color=LATE_SHADE, alpha=0.6)
+    if exit_["certified_layers"]:
+        _span(ax, exit_["certified_layers"],
+              f"early exit certified (vision leaves after layer {exit_['min_exit_layer']})", color=EXIT_SHADE,
+              alpha=0.6)
+    freeze = certificate.get("freeze") or {}
+    if freeze.get("certified_layers"):
+        _span(ax, freeze["certified_layers"], "freeze certified (per layer)", color=FREEZE_SHADE, alpha=0.35)
+    recommended = _recommended_layers(certificate)
+    if recommended and recommended[0]:
+        _span(ax, recommended[0], recommended[1], facecolor="none", edgecolor=VERIFIED_EDGE, hatch="//", alpha=0.8)
 
 
 def _layer_axis(ax, num_layers, label="layer l (compares layer l with layer l-1)"):
@@ -59,27 +125,28 @@ def _layer_axis(ax, num_layers, label="layer l (compares layer l with layer l-1)
     ax.grid(True, alpha=0.3)
 
 
-def plot_redundancy(certificate, path):
-    """Figure-4-like PNG: ``D_l`` and ``p_l(t)`` for vision and text with confidence bounds."""
-    plt = _pyplot()
+def redundancy_figure(certificate):
+    """Figure-4-like ``Figure``: ``D_l`` and ``p_l(t)`` for vision and text with confidence bounds."""
     layers = certificate["layers"]
     s = certificate["settings"]
     eps, t = s["eps"], s["proximal_t"]
-    t_key = repr(float(t))
+    t_key = threshold_key(t)
     x = [e["layer"] for e in layers]
-    fig, (ax_d, ax_p) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    fig = _figure(figsize=(12, 4.6))
+    ax_d, ax_p = fig.subplots(1, 2)
     for ax in (ax_d, ax_p):
         _shade_certified(ax, certificate)
         _layer_axis(ax, len(layers))
     for kind, color in (("vision", VISION_COLOR), ("text", TEXT_COLOR)):
-        d = [e[kind]["mean_cosine_distance"] for e in layers]
-        du = [e[kind]["mean_upper_bound"] for e in layers]
-        ax_d.plot(x, d, "o-", color=color, ms=4, label=f"{kind} D_l")
-        ax_d.plot(x, du, "v--", color=color, ms=4, alpha=0.7, label=f"{kind} upper bound")
-        p = [e[kind]["proximal_probability"][t_key] for e in layers]
-        pl = [e[kind]["proximal_lower_bound"][t_key] for e in layers]
-        ax_p.plot(x, p, "o-", color=color, ms=4, label=f"{kind} p_l({t:g})")
-        ax_p.plot(x, pl, "^--", color=color, ms=4, alpha=0.7, label=f"{kind} lower bound")
+        blocks = [e.get(kind, {}) for e in layers]
+        ax_d.plot(x, [_number(b.get("mean_cosine_distance")) for b in blocks], "o-", color=color, ms=4,
+                  label=f"{kind} D_l")
+        ax_d.plot(x, [_number(b.get("mean_upper_bound")) for b in blocks], "v--", color=color, ms=4, alpha=0.7,
+                  label=f"{kind} upper bound")
+        ax_p.plot(x, [_number(b.get("proximal_probability", {}).get(t_key)) for b in blocks], "o-", color=color,
+                  ms=4, label=f"{kind} p_l({t:g})")
+        ax_p.plot(x, [_number(b.get("proximal_lower_bound", {}).get(t_key)) for b in blocks], "^--", color=color,
+                  ms=4, alpha=0.7, label=f"{kind} lower bound")
     ax_d.axhline(eps, color="black", lw=1, ls=":", label=f"eps = {eps:g}")
     ax_d.set_yscale("log")
     ax_d.set_ylabel("mean cosine distance D_l (log scale)")
@@ -90,37 +157,48 @@ def plot_redundancy(certificate, path):
     ax_p.set_title(f"Proximal redundancy: P[rho(X_l, X_(l-1)) < {t:g}] > 1 - eps")
     ax_d.legend(fontsize=7, loc="best")
     ax_p.legend(fontsize=7, loc="best")
-    conf = s["confidence"]
     fig.suptitle(f"{_title_name(certificate)}: per-layer redundancy, {certificate['data']['num_examples']} "
-                 f"examples, bounds at joint confidence {conf:g}", fontsize=11)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+                 f"examples, bounds at joint confidence {s['confidence']:g}", fontsize=11)
+    return fig
 
 
-def plot_attention(certificate, path):
-    """Figure-3-like PNG: visual attention share of the answer query per layer, with bound and threshold."""
-    plt = _pyplot()
+def attention_figure(certificate):
+    """Figure-3-like ``Figure``: per layer, VAR_l / H of the answer query with its upper bound and threshold."""
     layers = certificate["layers"]
     s = certificate["settings"]
     x = [e["layer"] for e in layers]
-    fig, ax = plt.subplots(figsize=(8, 4.4), constrained_layout=True)
+    fig = _figure(figsize=(8, 4.4))
+    ax = fig.subplots()
     _shade_certified(ax, certificate)
     _layer_axis(ax, len(layers), label="decoder layer l")
-    ax.bar(x, [float("nan") if e["visual_attention_mean_head"] is None else e["visual_attention_mean_head"]
-               for e in layers], color=ATTENTION_COLOR, alpha=0.8, width=0.6,
-           label="visual attention (answer query, mean over heads)")
-    ax.plot(x, [e["visual_attention_upper_bound"] for e in layers], "v", color="black", ms=5,
+    ax.bar(x, [_number(e.get("visual_attention_mean_head")) for e in layers], color=ATTENTION_COLOR, alpha=0.8,
+           width=0.6, label="VAR_l / H (mean over examples)")
+    ax.plot(x, [_number(e.get("visual_attention_upper_bound")) for e in layers], "v", color="black", ms=5,
             label="upper confidence bound")
     ax.axhline(s["attention_threshold"], color="black", lw=1, ls=":",
                label=f"threshold = {s['attention_threshold']:g}")
     ax.set_ylim(0, 1.0)
-    ax.set_ylabel("share of attention on vision tokens")
-    ax.set_title(f"{_title_name(certificate)}: visual attention ratio per layer")
+    ax.set_ylabel("VAR_l / H (head-mean vision share)")
+    ax.set_title(f"{_title_name(certificate)}: {ATTENTION_LABEL}", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def _write_png(fig, path):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def plot_redundancy(certificate, path):
+    """Write :func:`redundancy_figure` to ``path`` (PNG, atomically); return ``path``."""
+    return _write_png(redundancy_figure(certificate), path)
+
+
+def plot_attention(certificate, path):
+    """Write :func:`attention_figure` to ``path`` (PNG, atomically); return ``path``."""
+    return _write_png(attention_figure(certificate), path)
 
 
 def write_plots(certificate, out_dir):
