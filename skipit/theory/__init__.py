@@ -20,14 +20,18 @@ from skipit.theory.spherical import *  # noqa: F401,F403
 from skipit.theory.entropy import *  # noqa: F401,F403
 from skipit.theory.informational import *  # noqa: F401,F403
 from skipit.theory.pid import *  # noqa: F401,F403
-# `entropy` and `pid` stay the functions (skipit.theory.pid(p)); their modules are reachable
-# as `importlib.import_module("skipit.theory.pid")`.
+# Every submodule is reachable under its own name (`import skipit.theory.pid as m` gives the
+# module): no module's __all__ reuses a submodule name (tests/theory/test_module_names.py).
+# The PID and entropy functions of those names are exported as `pid_decomposition`,
+# `pid_redundancy` and `shannon_entropy`.
 from skipit.theory import (  # noqa: F401
     distances,
+    entropy,
     functional,
     informational,
     late_entry,
     lemmas,
+    pid,
     redundancy,
     spherical,
 )

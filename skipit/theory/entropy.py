@@ -17,9 +17,12 @@ import math
 
 import numpy as np
 
+from skipit.theory import _validation as _v
+from skipit.theory._validation import PMF_ATOL
+
 __all__ = [
     "validate_pmf",
-    "entropy",
+    "shannon_entropy",
     "conditional_entropy",
     "mutual_information",
     "conditional_mutual_information",
@@ -32,7 +35,6 @@ __all__ = [
     "plugin_conditional_mutual_information",
 ]
 
-PMF_ATOL = 1e-9
 
 
 def _log_base(base) -> float:
@@ -46,16 +48,16 @@ def _log_base(base) -> float:
 
 
 def validate_pmf(p, name: str = "p", atol: float = PMF_ATOL) -> np.ndarray:
-    """Return ``p`` as a float array after checking it is a pmf (entries in [0, 1], sum 1 within ``atol``)."""
+    """Return ``p`` as a float array after checking it is a pmf (entries in [0, 1], sum 1 within ``atol``).
+
+    Entries within round-off of [0, 1] (``skipit.theory._validation.ROUNDOFF``) are
+    clipped there; the total is then checked against 1 with ``atol``.
+    """
     arr = np.asarray(p, dtype=float)
     if arr.size == 0:
         raise ValueError(f"`{name}` must be a non-empty pmf, got an empty array")
-    if np.any(np.isnan(arr)):
-        raise ValueError(f"`{name}` must be a pmf with entries in [0, 1], got NaN")
-    if np.any(arr < 0) or np.any(arr > 1):
-        bad = arr[(arr < 0) | (arr > 1)].ravel()[0]
-        raise ValueError(f"`{name}` must be a pmf with entries in [0, 1], got entry {bad}")
-    total = arr.sum()
+    arr = _v.check(name, arr, 0.0, 1.0, what="a pmf with entries")
+    total = float(arr.sum())
     if abs(total - 1.0) > atol:
         raise ValueError(f"`{name}` must be a pmf summing to 1 (tolerance {atol}), got sum {total!r}")
     return arr
@@ -85,6 +87,10 @@ def entropy(p, axes=None, base=math.e) -> float:
     p = validate_pmf(p)
     keep = tuple(range(p.ndim)) if axes is None else _axes(axes, p.ndim, "axes")
     return _h(_marginal(p, keep)) / lb
+
+
+#: Package-level name (``skipit.theory.shannon_entropy``): ``skipit.theory.entropy`` is this module.
+shannon_entropy = entropy
 
 
 def conditional_entropy(p, x, y, base=math.e) -> float:
@@ -118,25 +124,24 @@ def conditional_mutual_information(p, x, y, z, base=math.e) -> float:
 def binary_entropy(q, base=math.e):
     """h(q) = -q log q - (1 - q) log(1 - q), vectorised; ``q`` in [0, 1]."""
     lb = _log_base(base)
-    q = np.asarray(q, dtype=float)
-    if np.any(np.isnan(q)) or np.any((q < 0) | (q > 1)):
-        raise ValueError(f"`q` must be a probability in [0, 1], got {q!r}")
+    q = _v.probability("q", q)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(q > 0, q * np.log(q), 0.0) - np.where(q < 1, (1 - q) * np.log1p(-q), 0.0)
     return h / lb
 
 
 def binary_kl(p, q, base=math.e):
-    """d(p || q) = p log(p/q) + (1-p) log((1-p)/(1-q)), vectorised; +inf where p > 0 = q or p < 1 = q."""
+    """d(p || q) = p log(p/q) + (1-p) log((1-p)/(1-q)), vectorised, >= 0; +inf where p > 0 = q or p < 1 = q.
+
+    Finite for every ``q`` in (0, 1), however small (``q = 5e-324`` gives about 744 p):
+    logs are taken of ``q`` and ``1 - q`` (``log1p``), never of ``1/q``.
+    """
     lb = _log_base(base)
-    p, q = np.broadcast_arrays(np.asarray(p, dtype=float), np.asarray(q, dtype=float))
-    for name, v in (("p", p), ("q", q)):
-        if np.any(np.isnan(v)) or np.any((v < 0) | (v > 1)):
-            raise ValueError(f"`{name}` must be a probability in [0, 1], got {v!r}")
+    p, q = np.broadcast_arrays(_v.probability("p", p), _v.probability("q", q))
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
         b = np.where(p < 1, (1 - p) * (np.log1p(-p) - np.log1p(-q)), 0.0)
-    return (a + b) / lb
+    return np.maximum(a + b, 0.0) / lb
 
 
 def kl_divergence(p, q, base=math.e) -> float:
@@ -148,7 +153,7 @@ def kl_divergence(p, q, base=math.e) -> float:
     m = p > 0
     if np.any(q[m] == 0):
         return math.inf
-    return float((p[m] * (np.log(p[m]) - np.log(q[m]))).sum()) / lb
+    return max(float((p[m] * (np.log(p[m]) - np.log(q[m]))).sum()), 0.0) / lb
 
 
 def _symbols(samples, name):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from skipit.theory import _functional_checks as _c
+from skipit.theory import _validation as _c
 from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
 
@@ -90,13 +90,7 @@ def proposition1_tail_threshold(t, eps):
 
 def _below(name, value, upper, closed):
     """``value`` in ``[0, upper]`` (or ``[0, upper)``), elementwise with broadcasting."""
-    v = _c.check(name, value, 0.0)
-    bad = np.broadcast_to(v > upper if closed else v >= upper, np.broadcast_shapes(v.shape, upper.shape))
-    if bad.any():
-        vb, ub = (np.broadcast_to(a, bad.shape)[bad].flat[0] for a in (v, upper))
-        raise ValueError(f"`{name}` must be in [0, rho_max{']' if closed else ')'} = [0, {ub:g}{']' if closed else ')'}, "
-                         f"got {float(vb)!r}")
-    return v
+    return _c.check(name, value, 0.0, upper, high_closed=closed)
 
 
 def proposition1_tail_threshold_bounded(t, eps, rho_max=COSINE_DISTANCE_MAX):

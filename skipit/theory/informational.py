@@ -55,7 +55,9 @@ import numpy as np
 import sympy as sp
 from scipy import stats
 
+from skipit.theory import _validation as _v
 from skipit.theory._registry import register
+from skipit.theory.distances import COSINE_DISTANCE_MAX
 from skipit.theory.entropy import _log_base as _lb
 from skipit.theory.entropy import binary_entropy, binary_kl, conditional_mutual_information, validate_pmf
 from skipit.theory.spherical import log_cap_fraction
@@ -79,59 +81,28 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- validation
-def _prob(name, v, lo_open=False, hi_open=False):
-    a = np.asarray(v, dtype=float)
-    if np.any(np.isnan(a)):
-        raise ValueError(f"`{name}` must be a probability in [0, 1], got NaN")
-    lo_bad = (a <= 0) if lo_open else (a < 0)
-    hi_bad = (a >= 1) if hi_open else (a > 1)
-    if np.any(lo_bad | hi_bad):
-        rng = ("(0" if lo_open else "[0") + ", " + ("1)" if hi_open else "1]")
-        bad = a[lo_bad | hi_bad].ravel()[0]
-        raise ValueError(f"`{name}` must be a probability in {rng}, got {bad}")
-    return a
-
-
 def _pmin_pmax(p_min, p_max):
-    pmin = _prob("p_min", p_min, hi_open=True)
-    pmax = _prob("p_max", p_max, lo_open=True)
+    pmin = _v.probability("p_min", p_min, high_open=True)
+    pmax = _v.probability("p_max", p_max, low_open=True)
     if np.any(pmin > pmax):
         a, b = np.broadcast_arrays(pmin, pmax)
         i = np.flatnonzero((a > b).ravel())[0]
-        raise ValueError(f"`p_min` must be <= `p_max`, got p_min={a.ravel()[i]} > p_max={b.ravel()[i]}")
+        raise ValueError(f"`p_min` must be <= `p_max`, got p_min={float(a.ravel()[i])!r} > p_max={float(b.ravel()[i])!r}")
     return pmin, pmax
 
 
-def _nonneg(name, v):
-    a = np.asarray(v, dtype=float)
-    bad_mask = ~np.isfinite(a) | (a < 0)
-    if np.any(bad_mask):
-        bad = a[bad_mask].ravel()[0]
-        raise ValueError(f"`{name}` must be >= 0 and finite, got {bad}")
-    return a
-
-
-def _finite(name, v):
-    a = np.asarray(v, dtype=float)
-    if not np.all(np.isfinite(a)):
-        bad = a[~np.isfinite(a)].ravel()[0]
-        raise ValueError(f"`{name}` must be a finite number, got {bad}")
-    return a
-
-
-
-
 def _theorem3_p_t(p_t, t):
-    """P_t as a probability, and 0 wherever t = 2: rho <= 2 always, so P[rho > 2] = 0."""
-    p = _prob("p_t", p_t)
-    tt = np.asarray(t, dtype=float)
+    """P_t as a probability, and 0 wherever t >= 2: rho <= 2 always, so P[rho > t] = 0 there."""
+    p = _v.probability("p_t", p_t)
+    tt = _v.check("t", t, 0.0, what="a cosine-distance threshold")
     p_b, t_b = np.broadcast_arrays(p, tt)
-    impossible = (t_b == 2.0) & (p_b > 0)
+    whole_sphere = t_b >= COSINE_DISTANCE_MAX
+    impossible = whole_sphere & (p_b > _v.ROUNDOFF)
     if np.any(impossible):
         i = np.flatnonzero(impossible.ravel())[0]
-        raise ValueError(f"`p_t` must be 0 when `t` = 2 (the cosine distance never exceeds 2, so "
-                         f"P[rho > 2] = 0), got p_t={p_b.ravel()[i]} with t=2")
-    return p
+        raise ValueError(f"`p_t` must be 0 when `t` >= 2 (the cosine distance never exceeds 2, so "
+                         f"P[rho > t] = 0), got p_t={float(p_b.ravel()[i])!r} with t={float(t_b.ravel()[i])!r}")
+    return np.where(whole_sphere, 0.0, p_b)
 
 
 def _scalar(x):
@@ -230,7 +201,7 @@ def theorem4_mi_lower_bound(p_t, p_min, p_max, base=math.e):
     it; tests check the bound on exact pmfs that violate it). Vectorised.
     """
     lb = _lb(base)
-    p = _prob("p_t", p_t)
+    p = _v.probability("p_t", p_t)
     pmin, pmax = _pmin_pmax(p_min, p_max)
     with np.errstate(divide="ignore", invalid="ignore"):
         val = (1.0 - p) * np.log(1.0 / pmax) - p * np.log1p(-pmin) - binary_entropy(p)
@@ -245,7 +216,7 @@ def theorem4_mi_lower_bound_sharp(p_t, p_min, p_max, base=math.e):
     is attained when q_t is the clipped value.
     """
     lb = _lb(base)
-    p = _prob("p_t", p_t)
+    p = _v.probability("p_t", p_t)
     pmin, pmax = _pmin_pmax(p_min, p_max)
     a = 1.0 - p
     return _scalar(np.asarray(binary_kl(a, np.clip(a, pmin, pmax))) / lb)
@@ -259,7 +230,7 @@ def corollary4_conditional_entropy_upper_bound(h_x, p_t, p_min, p_max, base=math
     It is H(X_l) - theorem4_mi_lower_bound, i.e. I = H(X_l) - H(X_l | X_prev).
     """
     lb = _lb(base)
-    hx = _finite("h_x", h_x)
+    hx = _v.check("h_x", h_x)
     return _scalar(hx - np.asarray(theorem4_mi_lower_bound(p_t, p_min, p_max)) / lb)
 
 
@@ -273,8 +244,8 @@ def theorem5_bound(B, cmi, base=math.e):
     The constant 2 is sharp (``proofs/theorem5.py``, step 6). Vectorised.
     """
     lb = _lb(base)
-    b = _nonneg("B", B)
-    c = _nonneg("cmi", cmi)
+    b = _v.nonneg("B", B)
+    c = _v.nonneg("cmi", cmi)
     return _scalar(np.asarray(_theorem5_np(b, c * lb)))
 
 
@@ -290,13 +261,11 @@ def theorem5_entropy_bound(B, h_cond, C=0.0, base=math.e):
     ``h_cond`` and ``C`` are in ``base`` units.
     """
     lb = _lb(base)
-    b = _nonneg("B", B)
-    h = _finite("h_cond", h_cond)
-    c = _finite("C", C)
-    if np.any(h + c < -1e-12):
-        bad = (h + c)[h + c < -1e-12].ravel()[0] if np.ndim(h + c) else float(h + c)
-        raise ValueError(f"`h_cond + C` must be >= 0 (it bounds I(Z; X_l | X_prev) >= 0), got {bad}")
-    return _scalar(np.asarray(_theorem5h_np(b, h * lb, c * lb)))
+    b = _v.nonneg("B", B)
+    h = _v.check("h_cond", h_cond)
+    c = _v.check("C", C)
+    _v.check("h_cond + C", h + c, 0.0)  # it bounds I(Z; X_l | X_prev) >= 0
+    return _scalar(np.maximum(np.asarray(_theorem5h_np(b, h * lb, c * lb)), 0.0))
 
 
 # ----------------------------------------------------------------------------- Lemma 4
@@ -376,8 +345,10 @@ def exact_proximal_quantities(p, rho, t) -> ProximalQuantities:
 
     ``rho[i, j]`` is the distance between the i-th value of X_l and the j-th of X_prev;
     p_min / p_max are the inf / sup over the support of X_l of P[rho(X_prev, x) <= t].
-    Raises ValueError when ``p`` is not a 2-d pmf, ``rho.shape != p.shape``, an entry of
-    ``rho`` or ``t`` is NaN or outside [0, 2].
+    Entries of ``rho`` within round-off of [0, 2] are clipped there and ``t >= 2`` is the
+    whole range (``skipit.theory._validation``). Raises ValueError when ``p`` is not a 2-d
+    pmf, ``rho.shape != p.shape``, an entry of ``rho`` is NaN or outside [0, 2], or ``t``
+    is NaN or negative.
     """
     p = validate_pmf(p)
     if p.ndim != 2:
@@ -385,15 +356,11 @@ def exact_proximal_quantities(p, rho, t) -> ProximalQuantities:
     rho = np.asarray(rho, dtype=float)
     if rho.shape != p.shape:
         raise ValueError(f"`rho` must have the shape of `p` {p.shape}, got {rho.shape}")
-    if np.any(np.isnan(rho)) or np.any((rho < 0) | (rho > 2)):
-        bad = rho[np.isnan(rho) | (rho < 0) | (rho > 2)].ravel()[0]
-        raise ValueError(f"`rho` must have entries in [0, 2] (cosine distances), got {bad}")
+    rho = _v.check("rho", rho, 0.0, COSINE_DISTANCE_MAX, what="cosine distances")
     try:
-        t = float(t)
-    except (TypeError, ValueError):
-        raise ValueError(f"`t` must be a number in [0, 2], got {t!r}") from None
-    if not 0.0 <= t <= 2.0:  # also rejects NaN
-        raise ValueError(f"`t` must be in [0, 2] (a cosine distance), got {t}")
+        t = float(_v.check("t", t, 0.0, what="a cosine-distance threshold"))
+    except TypeError:
+        raise ValueError(f"`t` must be a number >= 0, got {t!r}") from None
     inside = rho <= t
     p_l, p_prev = p.sum(1), p.sum(0)
     ball = np.clip(inside.astype(float) @ p_prev, 0.0, 1.0)
@@ -457,7 +424,8 @@ def informational_bounds_from_samples(x_l, x_prev, t, delta=0.05, h_x=None, base
     """Estimate P_t, q_t, p_min, p_max from paired samples and certify Theorem 4 / Corollary 4.
 
     ``x_l``, ``x_prev``: arrays n x d, row i a pair (X_l, X_prev) drawn i.i.d. (e.g. one
-    token's hidden states at layers l and l-1); rho is the cosine distance; ``t`` in [0, 2].
+    token's hidden states at layers l and l-1); rho is the cosine distance; ``t >= 0``
+    (``t >= 2`` is the whole range).
     With probability >= 1 - ``delta`` over the sample, I(X_l; X_prev) >= ``mi_lower``
     (and H(X_l | X_prev) <= ``h_cond_upper`` if H(X_l) = ``h_x``): P_t lies in its two-sided
     Clopper-Pearson interval at level delta/2, q_t in its two-sided Hoeffding interval
@@ -474,11 +442,8 @@ def informational_bounds_from_samples(x_l, x_prev, t, delta=0.05, h_x=None, base
         raise ValueError("`x_l` and `x_prev` must be finite (no NaN or inf)")
     if np.any(np.linalg.norm(a, axis=1) == 0) or np.any(np.linalg.norm(b, axis=1) == 0):
         raise ValueError("`x_l` and `x_prev` must have no zero rows (cosine distance undefined)")
-    t = float(t)
-    if not 0.0 <= t <= 2.0:
-        raise ValueError(f"`t` must be in [0, 2] (a cosine distance), got {t}")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"`delta` must be in (0, 1), got {delta}")
+    t = float(_v.check("t", t, 0.0, what="a cosine-distance threshold"))
+    delta = float(_v.check("delta", delta, 0.0, 1.0, low_closed=False, high_closed=False))
     n = a.shape[0]
     rho = _cosine_distance_matrix(a, b)
     inside = rho <= t

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from skipit.theory import _functional_checks as _c
+from skipit.theory import _validation as _c
 from skipit.theory._registry import register
 
 __all__ = ["geometric_sum", "theorem6_bound", "theorem6_bound_sqrt"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from skipit.theory import _functional_checks as _c
+from skipit.theory import _validation as _c
 from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
 

@@ -48,9 +48,9 @@ __all__ = [
     "BrojaSolution",
     "broja",
     "unique_information",
-    "redundancy",
+    "pid_redundancy",
     "synergy",
-    "pid",
+    "pid_decomposition",
     "lemma5_gap",
     "GATES",
 ]
@@ -283,6 +283,12 @@ def synergy(p, target=0, sources=(1, 2), base=2) -> float:
     return pid(p, target, sources, base).synergy
 
 
+#: Package-level names (``skipit.theory.pid_decomposition``): ``skipit.theory.pid`` and
+#: ``skipit.theory.redundancy`` are the modules, so the functions cannot take those names there.
+pid_decomposition = pid
+pid_redundancy = redundancy
+
+
 def lemma5_gap(p_xy, base=2) -> float:
     """Uni(X : X \\ Y) - H(X | Y) for a 2-d pmf ``p_xy`` (Lemma 5, App. E: it is 0).
 
@@ -345,7 +351,7 @@ register(
     status="definition",
 )
 register(
-    "pid",
+    "pid_decomposition",
     "Definition 5 (App. E; BROJA atoms)",
     "I(T;S1,S2) = Red + Uni_1 + Uni_2 + Syn, I(T;S1) = Red + Uni_1, I(T;S2) = Red + Uni_2, each atom >= 0. "
     "Example: AND gate (Red = 1.5 - 0.75 log2 3, Syn = 1/2 bit).",

@@ -33,7 +33,7 @@ from scipy import stats
 if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
     from jaxtyping import ArrayLike, Float
 
-from skipit.theory import _functional_checks as _c
+from skipit.theory import _validation as _c
 from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
 
@@ -92,8 +92,7 @@ def _samples(d, rho_max):
     a = np.asarray(d, dtype=float)
     if a.ndim == 0 or a.shape[-1] == 0:
         raise ValueError(f"`d` must hold at least one distance along its last axis, got shape {a.shape}")
-    _c.check("d", a, 0.0, rho_max)
-    return a
+    return _c.check("d", a, 0.0, rho_max)
 
 
 def _confidence(confidence):
@@ -259,14 +258,14 @@ def proximal_probability(d: Float[ArrayLike, "*repeats n"], t, confidence=0.95,
                          rho_max=COSINE_DISTANCE_MAX) -> ProbabilityEstimate:
     """Definition 2 estimator: the fraction of ``d < t`` and a Clopper-Pearson lower bound.
 
-    ``d``: i.i.d. samples of ``rho`` in ``[0, rho_max]``; ``t`` in ``[0, rho_max]``
-    (a threshold outside the distance's range is an error). With probability at least
+    ``d``: i.i.d. samples of ``rho`` in ``[0, rho_max]``; ``t >= 0`` (a threshold
+    above ``rho_max`` counts every distance: the whole range). With probability at least
     ``confidence``, ``P[rho < t] >= bound``, where ``bound`` is the ``1 - confidence``
     quantile of ``Beta(k, n - k + 1)`` (0 when ``k = 0``), k the count below t.
     """
     r = float(_c.positive("rho_max", rho_max))
     a = _samples(d, r)
-    tt = float(_c.check("t", t, 0.0, r))
+    tt = float(_c.check("t", t, 0.0))
     c = _confidence(confidence)
     n = a.shape[-1]
     k = np.sum(a < tt, axis=-1)
