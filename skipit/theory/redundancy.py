@@ -125,14 +125,6 @@ def _bound_args(n, delta):
     return nn, dl
 
 
-def _variance(variance, value_range):
-    v = _c.check("variance", variance)
-    tol = 1e-12 * value_range * value_range  # a variance from sums may fall an ulp below zero
-    if np.any(v < -tol):
-        raise ValueError(f"`variance` must be >= 0, got {float(np.min(v))!r}")
-    return np.maximum(v, 0.0)
-
-
 def mean_upper_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike, "*batch"] | None,
                      n, delta, value_range=COSINE_DISTANCE_MAX):
     """Upper confidence bound on ``E[X]`` from the sufficient statistics of a sample.
@@ -159,7 +151,7 @@ def mean_upper_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike
     if variance is None:
         bound = m + _hoeffding_excess(safe, dl, r)
     else:
-        v = _variance(variance, r)
+        v = _c.nonneg("variance", variance)  # a variance from sums may fall an ulp below 0
         bound = np.minimum(m + _hoeffding_excess(safe, dl / 2.0, r), m + _bernstein_excess(v, safe, dl / 2.0, r))
     out = np.where(nn < 2, r, np.minimum(bound, r))
     return _c.result(out, mean, variance, n, delta)
