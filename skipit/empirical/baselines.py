@@ -29,6 +29,7 @@ from skipit.empirical.skipping import TokenSkipper, early_exit, resolve_adapter
 __all__ = [
     "fastv_prune", "visual_token_withdrawal", "choose_vtw_layer", "answer_kl_per_layer",
     "matched_fastv_ratio", "matched_vtw_layer", "fastv_kept_count",
+    "fastv_selection",
 ]
 
 
@@ -41,6 +42,24 @@ def fastv_kept_count(keep_ratio, vision):
     keeps exactly ``k``.
     """
     return int(round(keep_ratio * vision))
+
+
+def fastv_selection(scores, vision, keep_ratio):
+    """BoolTensor[B, S]: the vision tokens FastV keeps, given the answer query's head-mean attention.
+
+    ``scores`` is ``(B, S)`` (attention of each example's answer query on every key, mean
+    over heads), ``vision`` the ``BoolTensor[B, S]`` of vision positions. Example ``b`` keeps
+    its ``fastv_kept_count(keep_ratio, n_b)`` vision tokens of highest score (``n_b`` its own
+    vision count); exact ties go to the earlier position, so the kept set never depends on
+    how ``topk`` orders equal values.
+    """
+    masked = scores.masked_fill(~vision, float("-inf"))
+    order = torch.sort(masked, dim=-1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    kept = torch.tensor([fastv_kept_count(keep_ratio, int(n)) for n in vision.sum(dim=1).tolist()],
+                        device=vision.device)
+    return vision & (rank < kept[:, None])
 
 
 def _answer_rows(attention_mask, batch, seq, device):
@@ -78,14 +97,7 @@ class _FastVSkipper(TokenSkipper):
             ratio = self.keep_ratio
 
             def on_layer(layer, probs):
-                score = probs.mean(dim=1).masked_fill(~vision, float("-inf"))  # [B, S]
-                counts = vision.sum(dim=1)
-                chosen = torch.zeros_like(vision)
-                for b in range(vision.shape[0]):
-                    k = fastv_kept_count(ratio, int(counts[b]))
-                    if k > 0:
-                        chosen[b, score[b].topk(k).indices] = True
-                self._selected = chosen
+                self._selected = fastv_selection(probs.mean(dim=1), vision, ratio)
 
             positions = _answer_rows(self._attention_mask2d, vision.shape[0], step.q, vision.device)
             probe = AttentionProbe(self.model, self.adapter, on_layer, layers=[self.prune_layer])

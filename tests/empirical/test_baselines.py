@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 from skipit.empirical.adapters import get_adapter  # noqa: E402
 from skipit.empirical.attention import AttentionProbe  # noqa: E402
 from skipit.empirical.baselines import (  # noqa: E402
-    answer_kl_per_layer, choose_vtw_layer, fastv_kept_count, fastv_prune, matched_fastv_ratio, matched_vtw_layer,
+    answer_kl_per_layer, choose_vtw_layer, fastv_kept_count, fastv_prune, fastv_selection, matched_fastv_ratio, matched_vtw_layer,
     visual_token_withdrawal,
 )
 from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer  # noqa: E402
@@ -113,6 +113,29 @@ def test_fastv_keeps_exactly_the_documented_count_and_flops_count_the_same(ratio
     other = int((~is_vision).sum())
     assert [skipper.layer_tokens[l] for l in range(1, N + 1)] == [other + 2 * vision] * K + [other + 2 * kept] * (N - K)
     assert tokens_per_layer(N, 10, vision, "fastv", K, keep_ratio=ratio)[K:] == [10 + kept] * (N - K)
+
+
+def test_fastv_selection_breaks_exact_ties_by_position_and_ignores_text_scores():
+    """Scores with exact ties (all equal; a tie at the cut) keep the earliest vision tokens;
+    a text position with the highest score is never chosen; each example has its own count."""
+    vision = torch.tensor([[False] + [True] * 16 + [False], [False, True, True, True, True, False] + [False] * 12])
+    scores = torch.zeros(2, 18)
+    scores[0, 0] = scores[0, 17] = 9.0  # text
+    scores[1, 2] = 0.5
+    scores[1, 3] = scores[1, 4] = 0.25  # tie at the cut of 2 kept (0.5 of 4)
+    chosen = fastv_selection(scores, vision, 0.5)
+    assert chosen[0].nonzero().flatten().tolist() == list(range(1, 9))
+    assert chosen[1].nonzero().flatten().tolist() == [2, 3]
+
+
+def test_fastv_selection_keeps_the_highest_scores():
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(1, 20, generator=gen)
+    vision = torch.zeros(1, 20, dtype=torch.bool)
+    vision[0, 4:14] = True
+    chosen = fastv_selection(scores, vision, 0.3)
+    top = set((scores[0, 4:14].topk(3).indices + 4).tolist())
+    assert set(chosen[0].nonzero().flatten().tolist()) == top
 
 
 def test_fastv_keeps_the_documented_count_per_example_when_counts_differ():
