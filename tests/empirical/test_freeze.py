@@ -329,3 +329,46 @@ def test_top_level_api_exports_freeze_and_skip():
 
     assert skipit.freeze is freeze and skipit.empirical.freeze is freeze
     assert skipit.skip is skip and skipit.empirical.skip is skip
+
+
+# -- `skipit skip --mode freeze` ---------------------------------------------------------
+from tests.empirical.test_evaluate import tiny_dir  # noqa: E402,F401  (the saved tiny LLaVA + digits)
+
+
+def _skip_cli(tiny_dir, *argv):
+    from skipit.cli import main
+
+    return main(["skip", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+                 "--repeats", "1", "--quiet", *argv])
+
+
+def test_skip_cli_freeze_json_reports_accuracy_time_and_flops(tiny_dir, capsys):
+    import json
+
+    assert _skip_cli(tiny_dir, "--mode", "freeze", "--layers", "2,4", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "freeze" and report["layers"] == [2, 4] and report["examples"] == 8
+    assert report["num_layers"] == N and set(report["full"]) == {"accuracy", "forward_s"}
+    assert 0 < report["skipped"]["flops_fraction"] < 1
+    assert report["skipped"]["predicted_speedup"] == pytest.approx(1 / report["skipped"]["flops_fraction"])
+
+
+def test_skip_cli_freeze_prints_the_layer_set(tiny_dir, capsys):
+    assert _skip_cli(tiny_dir, "--mode", "freeze", "--layers", "2-3") == 0
+    assert "freeze {2,3}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mode", "freeze", "--layers", "2,5"], r"--layers must lie in \[1, 4\], got \[5\]"),
+    (["--mode", "freeze", "--layers", "2,x"], r"--layers must look like 'all', '1,2,8', '2-12' or '2-12:2', got '2,x'"),
+    (["--mode", "freeze", "--layer", "2"], r"--mode freeze takes --layers LIST \(e.g. 6,8,10\), not --layer; "
+                                           r"got --layer 2 --layers None"),
+    (["--mode", "late-entry", "--layers", "2"], r"--mode late-entry takes --layer L, not --layers"),
+    (["--mode", "early-exit", "--layer", "9"], r"--layer must be in \[1, 4\] for this model, got 9"),
+])
+def test_skip_cli_bad_layers_are_one_line_errors(tiny_dir, capsys, argv, message):
+    import re
+
+    assert _skip_cli(tiny_dir, *argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
