@@ -183,7 +183,7 @@ def theorem3_mi_lower_bound_sharp(p_t, t, d, base=math.e):
     with np.errstate(divide="ignore", invalid="ignore"):
         term1 = np.where(a > 0, a * (np.log(np.where(a > 0, a, 1.0)) - logf), 0.0)
         term2 = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - log1mf), 0.0)
-    return _scalar(np.asarray(term1 + term2) / lb)
+    return _scalar(np.maximum(term1 + term2, 0.0) / lb)  # a KL divergence: >= 0 under round-off too
 
 
 # ----------------------------------------------------------------------------- Theorem 4
@@ -198,13 +198,15 @@ def theorem4_mi_lower_bound(p_t, p_min, p_max, base=math.e):
         I(X_l; X_prev) >= (1 - P_t) log(1/p_max) - P_t log(1 - p_min) - h(P_t).
 
     The paper's extra hypothesis p_min + p_max < 1 is not needed (the proof never uses
-    it; tests check the bound on exact pmfs that violate it). Vectorised.
+    it; tests check the bound on exact pmfs that violate it). Vectorised. Finite for every
+    p_max > 0, subnormal ones included (log p_max, never log(1/p_max), which overflows
+    below 1e-308).
     """
     lb = _lb(base)
     p = _v.probability("p_t", p_t)
     pmin, pmax = _pmin_pmax(p_min, p_max)
     with np.errstate(divide="ignore", invalid="ignore"):
-        val = (1.0 - p) * np.log(1.0 / pmax) - p * np.log1p(-pmin) - binary_entropy(p)
+        val = -(1.0 - p) * np.log(pmax) - p * np.log1p(-pmin) - binary_entropy(p)
     return _scalar(np.asarray(val) / lb)
 
 
@@ -304,7 +306,7 @@ def lemma4_expected_kl(p, base=math.e, require_markov=True, atol=1e-12):
         if np.any(qz[m] == 0):
             return math.inf
         total += p_ab[a, b] * float(np.sum(pz[m] * (np.log(pz[m]) - np.log(qz[m]))))
-    return total / lb
+    return max(total, 0.0) / lb  # a mean of KL divergences: >= 0 under round-off too
 
 
 def lemma4_gap(p, base=math.e, atol=1e-12):
