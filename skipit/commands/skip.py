@@ -60,9 +60,8 @@ def run(args):
     import torch
 
     from skipit.empirical.adapters import get_adapter
-    from skipit.empirical.data import build_inputs
-    from skipit.empirical.evaluate import predict
-    from skipit.empirical.flops import config_flops_fraction, example_token_counts
+    from skipit.empirical.evaluate import predict, token_counts
+    from skipit.empirical.flops import config_flops_fraction
 
     adapter = get_adapter(model)
     n = adapter.num_layers(model)
@@ -90,11 +89,7 @@ def run(args):
             runs[name].append(seconds)
             results[name] = sum(correct) / len(correct)
 
-    counts = []
-    for start in range(0, len(examples), args.batch_size):
-        inputs = build_inputs(processor, examples[start:start + args.batch_size], model)
-        counts += example_token_counts(adapter.vision_mask(inputs["input_ids"], model.config),
-                                       inputs.get("attention_mask"))
+    counts = token_counts(model, processor, examples, args.batch_size, adapter)
     # the oracle variant adds a full pass per prefill: no speed-up to predict
     fraction = None if mode.flops is None else config_flops_fraction(model.config, mode.flops, layer, counts)
     t_full, t_skip = statistics.median(runs["full"]), statistics.median(runs["skipped"])
