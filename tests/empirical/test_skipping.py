@@ -9,7 +9,7 @@ pytest.importorskip("transformers")
 
 from skipit.empirical.adapters import get_adapter  # noqa: E402
 from skipit.empirical.baselines import fastv_prune  # noqa: E402
-from skipit.empirical.skipping import early_exit, late_entry  # noqa: E402
+from skipit.empirical.skipping import early_exit, freeze, late_entry  # noqa: E402
 from skipit.empirical.testing import tiny_batch, tiny_examples, tiny_model, collate  # noqa: E402
 
 from skipit.empirical.testing import TINY_MODEL_TYPES as FAMILIES  # noqa: E402  every family C builds
@@ -277,6 +277,7 @@ CONTEXTS = [
     pytest.param(late_entry, dict(layer=3), id="late_entry"),
     pytest.param(late_entry, dict(layer=3, variant="oracle"), id="late_entry-oracle"),
     pytest.param(early_exit, dict(layer=2), id="early_exit"),
+    pytest.param(freeze, dict(layers=[2, 3]), id="freeze"),
 ]
 RAISING_CONTEXTS = CONTEXTS + [pytest.param(fastv_prune, dict(layer=2, keep_ratio=0.5), id="fastv_prune")]
 
@@ -347,3 +348,33 @@ def test_top_level_api_is_exported():
     import skipit
 
     assert skipit.late_entry is late_entry and skipit.early_exit is early_exit
+
+
+def test_every_registered_mode_opens_its_own_context():
+    """The registry (skipit.empirical.modes) is the one list of modes: each name opens the
+    context it names, with the layer argument it declares, and its FLOPs layout exists."""
+    from skipit.empirical.baselines import fastv_prune, visual_token_withdrawal
+    from skipit.empirical.flops import tokens_per_layer
+    from skipit.empirical.modes import FLOPS_MODES, MODES, SKIP_MODES, skip_context
+
+    model = _model("llava")
+    batch = tiny_batch(model, batch_size=2, padding_side="left", seed=12)
+    expected = {"late-entry": (late_entry, dict(layer=3)), "early-exit": (early_exit, dict(layer=2)),
+                "freeze": (freeze, dict(layers=[2, 3])),
+                "late-entry-oracle": (late_entry, dict(layer=3, variant="oracle")),
+                "fastv": (fastv_prune, dict(layer=2, keep_ratio=0.5)),
+                "vtw": (visual_token_withdrawal, dict(layer=2))}
+    assert set(MODES) == set(expected) and SKIP_MODES == ("late-entry", "early-exit", "freeze")
+    for name, (ctx, kw) in expected.items():
+        layer = kw.pop("layers", kw.pop("layer", None))
+        options = {k: v for k, v in kw.items() if k != "variant"}
+        with torch.no_grad(), MODES[name].context(model, layer, **options):
+            got = model(**batch).logits
+        direct = dict(kw, **({"layers": layer} if MODES[name].takes == "layers" else {"layer": layer}))
+        real = _real(batch, model)
+        assert torch.equal(got[real], _logits(model, batch, ctx, **direct)[real]), name
+        if MODES[name].flops is not None:
+            assert MODES[name].flops in FLOPS_MODES
+            tokens_per_layer(N, 5, 7, MODES[name].flops, layer, keep_ratio=options.get("keep_ratio"))
+    with pytest.raises(ValueError, match="`mode` must be one of late-entry, early-exit, freeze"):
+        skip_context(model, "sideways", 2)
