@@ -136,9 +136,11 @@ def to_rgb(img):
         import numpy as np
 
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) <= 65535) else 1.0
-        if img.mode == "F" or top == 1.0:
-            top = max(float(arr.max(initial=0)), 1.0) if arr.max(initial=0) > 1 else 1.0
+        peak = float(arr.max(initial=0.0))
+        if img.mode == "F":
+            top = 1.0 if peak <= 1.0 else peak  # floats in [0, 1], else the image's own range
+        else:
+            top = 65535.0 if peak <= 65535 else peak  # 16-bit data (PNG opens it as I;16 or I)
         scaled = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(scaled, mode="L").convert("RGB")
     if "A" in img.getbands() or img.info.get("transparency") is not None:

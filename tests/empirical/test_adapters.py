@@ -200,3 +200,32 @@ def test_saved_tiny_vlm_reloads_offline_with_tokenizer_and_image_processor(model
     inputs = dict(input_ids=ids, pixel_values=pixels["pixel_values"], **kwargs)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("model_type,begin,end", [
+    ("llava", [], []), ("deepseek_vl", [], []),
+    ("qwen2_5_vl", ["<image_start>"], ["<image_end>"]),
+    ("gemma3", ["<image_start>"], ["<image_end>"]),
+    ("idefics3", ["<fake_token_around_image>"], ["<fake_token_around_image>"]),
+])
+def test_image_markers_come_from_the_adapter(model_type, begin, end):
+    from skipit.empirical.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    got_begin, got_end = get_adapter(tiny_config(model_type)).image_markers(tiny_config(model_type), tok)
+    assert tok.convert_ids_to_tokens(got_begin) == begin and tok.convert_ids_to_tokens(got_end) == end
+
+
+def test_family_knowledge_lives_only_in_the_adapters():
+    """No marker, token-count field or family name is spelled out by the loading and processor modules."""
+    import inspect
+
+    from skipit.empirical import loading, processors
+
+    family_fields = ("boi_token", "eoi_token", "vision_start_token_id", "vision_end_token_id", "mm_tokens_per_image",
+                     "scale_factor", "fake_token_around_image", "image_grid_thw", "merge_size")
+    for module in (loading, processors):
+        code = inspect.getsource(module)
+        found = [f for f in family_fields if f in code]
+        assert not found, f"{module.__name__} holds family knowledge: {found}"
+    assert "model_type ==" not in inspect.getsource(processors) + inspect.getsource(loading)

@@ -260,3 +260,44 @@ def test_batches_are_padded_and_end_at_the_prompt(tmp_path):
     alone = build_inputs(processor, examples[:1], model=model)
     real = inputs["input_ids"][0][mask[0].bool()]
     assert real.tolist() == alone["input_ids"][0].tolist()
+
+
+def test_transparent_pixels_are_composited_on_white(tmp_path):
+    """RGBA as transformers' convert_to_rgb does it: a transparent pixel is white, not its hidden colour."""
+    from skipit.empirical.data import to_rgb
+
+    rgba = Image.new("RGBA", (2, 1), (0, 0, 0, 0))
+    rgba.putpixel((1, 0), (200, 10, 10, 255))
+    assert np.asarray(to_rgb(rgba)).reshape(-1, 3).tolist() == [[255, 255, 255], [200, 10, 10]]
+    half = Image.new("LA", (1, 1), (0, 128))
+    assert to_rgb(half).getpixel((0, 0)) == (127, 127, 127)  # black at alpha 128/255 over white
+    rgba.save(tmp_path / "a.png")
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "question": "q", "answer": "a"}) + "\n")
+    examples, _ = load_jsonl(path)
+    assert examples[0].image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_sixteen_bit_images_are_scaled_not_saturated(tmp_path):
+    from skipit.empirical.data import to_rgb
+
+    arr = np.array([[0, 257 * 128, 65535]], dtype=np.uint16)
+    img = Image.fromarray(arr)
+    assert img.mode.startswith("I;16")
+    assert np.asarray(to_rgb(img))[0, :, 0].tolist() == [0, 128, 255]
+    img.save(tmp_path / "deep.png")  # reopens as a 16-bit (or 32-bit "I") grayscale
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"image": "deep.png", "question": "q", "answer": "a"}) + "\n")
+    examples, _ = load_jsonl(path)
+    assert np.asarray(examples[0].image)[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_data_sha256_covers_reference_answers_but_keeps_old_fingerprints():
+    from skipit.empirical.data import data_sha256
+
+    a = Example(Image.new("RGB", (8, 8), (0, 0, 0)), "q", "a")
+    b = Example(Image.new("RGB", (8, 8), (0, 0, 1)), "q", "a")
+    assert data_sha256([a, b]) == SHA256_A_B  # no references: the fingerprint of before
+    with_refs = Example(a.image, "q", "a", references=["a", "b"])
+    other_refs = Example(a.image, "q", "a", references=["a", "c"])
+    assert len({data_sha256([with_refs, b]), data_sha256([other_refs, b]), SHA256_A_B}) == 3

@@ -229,3 +229,155 @@ def test_local_model_files_are_real_saves(tmp_path):
     for (name, p), (ref_name, q) in zip(got.items(), ref.items(), strict=True):
         assert name == ref_name and torch.equal(p, q), name
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llava"
+
+
+# ------------------------------------------------- real checkpoints' inputs (issue 11)
+
+def _bos_adding_tokenizer(**special):
+    """The tiny word-level tokenizer, but adding ``<s>`` in front with special tokens on, as the
+    Llama-3 and Gemma 3 tokenizers do (a ``TemplateProcessing`` post-processor)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    from skipit.empirical.testing import BOS_ID, tiny_tokenizer
+
+    backend = tiny_tokenizer().backend_tokenizer
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS_ID)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  unk_token="<pad>", extra_special_tokens=special)
+    tok.padding_side = "left"
+    return tok
+
+
+# a chat template that writes the BOS itself, as Gemma 3's and Llama 3's do
+BOS_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{% for item in message['content'] %}"
+                "{% if item['type'] == 'image' %} <image_start>{% else %} {{ item['text'] }}{% endif %}"
+                "{% endfor %}{% endfor %}{% if add_generation_prompt %} answer :{% endif %}")
+
+
+def _gemma3_checkpoint(directory):
+    """A tiny Gemma 3 saved with a real ``Gemma3Processor`` (Gemma-style tokenizer and template)."""
+    import transformers as tf
+
+    from skipit.empirical.testing import tiny_model
+
+    model = tiny_model("gemma3", num_layers=2)
+    model.save_pretrained(directory)
+    tok = _bos_adding_tokenizer(boi_token="<image_start>", eoi_token="<image_end>", image_token="<image>")
+    processor = tf.Gemma3Processor(image_processor=tf.Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+                                   tokenizer=tok, image_seq_length=model.config.mm_tokens_per_image,
+                                   chat_template=BOS_TEMPLATE)
+    processor.save_pretrained(directory)
+    return str(directory)
+
+
+def test_one_bos_when_the_chat_template_writes_it(tmp_path):
+    """A template writing ``{{ bos_token }}``, then tokenising with special tokens, gives
+    ``<s> <s>`` unless special tokens are left out (a LLaVA checkpoint on a Llama-3-style tokenizer)."""
+    import transformers as tf
+
+    from skipit.empirical.testing import BOS_ID, tiny_model
+
+    model = tiny_model("llava", num_layers=2)
+    model.save_pretrained(tmp_path)
+    side = model.config.vision_config.image_size
+    tf.LlavaProcessor(image_processor=tf.CLIPImageProcessor(size={"shortest_edge": side},
+                                                            crop_size={"height": side, "width": side}),
+                      tokenizer=_bos_adding_tokenizer(), patch_size=model.config.vision_config.patch_size,
+                      vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+                      image_token="<image>", num_additional_image_tokens=1,
+                      chat_template=BOS_TEMPLATE.replace("<image_start>", "<image>")).save_pretrained(tmp_path)
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+    img = Image.new("RGB", (8, 8), (10, 200, 30))
+    inputs = build_inputs(processor, [Example(img, "what digit", "one"), Example(img, "is the digit even", "no")],
+                          model=model)
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        real = ids[mask.bool()].tolist()
+        assert real[0] == BOS_ID and real.count(BOS_ID) == 1
+
+
+def test_gemma3_processor_gets_one_image_list_per_sample_and_one_bos(tmp_path):
+    """Gemma3Processor refuses a flat image list at batch size > 1; the template writes the BOS,
+    so tokenising with special tokens must not add a second one."""
+    from transformers import Gemma3Processor
+
+    from skipit.empirical.testing import BOS_ID
+
+    model, processor, _ = load_model_and_processor(_gemma3_checkpoint(tmp_path), device="cpu")
+    assert isinstance(processor, Gemma3Processor)
+    img = Image.new("RGB", (8, 8), (10, 200, 30))
+    inputs = build_inputs(processor, [Example(img, "what digit", "one"), Example(img, "is the digit even", "no")],
+                          model=model)
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        real = ids[mask.bool()].tolist()
+        assert real[0] == BOS_ID and real.count(BOS_ID) == 1
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+
+
+@pytest.mark.parametrize("filename", ["chat_template.json", "chat_template.jinja"])
+def test_a_checkpoints_template_file_is_used_where_the_tokenizer_has_none(tmp_path, filename):
+    """A Qwen-style directory keeps its chat template in chat_template.json (or .jinja): the prompt
+    is that template's, not ``USER: ... ASSISTANT:``; its image markers are the template's."""
+    from skipit.empirical.data import build_prompt
+    from skipit.empirical.testing import save_tiny_vlm
+
+    save_tiny_vlm("qwen2_5_vl", tmp_path)
+    template = ("{% for message in messages %}{% for item in message['content'] %}{% if item['type'] == 'image' %}"
+                " <image_start> <image> <image_end>{% else %} {{ item['text'] }}{% endif %}{% endfor %}{% endfor %}"
+                "{% if add_generation_prompt %} answer :{% endif %}")
+    path = tmp_path / filename
+    path.write_text(json.dumps({"chat_template": template}) if filename.endswith(".json") else template)
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+    example = Example(Image.new("RGB", (32, 32), (90, 90, 90)), "what digit", "one")
+    assert build_prompt(processor, example) == " <image_start> <image> <image_end> what digit answer :"
+    inputs = build_inputs(processor, [example], model=model)
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()
+
+
+def test_idefics3_stand_in_refuses_split_images(tmp_path):
+    """Without the family processor, split tiles cannot be laid out as Idefics3Processor does: refused."""
+    from skipit.empirical.testing import save_tiny_vlm
+
+    save_tiny_vlm("idefics3", tmp_path)
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    config["do_image_splitting"] = True
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+    with pytest.raises(SkipitError, match=r"idefics3: image splitting \(do_image_splitting\) is on, but the family's "
+                                          r"processor could not be assembled here"):
+        build_inputs(processor, [Example(Image.new("RGB", (64, 32)), "what digit", "one")], model=model)
+
+
+def test_images_a_family_cannot_take_are_caught_before_the_run(tmp_path):
+    """Qwen2.5-VL refuses aspect ratios beyond 200: a 400x1 image is named up front, or skipped."""
+    from skipit.empirical.data import check_examples_for
+    from skipit.empirical.testing import save_tiny_vlm
+
+    save_tiny_vlm("qwen2_5_vl", tmp_path)
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+    good = Example(Image.new("RGB", (32, 32)), "what digit", "one", source="d.jsonl:1")
+    thin = Example(Image.new("RGB", (400, 1)), "what digit", "one", source="d.jsonl:2")
+    with pytest.raises(SkipitError, match=r"1 example\(s\) this model cannot take:\n  d.jsonl:2: image of 400x1 "
+                                          r"pixels: its aspect ratio is beyond qwen2_5_vl's limit of 200:1"):
+        check_examples_for(model, processor, [good, thin])
+    kept, skipped = check_examples_for(model, processor, [good, thin], skip_bad=True)
+    assert kept == [good] and [name for name, _ in skipped] == ["d.jsonl:2"]
+
+
+def test_prompt_longer_than_the_context_is_refused_naming_the_example(tmp_path):
+    from skipit.empirical.data import check_examples_for
+    from skipit.empirical.testing import save_tiny_vlm
+
+    save_tiny_vlm("llava", tmp_path)
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+    img = Image.new("RGB", (8, 8))
+    short, long = Example(img, "what digit", "one", source="d:1"), Example(img, "what digit " * 40, "one", source="d:2")
+    n_short = int(build_inputs(processor, [short], model=model)["input_ids"].shape[1])
+    model.config.text_config.max_position_embeddings = n_short + 5
+    with pytest.raises(SkipitError, match=rf"prompt longer than the model's context of {n_short + 5} tokens: d:2 "
+                                          r"\(\d+ tokens\)"):
+        build_inputs(processor, [short, long], model=model)
+    kept, skipped = check_examples_for(model, processor, [short, long], skip_bad=True)
+    assert kept == [short] and skipped[0][0] == "d:2"
