@@ -27,11 +27,6 @@ def _metric(example, metric=None):
     return check_metric(metric or example.metric or "letter")
 
 
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextlib.contextmanager
 def _left_padding(processor):
     """Pad on the left while generating (the new tokens follow every prompt's last token)."""
@@ -52,6 +47,7 @@ def predict_answers_timed(model, processor, examples, *, batch_size=16, context=
     """``(answers, seconds)``: :func:`predict_answers` and the wall time of the model's calls
     (on CUDA the device is synchronised before and after each)."""
     from skipit.empirical.data import DEFAULT_MAX_NEW_TOKENS, build_inputs
+    from skipit.empirical.evaluate import _synchronize
     from skipit.empirical.loading import input_device
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

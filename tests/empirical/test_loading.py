@@ -271,12 +271,26 @@ def _gemma3_checkpoint(directory):
     return str(directory)
 
 
+def _assert_one_bos_per_prompt(directory):
+    """Load ``directory``, build a padded batch of two prompts, check each starts with one BOS."""
+    from skipit.empirical.testing import BOS_ID
+
+    model, processor, _ = load_model_and_processor(directory, device="cpu")
+    img = Image.new("RGB", (8, 8), (10, 200, 30))
+    inputs = build_inputs(processor, [Example(img, "what digit", "one"), Example(img, "is the digit even", "no")],
+                          model=model)
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        real = ids[mask.bool()].tolist()
+        assert real[0] == BOS_ID and real.count(BOS_ID) == 1
+    return model, processor, inputs
+
+
 def test_one_bos_when_the_chat_template_writes_it(tmp_path):
     """A template writing ``{{ bos_token }}``, then tokenising with special tokens, gives
     ``<s> <s>`` unless special tokens are left out (a LLaVA checkpoint on a Llama-3-style tokenizer)."""
     import transformers as tf
 
-    from skipit.empirical.testing import BOS_ID, tiny_model
+    from skipit.empirical.testing import tiny_model
 
     model = tiny_model("llava", num_layers=2)
     model.save_pretrained(tmp_path)
@@ -287,13 +301,7 @@ def test_one_bos_when_the_chat_template_writes_it(tmp_path):
                       vision_feature_select_strategy=model.config.vision_feature_select_strategy,
                       image_token="<image>", num_additional_image_tokens=1,
                       chat_template=BOS_TEMPLATE.replace("<image_start>", "<image>")).save_pretrained(tmp_path)
-    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
-    img = Image.new("RGB", (8, 8), (10, 200, 30))
-    inputs = build_inputs(processor, [Example(img, "what digit", "one"), Example(img, "is the digit even", "no")],
-                          model=model)
-    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
-        real = ids[mask.bool()].tolist()
-        assert real[0] == BOS_ID and real.count(BOS_ID) == 1
+    _assert_one_bos_per_prompt(str(tmp_path))
 
 
 def test_gemma3_processor_gets_one_image_list_per_sample_and_one_bos(tmp_path):
@@ -301,16 +309,8 @@ def test_gemma3_processor_gets_one_image_list_per_sample_and_one_bos(tmp_path):
     so tokenising with special tokens must not add a second one."""
     from transformers import Gemma3Processor
 
-    from skipit.empirical.testing import BOS_ID
-
-    model, processor, _ = load_model_and_processor(_gemma3_checkpoint(tmp_path), device="cpu")
+    model, processor, inputs = _assert_one_bos_per_prompt(_gemma3_checkpoint(tmp_path))
     assert isinstance(processor, Gemma3Processor)
-    img = Image.new("RGB", (8, 8), (10, 200, 30))
-    inputs = build_inputs(processor, [Example(img, "what digit", "one"), Example(img, "is the digit even", "no")],
-                          model=model)
-    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
-        real = ids[mask.bool()].tolist()
-        assert real[0] == BOS_ID and real.count(BOS_ID) == 1
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()
 
