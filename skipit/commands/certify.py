@@ -55,17 +55,21 @@ def add_parser(subparsers):
     v.add_argument("--max-new-tokens", type=int, default=1, metavar="K",
                    help="compare greedy generations of up to K tokens (free-form data) instead of the "
                         "one-token answer (default: 1)")
-    v.add_argument("--freeze-order", default="redundancy", choices=["redundancy", "contribution"],
+    v.add_argument("--freeze-order", default="contribution", choices=["redundancy", "contribution"],
                    help="order of the freeze chain: the certified vision redundancy U_l (the paper's statistic) or "
                         "ShortV's layer contribution (output KL when the layer's vision update is removed, on "
                         "--order-samples statistics examples); either is computed on the statistics split only "
-                        "(default: redundancy)")
+                        "(default: contribution, which predicts harm far better on the demo model; see README)")
     v.add_argument("--order-samples", type=int, default=64, metavar="K",
                    help="statistics examples used by --freeze-order contribution (default: 64)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="resume from the checkpoint in --out when there is one (default: on)")
     p.add_argument("--checkpoint-every", type=int, default=8, metavar="K",
                    help="save the statistics every K batches (default: 8)")
+    p.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
+                   help="at most N padded prompt tokens (batch size x longest prompt) per statistics batch, "
+                        "so long image sequences (LLaVA-NeXT, Qwen2.5-VL) fit in memory; a longer example runs "
+                        "alone (default: no cap, --batch-size examples per batch)")
     return p
 
 
@@ -172,53 +176,67 @@ def format_table(certificate):
 
 
 def run(args):
-    from skipit.commands._common import parse_threads, set_threads
+    from skipit.commands._common import offload_folder, parse_threads, placement_from_args, set_threads
     from skipit.errors import SkipitError
 
     settings = settings_from_args(args)
     if args.samples < 0:
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
+    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
+        raise SkipitError(f"--max-batch-tokens must be >= 1, got {args.max_batch_tokens}")
     threads = parse_threads(args.threads)
 
     from skipit.empirical.data import load_examples
-    from skipit.empirical.loading import resolve_device
+    from skipit.empirical.distributed import context_from_environment, distributed, run_on_main
 
-    resolve_device(args.device)
+    placement_from_args(args, context_from_environment())  # --device, --device-map, --max-memory: before any work
     data = args.data or DEFAULT_DATA
     examples, report = load_examples(data, skip_bad=args.skip_bad, limit=args.samples or None)
     for line, why in report.skipped:
         print(f"skipit certify: skipped line {line} of {report.source}: {why}", file=sys.stderr)
 
+    import contextlib
+
     from skipit.empirical.files import output_directory
 
-    with output_directory(args.out, what="--out", command="skipit certify") as out_dir:
+    # Under torchrun every rank runs this; rank 0 alone locks --out and writes the results.
+    with distributed(args.device) as ctx, contextlib.ExitStack() as stack:
+        out_dir = run_on_main(lambda: stack.enter_context(
+            output_directory(args.out, what="--out", command="skipit certify")), ctx)
+        offload = stack.enter_context(offload_folder(out_dir, ctx))
         import torch  # only now: the data and --out are checked before any model work
 
         from skipit.empirical.certify import certify, write_certificate
-        from skipit.empirical.loading import load_model_and_processor
+        from skipit.empirical.loading import input_device, load_model_and_processor
         from skipit.empirical.plots import write_plots
 
-        model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+        model, processor, info = load_model_and_processor(args.model, dtype=args.dtype, offload_folder=offload,
+                                                          **placement_from_args(args, ctx))
         set_threads(threads, model)
-        if not args.no_progress:
+        if not args.no_progress and ctx.is_main:
+            ranks = f", {ctx.world_size} processes" if ctx.world_size > 1 else ""
             print(f"certifying {info['name']} ({info['model_type']}, {info['source']}) on {report.source}: "
-                  f"{len(examples)} examples, batch size {args.batch_size}", file=sys.stderr)
+                  f"{len(examples)} examples, batch size {args.batch_size}{ranks}", file=sys.stderr)
         checkpoint_dir = os.path.join(out_dir, CHECKPOINT_SUBDIR)
+        run_info = {"device": str(input_device(model)), "dtype": str(model.dtype).replace("torch.", ""),
+                    "samples": len(examples), "threads": torch.get_num_threads()}
+        if args.device_map is not None:
+            run_info["device_map"] = args.device_map
         try:
             certificate = certify(
                 model, processor, examples, settings, checkpoint_dir=checkpoint_dir, progress=not args.no_progress,
                 model_info=info,
                 data_info={"source": report.source, "file_sha256": report.sha256,
                            "skipped_lines": [n for n, _ in report.skipped]},
-                run_info={"device": str(next(model.parameters()).device),
-                          "dtype": str(model.dtype).replace("torch.", ""), "samples": len(examples),
-                          "threads": torch.get_num_threads()})
+                run_info=run_info, ctx=ctx, max_batch_tokens=args.max_batch_tokens)
         except KeyboardInterrupt:
-            print(f"skipit certify: the statistics up to the last checkpoint are in {checkpoint_dir}; "
-                  "rerun the same command to resume", file=sys.stderr)
+            if ctx.is_main:
+                print(f"skipit certify: the statistics up to the last checkpoint are in {checkpoint_dir}; "
+                      "rerun the same command to resume", file=sys.stderr)
             raise
-        path = write_certificate(certificate, out_dir)
-        pngs = write_plots(certificate, out_dir)
-    print(format_table(certificate))
-    print(f"wrote {path}, {', '.join(pngs)}")
+        path, pngs = run_on_main(lambda: (write_certificate(certificate, out_dir),
+                                          write_plots(certificate, out_dir)), ctx)
+    if ctx.is_main:
+        print(format_table(certificate))
+        print(f"wrote {path}, {', '.join(pngs)}")
     return 0

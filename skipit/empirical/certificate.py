@@ -118,7 +118,7 @@ class CertifySettings:
     calibration_fraction: float = 0.5
     split_seed: int = 0
     max_new_tokens: int = 1
-    freeze_order: str = "redundancy"
+    freeze_order: str = "contribution"
     order_examples: int = 64
     batch_size: int = 8
     checkpoint_every: int = 4
