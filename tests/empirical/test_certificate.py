@@ -456,6 +456,14 @@ def test_candidate_chains_are_ordered_from_the_statistics():
     assert [c["layers"] for c in candidate_chains(layers, order=[3, 1])["freeze"]] == [[3], [1, 3]]
 
 
+def test_freeze_order_by_other_scores_is_ascending_without_the_last_layer():
+    """Any score computed on the statistics split (e.g. ShortV's contribution) orders the chain the
+    same way: ascending, ties by l, layer N left out."""
+    layers = _cert_layers([0.3, 0.1, 0.2, 0.1, 0.05, 0.01])
+    scores = {1: 0.0, 2: 0.5, 3: 0.2, 4: 0.2, 5: 0.9, 6: -1.0}
+    assert freeze_order(layers, scores) == [1, 3, 4, 2, 5]
+
+
 @pytest.mark.parametrize("order", [[0, 2], [7], [2, 2]])
 def test_candidate_chains_refuse_a_bad_order(order):
     with pytest.raises(ValueError, match=r"`order` must list distinct layers in \[1, 6\], got \["):
@@ -716,6 +724,8 @@ def test_a_certificate_for_another_model_is_refused(tmp_path, key, value, words)
     ({"batch_size": 2.0}, r"^`batch_size` must be in the integers >= 1, got 2\.0$"),
     ({"checkpoint_every": True}, r"^`checkpoint_every` must be in the integers >= 1, got True$"),
     ({"max_new_tokens": -1}, r"^`max_new_tokens` must be in the integers >= 1, got -1$"),
+    ({"order_examples": 0}, r"^`order_examples` must be in the integers >= 1, got 0$"),
+    ({"freeze_order": "random"}, r"^`freeze_order` must be in \{redundancy, contribution\}, got 'random'$"),
     ({"thresholds": (0.05, 2.5)}, r"^`thresholds` must be non-empty values in \(0, 2\), got \[0\.05, 2\.5\]$"),
     ({"thresholds": ()}, r"^`thresholds` must be non-empty values in \(0, 2\), got \[\]$"),
     ({"proximal_t": 0.03}, r"^`proximal_t` must be one of the captured `thresholds` \[0\.01, 0\.02, 0\.05, 0\.1\], "

@@ -363,3 +363,217 @@ def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llav
     finally:
         with torch.no_grad():
             layer_norm.copy_(saved)
+
+
+# ----------------------------------------------------------------------- verification
+
+def _missing(module, attribute):
+    """The reason to skip when ``module.attribute`` (built by another work item) is not there yet."""
+    try:
+        found = hasattr(importlib.import_module(module), attribute)
+    except ImportError:
+        found = False
+    return None if found else f"needs {module}.{attribute}, not built yet"
+
+
+def _require(*pairs):
+    reasons = [r for r in (_missing(m, a) for m, a in pairs) if r]
+    if reasons:
+        pytest.skip("; ".join(reasons))
+
+
+VERIFY_NEEDS = (("skipit.empirical.flops", "config_flops_fraction"), ("skipit.empirical.modes", "skip_context"),
+                ("skipit.empirical.evaluate", "predict"), ("skipit.empirical.skipping", "freeze"))
+
+
+@pytest.fixture(scope="module")
+def quiet_llava(tiny_llava):
+    """The tiny LLaVA with decoder layers 1 and 2 made exact identities (output projection and MLP
+    down-projection zero): skipping or freezing them changes no answer, so the chains run past
+    their first candidates and certify something."""
+    import copy
+
+    import torch
+
+    model, processor, info = tiny_llava
+    quiet = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in quiet.model.language_model.layers[:2]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return quiet, processor, dict(info, location=info["location"] + "#quiet")
+
+
+def _direct_answers(model, processor, examples, context=None):
+    """One-token answers one example at a time (no padding): argmax of the last position's
+    logits, decoded and normalised; independent of the batched path certify takes."""
+    import contextlib
+
+    import torch
+
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.evaluate import normalise_answer
+
+    out = []
+    for example in examples:
+        with torch.inference_mode(), (context() if context else contextlib.nullcontext()):
+            logits = model(**build_inputs(processor, [example], model=model)).logits
+        out.append(normalise_answer(processor.tokenizer.decode([int(logits[0, -1].argmax())])))
+    return out
+
+
+def _direct_context(model, config):
+    from skipit.empirical import skipping
+
+    if config["mode"] == "freeze":
+        return lambda: skipping.freeze(model, layers=config["layers"])
+    fn = skipping.late_entry if config["mode"] == "late-entry" else skipping.early_exit
+    return lambda: fn(model, layer=config["layer"])
+
+
+def _direct_token_counts(model, processor, examples):
+    from skipit.empirical.adapters import get_adapter
+    from skipit.empirical.data import build_inputs
+
+    adapter = get_adapter(model)
+    counts = []
+    for example in examples:
+        ids = build_inputs(processor, [example], model=model)["input_ids"]
+        vision = int(adapter.vision_mask(ids, model.config).sum())
+        counts.append((ids.shape[1] - vision, vision))
+    return counts
+
+
+VERIFY_SETTINGS = {"tolerance": 0.5, "confidence": 0.7}  # level 0.1 per chain: 0 of 6 changed is rejected
+
+
+def test_verification_counts_equal_a_direct_comparison_of_answers(quiet_llava):
+    """Every tested config's ``changed`` equals a one-example-at-a-time comparison of its answers
+    with the full model's on the calibration split; ``flops_fraction`` is the FLOPs model on the
+    calibration examples' own token counts; each chain is the statistics-ordered candidate list
+    up to its first config not rejected; statistics come from the statistics split alone."""
+    _require(*VERIFY_NEEDS)
+    from skipit.empirical.certificate import candidate_chains, split_indices
+    from skipit.empirical.flops import config_flops_fraction
+    from tests.empirical.certify_helpers import digit_examples
+
+    model, processor, _ = quiet_llava
+    examples = digit_examples(12)
+    cert = _run(quiet_llava, examples, verify=True, **VERIFY_SETTINGS)
+    settings = CertifySettings(batch_size=3, **VERIFY_SETTINGS)
+    stats_idx, calib_idx = split_indices(12, settings)
+    calibration = [examples[i] for i in calib_idx]
+    _assert_numbers_equal_the_capture_engine(cert, model, processor, [examples[i] for i in stats_idx], 3)
+    assert cert["data"]["statistics_examples"] == 6 and cert["data"]["calibration_examples"] == 6
+
+    verification = cert["verification"]
+    assert verification["examples"] == 6
+    reference = _direct_answers(model, processor, calibration)
+    counts = _direct_token_counts(model, processor, calibration)
+    chains = candidate_chains(cert["layers"], order=verification["freeze_order"]["layers"])
+    by_mode = {}
+    for config in verification["configs"]:
+        by_mode.setdefault(config["mode"], []).append(config)
+        answers = _direct_answers(model, processor, calibration, _direct_context(model, config))
+        assert config["changed"] == sum(a != r for a, r in zip(answers, reference)), config
+        assert config["examples"] == 6
+        layer = config["layers"] if config["mode"] == "freeze" else config["layer"]
+        assert config["flops_fraction"] == pytest.approx(
+            config_flops_fraction(model.config, config["mode"], layer, counts), rel=1e-12)
+    for mode, tested in by_mode.items():
+        keys = [{k: c[k] for k in ("mode", "layer", "layers") if k in c} for c in tested]
+        assert keys == chains[mode][:len(tested)], mode
+        stopped = [not c["certified"] for c in tested]
+        assert stopped == [False] * (len(tested) - 1) + [True] or (not any(stopped)
+                                                                  and len(tested) == len(chains[mode]))
+    certified = [c for c in verification["configs"] if c["certified"]]
+    assert {(c["mode"], c.get("layer")) for c in certified} >= {("late-entry", 2), ("late-entry", 3)}
+    assert {"mode": "freeze", "layers": [1]} in [{"mode": c["mode"], "layers": c.get("layers")} for c in certified]
+    assert verification["recommended"] == min(certified, key=lambda c: c["flops_fraction"]) | {
+        "predicted_speedup": 1 / min(c["flops_fraction"] for c in certified)}
+
+
+def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, tmp_path, monkeypatch):
+    """Killed during verification after the reference answers and one candidate: the resume
+    reuses both from the checkpoint (no statistics forward, two answer passes fewer) and gives
+    the uninterrupted certificate."""
+    _require(*VERIFY_NEEDS)
+    import skipit.empirical.certify as certify_module
+    from tests.empirical.certify_helpers import digit_examples
+
+    model = quiet_llava[0]
+    examples = digit_examples(12)
+    real = certify_module._answers
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(certify_module, "_answers", counting)
+    whole = _run(quiet_llava, examples, verify=True, checkpoint_dir=tmp_path / "a", **VERIFY_SETTINGS)
+    total_calls = len(calls)
+    assert total_calls >= 4  # the reference and at least one candidate per chain
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    calls.clear()
+    monkeypatch.setattr(certify_module, "_answers", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        _run(quiet_llava, examples, verify=True, checkpoint_dir=tmp_path / "b", **VERIFY_SETTINGS)
+    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert len(state["reference"]) == 6 and list(state["results"]) == ["late-entry:2"]
+
+    calls.clear()
+    monkeypatch.setattr(certify_module, "_answers", counting)
+    forwards = []
+    handle = model.register_forward_hook(lambda *a: forwards.append(1))
+    try:
+        resumed = _run(quiet_llava, examples, verify=True, checkpoint_dir=tmp_path / "b", **VERIFY_SETTINGS)
+    finally:
+        handle.remove()
+    assert len(calls) == total_calls - 2
+    assert len(forwards) == 2 * len(calls)  # 6 calibration examples in batches of 3; no statistics forward
+    assert resumed == whole
+
+
+def test_generated_answers_are_compared_when_max_new_tokens_exceeds_one(quiet_llava):
+    """Free-form data (metric ``exact``): greedy generations of up to K tokens, normalised for the
+    metric, are compared; the counts equal a direct one-example-at-a-time greedy generation under
+    the same skipping."""
+    _require(*VERIFY_NEEDS, ("skipit.empirical.answers", "predict_answers"))
+    import contextlib
+    import dataclasses
+
+    import torch
+
+    from skipit.empirical.certificate import split_indices
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.metrics import normalise_for
+    from tests.empirical.certify_helpers import digit_examples
+
+    model, processor, _ = quiet_llava
+    examples = [dataclasses.replace(e, metric="exact") for e in digit_examples(8)]
+    cert = _run(quiet_llava, examples, verify=True, max_new_tokens=3, **VERIFY_SETTINGS)
+    assert cert["verification"]["answer"].startswith("greedy generation of up to 3 tokens")
+    calibration = [examples[i] for i in split_indices(8, CertifySettings(**VERIFY_SETTINGS))[1]]
+
+    def generated(context=None, tokens=3):
+        out = []
+        for example in calibration:
+            inputs = build_inputs(processor, [example], model=model)
+            with torch.inference_mode(), (context() if context else contextlib.nullcontext()):
+                ids = model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+            out.append(normalise_for("exact", processor.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:],
+                                                                         skip_special_tokens=True)))
+        return out
+
+    reference = generated()
+    assert reference != generated(tokens=1)  # the later tokens are part of the answers compared
+    for config in cert["verification"]["configs"]:
+        answers = generated(_direct_context(model, config))
+        assert config["changed"] == sum(a != r for a, r in zip(answers, reference)), config
