@@ -208,6 +208,15 @@ def test_cached_generation_equals_recomputation(family):
     assert torch.equal(cached, ref)
 
 
+def test_beam_search_with_cache_equals_beam_search_without():
+    model = _model("qwen2_5_vl")
+    batch = tiny_batch(model, batch_size=2, padding_side="left", seed=6)
+    with torch.no_grad(), freeze(model, layers=[2, 3]):
+        cached = model.generate(**batch, max_new_tokens=3, num_beams=3, **GEN)
+        plain = model.generate(**batch, max_new_tokens=3, num_beams=3, use_cache=False, **GEN)
+    assert torch.equal(cached, plain)
+
+
 def test_frozen_layer_cache_holds_the_vision_keys():
     """The frozen layer's cache has every prompt position (its vision keys included); the
     layers it runs on text only in a prefill still decode against all of them."""
