@@ -86,7 +86,9 @@ def test_step_5_monotonicity_and_the_sharper_minimiser():
     d = a * sp.log(a / q) + (1 - a) * sp.log((1 - a) / (1 - q))
     assert sp.simplify(sp.diff(d, q) - (q - a) / (q * (1 - q))) == 0
     # the paper's form is Step 4 with q replaced by p_max in the first log and p_min in the second
-    paper = SYMBOLIC["theorem4_mi_lower_bound"].subs(P, 1 - a)
+    # (for 0 < P_t < 1: the general branch of the Piecewise that makes 0 log 0 = 0)
+    interior = SYMBOLIC["theorem4_mi_lower_bound"].replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[-1][0])
+    paper = interior.subs(P, 1 - a)
     ref = a * sp.log(1 / pmax) + (1 - a) * sp.log(1 / (1 - pmin)) + a * sp.log(a) + (1 - a) * sp.log(1 - a)
     assert sp.simplify(sp.expand_log(paper - ref, force=True)) == 0
     # adversarial numeric points: sharp >= paper everywhere on a grid including the edges

@@ -112,14 +112,21 @@ def _scalar(x):
 # ----------------------------------------------------------------------------- sympy forms
 _P, _pmin, _pmax, _hx, _B, _cmi, _hc, _C = sp.symbols("p_t p_min p_max h_x B cmi h_cond C", real=True)
 _t, _d = sp.symbols("t d", positive=True)
-_h2 = -_P * sp.log(_P) - (1 - _P) * sp.log(1 - _P)
+
+
+def _xlogy_over(x, y):
+    """x log(x / y) with the convention 0 log(0 / y) = 0 (sympy's x log x is NaN at x = 0)."""
+    return sp.Piecewise((0, sp.Eq(x, 0)), (x * sp.log(x / y), True))
+
+
+_h2 = -_xlogy_over(_P, 1) - _xlogy_over(1 - _P, 1)
 _F = sp.Piecewise(
     (sp.betainc_regularized((_d - 1) / 2, sp.Rational(1, 2), 0, _t * (2 - _t)) / 2, _t <= 1),
     (1 - sp.betainc_regularized((_d - 1) / 2, sp.Rational(1, 2), 0, _t * (2 - _t)) / 2, True),
 )
 
 SYMBOLIC = {
-    "theorem3_mi_lower_bound": (1 - _P) * (-sp.log(_F)) - sp.log(2),
+    "theorem3_mi_lower_bound": sp.Piecewise((0, sp.Eq(_P, 1)), ((1 - _P) * (-sp.log(_F)), True)) - sp.log(2),
     "theorem4_mi_lower_bound": (1 - _P) * sp.log(1 / _pmax) - _P * sp.log(1 - _pmin) - _h2,
     "corollary4_conditional_entropy_upper_bound": _hx + sp.log(_pmax) + _h2 + _P * sp.log((1 - _pmin) / _pmax),
     "theorem5_bound": 2 * _B**2 * _cmi,
@@ -127,8 +134,8 @@ SYMBOLIC = {
 }
 _a = 1 - _P
 _q4 = sp.Max(_pmin, sp.Min(_a, _pmax))
-SYMBOLIC["theorem3_mi_lower_bound_sharp"] = _a * sp.log(_a / _F) + _P * sp.log(_P / (1 - _F))
-SYMBOLIC["theorem4_mi_lower_bound_sharp"] = _a * sp.log(_a / _q4) + _P * sp.log(_P / (1 - _q4))
+SYMBOLIC["theorem3_mi_lower_bound_sharp"] = _xlogy_over(_a, _F) + _xlogy_over(_P, 1 - _F)
+SYMBOLIC["theorem4_mi_lower_bound_sharp"] = _xlogy_over(_a, _q4) + _xlogy_over(_P, 1 - _q4)
 ARGUMENTS = {
     "theorem3_mi_lower_bound": (_P, _t, _d),
     "theorem4_mi_lower_bound": (_P, _pmin, _pmax),

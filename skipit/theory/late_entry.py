@@ -40,7 +40,7 @@ __all__ = ["geometric_sum", "theorem6_bound", "theorem6_bound_sqrt"]
 _mu, _lam, _eps, _delta = sp.symbols("mu lam eps delta", nonnegative=True)
 _L = sp.Symbol("L", positive=True, integer=True)
 _entry = sp.Symbol("entry", nonnegative=True, integer=True)
-_S = (_lam**_L - 1) / (_lam - 1)
+_S = sp.Piecewise((_L, sp.Eq(_lam, 1)), ((_lam**_L - 1) / (_lam - 1), True))  # the limit at lam = 1
 
 SYMBOLIC = {
     "theorem6_bound": _mu * ((_L - _entry) * _eps + _delta * _S),

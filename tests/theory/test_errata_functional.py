@@ -92,9 +92,12 @@ def test_theorem6_stated_bound_fails_for_late_entry_of_the_raw_vision_input():
 
 
 def test_theorem6_closed_form_divides_by_zero_at_lam_one():
-    expr = late_entry.SYMBOLIC["theorem6_bound"]
-    at_one = expr.subs({s: v for s, v in zip(late_entry.ARGUMENTS["theorem6_bound"], (1, 1, 0.1, 0.1, 3, 1))})
-    assert at_one is sp.nan
+    """The paper's (lam^L - 1)/(lam - 1) is 0/0 at lam = 1; the library's sympy form is Piecewise, = L there."""
+    mu, lam, eps, delta, L, entry = late_entry.ARGUMENTS["theorem6_bound"]
+    at_one = dict(zip((mu, lam, eps, delta, L, entry), (1, 1, sp.Rational(1, 10), sp.Rational(1, 10), 3, 1)))
+    papers = mu * ((L - 1) * eps + delta * (lam**L - 1) / (lam - 1))
+    assert papers.subs(at_one) is sp.nan
+    assert late_entry.SYMBOLIC["theorem6_bound"].subs(at_one) == 2 * sp.Rational(1, 10) + 3 * sp.Rational(1, 10)
     assert theorem6_bound(1.0, 1.0, 0.1, 0.1, 3) == pytest.approx(2 * 0.1 + 3 * 0.1)
 
 
