@@ -272,6 +272,7 @@ def _from_bundled(name, limit=None):
 # --------------------------------------------------------------------------------------
 
 _DATASET_FILES = (".parquet", ".arrow")
+_SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "validation": "val"}
 
 
 def _is_saved_dataset(path):
@@ -349,6 +350,8 @@ def _open_dataset(source, split, subset):
             if len(splits) != 1:
                 raise SkipitError(f"--data {source} has splits {', '.join(splits)}; choose one with --split")
             split = splits[0]
+        if split not in loaded and _SPLIT_ALIASES.get(split) in loaded:
+            split = _SPLIT_ALIASES[split]  # datasets names a "val-*.parquet" split "validation"
         if split not in loaded:
             raise SkipitError(f"--split must be one of {', '.join(splits)} for {source}, got {split!r}")
         loaded = loaded[split]

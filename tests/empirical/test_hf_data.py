@@ -296,3 +296,36 @@ def test_jsonl_and_bundled_sets_keep_the_one_token_letter_metric(tmp_path):
     examples, report = load_examples("digits-test", limit=3)
     assert report.metric == "letter" and report.max_new_tokens == 1
     assert all(e.metric == "letter" and e.references == [] for e in examples)
+
+
+def test_the_readme_mmstar_command_reads_a_cached_mmstar_layout(tmp_path, monkeypatch):
+    """MMStar's layout (options inside the question, a letter as answer, split ``val``) under the
+    README's arguments: scored by the letter, with LLaVA's instruction appended to the question."""
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
+    images, _ = _digits(3)
+    questions = [f"Which digit? Options: A: {a}, B: {b}" for a, b in (("1", "2"), ("3", "4"), ("5", "6"))]
+    cache = tmp_path / "hub"
+    snapshot = cache / "datasets--lmms-lab--MMStar" / "snapshots" / "feedbeef"
+    (snapshot / "mmstar").mkdir(parents=True)
+    datasets.Dataset.from_dict({"index": [0, 1, 2], "question": questions, "image": images, "answer": ["A", "B", "A"],
+                                "category": ["x"] * 3},
+                               features=datasets.Features({"index": datasets.Value("int64"),
+                                                           "question": datasets.Value("string"),
+                                                           "image": datasets.Image(),
+                                                           "answer": datasets.Value("string"),
+                                                           "category": datasets.Value("string")})
+                               ).to_parquet(str(snapshot / "mmstar" / "val-00000-of-00001.parquet"))
+    (cache / "datasets--lmms-lab--MMStar" / "refs").mkdir()
+    (cache / "datasets--lmms-lab--MMStar" / "refs" / "main").write_text("feedbeef")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    args = parser.parse_args(["--data", "lmms-lab/MMStar", "--split", "val", "--image-column", "image",
+                              "--question-column", "question", "--answer-column", "answer", "--metric", "letter"])
+    examples, report = examples_from_args(args)
+    assert [e.answer for e in examples] == ["A", "B", "A"] and report.metric == "letter"
+    assert examples[1].question == questions[1] + "\n" + MCQ_INSTRUCTION
+    assert report.source == "lmms-lab/MMStar[validation]" and report.max_new_tokens == 1  # datasets' name for val
