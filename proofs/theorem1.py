@@ -9,8 +9,10 @@ y. If E[rho(X_l, X_prev)] <= eps/2, then
     E||E[Z|X_l] - E[Z|X_prev]||^2  <=  (alpha + beta)^2 * 2 E[rho]  <=  (alpha + beta)^2 eps
                                     <=  2(alpha^2 + beta^2) eps           (the paper's bound).
 
-The paper's strict "<" holds when E[rho] < eps/2 and alpha + beta > 0; it fails for
-alpha = beta = 0 (both sides 0). The paper's hypothesis "E[rho(X, Y)]" means
+The constant (alpha + beta)^2 is a supremum that no law attains: whenever alpha + beta > 0
+(and eps > 0) the inequality is strict, E||E[Z|X_l] - E[Z|X_prev]||^2 < (alpha + beta)^2 eps,
+even when E[rho] = eps/2 (Step 9). Hence the paper's strict "<" holds whenever
+alpha + beta > 0; it fails only for alpha = beta = 0 (both sides 0, Step 8). The paper's hypothesis "E[rho(X, Y)]" means
 E[rho(X_l, X_prev)]. Its eq. (22) compares h with E[X_prev | X_l = x], a point of the
 X-space, not a value of h; the step that follows from it is false (counterexample in
 ``tests/theory/test_errata_functional.py``). The repair is Step 3 below.
@@ -36,7 +38,35 @@ Step 7 (tightness). Let s, s' be uniform signs with P(s = s') = (1 + r)/2,
         Then the left side is (1 - r^2)(alpha^2 + beta^2 + 2 alpha beta r) sin^2 th and
         E||X_l - X_prev||^2 = 2(1 - r) sin^2 th; their ratio tends to (alpha + beta)^2 as
         r -> 1. So (alpha + beta)^2 cannot be lowered, and for alpha = beta neither can
-        the paper's 2(alpha^2 + beta^2).
+        the paper's 2(alpha^2 + beta^2). For r < 1 the ratio is below 1:
+        2(alpha + beta)^2 - (1 + r)(alpha^2 + beta^2 + 2 alpha beta r)
+        = (1 - r)(alpha^2 + beta^2 + 2 alpha beta (2 + r)) > 0.
+Step 8 (alpha = beta = 0). Then h is constant, E[Z|X_l] = E[Z|X_prev] = h and both sides
+        are 0: the paper's strict "<" is false, "<=" holds with equality.
+Step 9 (no law attains the supremum). Let alpha + beta > 0, eps > 0 and suppose equality
+        E||f - g||^2 = (alpha + beta)^2 eps, f = E[Z|X_l], g = E[Z|X_prev]. Every step above
+        is then an equality; with D = ||X_l - X_prev||_2, 2E[rho] = D^2 = eps > 0 and, for
+        A = f(X_l) - H and B = H - g(X_prev) (so f - g = A + B), ||A + B|| = ||A|| + ||B||,
+        ||A||_2 = beta D and ||B||_2 = alpha D.
+        (a) A and B both nonzero. Equality in Minkowski in the Hilbert space L2 gives A = cB,
+            c > 0. A is orthogonal to every function of X_l, B to every function of X_prev
+            (Step 3), so E<A, f> = E<B, g> = 0 and
+            E||f - g||^2 = E<A + B, f - g> = E<B, f> - E<A, g> = E<A, f>/c - c E<B, g> = 0,
+            contradicting E||f - g||^2 = (alpha + beta)^2 eps > 0.
+        (b) B = 0. Then alpha D = 0, so alpha = 0, beta > 0, and h(x, y) = k(y) with k
+            beta-Lipschitz. Equality in Step 3 needs E[k(X_prev) | X_l] = k(X_l) and
+            ||k(X_prev) - k(X_l)|| = beta ||X_prev - X_l|| a.s. Given X_l = x, let Y, Y' be two
+            independent draws of X_prev, m = E[Y]. Then
+            2 beta^2 E||Y - x||^2 = 2 E||k(Y) - k(x)||^2 = E||k(Y) - k(Y')||^2
+                                  <= beta^2 E||Y - Y'||^2 = 2 beta^2 (1 - ||m||^2),
+            and with ||x|| = ||Y|| = 1, E||Y - x||^2 = 2 - 2<x, m>, so
+            ||m - x||^2 = (2 - 2<x, m>) - (1 - ||m||^2) <= 0: m = x, hence E<x, Y> = 1 and
+            Y = x a.s. (the sphere is strictly convex). So X_prev = X_l a.s. and D = 0,
+            a contradiction.
+        (c) A = 0 is (b) with the roles of X_l and X_prev exchanged.
+        So equality is impossible: the bound is strict, and by Step 7 the constant is still
+        the least possible. (Without the unit-norm constraint (b) can be attained: X_l = 0,
+        X_prev = +-1, h(x, y) = y.)
 
 Code: ``theorem1_bound`` (paper), ``theorem1_bound_sharp``.
 """
@@ -44,10 +74,14 @@ Code: ``theorem1_bound`` (paper), ``theorem1_bound_sharp``.
 import numpy as np
 import sympy as sp
 from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from skipit.theory import theorem1_bound, theorem1_bound_sharp
 from skipit.theory.functional import SYMBOLIC
-from skipit.theory.testing import LinearTask, finite_pairs, finite_triples, linear_tasks, theorem1_extremal_pairs
+from skipit.theory.testing import (
+    LinearTask, finite_pairs, finite_probabilities, finite_triples, linear_tasks, nonlinear_tasks, theorem1_extremal_pairs,
+    unit_vectors,
+)
 
 alpha, beta, r, th = sp.symbols("alpha beta r theta", nonnegative=True)
 TOL = 1e-10
@@ -77,12 +111,19 @@ def test_step_2_minkowski(pairs, task):
     assert lhs <= _l2(pairs, H - f_l[:, None, :]) + _l2(pairs, H - f_prev[None, :, :]) + TOL
 
 
-@given(finite_pairs(dim=3, max_atoms=4), linear_tasks(dim=3, k=2))
+def _diagonal(task, pairs):
+    """(h(xs[i], xs[i]), h(ys[j], ys[j])): the version of h on the diagonal, evaluated directly."""
+    if isinstance(task, LinearTask):
+        return pairs.xs @ (task.A + task.B).T + task.c, pairs.ys @ (task.A + task.B).T + task.c
+    return task.h(pairs.xs, pairs.xs), task.h(pairs.ys, pairs.ys)
+
+
+@given(finite_pairs(dim=3, max_atoms=4), st.one_of(linear_tasks(dim=3, k=2), nonlinear_tasks(dim=3)))
 def test_step_3_and_4_mmse_with_the_diagonal_version_of_h(pairs, task):
+    """Pythagoras and the comparison with h(X_l, X_l), for linear h and for non-separable non-linear h."""
     H = task.values(pairs)
     f_l, f_prev = pairs.conditional_means(H)
-    g_l = pairs.xs @ (task.A + task.B).T + task.c  # h(x, x)
-    g_prev = pairs.ys @ (task.A + task.B).T + task.c  # h(y, y)
+    g_l, g_prev = _diagonal(task, pairs)
     var_l = _l2(pairs, H - f_l[:, None, :]) ** 2
     to_g = _l2(pairs, H - g_l[:, None, :]) ** 2
     assert abs(to_g - (var_l + float(pairs.p_l @ np.sum((f_l - g_l) ** 2, axis=1)))) < TOL * (1 + to_g)
@@ -93,7 +134,7 @@ def test_step_3_and_4_mmse_with_the_diagonal_version_of_h(pairs, task):
     assert _l2(pairs, H - g_prev[None, :, :]) ** 2 <= task.alpha**2 * msd * (1 + 1e-9) + TOL
 
 
-@given(finite_pairs(dim=3, max_atoms=4), linear_tasks(dim=3, k=2))
+@given(finite_pairs(dim=3, max_atoms=4), st.one_of(linear_tasks(dim=3, k=2), nonlinear_tasks(dim=3)))
 def test_step_5_conclusion_with_lemma2(pairs, task):
     m = pairs.mean_cosine_distance()
     assume(m > 1e-9)
@@ -130,6 +171,81 @@ def test_step_7_extremal_law_in_closed_form():
     assert 0.9998 < ratio <= 1.0 + 1e-12
 
 
-def test_step_8_strict_inequality_needs_alpha_plus_beta_positive():
-    assert theorem1_bound(0.0, 0.0, 0.1) == 0.0  # LHS = 0 for constant Z: 0 < 0 is false
-    assert theorem1_bound_sharp(1e-3, 0.0, 0.1) > 0.0
+def test_step_7_ratio_below_one_for_every_r_below_one():
+    gap = 2 * (alpha + beta) ** 2 - (1 + r) * (alpha**2 + beta**2 + 2 * alpha * beta * r)
+    assert sp.expand(gap - (1 - r) * (alpha**2 + beta**2 + 2 * alpha * beta * (2 + r))) == 0
+
+
+@given(finite_triples(dim=3, max_atoms=3, k=2, bound=2.0), st.data())
+def test_step_8_alpha_beta_zero_both_sides_are_zero(triple, data):
+    """Z independent of (X_l, X_prev): h is the constant E[Z] (alpha = beta = 0). The left side,
+    computed from the joint law, is 0, and so is the bound: equality, so the paper's "<" fails."""
+    pairs = triple.pairs
+    law_z = data.draw(finite_probabilities(triple.zs.shape[0]))
+    joint = pairs.probs[:, :, None] * law_z[None, None, :]  # P(X_l = i, X_prev = j, Z = m)
+    cell = pairs.probs[:, :, None] > 0  # on null cells h's version is free: take E[Z] there too
+    h = np.divide(np.einsum("ijm,mk->ijk", joint, triple.zs), pairs.probs[:, :, None],
+                  out=np.broadcast_to(law_z @ triple.zs, pairs.probs.shape + (triple.zs.shape[1],)).copy(), where=cell)
+    lhs = pairs.functional_redundancy(h)
+    eps = max(2 * pairs.mean_cosine_distance(), 1e-3)
+    assert lhs <= 1e-28 and theorem1_bound(0.0, 0.0, eps) == 0.0 == theorem1_bound_sharp(0.0, 0.0, eps)
+    assert not theorem1_bound(0.0, 0.0, eps) > 0.0  # "lhs < bound" would need 0 < 0
+
+
+@given(finite_pairs(dim=3, max_atoms=4), st.one_of(linear_tasks(dim=3, k=2), nonlinear_tasks(dim=3)))
+def test_step_9a_orthogonality_gives_the_cross_term_identity(pairs, task):
+    """E<A, f> = E<B, g> = 0 and E||f - g||^2 = E<B, f> - E<A, g>, A = f(X_l) - H, B = H - g(X_prev)."""
+    H = task.values(pairs)
+    f, g = pairs.conditional_means(H)
+    A, B = f[:, None, :] - H, H - g[None, :, :]
+
+    def inner(U, V):
+        return float(np.sum(pairs.probs * np.sum(U * V, axis=-1)))
+
+    F, G = np.broadcast_to(f[:, None, :], H.shape), np.broadcast_to(g[None, :, :], H.shape)
+    scale = 1.0 + inner(H, H)
+    assert abs(inner(A, F)) <= TOL * scale and abs(inner(B, G)) <= TOL * scale
+    assert abs(pairs.expected_squared_difference(f, g) - (inner(B, F) - inner(A, G))) <= TOL * scale
+
+
+def test_step_9a_collinear_a_b_force_zero():
+    """Substituting A = cB (so <B, f> = <A, f>/c and <A, g> = c <B, g>) and the orthogonality
+    <A, f> = <B, g> = 0 into the identity of Step 9a leaves 0."""
+    c = sp.Symbol("c", positive=True)
+    A_f, B_g = sp.symbols("A_f B_g")
+    lhs = A_f / c - c * B_g  # E<B, f> - E<A, g> with A = cB
+    assert lhs.subs({A_f: 0, B_g: 0}) == 0
+    assert sp.simplify(lhs * c - (A_f - c**2 * B_g)) == 0
+
+
+def test_step_9b_sphere_algebra():
+    """(2 - 2<x, m>) - (1 - ||m||^2) - ||m - x||^2 = 1 - ||x||^2, which is 0 on the sphere."""
+    x = sp.symbols("x1:4", real=True)
+    m = sp.symbols("m1:4", real=True)
+    dot = lambda u, v: sum(ui * vi for ui, vi in zip(u, v))  # noqa: E731
+    diff = [mi - xi for mi, xi in zip(m, x)]
+    assert sp.expand((2 - 2 * dot(x, m)) - (1 - dot(m, m)) - dot(diff, diff) - (1 - dot(x, x))) == 0
+
+
+@given(finite_probabilities(4), st.lists(unit_vectors(3), min_size=4, max_size=4), unit_vectors(3),
+       nonlinear_tasks(dim=3))
+def test_step_9b_independent_copies_and_the_mean_on_the_sphere(p, ys, x, task):
+    """For a finite law of Y on the sphere and unit x: E||k(Y) - k(Y')||^2 = 2 E||k(Y) - E k(Y)||^2,
+    E||Y - Y'||^2 = 2(1 - ||m||^2) and E||Y - x||^2 = 2 - 2<x, m>, m = E[Y]."""
+    Y = np.array(ys)
+    k = task.h(Y, Y)  # any function of Y
+    pair = p[:, None] * p[None, :]
+    kk = np.sum((k[:, None, :] - k[None, :, :]) ** 2, axis=-1)
+    assert abs(np.sum(pair * kk) - 2 * p @ np.sum((k - p @ k) ** 2, axis=-1)) <= TOL * (1 + np.sum(pair * kk))
+    m = p @ Y
+    assert abs(np.sum(pair * np.sum((Y[:, None] - Y[None]) ** 2, axis=-1)) - 2 * (1 - m @ m)) <= TOL
+    assert abs(p @ np.sum((Y - x) ** 2, axis=1) - (2 - 2 * x @ m)) <= TOL
+
+
+@given(finite_pairs(dim=3, max_atoms=4), st.one_of(linear_tasks(dim=3, k=2), nonlinear_tasks(dim=3)))
+def test_step_9_strict_inequality_on_exact_laws(pairs, task):
+    """alpha + beta > 0 and E[rho] > 0: the left side is strictly below (alpha + beta)^2 2 E[rho]."""
+    m = pairs.mean_cosine_distance()
+    assume(m > 1e-6 and task.alpha + task.beta > 1e-3)
+    lhs = pairs.functional_redundancy(task.values(pairs))
+    assert lhs < theorem1_bound_sharp(task.alpha, task.beta, 2 * m)

@@ -7,11 +7,13 @@ expectations are exact: a test that fails on them is a counterexample, not noise
   ``P[i, j] = P(X_l = xs[i], X_prev = ys[j])``, with exact conditional means.
 * :class:`LinearTask`: ``h(x, y) = A x + B y + c`` with Lipschitz constants
   ``alpha = ||A||_2``, ``beta = ||B||_2`` (spectral norms, exact).
+* :class:`NonlinearTask`: ``h(x, y) = a sin(u.x) + b tanh(w.y) + c sin(u.x) cos(w.y)``,
+  not separable, with Lipschitz constants ``alpha = a + |c|``, ``beta = b + |c|``.
 * :class:`FiniteTriple`: ``(X_l, X_prev, Z)`` with ``Z`` finitely supported in a ball of
   radius ``bound`` given each cell.
 
 Strategies: :func:`unit_vectors`, :func:`finite_probabilities`, :func:`finite_pairs`
-(optionally with a chosen mean cosine distance), :func:`linear_tasks`,
+(optionally with a chosen mean cosine distance), :func:`linear_tasks`, :func:`nonlinear_tasks`,
 :func:`bounded_vectors`, :func:`finite_triples`; :func:`theorem1_extremal_pairs` is the
 near-extremal law of Theorem 1 (a plain constructor).
 """
@@ -27,11 +29,13 @@ from hypothesis import strategies as st
 __all__ = [
     "FinitePairs",
     "LinearTask",
+    "NonlinearTask",
     "FiniteTriple",
     "unit_vectors",
     "finite_probabilities",
     "finite_pairs",
     "linear_tasks",
+    "nonlinear_tasks",
     "bounded_vectors",
     "finite_triples",
     "theorem1_extremal_pairs",
@@ -104,6 +108,38 @@ class LinearTask:
     def values(self, pairs):
         """``h(xs[i], ys[j])`` on the grid of ``pairs``, shape (a, b, k)."""
         return (pairs.xs @ self.A.T)[:, None, :] + (pairs.ys @ self.B.T)[None, :, :] + self.c
+
+
+@dataclass(frozen=True)
+class NonlinearTask:
+    """``h(x, y) = a sin(u.x) + b tanh(w.y) + c sin(u.x) cos(w.y)`` (one output), ``u, w`` unit vectors.
+
+    Lipschitz in x with ``alpha = a + |c|``: the x-gradient is ``(a + c cos(w.y)) cos(u.x) u``;
+    in y with ``beta = b + |c|``: the y-gradient is ``(b sech^2(w.y) - c sin(u.x) sin(w.y)) w``.
+    """
+
+    a: float
+    b: float
+    c: float
+    u: np.ndarray  # (d,), unit
+    w: np.ndarray  # (d,), unit
+
+    @property
+    def alpha(self):
+        return self.a + abs(self.c)
+
+    @property
+    def beta(self):
+        return self.b + abs(self.c)
+
+    def h(self, x, y):
+        """``h`` at rows ``x`` (..., d) and ``y`` (..., d), broadcast; shape (..., 1)."""
+        sx, wy = np.sin(x @ self.u), y @ self.w
+        return (self.a * sx + self.b * np.tanh(wy) + self.c * sx * np.cos(wy))[..., None]
+
+    def values(self, pairs):
+        """``h(xs[i], ys[j])`` on the grid of ``pairs``, shape (a, b, 1)."""
+        return self.h(pairs.xs[:, None, :], pairs.ys[None, :, :])
 
 
 @dataclass(frozen=True)
@@ -191,6 +227,14 @@ def linear_tasks(draw, dim=3, k=2, max_entry=2.0):
         return np.array(draw(st.lists(entry, min_size=rows * cols, max_size=rows * cols))).reshape(rows, cols)
 
     return LinearTask(matrix(k, dim), matrix(k, dim), matrix(1, k)[0])
+
+
+@st.composite
+def nonlinear_tasks(draw, dim=3, max_coef=2.0):
+    """A :class:`NonlinearTask` with ``a, b`` in ``[0, max_coef]``, ``c`` in ``[-1, 1]``."""
+    coef = st.floats(0.0, max_coef, allow_nan=False)
+    return NonlinearTask(draw(coef), draw(coef), draw(st.floats(-1.0, 1.0, allow_nan=False)),
+                         draw(unit_vectors(dim)), draw(unit_vectors(dim)))
 
 
 @st.composite

@@ -140,7 +140,8 @@ def theorem1_bound(alpha, beta, eps):
     Returns ``2 (alpha^2 + beta^2) eps``.
 
     Errata: (i) the paper's strict ``<`` fails for ``alpha = beta = 0`` (both sides 0);
-    it holds when ``alpha + beta > 0`` and ``E[rho] < eps/2``. (ii) Eq. (22) of the proof
+    it holds whenever ``alpha + beta > 0``, even with ``E[rho] = eps/2`` (no law attains
+    the sharp constant; ``proofs/theorem1.py``, Step 9). (ii) Eq. (22) of the proof
     compares h with ``E[X_prev | X_l = x]`` (a vector of the wrong space); the valid step
     compares ``h(X_l, X_prev)`` with ``h(X_l, X_l)``, a function of ``X_l``, which needs
     the version of h on the diagonal. (iii) The constant is sharp only for
@@ -162,6 +163,13 @@ def theorem1_bound_sharp(alpha, beta, eps):
     ``(alpha+beta)^2 <= 2(alpha^2+beta^2)``, with equality iff ``alpha = beta``.
     Tight: a doubly-symmetric binary pair on the sphere with correlation ``r -> 1`` and
     ``h(x, y) = alpha x_2 + beta y_2`` reaches ratio ``(1+r)/2 (alpha^2+beta^2+2 alpha beta r)/(alpha+beta)^2 -> 1``.
+
+    The constant ``(alpha + beta)^2`` is a supremum that no law attains: for
+    ``alpha + beta > 0`` the inequality is strict,
+    ``E||E[Z|X_l] - E[Z|X_prev]||^2 < (alpha + beta)^2 eps``. Equality would make the
+    Minkowski step an equality of collinear residuals, which forces
+    ``E||E[Z|X_l] - E[Z|X_prev]||^2 = 0``, or (one residual zero) ``X_prev = X_l`` a.s. on
+    the sphere (``proofs/theorem1.py``, Step 9). For ``alpha = beta = 0`` both sides are 0.
     """
     a, b = _lipschitz(alpha, beta)
     e = _c.positive("eps", eps)
@@ -223,10 +231,11 @@ register("proposition1_mean_bound", "Proposition 1 (Sec. 3.4), forward form",
 register("theorem1_bound", "Theorem 1 (Sec. 3.2, proof App. A.2)",
          _T1_STATEMENT + "E||E[Z|X_l] - E[Z|X_prev]||^2 <= 2(alpha^2 + beta^2) eps.",
          {"alpha": 1.0, "beta": 0.5, "eps": 0.1}, "corrected",
-         "Strict < fails for alpha = beta = 0; eq. (22) compares h with E[X_prev|X_l=x] (wrong space), fixed by "
+         "Strict < fails for alpha = beta = 0 (holds whenever alpha + beta > 0); eq. (22) compares h with E[X_prev|X_l=x] (wrong space), fixed by "
          "comparing with h(X_l, X_l); 'E[rho(X,Y)]' means E[rho(X_l, X_prev)]; constant sharp only when alpha = beta.")
 register("theorem1_bound_sharp", "Theorem 1 (Sec. 3.2), sharper",
-         _T1_STATEMENT + "E||E[Z|X_l] - E[Z|X_prev]||^2 <= (alpha + beta)^2 eps (tight).",
+         _T1_STATEMENT + "E||E[Z|X_l] - E[Z|X_prev]||^2 <= (alpha + beta)^2 eps; strict if alpha + beta > 0, "
+         "constant not improvable (a supremum no law attains).",
          {"alpha": 1.0, "beta": 0.5, "eps": 0.1}, "sharper than the paper")
 register("theorem2_bound", "Theorem 2 (Sec. 3.2, proof App. A.2)",
          "Hypotheses of Theorem 1, eta_l = E||f_l(X_l) - E[Z|X_l]||^2, eta_prev likewise  =>  "
