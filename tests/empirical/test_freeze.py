@@ -19,6 +19,7 @@ from skipit.empirical.baselines import fastv_prune  # noqa: E402
 from skipit.empirical.skipping import early_exit, freeze, late_entry, skip  # noqa: E402
 from skipit.empirical.testing import TINY_MODEL_TYPES as FAMILIES  # noqa: E402
 from skipit.empirical.testing import collate, tiny_batch, tiny_examples, tiny_model  # noqa: E402
+from tests.empirical.test_skipping import _logits, _real, _zero_layers  # noqa: E402
 
 N = 4
 ATOL = 1e-5
@@ -41,19 +42,6 @@ def _model(model_type, attn=None, dtype=torch.float32):
 
 def _vision(model, batch):
     return get_adapter(model).vision_mask(batch["input_ids"], model.config)
-
-
-def _text(model, batch):
-    """BoolTensor[B, S]: the non-padding text positions (what the answer reads)."""
-    return batch["attention_mask"].bool() & ~_vision(model, batch)
-
-
-def _logits(model, batch, ctx=None, **kw):
-    with torch.no_grad():
-        if ctx is None:
-            return model(**batch).logits
-        with ctx(model, **kw):
-            return model(**batch).logits
 
 
 class _Reference:
@@ -117,17 +105,6 @@ def _reference_logits(model, batch, frozen, **kw):
         return model(**batch).logits
 
 
-def _zero_updates(model, layers):
-    """Make decoder layers (1-based) exact identities: attention and MLP outputs are 0."""
-    dec = get_adapter(model).decoder_layers(model)
-    with torch.no_grad():
-        for l in layers:
-            for mod in (dec[l - 1].self_attn.o_proj, dec[l - 1].mlp.down_proj):
-                mod.weight.zero_()
-                if getattr(mod, "bias", None) is not None:
-                    mod.bias.zero_()
-
-
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param
@@ -145,9 +122,9 @@ def test_freezing_identity_layers_changes_nothing(family):
     them keeps the full model's logits, while freezing them in the unmodified model moves
     the logits (so the comparison can fail)."""
     model = tiny_model(family, seed=0, num_layers=N)
-    _zero_updates(model, [2, 3])
+    _zero_layers(model, [2, 3])
     batch = tiny_batch(model, batch_size=3, padding_side="left", seed=2)
-    text = _text(model, batch)
+    text = _real(batch, model)
     assert torch.allclose(_logits(model, batch, freeze, layers=[2, 3])[text], _logits(model, batch)[text],
                           atol=ATOL)
     plain = _model(family)
@@ -162,7 +139,7 @@ def test_freezing_equals_the_full_compute_reference(family, padding_side, attn):
     vision rows reset after each frozen layer; padding on either side."""
     model = _model(family, attn)
     batch = tiny_batch(model, batch_size=3, padding_side=padding_side, seed=3)
-    text = _text(model, batch)
+    text = _real(batch, model)
     got = _logits(model, batch, freeze, layers=[2, 3])
     assert torch.allclose(got[text], _reference_logits(model, batch, {2, 3})[text], atol=ATOL)
 
@@ -173,7 +150,7 @@ def test_freezing_layer_3_is_not_freezing_layer_2_or_4(family):
     layer 3 (1-based) and differs from freeze [2] and freeze [4]."""
     model = _model(family)
     batch = tiny_batch(model, batch_size=2, padding_side="left", seed=4)
-    text = _text(model, batch)
+    text = _real(batch, model)
     three = _logits(model, batch, freeze, layers=[3])[text]
     assert torch.allclose(three, _reference_logits(model, batch, {3})[text], atol=ATOL)
     for other in (2, 4):
@@ -255,7 +232,7 @@ def test_frozen_layers_process_only_text_queries(family):
 def test_bfloat16_freezing_equals_the_reference(family, attn):
     model = _model(family, attn, torch.bfloat16)
     batch = tiny_batch(model, batch_size=3, padding_side="left", seed=9)
-    text = _text(model, batch)
+    text = _real(batch, model)
     got = _logits(model, batch, freeze, layers=[2, 3])
     ref = _reference_logits(model, batch, {2, 3})
     assert torch.isfinite(got[text]).all()
@@ -271,7 +248,7 @@ def test_skip_composes_late_entry_early_exit_and_freeze(family, enter, leave, fr
     """One skipper for all three == the masked full-compute reference of all three."""
     eager = _model(family, "eager")
     batch = tiny_batch(eager, batch_size=3, padding_side="left", seed=10)
-    text = _text(eager, batch)
+    text = _real(batch, eager)
     got = _logits(_model(family), batch, skip, late_entry=enter, early_exit=leave, freeze=frozen)
     ref = _reference_logits(eager, batch, set(frozen), enter=enter, leave=leave)
     assert torch.allclose(got[text], ref[text], atol=1e-4)
