@@ -39,9 +39,9 @@ import sympy as sp
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from skipit.theory import theorem1_bound, theorem1_bound_sharp, theorem2_bound, theorem2_bound_sharp
+from skipit.theory import theorem2_bound, theorem2_bound_sharp
 from skipit.theory.functional import SYMBOLIC
-from skipit.theory.testing import finite_pairs, linear_tasks
+from skipit.theory.testing import finite_pairs, linear_tasks, nonlinear_tasks
 
 u, v, w = sp.symbols("u v w", nonnegative=True)
 TOL = 1e-10
@@ -71,9 +71,29 @@ def test_step_2_minkowski_on_exact_laws(pairs, task, data):
     assert lhs <= theorem2_bound_sharp(task.alpha, task.beta, 2 * m, eta_l, eta_prev) * (1 + 1e-9) + TOL
 
 
-def test_step_3_theorem1_term():
-    assert theorem2_bound_sharp(1.3, 0.4, 0.2, 0.0, 0.0) == theorem1_bound_sharp(1.3, 0.4, 0.2)
-    assert abs(theorem2_bound(1.3, 0.4, 0.2, 0.0, 0.0) - 3 * theorem1_bound(1.3, 0.4, 0.2)) < 1e-15
+@given(finite_pairs(dim=3, max_atoms=3), st.one_of(linear_tasks(dim=3, k=2), nonlinear_tasks(dim=3)))
+def test_step_3_theorem1_term_on_exact_laws(pairs, task):
+    """T = E||f*_l - f*_prev||^2, computed from the law, is at most (alpha + beta)^2 2 E[rho] (Theorem 1,
+    written out here), and at most 2(alpha^2 + beta^2) 2 E[rho] (the paper's Theorem 1 term)."""
+    T = pairs.functional_redundancy(task.values(pairs))
+    m = pairs.mean_cosine_distance()
+    assert T <= (task.alpha + task.beta) ** 2 * 2 * m * (1 + 1e-9) + TOL
+    assert T <= 2 * (task.alpha**2 + task.beta**2) * 2 * m * (1 + 1e-9) + TOL
+
+
+def test_step_3_both_forms_are_the_three_term_split_with_theorem1_substituted():
+    """Minkowski with sqrt(T) <= (alpha + beta) sqrt(eps) gives the sharp form; Lemma 3 with
+    T <= 2(alpha^2 + beta^2) eps gives the paper's. The library's sympy forms must be exactly these."""
+    a, b = sp.Symbol("alpha", nonnegative=True), sp.Symbol("beta", nonnegative=True)
+    e = sp.Symbol("eps", positive=True)
+    el, ep = sp.Symbol("eta_l", nonnegative=True), sp.Symbol("eta_prev", nonnegative=True)
+    minkowski = (sp.sqrt(el) + sp.sqrt(ep) + sp.sqrt((a + b) ** 2 * e)) ** 2
+    lemma3 = 3 * (el + ep + 2 * (a**2 + b**2) * e)
+    assert sp.simplify(SYMBOLIC["theorem2_bound_sharp"] - minkowski) == 0
+    assert sp.expand(SYMBOLIC["theorem2_bound"] - lemma3) == 0
+    args = (1.3, 0.4, 0.2, 0.05, 0.01)
+    assert abs(theorem2_bound_sharp(*args) - float(minkowski.subs(dict(zip((a, b, e, el, ep), args))))) < 1e-14
+    assert abs(theorem2_bound(*args) - float(lemma3.subs(dict(zip((a, b, e, el, ep), args))))) < 1e-14
 
 
 def test_step_4_sharp_form_never_exceeds_the_papers():

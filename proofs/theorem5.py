@@ -126,9 +126,9 @@ def test_step_6_bounded_density_gives_c_log_m():
         lhs = _quad(lambda th: mix(th) * ((p_plus(th) - p_minus(th)) / (p_plus(th) + p_minus(th))) ** 2)
         assert lhs <= theorem5_bound(1.0, cmi) + TOL
         assert theorem5_bound(1.0, cmi) <= theorem5_entropy_bound(1.0, h_l, math.log(m)) + TOL
-    for w in (0.01, 0.3, 0.9):  # equality case: uniform on an arc of length w, M = 1/w
-        h = -integrate.quad(lambda th: (1 / w) * math.log(1 / w), 0, w)[0]
-        assert abs(h - (-math.log(1 / w))) < 1e-12
+    for w in (0.01, 0.3, 0.9):  # equality case: uniform densities on arcs, H(X_l | Z, X_prev) = -log M
+        law = _two_arcs(w)
+        assert abs(law["h_given_z"] - (-math.log(law["M"]))) < 1e-9
 
 
 def test_step_7_constant_two_is_sharp():
@@ -142,8 +142,40 @@ def test_step_7_constant_two_is_sharp():
         assert 4 * delta**2 <= theorem5_bound(1.0, i) and 4 * delta**2 / theorem5_bound(1.0, i) > 1 - 2 * delta**2
 
 
+def _two_arcs(w):
+    """Step 8's law, every quantity computed from its densities (quadrature, not formulas):
+    Z = -1 or +1 (B = 1) with probability 1/2, X_prev constant, X_l | Z = -1 uniform on the arc
+    [0, w] and X_l | Z = +1 on [pi, pi + w] (reference measure: arc length)."""
+    p_minus = lambda th: (0.0 <= th <= w) / w  # noqa: E731
+    p_plus = lambda th: (math.pi <= th <= math.pi + w) / w  # noqa: E731
+    mix = lambda th: 0.5 * (p_minus(th) + p_plus(th))  # noqa: E731
+    pieces = [(0.0, w), (w, math.pi), (math.pi, math.pi + w), (math.pi + w, 2 * math.pi)]
+
+    def integral(f):
+        return sum(integrate.quad(f, a, b, epsabs=1e-13, epsrel=1e-13)[0] for a, b in pieces)
+
+    def xlogx(v):
+        return v * math.log(v) if v > 0 else 0.0
+
+    mean_z = lambda th: (p_plus(th) - p_minus(th)) / (p_plus(th) + p_minus(th)) if mix(th) > 0 else 0.0  # noqa: E731
+    grid = np.linspace(0, 2 * math.pi, 100001)
+    return {
+        "mass": integral(mix),
+        "h_given_z": -0.5 * (integral(lambda th: xlogx(p_minus(th))) + integral(lambda th: xlogx(p_plus(th)))),
+        "h_l": -integral(lambda th: xlogx(mix(th))),  # = H(X_l | X_prev), X_prev constant
+        "lhs": integral(lambda th: mix(th) * mean_z(th) ** 2),  # E[Z] = 0
+        "M": max(max(p_minus(th), p_plus(th)) for th in grid),
+    }
+
+
 def test_step_8_the_paper_last_line_is_false():
-    w, B = 0.01, 1.0
-    lhs, h, c = B**2, math.log(2 * w), math.log(1 / w)
-    assert lhs > 2 * B**2 * h + c
-    assert lhs <= theorem5_entropy_bound(B, h, c)
+    """On the two-arcs law (B = 1, w = 0.01): left side > 2 B^2 H(X_l|X_prev) + C (the paper's last
+    line), and <= 2 B^2 (H + C) (the statement), with C = log M the bounded-density constant."""
+    B = 1.0
+    law = _two_arcs(0.01)
+    assert abs(law["mass"] - 1.0) < 1e-9
+    c = math.log(law["M"])
+    assert law["h_given_z"] >= -c - 1e-9  # the hypothesis H(X_l | Z, X_prev) >= -C holds
+    assert law["lhs"] > 2 * B**2 * law["h_l"] + c
+    assert law["lhs"] <= theorem5_entropy_bound(B, law["h_l"], c)
+    assert law["lhs"] <= theorem5_bound(B, law["h_l"] - law["h_given_z"]) + TOL  # via I = H - H(.|Z)

@@ -44,7 +44,7 @@ import numpy as np
 import sympy as sp
 
 from skipit.theory import geometric_sum, theorem6_bound, theorem6_bound_sqrt
-from skipit.theory.late_entry import SYMBOLIC
+from skipit.theory.late_entry import ARGUMENTS, SYMBOLIC
 
 lam, delta = sp.symbols("lam delta", positive=True)
 l_sym = sp.Symbol("l", integer=True, nonnegative=True)
@@ -130,8 +130,17 @@ def test_step_5_sqrt_form_between_sum_form_over_sqrt2_and_sum_form():
     m, lm, e, dl = np.meshgrid(grid, grid, grid, grid, indexing="ij")
     s, q = theorem6_bound(m, lm, e, dl, 4), theorem6_bound_sqrt(m, lm, e, dl, 4)
     assert np.all(q <= s * (1 + 1e-12)) and np.all(s <= np.sqrt(2) * q * (1 + 1e-12) + 1e-15)
-    sym_sum, sym_sqrt = SYMBOLIC["theorem6_bound"], SYMBOLIC["theorem6_bound_sqrt"]
-    assert sym_sum.free_symbols == sym_sqrt.free_symbols
+    # the same two identities on the library's own sympy forms, on each branch of S_L(lam):
+    # (L, at lam = 1) and ((lam^L - 1)/(lam - 1), elsewhere)
+    mu, lam_, eps, dl, L, entry = ARGUMENTS["theorem6_bound"]
+    for branch, S in ((0, L), (-1, (lam_**L - 1) / (lam_ - 1))):
+        def on_branch(name):
+            return SYMBOLIC[name].replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[branch][0])
+
+        sym_sum, sym_sqrt = on_branch("theorem6_bound"), on_branch("theorem6_bound_sqrt")
+        v, t = (L - entry) * eps, dl * S
+        assert sp.simplify(sym_sum**2 - sym_sqrt**2 - 2 * mu**2 * v * t) == 0
+        assert sp.simplify(2 * sym_sqrt**2 - sym_sum**2 - mu**2 * (v - t) ** 2) == 0
 
 
 def test_step_6_aligned_scalar_layers_attain_the_sqrt_form():
