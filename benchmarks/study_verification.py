@@ -40,7 +40,7 @@ def main(argv=None):
     p.add_argument("--holdout", type=float, default=0.5, help="fraction of the questions held out")
     p.add_argument("--tolerance", type=float, default=0.05)
     p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--freeze-order", default="redundancy", choices=["redundancy", "contribution"])
+    p.add_argument("--freeze-order", default="contribution", choices=["redundancy", "contribution"])
     p.add_argument("--samples", type=int, default=0, help="first N bundled test questions (0 = all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/study_verification.json")
@@ -84,15 +84,16 @@ def main(argv=None):
                                     attention=True) as cap:
                 model(**build_inputs(processor, [ex], model=model))
             per_example.append(cap.statistics)
-    contrib = None
-    if args.freeze_order == "contribution":
-        say("per-example layer contributions (ShortV)")
-        contrib = np.zeros((n_all, N))
-        with torch.inference_mode():
-            for i, ex in enumerate(examples):
-                batch = build_inputs(processor, [ex], model=model)
-                contrib[i] = answer_kl(model, [batch], [
-                    (lambda l=l: skip_context(model, "freeze", [l], adapter)) for l in range(1, N + 1)])
+    contributions = {}
+
+    def contribution(i):
+        """ShortV layer contributions of example i (KL(full || layer l frozen), l = 1..N), cached."""
+        if i not in contributions:
+            with torch.inference_mode():
+                batch = build_inputs(processor, [examples[i]], model=model)
+                contributions[i] = np.array(answer_kl(model, [batch], [
+                    (lambda l=l: skip_context(model, "freeze", [l], adapter)) for l in range(1, N + 1)]))
+        return contributions[i]
 
     def merged(indices):
         total = per_example[indices[0]]
@@ -130,8 +131,9 @@ def main(argv=None):
     d_all = {l: layers_all[l - 1]["vision"]["example_mean_cosine_distance"] for l in range(1, N)}
     ranks = {"U_l": sps.spearmanr([u_all[l] for l in range(1, N)], [single[l] for l in range(1, N)]).statistic,
              "D_l": sps.spearmanr([d_all[l] for l in range(1, N)], [single[l] for l in range(1, N)]).statistic}
-    if contrib is not None:
-        c_all = contrib.mean(axis=0)
+    if args.freeze_order == "contribution":
+        say("layer contributions (ShortV) of every example")
+        c_all = np.mean([contribution(i) for i in everything], axis=0)
         ranks["contribution"] = sps.spearmanr([c_all[l - 1] for l in range(1, N)],
                                               [single[l] for l in range(1, N)]).statistic
 
@@ -145,8 +147,9 @@ def main(argv=None):
         stats_local, calib_local = split_indices(len(certify_part), settings)
         stats_idx, calib_idx = certify_part[stats_local], certify_part[calib_local]
         layers = certificate_layers(merged(list(stats_idx)).layers(), len(stats_idx), settings)
-        if contrib is not None:
-            scores = {l: float(contrib[stats_idx[:settings.order_examples], l - 1].mean()) for l in range(1, N + 1)}
+        if args.freeze_order == "contribution":
+            mean = np.mean([contribution(i) for i in stats_idx[:settings.order_examples]], axis=0)
+            scores = {l: float(mean[l - 1]) for l in range(1, N + 1)}
         else:
             scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
         order = freeze_order(layers, scores)

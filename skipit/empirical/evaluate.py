@@ -379,7 +379,7 @@ def _matched_keep_ratio(config, fastv_layer, counts, target):
             lo = mid
         else:
             hi = mid
-    return round(lo, 6)
+    return lo
 
 
 def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, adapter, fastv_layer,

@@ -41,9 +41,41 @@ def tiny_dir(tmp_path_factory):
     return root
 
 
-def _certificate(max_entry, min_exit, n=N):
-    return {"model": {"num_layers": n}, "layers": [{"layer": l} for l in range(1, n + 1)],
-            "late_entry": {"max_entry_layer": max_entry}, "early_exit": {"min_exit_layer": min_exit}}
+def _group():
+    return {"tokens": 16, "examples": 1, "mean_cosine_distance": 0.1, "mean_upper_bound": 2.0,
+            "proximal_probability": {"0.05": 0.0}, "proximal_lower_bound": {"0.05": 0.0}}
+
+
+def _certificate(max_entry, min_exit, n=N, frozen=(), configs=None, model_type="llava"):
+    """A schema-valid skipit.certificate/2 with the given verdicts (numbers irrelevant here);
+    ``configs``: the verification's configs (None: no verification)."""
+    verification = None
+    if configs is not None:
+        certified = [c for c in configs if c["certified"]]
+        verification = {"tolerance": 0.05, "confidence": 0.95, "examples": 8, "configs": configs,
+                        "recommended": min(certified, key=lambda c: c["flops_fraction"]) if certified else None}
+    return {
+        "schema": "skipit.certificate/2",
+        "model": {"num_layers": n, "model_type": model_type},
+        "data": {"num_examples": 8},
+        "settings": {"eps": 0.05, "proximal_t": 0.05, "attention_threshold": 0.1, "confidence": 0.95,
+                     "thresholds": [0.05], "tolerance": 0.05},
+        "run": {"world_size": 1},
+        "layers": [{"layer": l, "vision": _group(), "text": _group(), "visual_attention_upper_bound": 0.5}
+                   for l in range(1, n + 1)],
+        "late_entry": {"certified_layers": list(range(1, max_entry)), "max_entry_layer": max_entry, "reasons": {}},
+        "early_exit": {"certified_layers": list(range(min_exit + 1, n + 1)), "min_exit_layer": min_exit,
+                       "reasons": {}},
+        "freeze": {"certified_layers": list(frozen), "reasons": {}},
+        "verification": verification,
+    }
+
+
+def _config(mode, layer, certified, changed=0, flops=0.9):
+    c = {"mode": mode, "examples": 8, "changed": changed, "upper_bound": 0.3, "certified": certified,
+         "flops_fraction": flops}
+    c["layers" if mode == "freeze" else "layer"] = layer
+    return c
 
 
 def test_evaluate_cli_writes_report_table_and_plot(tiny_dir, tmp_path, capsys):
@@ -58,18 +90,21 @@ def test_evaluate_cli_writes_report_table_and_plot(tiny_dir, tmp_path, capsys):
     assert (out / "evaluation.png").stat().st_size > 1000
     assert (out / "evaluation.txt").read_text().startswith("full model accuracy")
     rows = {(r["mode"], r["layer"]): r for r in report["rows"]}
-    assert sorted(rows) == sorted((m, l) for m in ("late-entry", "early-exit") for l in (1, 2, 4))
+    assert sorted(rows) == sorted((m, l) for m in ("late-entry", "early-exit", "freeze") for l in (1, 2, 4))
     full = report["full"]["accuracy"]
     # late entry at 1 and early exit at N are the full model
     assert rows[("late-entry", 1)]["accuracy"] == full and rows[("early-exit", N)]["accuracy"] == full
     assert [rows[("late-entry", l)]["certified"] for l in (1, 2, 4)] == [True, True, False]
     assert [rows[("early-exit", l)]["certified"] for l in (1, 2, 4)] == [False, False, True]
-    assert report["validation"]["all"]["settings"] == 4  # (LE 2, 4) and (EE 1, 2)
+    # (LE 2, 4), (EE 1, 2) and (freeze 1, 2); freezing only layer N = 4 is trivial
+    assert report["validation"]["paper"]["all"]["settings"] == 6
+    assert report["validation"]["paper"]["freeze"]["settings"] == 2
     assert [t["layer"] for t in report["theorem6"]] == [2, 4]
     # FastV (after layer 2) matched to every setting that skips something
     fastv = report["baselines"]["fastv"]
     assert {(f["matched_mode"], f["matched_layer"]) for f in fastv} == {
-        ("late-entry", 2), ("late-entry", 4), ("early-exit", 1), ("early-exit", 2)}
+        ("late-entry", 2), ("late-entry", 4), ("early-exit", 1), ("early-exit", 2), ("freeze", 1), ("freeze", 2),
+        ("freeze", 4)}  # freezing layer N changes no answer but saves its vision compute
     for f in fastv:
         budget = rows[(f["matched_mode"], f["matched_layer"])]["flops_fraction"]
         assert f["flops_fraction"] <= budget or f["keep_ratio"] == 0.0
@@ -115,19 +150,68 @@ def test_evaluate_needs_data_with_a_model(capsys):
 
 
 def test_validation_precision_and_recall_on_a_constructed_case():
-    """6 non-trivial settings: certified & kept 2 (tp), certified & dropped 1 (fp),
-    not certified & kept 1 (fn), not certified & dropped 2 (tn): precision 2/3, recall 2/3.
-    The trivial settings (late entry 1, early exit N) are not counted."""
+    """7 non-trivial settings: certified & kept 2 (tp), certified & dropped 1 (fp), not certified &
+    kept 2 (fn), not certified & dropped 2 (tn): precision 2/3, recall 1/2 (fp != fn, so a swap of
+    precision and recall fails). The trivial settings (late entry 1, early exit N, freezing only N)
+    are not counted."""
     def row(mode, layer, certified, kept):
         return {"mode": mode, "layer": layer, "certified": certified, "within_tolerance": kept}
 
-    rows = [row("late-entry", 1, True, True), row("early-exit", N, True, True),
+    rows = [row("late-entry", 1, True, True), row("early-exit", N, True, True), row("freeze", N, True, True),
             row("late-entry", 2, True, True), row("late-entry", 3, True, False), row("late-entry", 4, False, False),
-            row("early-exit", 3, True, True), row("early-exit", 2, False, True), row("early-exit", 1, False, False)]
+            row("early-exit", 3, True, True), row("early-exit", 2, False, True), row("early-exit", 1, False, False),
+            row("freeze", 2, False, True)]
     v = validate(rows, N)
-    assert (v["tp"], v["fp"], v["fn"], v["tn"], v["settings"]) == (2, 1, 1, 2, 6)
-    assert v["precision"] == pytest.approx(2 / 3) and v["recall"] == pytest.approx(2 / 3)
+    assert (v["tp"], v["fp"], v["fn"], v["tn"], v["settings"]) == (2, 1, 2, 2, 7)
+    assert v["precision"] == pytest.approx(2 / 3) and v["recall"] == pytest.approx(1 / 2)
     assert validate([row("late-entry", 2, False, False)], N)["precision"] is None
+
+
+def test_validation_of_freeze_sets_leaves_out_only_the_last_layer_alone():
+    rows = [{"mode": "freeze", "layers": [N], "certified": True, "ok": True},
+            {"mode": "freeze", "layers": [N - 1, N], "certified": True, "ok": False}]
+    v = validate(rows, N, truth="ok")
+    assert (v["settings"], v["fp"], v["tp"]) == (1, 1, 0)
+
+
+def test_verified_configurations_are_validated_by_their_change_rate(tiny_dir, tmp_path):
+    """Every candidate of the three chains is run; certified flags come from the certificate's
+    verification (an untested candidate counts as not certified), the truth from the measured
+    change rate against the certificate's tolerance."""
+    configs = [_config("late-entry", 2, True), _config("late-entry", 3, False, changed=5),
+               _config("early-exit", 3, True), _config("freeze", [1], False, changed=4)]
+    cert = tmp_path / "certificate.json"
+    cert.write_text(json.dumps(_certificate(max_entry=1, min_exit=N, configs=configs)))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+                 "--modes", "late-entry", "--layers", "2", "--certificate", str(cert), "--out", str(out),
+                 "--theorem6-samples", "0", "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    verified = report["verified_rows"]
+    names = [(r["mode"], r.get("layer"), tuple(r.get("layers", ()))) for r in verified]
+    # late entry 2..N, early exit N-1..1, freeze chain of N-1 growing sets
+    assert len(names) == (N - 1) * 3
+    flags = {(r["mode"], r.get("layer")): r["certified"] for r in verified if r["mode"] != "freeze"}
+    assert flags[("late-entry", 2)] and not flags[("late-entry", 3)] and not flags[("late-entry", 4)]
+    assert flags[("early-exit", 3)] and not flags[("early-exit", 2)]
+    ver = report["validation"]["verified"]
+    assert ver["all"]["settings"] == len(verified)
+    assert ver["all"]["tp"] + ver["all"]["fp"] == 2
+    assert ver["violations"] == sum(1 for r in verified if r["certified"] and r["changed_rate"] > 0.05)
+    for r in verified:
+        assert r["within_change_tolerance"] == (r["changed_rate"] <= 0.05)
+
+
+def test_evaluate_refuses_a_certificate_made_for_another_model(tiny_dir, tmp_path, capsys):
+    for cert_data, words in ((_certificate(2, 3, n=N + 1), "number of decoder layers"),
+                             (_certificate(2, 3, model_type="gemma3"), "model type")):
+        cert = tmp_path / "certificate.json"
+        cert.write_text(json.dumps(cert_data))
+        rc = main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+                   "--certificate", str(cert), "--out", str(tmp_path / "out"), "--theorem6-samples", "0",
+                   "--quiet"])
+        assert rc == 2  # a usage error: the --certificate given does not fit --model
+        assert f"was made for another model: its {words}" in capsys.readouterr().err
 
 
 def test_rows_without_a_verdict_are_not_validated():
@@ -148,13 +232,14 @@ def test_oracle_mode_is_reported_but_not_validated(tiny_dir, tmp_path):
     oracle = [r for r in report["rows"] if r["mode"] == "late-entry-oracle"]
     assert [r["layer"] for r in oracle] == [1, 3] and all(r["certified"] is None for r in oracle)
     assert oracle[0]["accuracy"] == report["full"]["accuracy"]
-    assert set(report["validation"]) == {"late-entry", "all"}
+    assert set(report["validation"]["paper"]) == {"late-entry", "all"}
 
 
 def test_certificate_verdicts_follow_the_certify_rule():
-    cert = _certificate(max_entry=3, min_exit=2, n=5)
+    cert = _certificate(max_entry=3, min_exit=2, n=5, frozen=(2, 4))
     assert certificate_verdicts(cert, "late-entry", [1, 2, 3, 4, 5]) == {1: True, 2: True, 3: True, 4: False, 5: False}
     assert certificate_verdicts(cert, "early-exit", [1, 2, 5]) == {1: False, 2: True, 5: True}
+    assert certificate_verdicts(cert, "freeze", [1, 2, 3, 4, 5]) == {1: False, 2: True, 3: False, 4: True, 5: False}
     with pytest.raises(ValueError, match="`mode` must be one of"):
         certificate_verdicts(cert, "sideways", [1])
 
@@ -236,6 +321,7 @@ def test_demo_model_certify_then_evaluate(tmp_path, capsys):
     full = report["full"]["accuracy"]
     assert rows[("late-entry", 1)]["accuracy"] == full and rows[("early-exit", 12)]["accuracy"] == full
     assert full > 0.5  # a trained model: chance is at most 1/2 on every question type
-    assert report["validation"]["all"]["settings"] == 4
+    assert report["validation"]["paper"]["all"]["settings"] == 6  # LE 6, 12; EE 1, 6; freeze 1, 6
+    assert len(report["verified_rows"]) == 3 * 11
     assert report["model"]["source"] == "demo" and report["num_examples"] == 32
     capsys.readouterr()
