@@ -370,5 +370,6 @@ def load_model_and_processor(name=None, device="auto", dtype="auto", device_map=
     if device_map is None:
         model.to(device)
     model.eval()
-    info = {"name": resolved.name, "source": resolved.source, "location": location, "model_type": model_type}
+    info = {"name": resolved.name, "source": resolved.source, "location": location, "model_type": model_type,
+            "revision": getattr(model.config, "_commit_hash", None)}  # the hub commit, when loaded from the hub
     return model, processor, info
