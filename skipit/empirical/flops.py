@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from skipit.empirical.hooks import check_layer
 from skipit.empirical.modes import FLOPS_MODES as MODES
 from skipit.empirical.modes import check_layers
 
@@ -123,8 +124,7 @@ def tokens_per_layer(num_layers, text, vision, mode="full", layer=None, keep_rat
     if mode == "freeze":
         frozen = set(check_layers(layer, num_layers, "layer"))
         return [text if l in frozen else text + vision for l in range(1, num_layers + 1)]
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
-        raise ValueError(f"`layer` must be an integer in [1, {num_layers}], got {layer!r}")
+    layer = check_layer("layer", layer, 1, num_layers)
     if mode == "late-entry":
         return [text if l < layer else text + vision for l in range(1, num_layers + 1)]
     kept = 0

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from skipit.empirical.hooks import check_layer
 from skipit.empirical.modes import check_layers
 
 __all__ = ["late_entry", "early_exit", "freeze", "skip", "TokenSkipper", "resolve_adapter"]
@@ -613,11 +614,6 @@ class TokenSkipper:
         return m
 
 
-def _check_layer(layer, num_layers):
-    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
-        raise ValueError(f"`layer` must be an integer in [1, {num_layers}], got {layer!r}")
-
-
 @contextlib.contextmanager
 def late_entry(model, layer, adapter=None, variant="embedding"):
     """Vision tokens skip decoder layers 1..layer-1 and enter at ``layer`` (Theorem 6 setting).
@@ -631,7 +627,7 @@ def late_entry(model, layer, adapter=None, variant="embedding"):
     if variant not in ("embedding", "oracle"):
         raise ValueError(f"`variant` must be 'embedding' or 'oracle', got {variant!r}")
     ad = resolve_adapter(model, adapter)
-    _check_layer(layer, ad.num_layers(model))
+    layer = check_layer("layer", layer, 1, ad.num_layers(model))
 
     def keep(l, vision):
         return ~vision if l < layer else None
@@ -658,7 +654,7 @@ def early_exit(model, layer, adapter=None):
     ``generate``). ``layer=N`` is the full model. Yields the ``TokenSkipper``.
     """
     ad = resolve_adapter(model, adapter)
-    _check_layer(layer, ad.num_layers(model))
+    layer = check_layer("layer", layer, 1, ad.num_layers(model))
 
     def keep(l, vision):
         return ~vision if l > layer else None
@@ -680,11 +676,8 @@ def skip(model, late_entry=None, early_exit=None, freeze=(), adapter=None):
     """
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
-    enter = 1 if late_entry is None else late_entry
-    leave = n if early_exit is None else early_exit
-    for name, value in (("late_entry", enter), ("early_exit", leave)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
-            raise ValueError(f"`{name}` must be an integer in [1, {n}], got {value!r}")
+    enter = 1 if late_entry is None else check_layer("late_entry", late_entry, 1, n)
+    leave = n if early_exit is None else check_layer("early_exit", early_exit, 1, n)
     if enter > leave:
         raise ValueError(f"`late_entry` must be <= `early_exit`, got late_entry={enter}, early_exit={leave}")
     frozen = set(check_layers(freeze, n, "freeze"))
