@@ -52,6 +52,13 @@ def model_options(*, samples: int = 200, batch_size: int = 32) -> argparse.Argum
                      help="CPU threads for torch (default: auto = 1 for models under 50M parameters, whose "
                           "small matrix products only lose time to thread start-up and contention, else "
                           "torch's default)")
+    place = p.add_argument_group("placement of a model larger than one device (accelerate)")
+    place.add_argument("--device-map", default=None, metavar="auto|balanced|sequential|FILE.json",
+                       help="spread the model over the GPUs (and CPU / disk offload) with accelerate's "
+                            "big-model inference: a strategy, or a JSON file {module: GPU index | cpu | disk} "
+                            "(default: none, the whole model on --device)")
+    place.add_argument("--max-memory", default=None, metavar="0=20GiB,cpu=60GiB",
+                       help="with --device-map: the most memory each device may hold (GPU index, cpu, mps)")
     out = p.add_argument_group("terminal output")
     out.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bars or progress lines, and no weight-loading bar or warnings from "
@@ -121,9 +128,56 @@ def output_options(args: argparse.Namespace) -> Iterator[None]:
         yield
 
 
-def load_model_and_data(args: argparse.Namespace, command: str) -> tuple:
+def placement_from_args(args: argparse.Namespace, ctx: Any = None) -> dict:
+    """``--device``, ``--device-map`` and ``--max-memory`` checked (one-line errors, no model work)
+    and turned into the keyword arguments of ``load_model_and_processor``: ``device`` (this
+    rank's: ``cuda:LOCAL_RANK`` under torchrun), ``device_map``, ``max_memory``.
+
+    ``--device-map`` spreads one copy of the model over every GPU of the node, so it is refused
+    with several torchrun processes per node (``--nproc-per-node`` > 1): run one process per
+    node (``--nnodes N --nproc-per-node 1``) instead. ``--device`` other than ``auto`` is
+    refused with ``--device-map`` (the map places the model)."""
+    from skipit.empirical.loading import parse_device_map, parse_max_memory, resolve_device
+
+    device_map = parse_device_map(getattr(args, "device_map", None))
+    max_memory = parse_max_memory(getattr(args, "max_memory", None))
+    if max_memory is not None and device_map is None:
+        raise SkipitError("--max-memory needs --device-map (auto, balanced, sequential or a JSON file)")
+    if device_map is not None and args.device not in (None, "auto"):
+        raise SkipitError(f"--device {args.device} and --device-map both place the model; drop one "
+                          "(--device-map decides where every layer goes)")
+    if device_map is not None and ctx is not None and ctx.local_world_size > 1:
+        raise SkipitError(f"--device-map with {ctx.local_world_size} torchrun processes on this node: each would "
+                          "spread its own copy over the same GPUs; use --nproc-per-node 1 (one process per "
+                          "node, its model over the node's GPUs) or drop --device-map")
+    device = ctx.device(args.device) if ctx is not None else resolve_device(args.device)
+    return {"device": device, "device_map": device_map, "max_memory": max_memory}
+
+
+@contextlib.contextmanager
+def offload_folder(out_dir: str, ctx: Any = None) -> Iterator[str]:
+    """A folder for the layers a device map sends to ``"disk"``: ``out_dir/offload-rank-K``,
+    removed when the block ends (the files are a copy of the weights, as large as the model's
+    offloaded part); it is made only if accelerate writes there."""
+    import os
+    import shutil
+
+    path = os.path.join(out_dir, f"offload-rank-{0 if ctx is None else ctx.rank}")
+    existed = os.path.exists(path)
+    try:
+        yield path
+    finally:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None, offload: str | None = None) -> tuple:
     """The data of ``--data``/``--samples``/``--skip-bad`` (checked first, before any model
-    work), then the model of ``--model``/``--device``/``--dtype`` with ``--threads`` applied.
+    work), then the model of ``--model``/``--device``/``--dtype`` (and ``--device-map``,
+    ``--max-memory``: :func:`placement_from_args`; ``ctx`` the run's
+    :class:`skipit.empirical.distributed.DistributedContext`) with ``--threads`` applied.
+    Layers a device map sends to disk go to the folder ``offload`` (from :func:`offload_folder`,
+    whose block the caller keeps open while it uses the model).
     Returns ``(model, processor, info, examples, report)``. ``--data`` is required with
     ``--model`` (the bundled data set fits the demo model only)."""
     import sys
@@ -137,15 +191,14 @@ def load_model_and_data(args: argparse.Namespace, command: str) -> tuple:
     if args.data is None and args.model is not None:
         raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
     threads = parse_threads(getattr(args, "threads", "auto"))
-    from skipit.empirical.loading import resolve_device
-
-    resolve_device(args.device)
+    placement = placement_from_args(args, ctx)
     examples, report = load_examples(args.data or DEFAULT_DATA, skip_bad=args.skip_bad, limit=args.samples or None)
     for line, why in report.skipped:
         print(f"skipit {command}: skipped line {line} of {report.source}: {why}", file=sys.stderr)
 
     from skipit.empirical.loading import load_model_and_processor
 
-    model, processor, info = load_model_and_processor(args.model, device=args.device, dtype=args.dtype)
+    model, processor, info = load_model_and_processor(args.model, dtype=args.dtype, offload_folder=offload,
+                                                      **placement)
     set_threads(threads, model)
     return model, processor, info, examples, report

@@ -32,6 +32,19 @@ from skipit.empirical.certificate import (
     verification_block,
 )
 from skipit.empirical.data import data_sha256
+from skipit.empirical.distributed import (
+    SINGLE_PROCESS,
+    gather_objects,
+    merge_statistics,
+    other_rank_dirs,
+    prompt_lengths,
+    rank_checkpoint_dir,
+    run_everywhere,
+    run_on_main,
+    shard,
+    sum_counts,
+    token_budget_batches,
+)
 from skipit.empirical.files import atomic_write_text
 
 __all__ = ["certify", "write_certificate", "CertifySettings", "CHECKPOINT_STATE", "CERTIFICATE"]
@@ -62,6 +75,7 @@ class _CheckpointState:
     token_counts: list | None = None  # [text, vision] per calibration example
     order_scores: dict | None = None  # layer -> ShortV contribution (freeze_order="contribution")
     results: dict = field(default_factory=dict)  # config key -> changed answers
+    calibration: list | None = None  # positions (in the calibration list) of this rank's reference answers
 
     def to_json(self):
         return json.dumps(asdict(self), indent=1)
@@ -136,6 +150,40 @@ def _batches(indices, batch_size):
         yield indices[i:i + batch_size]
 
 
+def _read_checkpoint(directory, state):
+    """The checkpoint state saved in ``directory`` (a dict; None when there is none), after
+    checking that ``state`` may continue it (else a SkipitError saying what changed)."""
+    from skipit.errors import SkipitError
+
+    path = os.path.join(directory, CHECKPOINT_STATE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        saved = json.load(fh)
+    problem = _resume_problem(saved, state)
+    if problem:
+        raise SkipitError(f"the checkpoint in {directory} {problem}; use another --out directory or --no-resume")
+    return saved
+
+
+def _checkpoints_done(own, others, ctx):
+    """Every example index done by any checkpoint: this rank's ``own`` list, gathered from every
+    rank, and ``others`` (rank 0's view of the directories of ranks beyond the world size).
+    An index in two checkpoints is refused: its statistics would count twice."""
+    from skipit.errors import SkipitError
+
+    parts = [part for rank_parts in gather_objects([list(own)] + [list(o) for o in others], ctx)
+             for part in rank_parts]
+    done = set()
+    for part in parts:
+        twice = done.intersection(part)
+        if twice:
+            raise SkipitError(f"two rank checkpoints both hold example {min(twice)}; the checkpoint is "
+                              "inconsistent: use another --out directory or --no-resume")
+        done.update(part)
+    return done
+
+
 def config_key(config):
     """A config's key in the checkpoint: ``late-entry:3``, ``freeze:2,5``."""
     if config["mode"] == "freeze":
@@ -197,7 +245,7 @@ def run_versions():
 
 
 def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, progress=True, model_info=None,
-            data_info=None, run_info=None, max_batches=None):
+            data_info=None, run_info=None, max_batches=None, ctx=None, max_batch_tokens=None):
     """Measure per-layer statistics of ``model`` on ``examples``, verify the candidates, and
     return the ``skipit.certificate/2`` dict (not written: see :func:`write_certificate`).
 
@@ -215,14 +263,28 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
     after that many new statistics batches and returns None (used to test resumption).
     ``model_info`` / ``data_info`` / ``run_info`` are copied into the certificate's
     model, data and run blocks.
+
+    Data-parallel (``ctx``, a :class:`skipit.empirical.distributed.DistributedContext` under
+    torchrun): each rank captures a disjoint shard of the statistics examples
+    (:func:`~skipit.empirical.distributed.shard` of the batches of those not done yet) and of
+    the calibration examples; the statistics are merged exactly in rank order and the changed-answer counts
+    summed, so every rank returns the same certificate, ``run.world_size`` = the number of
+    ranks. Rank K checkpoints into its own directory
+    (:func:`~skipit.empirical.distributed.rank_checkpoint_dir`); a rerun with any world size
+    resumes: the examples done by any rank's checkpoint are skipped, and the checkpoints of
+    ranks beyond the new world size are merged by rank 0. ``max_batch_tokens`` caps the
+    padded prompt tokens of a statistics batch
+    (:func:`~skipit.empirical.distributed.token_budget_batches`).
     """
     import torch
 
     from skipit.empirical import RunStatistics, capture_statistics
     from skipit.empirical.adapters import get_adapter
     from skipit.empirical.data import build_inputs
+    from skipit.empirical.loading import input_device
     from skipit.errors import SkipitError
 
+    ctx = SINGLE_PROCESS if ctx is None else ctx
     settings = CertifySettings() if settings is None else settings
     if not isinstance(settings, CertifySettings):
         raise TypeError(f"`settings` must be a CertifySettings, got {type(settings).__name__}")
@@ -247,16 +309,28 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                              verification_key=verification_key)
     total = None
     state_path = None
+    others = []  # checkpoints of ranks beyond this run's world size (rank 0 reads them)
+    rank_dir = None
     if checkpoint_dir is not None:
         checkpoint_dir = os.fspath(checkpoint_dir)
-        state_path = os.path.join(checkpoint_dir, CHECKPOINT_STATE)
-        if settings.resume and os.path.exists(state_path):
-            with open(state_path, encoding="utf-8") as fh:
-                saved = json.load(fh)
-            problem = _resume_problem(saved, state)
-            if problem:
-                raise SkipitError(f"the checkpoint in {checkpoint_dir} {problem}; "
-                                  "use another --out directory or --no-resume")
+        rank_dir = rank_checkpoint_dir(checkpoint_dir, ctx.rank)
+        state_path = os.path.join(rank_dir, CHECKPOINT_STATE)
+
+        def read():
+            if not settings.resume:
+                return None, []
+            mine = _read_checkpoint(rank_dir, state)
+            found = []
+            if ctx.is_main:
+                for directory in other_rank_dirs(checkpoint_dir, ctx.world_size):
+                    saved = _read_checkpoint(directory, state)
+                    if saved is not None and saved.get("statistics"):
+                        found.append((saved["done"], RunStatistics.load(os.path.join(directory,
+                                                                                     saved["statistics"]))))
+            return mine, found
+
+        saved, others = run_everywhere(read, ctx)
+        if saved is not None:
             state.done = list(saved["done"])
             state.statistics = saved["statistics"]
             if saved.get("verification_key") == verification_key:
@@ -264,12 +338,13 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                 state.token_counts = saved.get("token_counts")
                 state.order_scores = saved.get("order_scores")
                 state.results = dict(saved.get("results") or {})
+                state.calibration = saved.get("calibration")
             if state.statistics:
-                total = RunStatistics.load(os.path.join(checkpoint_dir, state.statistics))
+                total = RunStatistics.load(os.path.join(rank_dir, state.statistics))
 
     def save_state():
         if checkpoint_dir is not None:
-            os.makedirs(checkpoint_dir, exist_ok=True)
+            os.makedirs(rank_dir, exist_ok=True)
             atomic_write_text(state_path, state.to_json())
 
     def save_checkpoint():
@@ -277,25 +352,36 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
         # at any point leaves a state whose statistics file is complete and holds exactly `done`.
         if checkpoint_dir is None or total is None:
             return
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        os.makedirs(rank_dir, exist_ok=True)
         old = state.statistics
         state.statistics = f"statistics-{len(state.done):09d}.json"
-        total.save(os.path.join(checkpoint_dir, state.statistics))
+        total.save(os.path.join(rank_dir, state.statistics))
         save_state()
-        if old and old != state.statistics and os.path.exists(os.path.join(checkpoint_dir, old)):
-            os.unlink(os.path.join(checkpoint_dir, old))
+        if old and old != state.statistics and os.path.exists(os.path.join(rank_dir, old)):
+            os.unlink(os.path.join(rank_dir, old))
 
-    done = set(state.done)
+    done = run_everywhere(lambda: _checkpoints_done(state.done, [d for d, _ in others], ctx), ctx)
     todo = [i for i in stats_idx if i not in done]
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    if max_batch_tokens is None:
+        batches = list(_batches(todo, settings.batch_size))
+    else:
+        lengths = prompt_lengths(processor, [examples[i] for i in todo], model)
+        batches = [[todo[p] for p in batch]
+                   for batch in token_budget_batches(lengths, settings.batch_size, max_batch_tokens)]
+    # Whole batches are dealt to the ranks, so each example runs in the batch it has in one
+    # process (same padding, same float32 arithmetic): the merged sums differ only in order.
+    batches = shard(batches, ctx)
+    device, dtype = input_device(model), next(model.parameters()).dtype
     bar = None
-    if progress:
+    if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(stats_idx), initial=len(stats_idx) - len(todo), unit="ex", desc="statistics",
-                   leave=True)
-
-    batches = list(_batches(todo, settings.batch_size))
+        if ctx.world_size == 1:
+            bar = tqdm(total=len(stats_idx), initial=len(stats_idx) - len(todo), unit="ex", desc="statistics",
+                       leave=True)
+        else:
+            bar = tqdm(total=sum(map(len, batches)), unit="ex", desc=f"statistics (rank 0 of {ctx.world_size})",
+                       leave=True)
     every = settings.checkpoint_every
     try:
         for start in range(0, len(batches), every):
@@ -309,7 +395,7 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                 for idx in chunk:
                     inputs = build_inputs(processor, [examples[i] for i in idx], model=model)
                     inputs = {k: _to_model(v, device, dtype) for k, v in inputs.items()}
-                    model(**inputs)
+                    model(**inputs, logits_to_keep=1)  # the statistics never read the logits: B x S x vocab saved
                     if bar is not None:
                         bar.update(len(idx))
             part = cap.statistics
@@ -322,6 +408,11 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
         if bar is not None:
             bar.close()
 
+    total = merge_statistics(total, ctx)
+    for part in run_on_main(lambda: [statistics.to_dict() for _, statistics in others], ctx):
+        part = RunStatistics.from_dict(part)
+        total = part if total is None else total.merge(part)
+
     model_info = dict(model_info or {})
     model_info.setdefault("model_type", adapter.model_type)
     model_info.setdefault("hidden_size", getattr(adapter.text_config(model.config), "hidden_size", None))
@@ -331,7 +422,9 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                      split={"calibration_fraction": settings.calibration_fraction, "seed": settings.split_seed,
                             "rule": "seeded permutation; the first round((1 - f) n) for the statistics, "
                                     "the rest for calibration"})
-    run = {"world_size": 1, "versions": run_versions(), "batch_size": settings.batch_size}
+    run = {"world_size": ctx.world_size, "versions": run_versions(), "batch_size": settings.batch_size}
+    if max_batch_tokens is not None:
+        run["max_batch_tokens"] = int(max_batch_tokens)
     run.update(run_info or {})
 
     verification = None
@@ -340,7 +433,7 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
         calibration = [examples[i] for i in calib_idx]
         ordering = [examples[i] for i in stats_idx[:settings.order_examples]]
         verification = _verify(model, processor, calibration, ordering, layers, settings, adapter, state,
-                               save_state, progress)
+                               save_state, progress and ctx.is_main, ctx)
     return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
                              model_info=model_info, data_info=data_info, run_info=run,
                              verification=verification)
@@ -351,8 +444,9 @@ def layer_contributions(model, processor, examples, adapter, batch_size):
     distribution over ``examples``, for ``l = 1..N``."""
     from skipit.empirical.baselines import answer_kl
     from skipit.empirical.data import build_inputs
+    from skipit.empirical.loading import input_device
 
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    device, dtype = input_device(model), next(model.parameters()).dtype
     batches = [{k: _to_model(v, device, dtype) for k, v in
                 build_inputs(processor, examples[i:i + batch_size], model=model).items()}
                for i in range(0, len(examples), batch_size)]
@@ -362,10 +456,13 @@ def layer_contributions(model, processor, examples, adapter, batch_size):
     return {l: float(k) for l, k in zip(range(1, n + 1), kls)}
 
 
-def _verify(model, processor, calibration, ordering, layers, settings, adapter, state, save_state, progress):
+def _verify(model, processor, calibration, ordering, layers, settings, adapter, state, save_state, progress,
+            ctx=SINGLE_PROCESS):
     """Run the three chains on ``calibration`` (fixed-sequence: a chain stops at its first
     candidate not rejected) and return the ``verification`` block. ``ordering``: statistics
-    examples for the contribution order of the freeze chain."""
+    examples for the contribution order of the freeze chain. Under ``ctx`` each rank answers
+    its shard of ``calibration``; the changed counts are summed over ranks, and the layer
+    contributions are measured by rank 0, so every rank walks the same chains."""
     import torch
 
     from skipit.empirical.certificate import freeze_order
@@ -374,21 +471,30 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
     say = _sayer(progress)
     with torch.inference_mode():
         if settings.freeze_order == "contribution":
-            if state.order_scores is None:
-                say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
-                state.order_scores = {str(k): v for k, v in layer_contributions(
-                    model, processor, ordering, adapter, settings.batch_size).items()}
-                save_state()
+            def contributions():
+                if state.order_scores is None:
+                    say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
+                    state.order_scores = {str(k): v for k, v in layer_contributions(
+                        model, processor, ordering, adapter, settings.batch_size).items()}
+                    save_state()
+                return state.order_scores
+
+            state.order_scores = run_on_main(contributions, ctx)
             scores = {int(k): float(v) for k, v in state.order_scores.items()}
         else:
             scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
         order = freeze_order(layers, scores)
-        if state.reference is None or len(state.reference) != n:
+        mine = [i for batch in shard(list(_batches(list(range(n)), settings.batch_size)), ctx) for i in batch]
+        own = [calibration[i] for i in mine]
+        if state.reference is None or len(state.reference) != len(mine) or (
+                state.calibration is not None and state.calibration != mine):
             say(f"verification: full model on {n} calibration examples")
-            state.reference = _answers(model, processor, calibration, settings, adapter)
-            state.token_counts = _token_counts(model, processor, calibration, adapter, settings.batch_size)
+            state.reference = _answers(model, processor, own, settings, adapter)
+            state.token_counts = _token_counts(model, processor, own, adapter, settings.batch_size)
             state.results = {}
+            state.calibration = mine
             save_state()
+        token_counts = [c for part in gather_objects(state.token_counts, ctx) for c in part]
         level = settings.chain_level()
         chains = {}
         for mode, candidates in candidate_chains(layers, order).items():
@@ -397,13 +503,13 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
                 key = config_key(config)
                 if key not in state.results:
                     say(f"verification: {key}")
-                    answers = _answers(model, processor, calibration, settings, adapter,
+                    answers = _answers(model, processor, own, settings, adapter,
                                        context=_skip_context(model, config, adapter))
                     state.results[key] = sum(a != r for a, r in zip(answers, state.reference))
                     save_state()
-                changed = int(state.results[key])
+                changed = sum_counts(int(state.results[key]), ctx)
                 tested.append(dict(config, examples=n, changed=changed,
-                                   flops_fraction=_flops_fraction(model, config, state.token_counts)))
+                                   flops_fraction=_flops_fraction(model, config, token_counts)))
                 if binomial_p_value(changed, n, settings.tolerance) > level:
                     break
             chains[mode] = tested

@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 __all__ = [
     "DistributedContext", "SINGLE_PROCESS", "barrier", "context_from_environment", "distributed",
-    "gather_objects", "merge_statistics", "run_on_main", "shard", "sum_counts", "token_budget_batches",
-    "under_torchrun",
+    "gather_objects", "merge_statistics", "other_rank_dirs", "prompt_lengths", "rank_checkpoint_dir",
+    "run_everywhere", "run_on_main", "shard", "sum_counts", "token_budget_batches", "under_torchrun",
 ]
 
 #: the variables torchrun sets in each process it starts (torch.distributed.run)
@@ -240,6 +240,40 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_batch_toke
 # collectives (identities in a single process)
 # --------------------------------------------------------------------------------------
 
+def prompt_lengths(processor, examples, model=None) -> list[int]:
+    """Prompt tokens of each example (its ``input_ids`` alone, image placeholders expanded), for
+    :func:`token_budget_batches`; costs one processor call per example."""
+    from skipit.empirical.data import build_inputs
+
+    return [int(build_inputs(processor, [example], model)["input_ids"].shape[-1]) for example in examples]
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints of a data-parallel run
+# --------------------------------------------------------------------------------------
+
+RANK_DIR = "rank-{}"
+
+
+def rank_checkpoint_dir(checkpoint_dir: str, rank: int) -> str:
+    """Where rank ``rank`` keeps its checkpoint: ``checkpoint_dir`` itself for rank 0 (so a
+    single-process run's layout is unchanged), ``checkpoint_dir/rank-K`` for rank K >= 1."""
+    return checkpoint_dir if rank == 0 else os.path.join(checkpoint_dir, RANK_DIR.format(rank))
+
+
+def other_rank_dirs(checkpoint_dir: str, world_size: int) -> list[str]:
+    """Checkpoint directories of ranks ``>= world_size`` left by an earlier run with more
+    processes, in rank order (their examples count as done; their statistics are merged)."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    ranks = []
+    for name in os.listdir(checkpoint_dir):
+        head, _, tail = name.partition("-")
+        if head == "rank" and tail.isdigit() and int(tail) >= world_size:
+            ranks.append(int(tail))
+    return [rank_checkpoint_dir(checkpoint_dir, r) for r in sorted(ranks)]
+
+
 def gather_objects(obj: Any, ctx: DistributedContext = SINGLE_PROCESS) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``all_gather_object``); ``[obj]`` alone."""
     if not ctx.is_distributed:
@@ -301,15 +335,47 @@ def _sum(parts):
     return sum(parts)
 
 
+def run_everywhere(fn: Callable[[], Any], ctx: DistributedContext = SINGLE_PROCESS) -> Any:
+    """Run ``fn()`` on every rank; if it raises on any rank, every rank raises.
+
+    The failing rank re-raises its own exception; the others raise a
+    :class:`~skipit.errors.SkipitError` (when the failure was one: a refused resume, bad data)
+    or a ``RuntimeError`` naming the first failing rank and its message. Use it where a rank
+    that fails alone would leave the others waiting in the next collective.
+    """
+    if not ctx.is_distributed:
+        return fn()
+    from skipit.errors import SkipitError
+
+    result, error, report = None, None, None
+    try:
+        result = fn()
+    except BaseException as err:  # noqa: BLE001 - reported to every rank, then re-raised
+        error = err
+        report = (isinstance(err, SkipitError), f"{type(err).__name__}: {err}" if not isinstance(
+            err, SkipitError) else str(err))
+    reports = gather_objects(report, ctx)
+    if error is not None:
+        raise error
+    failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
+    if failed:
+        rank, (user_error, message) = failed[0]
+        raise (SkipitError if user_error else RuntimeError)(f"rank {rank}: {message}")
+    return result
+
+
 def run_on_main(fn: Callable[[], Any], ctx: DistributedContext = SINGLE_PROCESS) -> Any:
     """Run ``fn()`` on rank 0 only and return its result on every rank.
 
     If ``fn`` raises on rank 0, every rank raises: rank 0 the exception itself, the others a
-    ``RuntimeError`` quoting it, so no rank is left waiting for a writer that failed.
+    :class:`~skipit.errors.SkipitError` (when rank 0's was one) or a ``RuntimeError`` quoting
+    it, so no rank is left waiting for a writer that failed.
     """
     if not ctx.is_distributed:
         return fn()
     import torch.distributed as dist
+
+    from skipit.errors import SkipitError
 
     box: list = [None]
     error = None
@@ -318,11 +384,12 @@ def run_on_main(fn: Callable[[], Any], ctx: DistributedContext = SINGLE_PROCESS)
             box[0] = ("ok", fn())
         except BaseException as err:  # noqa: BLE001 - reported to every rank, then re-raised
             error = err
-            box[0] = ("error", f"{type(err).__name__}: {err}")
+            user = isinstance(err, SkipitError)
+            box[0] = ("error", user, str(err) if user else f"{type(err).__name__}: {err}")
     dist.broadcast_object_list(box, src=0)
     if error is not None:
         raise error
-    status, value = box[0]
-    if status == "error":
-        raise RuntimeError(f"rank 0 failed: {value}")
-    return value
+    if box[0][0] == "error":
+        _, user, message = box[0]
+        raise (SkipitError if user else RuntimeError)(f"rank 0: {message}")
+    return box[0][1]

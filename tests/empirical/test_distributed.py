@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 
 from skipit.empirical.distributed import (  # noqa: E402
     SINGLE_PROCESS, DistributedContext, context_from_environment, distributed, gather_objects,
-    merge_statistics, run_on_main, shard, sum_counts, token_budget_batches,
+    merge_statistics, other_rank_dirs, rank_checkpoint_dir, run_everywhere, run_on_main, shard, sum_counts,
+    token_budget_batches,
 )
 from skipit.empirical.stats import RunStatistics  # noqa: E402
 from skipit.errors import SkipitError  # noqa: E402
@@ -165,9 +166,20 @@ def _worker(rank, world, port, out_dir):
             run_on_main(lambda: (_ for _ in ()).throw(OSError("disk full")), ctx)
         except (OSError, RuntimeError) as err:
             result["error"] = f"{type(err).__name__}: {err}"
+        result["everywhere"] = run_everywhere(lambda: ctx.rank * 10, ctx)
+        try:
+            run_everywhere(lambda: _fail_on_rank_1(ctx), ctx)
+        except SkipitError as err:
+            result["everywhere_error"] = str(err)
     result["closed"] = not dist.is_initialized()
     with open(os.path.join(out_dir, f"rank-{rank}.json"), "w") as fh:
         json.dump(result, fh)
+
+
+def _fail_on_rank_1(ctx):
+    if ctx.rank == 1:
+        raise SkipitError("the checkpoint in rank-1 covers other data")
+    return "fine"
 
 
 def _free_port():
@@ -219,4 +231,152 @@ def test_a_rank_without_examples_is_left_out_of_the_merge(two_ranks):
 def test_run_on_main_returns_rank0_result_and_fails_everywhere(two_ranks):
     assert [r["main"] for r in two_ranks] == ["written by rank 0"] * 2
     assert two_ranks[0]["error"] == "OSError: disk full"
-    assert two_ranks[1]["error"] == "RuntimeError: rank 0 failed: OSError: disk full"
+    assert two_ranks[1]["error"] == "RuntimeError: rank 0: OSError: disk full"
+
+
+def test_run_everywhere_returns_each_ranks_result_and_fails_on_all(two_ranks):
+    """A refusal on rank 1 reaches rank 0 as a SkipitError naming rank 1 (no rank waits forever)."""
+    assert [r["everywhere"] for r in two_ranks] == [0, 10]
+    assert two_ranks[0]["everywhere_error"] == "rank 1: the checkpoint in rank-1 covers other data"
+    assert two_ranks[1]["everywhere_error"] == "the checkpoint in rank-1 covers other data"
+
+
+def test_rank_checkpoint_dirs(tmp_path):
+    """Rank 0 keeps the single-process layout; ranks >= the world size of this run are found."""
+    assert rank_checkpoint_dir(str(tmp_path), 0) == str(tmp_path)
+    assert rank_checkpoint_dir(str(tmp_path), 3) == str(tmp_path / "rank-3")
+    for name in ("rank-1", "rank-2", "rank-10", "rank-x", "other"):
+        (tmp_path / name).mkdir()
+    assert other_rank_dirs(str(tmp_path), 2) == [str(tmp_path / "rank-2"), str(tmp_path / "rank-10")]
+    assert other_rank_dirs(str(tmp_path / "missing"), 1) == []
+
+
+# ---------------------------------------------------------------- certify in 2 gloo processes
+
+N_EXAMPLES = 13  # odd, so the ranks' shards differ in size
+
+
+def _settings(**kwargs):
+    from skipit.empirical.certificate import CertifySettings
+
+    return CertifySettings(**{"batch_size": 2, "checkpoint_every": 1, "calibration_fraction": 0.4, **kwargs})
+
+
+def _certify(model_bundle, examples, ctx=None, **kwargs):
+    from skipit.empirical.certify import certify
+
+    model, processor, info = model_bundle
+    return certify(model, processor, examples, _settings(), progress=False, model_info=info, ctx=ctx, **kwargs)
+
+
+def _certify_worker(rank, world, port, out_dir, model_bundle, examples, steps):
+    """Each step: a certify call under torchrun's variables; ``max_batches`` per rank (None: to the end)."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    results = []
+    with distributed(device="cpu") as ctx:
+        for step in steps:
+            limit = step.get("max_batches")
+            results.append(_certify(model_bundle, examples, ctx, checkpoint_dir=step["checkpoint_dir"],
+                                    max_batches=None if limit is None else limit[rank]))
+    with open(os.path.join(out_dir, f"certify-rank-{rank}.json"), "w") as fh:
+        json.dump(results, fh)
+
+
+def _run_ranks(world, model_bundle, examples, steps, out_dir):
+    import torch.multiprocessing as mp
+
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_certify_worker, args=(world, _free_port(), str(out_dir), model_bundle, examples, steps),
+                       nprocs=world, join=True, start_method=method)
+    return [json.loads((out_dir / f"certify-rank-{r}.json").read_text()) for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny LLaVA, 13 digit examples, one process's certificate, and the 2-rank runs:
+    a whole run; an interrupted one (rank 0 after 2 batches, rank 1 after 1) then resumed by 2 ranks;
+    the same interruption resumed by 1 process."""
+    from skipit.empirical.loading import load_model_and_processor
+    from skipit.empirical.testing import save_tiny_vlm
+    from tests.empirical.certify_helpers import digit_examples
+
+    root = tmp_path_factory.mktemp("certify-ranks")
+    bundle = load_model_and_processor(save_tiny_vlm("llava", root / "model", seed=1), device="cpu")
+    examples = digit_examples(N_EXAMPLES)
+    single = _certify(bundle, examples)
+    whole, resumed = root / "whole", root / "resumed"
+    ranks = _run_ranks(2, bundle, examples, [
+        {"checkpoint_dir": str(whole)},
+        {"checkpoint_dir": str(resumed), "max_batches": [2, 1]},
+        {"checkpoint_dir": str(resumed)},
+    ], root)
+    other = root / "other-world"
+    _run_ranks(2, bundle, examples, [{"checkpoint_dir": str(other), "max_batches": [1, 2]}], root)
+    by_one = _certify(bundle, examples, checkpoint_dir=str(other))
+    return {"single": single, "ranks": ranks, "whole": whole, "resumed": resumed, "by_one": by_one,
+            "other": other, "bundle": bundle, "examples": examples}
+
+
+def _without_world_size(certificate):
+    certificate = json.loads(json.dumps(certificate))
+    certificate["run"].pop("world_size")
+    return certificate
+
+
+def test_two_ranks_give_one_process_certificate(tiny_run):
+    """Statistics equal one process's to 1e-12 (relative), verdicts and verified counts are
+    identical, both ranks return the same certificate, and run.world_size = 2."""
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    single = json.loads(json.dumps(tiny_run["single"]))
+    rank0, rank1 = (r[0] for r in tiny_run["ranks"])
+    assert rank0 == rank1
+    assert rank0["run"]["world_size"] == 2 and single["run"]["world_size"] == 1
+    _assert_same_certificate(_without_world_size(rank0), _without_world_size(single), rel=RELATIVE)
+    assert rank0["verification"]["configs"] == single["verification"]["configs"]
+    for mode in ("late_entry", "early_exit", "freeze"):
+        assert rank0[mode]["certified_layers"] == single[mode]["certified_layers"]
+
+
+def test_two_ranks_count_each_statistics_example_once(tiny_run):
+    """The ranks' checkpoints hold disjoint example sets whose union is the statistics split."""
+    from skipit.empirical.certificate import split_indices
+
+    stats_idx, _ = split_indices(N_EXAMPLES, _settings())
+    rank0 = json.loads((tiny_run["whole"] / "checkpoint.json").read_text())["done"]
+    rank1 = json.loads((tiny_run["whole"] / "rank-1" / "checkpoint.json").read_text())["done"]
+    assert not set(rank0) & set(rank1)
+    assert sorted(rank0 + rank1) == sorted(stats_idx)
+    assert tiny_run["ranks"][0][0]["data"]["statistics_examples"] == len(stats_idx)
+
+
+def test_interrupted_ranks_resume_to_the_same_certificate(tiny_run):
+    """Both ranks stopped early (at different points, as a killed run leaves them) return None;
+    rerunning the same command resumes to the whole run's certificate."""
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    for rank in tiny_run["ranks"]:
+        assert rank[1] is None
+        _assert_same_certificate(rank[2], rank[0], rel=RELATIVE)
+
+
+def test_resume_with_another_world_size_works(tiny_run):
+    """A 2-rank checkpoint resumed by one process: rank 1's directory is merged, nothing is
+    counted twice, and the certificate is one process's (world_size 1)."""
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    _assert_same_certificate(json.loads(json.dumps(tiny_run["by_one"])), json.loads(json.dumps(tiny_run["single"])),
+                             rel=RELATIVE)
+
+
+def test_overlapping_rank_checkpoints_are_refused(tiny_run, tmp_path):
+    """Two checkpoints holding one example would count it twice: refused in one line."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run["whole"], broken)
+    shutil.copytree(broken / "rank-1", broken / "rank-2")
+    with pytest.raises(SkipitError, match="two rank checkpoints both hold example"):
+        _certify(tiny_run["bundle"], tiny_run["examples"], checkpoint_dir=str(broken))
