@@ -60,6 +60,8 @@ QUESTION_COLUMNS = ("question", "query", "problem")
 ANSWER_COLUMNS = ("answers", "answer", "multiple_choice_answer", "label")
 CHOICES_COLUMNS = ("options", "choices")
 _EXTRA_IMAGE_COLUMN = re.compile(r"^image_\d+$")
+_OPTIONS_IN_TEXT = re.compile(r"(?<![A-Za-z])A\s*[.:)].*(?<![A-Za-z])B\s*[.:)]", re.DOTALL)
+"""A question that lists lettered options itself (MMStar: ``Options: A: ..., B: ...``)."""
 
 
 @dataclass
@@ -537,7 +539,8 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
                 rows.append((index, parsed))
             index += 1
     kind = _answer_kind([(p[2], p[3]) for _, p in rows])
-    all_letters = bool(rows) and all(len(p[2]) == 1 and p[2][0] in LETTERS and not p[3] for _, p in rows)
+    all_letters = bool(rows) and all(len(p[2]) == 1 and p[2][0] in LETTERS and not p[3]
+                                     and _OPTIONS_IN_TEXT.search(p[1]) for _, p in rows)
     examples, unmatched = [], []
     for index, (cell, question, answers, choices) in rows:
         if choices:
@@ -643,7 +646,8 @@ def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subse
     ``metric``: ``auto`` (multiple choice and JSONL / bundled sets: ``letter``; rows with
     :data:`VQA_REFERENCES` references: ``vqa``; other free-form rows: ``exact``; a dataset
     whose answers are all single letters: ``letter``) or one of ``letter``, ``exact``, ``vqa``,
-    ``anls``; each example records its metric, the report the set's. ``max_new_tokens``
+    ``anls``; each example records its metric, the report the set's. ("All single letters"
+    also needs each question to list options ``A.``/``A:``/``A)`` and ``B...`` in its text.) ``max_new_tokens``
     (None: 1 for letter-only sets, else :data:`DEFAULT_MAX_NEW_TOKENS`) lands in the report.
 
     Every line or row is checked; bad ones raise :class:`skipit.errors.SkipitError` listing

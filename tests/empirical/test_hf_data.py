@@ -329,3 +329,19 @@ def test_the_readme_mmstar_command_reads_a_cached_mmstar_layout(tmp_path, monkey
     assert [e.answer for e in examples] == ["A", "B", "A"] and report.metric == "letter"
     assert examples[1].question == questions[1] + "\n" + MCQ_INSTRUCTION
     assert report.source == "lmms-lab/MMStar[validation]" and report.max_new_tokens == 1  # datasets' name for val
+
+
+def test_single_letter_answers_without_listed_options_stay_free_form(tmp_path):
+    """A set answering with one letter ("which letter is shown?") is not taken for multiple choice:
+    only questions that list options ``A.``/``A:``/``A)`` and ``B...`` themselves are."""
+    images, _ = _digits(2)
+    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
+                                  "answer": datasets.Value("string")})
+    datasets.Dataset.from_dict({"image": images, "question": ["which letter is shown?"] * 2, "answer": ["A", "B"]},
+                               features=features).save_to_disk(tmp_path / "ocr")
+    examples, report = load_examples(str(tmp_path / "ocr"))
+    assert report.metric == "exact" and examples[0].question == "which letter is shown?"
+    datasets.Dataset.from_dict({"image": images, "question": ["which? (A) cat (B) dog"] * 2, "answer": ["A", "B"]},
+                               features=features).save_to_disk(tmp_path / "listed")
+    examples, report = load_examples(str(tmp_path / "listed"))
+    assert report.metric == "letter" and examples[0].question.endswith("\n" + MCQ_INSTRUCTION)
