@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from skipit.empirical.adapters import VLMAdapter, get_adapter
+from skipit.empirical.hooks import HookSet
 from skipit.empirical.stats import CKA_GROUPS, DEFAULT_THRESHOLDS, GROUPS, RunStatistics, check_thresholds
 
 
@@ -115,7 +116,7 @@ class _Gram:
         return moved
 
 
-class StatisticsCapture:
+class StatisticsCapture(HookSet):
     """The context manager returned by :func:`capture_statistics`; ``.statistics`` is the run so far."""
 
     MIN_CKA_TOKENS = 4  # HSIC_1 is defined for n >= 4
@@ -132,7 +133,6 @@ class StatisticsCapture:
         self._stats = RunStatistics(num_layers=self.num_layers, thresholds=self.thresholds,
                                     model_type=getattr(model.config, "model_type", None))
         self._thresholds_cache: dict[torch.device, torch.Tensor] = {}
-        self._handles: list = []
         self._probe = None
         self._clear_forward()
 
@@ -142,39 +142,21 @@ class StatisticsCapture:
         """The statistics of every completed forward so far (a copy)."""
         return RunStatistics.from_dict(self._stats.to_dict())
 
-    def __enter__(self) -> StatisticsCapture:
-        if self._handles:
-            raise RuntimeError("capture_statistics is already active; it is not re-entrant")
-        try:
-            self._handles.append(self.model.register_forward_pre_hook(self._model_pre_hook, with_kwargs=True))
-            self._handles.append(self.model.register_forward_hook(self._model_post_hook))
-            self._handles.append(self.layers[0].register_forward_pre_hook(self._embedding_hook, with_kwargs=True))
-            for index, layer in enumerate(self.layers):
-                self._handles.append(layer.register_forward_hook(self._layer_hook(index + 1)))
-            if self.attention:
-                from skipit.empirical.attention import AttentionProbe
-
-                self._probe = AttentionProbe(self.model, self.adapter, self._attention_callback)
-                self._probe.__enter__()
-        except BaseException:
-            self._remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._remove()
-
     # ---------------------------------------------------------------- internals
-    def _remove(self) -> None:
-        try:
-            if self._probe is not None:
-                self._probe.__exit__(None, None, None)
-        finally:
-            self._probe = None
-            for handle in self._handles:
-                handle.remove()
-            self._handles.clear()
-            self._clear_forward()
+    def _install(self) -> None:
+        """Register the hooks (the shared :class:`skipit.empirical.hooks.HookSet` lifecycle removes
+        them on exit, also when a forward raises)."""
+        self.on_exit(self._clear_forward)
+        self.forward_pre_hook(self.model, self._model_pre_hook, with_kwargs=True)
+        self.forward_hook(self.model, self._model_post_hook)
+        self.forward_pre_hook(self.layers[0], self._embedding_hook, with_kwargs=True)
+        for index, layer in enumerate(self.layers):
+            self.forward_hook(layer, self._layer_hook(index + 1))
+        if self.attention:
+            from skipit.empirical.attention import AttentionProbe
+
+            self._probe = self.enter(AttentionProbe(self.model, self.adapter, self._attention_callback))
+            self.on_exit(setattr, self, "_probe", None)
 
     def _clear_forward(self) -> None:
         self._active = False
