@@ -422,7 +422,8 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                      split={"calibration_fraction": settings.calibration_fraction, "seed": settings.split_seed,
                             "rule": "seeded permutation; the first round((1 - f) n) for the statistics, "
                                     "the rest for calibration"})
-    run = {"world_size": ctx.world_size, "versions": run_versions(), "batch_size": settings.batch_size}
+    run = {"world_size": ctx.world_size, "versions": run_versions(), "revision": model_info.get("revision"),
+           "batch_size": settings.batch_size}
     if max_batch_tokens is not None:
         run["max_batch_tokens"] = int(max_batch_tokens)
     run.update(run_info or {})
