@@ -256,6 +256,8 @@ def test_attention_bound_without_a_variance_is_hoeffding_at_the_full_level():
     assert got != pytest.approx(_hoeffding(0.05, n, delta / 2, 1.0), rel=1e-6)
     del fields["visual_attention_ratio_variance"]
     assert certificate_layers(stats, n, CertifySettings())[0]["visual_attention_upper_bound"] == got
+    # n is the number of examples with attention statistics, not the run's example count
+    assert certificate_layers(stats, 10 * n, CertifySettings())[0]["visual_attention_upper_bound"] == got
 
 
 def test_no_attention_statistics_fail_the_attention_test():

@@ -577,3 +577,46 @@ def test_generated_answers_are_compared_when_max_new_tokens_exceeds_one(quiet_ll
     for config in cert["verification"]["configs"]:
         answers = generated(_direct_context(model, config))
         assert config["changed"] == sum(a != r for a, r in zip(answers, reference)), config
+
+
+def test_contribution_order_is_shortv_kl_on_the_statistics_split(quiet_llava):
+    """``freeze_order="contribution"``: each layer's score is the mean over the first
+    ``order_examples`` statistics examples of KL(full || layer frozen) of the answer-token
+    distribution (computed here one example at a time, by hand), and the freeze chain grows
+    in that order, ascending. Identity layers 1 and 2 contribute nothing (KL 0)."""
+    _require(*VERIFY_NEEDS)
+    import torch
+
+    from skipit.empirical import skipping
+    from skipit.empirical.certificate import freeze_order, split_indices
+    from skipit.empirical.data import build_inputs
+    from tests.empirical.certify_helpers import digit_examples
+
+    model, processor, _ = quiet_llava
+    examples = digit_examples(12)
+    cert = _run(quiet_llava, examples, verify=True, freeze_order="contribution", order_examples=4,
+                **VERIFY_SETTINGS)
+    ordering = [examples[i] for i in split_indices(12, CertifySettings(**VERIFY_SETTINGS))[0][:4]]
+
+    def log_probs(example, frozen=None):
+        with torch.inference_mode():
+            if frozen is None:
+                logits = model(**build_inputs(processor, [example], model=model)).logits
+            else:
+                with skipping.freeze(model, layers=[frozen]):
+                    logits = model(**build_inputs(processor, [example], model=model)).logits
+        return torch.log_softmax(logits[0, -1].double(), dim=-1)
+
+    full = [log_probs(e) for e in ordering]
+    want = {}
+    for layer in range(1, 5):
+        kls = [float((p.exp() * (p - log_probs(e, layer))).sum()) for e, p in zip(ordering, full)]
+        want[layer] = sum(kls) / len(kls)
+    order = cert["verification"]["freeze_order"]
+    assert "contribution" in order["by"] and "4 statistics examples" in order["by"]
+    assert {int(k): v for k, v in order["scores"].items()} == pytest.approx(want, rel=1e-6, abs=1e-9)
+    assert want[1] == pytest.approx(0.0, abs=1e-9) and want[2] == pytest.approx(0.0, abs=1e-9)
+    assert order["layers"] == freeze_order(cert["layers"], {int(k): v for k, v in order["scores"].items()})
+    assert set(order["layers"][:2]) == {1, 2} and order["layers"][2:] == [3]  # layer N = 4 is never a candidate
+    freeze = [c["layers"] for c in cert["verification"]["configs"] if c["mode"] == "freeze"]
+    assert freeze == [sorted(order["layers"][:k]) for k in range(1, len(freeze) + 1)]
