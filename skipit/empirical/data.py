@@ -683,12 +683,16 @@ def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subse
 
 
 def add_data_arguments(parser, default_data="digits-test"):
-    """The data options of ``certify``, ``evaluate`` and ``skip`` (``--samples`` stays with each command)."""
+    """The data options of ``certify``, ``evaluate`` and ``skip`` (``--samples`` stays with each
+    command). ``--data`` and ``--skip-bad`` are added only when ``parser`` (or a parent parser)
+    does not define them already."""
     group = parser.add_argument_group("data")
-    group.add_argument("--data", default=None, metavar="PATH|NAME|HUB_ID",
-                       help="JSONL file (image, question, answer[, choices]), bundled set, Hugging Face dataset "
-                            "(save_to_disk directory, parquet/arrow files or a folder of them, or a hub dataset id "
-                            f"in the local cache, read offline) (default: {default_data})")
+    known = set(getattr(parser, "_option_string_actions", {}))
+    if "--data" not in known:
+        group.add_argument("--data", default=None, metavar="PATH|NAME|HUB_ID",
+                           help="JSONL file (image, question, answer[, choices]), bundled set, Hugging Face "
+                                "dataset (save_to_disk directory, parquet/arrow files or a folder of them, or a hub "
+                                f"dataset id in the local cache, read offline) (default: {default_data})")
     group.add_argument("--split", default=None, help="dataset split (needed when the dataset has several)")
     group.add_argument("--subset", default=None, metavar="NAME", help="dataset configuration (subset) of a hub dataset")
     for role, defaults in (("image", IMAGE_COLUMNS), ("question", QUESTION_COLUMNS), ("answer", ANSWER_COLUMNS),
@@ -706,8 +710,9 @@ def add_data_arguments(parser, default_data="digits-test"):
                             "references, else exact")
     group.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
                        help=f"greedy tokens per free-form answer (default: 1 for letter, else {DEFAULT_MAX_NEW_TOKENS})")
-    group.add_argument("--skip-bad", action="store_true",
-                       help="skip (and report) bad data lines or rows instead of stopping")
+    if "--skip-bad" not in known:
+        group.add_argument("--skip-bad", action="store_true",
+                           help="skip (and report) bad data lines or rows instead of stopping")
     return group
 
 

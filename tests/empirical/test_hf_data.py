@@ -345,3 +345,14 @@ def test_single_letter_answers_without_listed_options_stay_free_form(tmp_path):
                                features=features).save_to_disk(tmp_path / "listed")
     examples, report = load_examples(str(tmp_path / "listed"))
     assert report.metric == "letter" and examples[0].question.endswith("\n" + MCQ_INSTRUCTION)
+
+
+def test_data_arguments_join_a_parent_parser_that_has_data_and_skip_bad():
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--data")
+    parent.add_argument("--skip-bad", action="store_true")
+    parser = argparse.ArgumentParser(parents=[parent])
+    add_data_arguments(parser)  # no "conflicting option string" error
+    args = parser.parse_args(["--data", "x", "--skip-bad", "--split", "test", "--choices-column", "opts"])
+    assert (args.data, args.skip_bad, args.split, args.choices_column) == ("x", True, "test", "opts")
+    assert "--mcq-template" in parser.format_help() and "--max-new-tokens" in parser.format_help()
