@@ -340,7 +340,7 @@ def _open_dataset(source, split, subset):
                 raise SkipitError(f"--data {source}: no parquet or arrow files in {root}")
             try:
                 loaded = datasets.load_dataset(root, name=subset) if os.path.isdir(root) else \
-                    datasets.load_dataset(root[root.rindex(".") + 1:], data_files={"data": [root]})
+                    datasets.load_dataset(root[root.rindex(".") + 1:], data_files=[root], split="train")
             except ValueError as err:
                 raise SkipitError(f"--data {source}: {str(err).splitlines()[0]}") from None
     finally:
@@ -357,9 +357,8 @@ def _open_dataset(source, split, subset):
         if split not in loaded:
             raise SkipitError(f"--split must be one of {', '.join(splits)} for {source}, got {split!r}")
         loaded = loaded[split]
-    elif split is not None and split != getattr(loaded, "split", None):
-        raise SkipitError(f"--split {split}: {source} holds a single dataset "
-                          f"(split {getattr(loaded, 'split', None) or 'unnamed'}); leave --split out")
+    elif split is not None:
+        raise SkipitError(f"--split {split}: {source} holds a single dataset, not splits; leave --split out")
     name = f"{source}" + (f":{subset}" if subset else "") + (f"[{split}]" if split else "")
     return loaded, name, root if os.path.isdir(root) else os.path.dirname(root)
 

@@ -356,3 +356,15 @@ def test_data_arguments_join_a_parent_parser_that_has_data_and_skip_bad():
     args = parser.parse_args(["--data", "x", "--skip-bad", "--split", "test", "--choices-column", "opts"])
     assert (args.data, args.skip_bad, args.split, args.choices_column) == ("x", True, "test", "opts")
     assert "--mcq-template" in parser.format_help() and "--max-new-tokens" in parser.format_help()
+
+
+def test_a_single_file_or_dataset_has_no_splits_to_choose(tmp_path):
+    ds = _mcq_dataset(2)
+    ds.to_parquet(str(tmp_path / "one.parquet"))
+    ds.save_to_disk(tmp_path / "saved")
+    for form in (tmp_path / "one.parquet", tmp_path / "saved"):
+        examples, report = load_examples(str(form))
+        assert len(examples) == 2 and report.source == str(form)
+        with pytest.raises(SkipitError, match=r"--split test: .* holds a single dataset, not splits; leave --split "
+                                              r"out"):
+            load_examples(str(form), split="test")
