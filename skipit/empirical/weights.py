@@ -77,11 +77,19 @@ def _tensors_sha256(model):
     from skipit.errors import SkipitError
 
     digest = hashlib.sha256(b"skipit-weights-tensors/1\0")
+    offloaded = None
     with torch.no_grad():
         for name, tensor in model.state_dict(keep_vars=False).items():
             if tensor.device.type == "meta":
-                raise SkipitError(f"weight {name} is on the meta device (offloaded); fingerprint the "
-                                  "checkpoint directory instead")
+                if offloaded is None:  # accelerate's offload store holds the values (device_map)
+                    from skipit.empirical.loading import parameter_tensors
+
+                    offloaded = dict(parameter_tensors(model))
+                value = offloaded.get(name)
+                if value is None or value.device.type == "meta":
+                    raise SkipitError(f"weight {name} is on the meta device (offloaded); fingerprint the "
+                                      "checkpoint directory instead")
+                tensor = torch.as_tensor(value)
             digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
             flat = tensor.detach().reshape(-1)
             if flat.numel():

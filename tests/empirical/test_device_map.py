@@ -246,3 +246,28 @@ def test_unknown_device_is_a_one_line_error(device):
 def test_known_devices_resolve():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") in ("cpu", "cuda")
+
+
+def test_offloaded_model_has_the_plain_weights_fingerprint(models):
+    """The fingerprint reads offloaded weights from accelerate's store: equal to the plain model's,
+    so a certificate made on one placement is recognised on the other."""
+    from skipit.empirical.weights import weights_fingerprint
+
+    plain, mapped, _, _ = models
+    assert weights_fingerprint(mapped) == weights_fingerprint(plain)
+
+
+def test_certify_on_an_offloaded_model_gives_the_plain_certificate(models):
+    """certify's statistics and verification under CPU + disk offload equal the plain model's (1e-5)."""
+    from skipit.empirical.certificate import CertifySettings
+    from skipit.empirical.certify import certify
+    from tests.empirical.certify_helpers import digit_examples
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    plain, mapped, directory, _ = models
+    _, processor, info = load_model_and_processor(directory, device="cpu")
+    examples = digit_examples(6)
+    settings = CertifySettings(batch_size=3, calibration_fraction=0.5)
+    want = certify(plain, processor, examples, settings, progress=False, model_info=info)
+    got = certify(mapped, processor, examples, settings, progress=False, model_info=info)
+    _assert_same_certificate(got, want, rel=TOLERANCE)
