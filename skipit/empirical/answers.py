@@ -5,6 +5,8 @@
 * Any other example (``exact``, ``vqa``, ``anls``) is answered by the greedy generation of up to
   ``max_new_tokens`` tokens (stopping at the end-of-sequence token), as lmms-eval generates
   (``do_sample=False``).
+* Image placeholder tokens are never generated (``suppress_tokens``): in the answer they would be
+  taken for vision tokens by the skipping hooks.
 
 Answers are returned normalised for their example's metric (:func:`skipit.empirical.metrics.normalise_for`),
 so two runs (the full model and a skipped one) gave the same answer exactly when their
@@ -46,6 +48,7 @@ def predict_answers_timed(model, processor, examples, *, batch_size=16, context=
                           metric=None):
     """``(answers, seconds)``: :func:`predict_answers` and the wall time of the model's calls
     (on CUDA the device is synchronised before and after each)."""
+    from skipit.empirical.adapters import get_adapter
     from skipit.empirical.data import DEFAULT_MAX_NEW_TOKENS, build_inputs
     from skipit.empirical.evaluate import _synchronize
     from skipit.empirical.loading import input_device
@@ -56,6 +59,8 @@ def predict_answers_timed(model, processor, examples, *, batch_size=16, context=
                                        or max_new_tokens < 1):
         raise ValueError(f"`max_new_tokens` must be None or an integer >= 1, got {max_new_tokens!r}")
     device = input_device(model)
+    # an answer never holds an image placeholder; generated as text it would count as a vision token
+    placeholders = list(get_adapter(model).vision_token_ids(model.config))
     answers, seconds = [], 0.0
     with _left_padding(processor) as tok:
         for start in range(0, len(examples), batch_size):
@@ -71,7 +76,7 @@ def predict_answers_timed(model, processor, examples, *, batch_size=16, context=
                 _synchronize(device)
                 t0 = time.perf_counter()
                 out = model.generate(**inputs, max_new_tokens=steps, do_sample=False, num_beams=1,
-                                     pad_token_id=tok.pad_token_id)
+                                     pad_token_id=tok.pad_token_id, suppress_tokens=placeholders)
                 _synchronize(device)
                 seconds += time.perf_counter() - t0
             new = out[:, prompt_length:] if out.shape[1] > prompt_length else out[:, -1:]

@@ -28,14 +28,19 @@ def _examples(metric):
 
 
 def _greedy_by_hand(model, processor, example, steps):
-    """Greedy decoding without a cache: a full forward per token, the argmax appended."""
+    """Greedy decoding without a cache: a full forward per token, the argmax (over tokens other
+    than the image placeholder) appended."""
+    from skipit.empirical.testing import IMAGE_ID
+
     inputs = build_inputs(processor, [example], model)
     ids = inputs["input_ids"]
     out = []
     for _ in range(steps):
         batch = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
         with torch.no_grad():
-            token = int(model(**batch).logits[0, -1].argmax())
+            logits = model(**batch).logits[0, -1]
+        logits[IMAGE_ID] = -torch.inf
+        token = int(logits.argmax())
         out.append(token)
         ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
     return out
@@ -73,6 +78,27 @@ def test_answers_under_a_skipping_context_match_greedy_decoding_by_hand(llava):
         expected = [normalise_vqa(tok.decode(_greedy_by_hand(model, processor, ex, 2), skip_special_tokens=True))
                     for ex in examples]
     assert got == expected
+
+
+def test_answers_never_hold_an_image_placeholder(tmp_path):
+    """A tiny Gemma 3 whose greedy first token is the image placeholder: generated, it would be
+    taken for a vision token (early exit then drops every token of a decode step and the layer
+    gets an empty sequence). It is suppressed, and the answer is the best other token."""
+    from skipit.empirical.loading import load_model_and_processor
+    from skipit.empirical.skipping import early_exit
+    from skipit.empirical.testing import IMAGE_ID, save_tiny_vlm
+
+    save_tiny_vlm("gemma3", tmp_path)
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+    example = Example(Image.new("RGB", (32, 32), (18, 50, 90)), "what digit is is", "one", metric="exact")
+    with torch.no_grad():
+        first = int(model(**build_inputs(processor, [example], model)).logits[0, -1].argmax())
+    assert first == IMAGE_ID  # the case this test is about
+    got = predict_answers(model, processor, [example], max_new_tokens=2, context=lambda: early_exit(model, layer=2))
+    with early_exit(model, layer=2):
+        expected = normalise_vqa(processor.tokenizer.decode(_greedy_by_hand(model, processor, example, 2),
+                                                            skip_special_tokens=True))
+    assert got == [expected] and expected != ""
 
 
 def test_score_uses_each_examples_metric_and_references():
