@@ -69,25 +69,24 @@ def check(name, value, low=-math.inf, high=math.inf, *, low_closed=True, high_cl
     if high_closed is None:
         high_closed = bool(np.all(hi != math.inf))
     a = np.asarray(value, dtype=float)
-    shape = np.broadcast_shapes(a.shape, lo.shape, hi.shape)
-    a, lo, hi = (np.broadcast_to(x, shape) for x in (a, lo, hi))
-    finite_lo, finite_hi = np.isfinite(lo), np.isfinite(hi)
-    tol_lo = np.where(low_closed & finite_lo, tolerance(np.where(finite_lo, lo, 0.0)), 0.0)
-    tol_hi = np.where(high_closed & finite_hi, tolerance(np.where(finite_hi, hi, 0.0)), 0.0)
-    ok = a >= lo - tol_lo if low_closed else a > lo
-    ok &= a <= hi + tol_hi if high_closed else a < hi
+    # tolerances are formed on the (small) range ends, then broadcast against the value
+    lo_c = lo - np.where(np.isfinite(lo), tolerance(np.where(np.isfinite(lo), lo, 0.0)), 0.0) if low_closed else lo
+    hi_c = hi + np.where(np.isfinite(hi), tolerance(np.where(np.isfinite(hi), hi, 0.0)), 0.0) if high_closed else hi
+    ok = (a >= lo_c) if low_closed else (a > lo)
+    ok &= (a <= hi_c) if high_closed else (a < hi)
     ok &= np.isfinite(a)
     if integer:
         with np.errstate(invalid="ignore"):
             r = np.round(a)
             ok &= np.abs(a - r) <= INTEGER_ROUNDOFF * np.maximum(1.0, np.abs(r))
     if not np.all(ok):
-        i = np.flatnonzero(~ok.ravel())[0]
-        described = _describe(float(lo.ravel()[i]), float(hi.ravel()[i]), low_closed, high_closed)
+        shape = np.broadcast_shapes(a.shape, lo.shape, hi.shape)
+        i = np.flatnonzero(~np.broadcast_to(ok, shape).ravel())[0]
+        at = [float(np.broadcast_to(x, shape).ravel()[i]) for x in (a, lo, hi)]
+        described = _describe(at[1], at[2], low_closed, high_closed)
         kind = f"{what} " if what else ""
-        raise ValueError(f"`{name}` must be {kind}{described}{' and an integer' if integer else ''}, "
-                         f"got {float(a.ravel()[i])!r}")
-    out = np.clip(a, np.where(low_closed, lo, -np.inf), np.where(high_closed, hi, np.inf))
+        raise ValueError(f"`{name}` must be {kind}{described}{' and an integer' if integer else ''}, got {at[0]!r}")
+    out = np.clip(a, lo if low_closed else -np.inf, hi if high_closed else np.inf)
     if integer:
         out = np.round(out)
     return out
