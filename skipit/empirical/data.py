@@ -716,12 +716,16 @@ def add_data_arguments(parser, default_data="digits-test"):
 
 
 def examples_from_args(args, default_data="digits-test"):
-    """``(examples, report)`` for the options of :func:`add_data_arguments` and ``--samples`` (0 = all)."""
-    columns = ColumnMap(args.image_column, args.question_column, args.answer_column, args.choices_column)
-    samples = getattr(args, "samples", 0)
-    return load_examples(args.data or default_data, skip_bad=args.skip_bad, limit=samples or None,
-                         split=args.split, subset=args.subset, columns=columns, metric=args.metric,
-                         mcq_template=args.mcq_template, max_new_tokens=args.max_new_tokens)
+    """``(examples, report)`` for the options of :func:`add_data_arguments` and ``--samples`` (0 = all);
+    an option the command does not define takes its default."""
+    def get(name, default=None):
+        return getattr(args, name, default)
+
+    columns = ColumnMap(get("image_column"), get("question_column"), get("answer_column"), get("choices_column"))
+    return load_examples(get("data") or default_data, skip_bad=bool(get("skip_bad", False)),
+                         limit=get("samples", 0) or None, split=get("split"), subset=get("subset"), columns=columns,
+                         metric=get("metric", "auto"), mcq_template=get("mcq_template", MCQ_TEMPLATE),
+                         max_new_tokens=get("max_new_tokens"))
 
 
 # --------------------------------------------------------------------------------------

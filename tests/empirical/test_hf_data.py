@@ -368,3 +368,9 @@ def test_a_single_file_or_dataset_has_no_splits_to_choose(tmp_path):
         with pytest.raises(SkipitError, match=r"--split test: .* holds a single dataset, not splits; leave --split "
                                               r"out"):
             load_examples(str(form), split="test")
+
+
+def test_examples_from_args_takes_defaults_for_options_a_command_lacks():
+    pytest.importorskip("skipit.demo")
+    examples, report = examples_from_args(argparse.Namespace(data=None, samples=3))
+    assert len(examples) == 3 and report.source == "bundled:digits-test" and report.metric == "letter"
