@@ -186,7 +186,7 @@ def theorem3_mi_lower_bound_sharp(p_t, t, d, base=math.e):
     p = _theorem3_p_t(p_t, t)
     a = 1.0 - p
     # 1 - F(t, d) = F(2 - t, d) (the complement of a cap is the opposite open cap)
-    log1mf = log_cap_fraction(2.0 - np.asarray(t, dtype=float), d)
+    log1mf = log_cap_fraction(np.maximum(2.0 - np.asarray(t, dtype=float), 0.0), d)  # t >= 2: empty, p = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         term1 = np.where(a > 0, a * (np.log(np.where(a > 0, a, 1.0)) - logf), 0.0)
         term2 = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - log1mf), 0.0)

@@ -53,3 +53,11 @@ def test_kl_bounds_are_nonnegative_under_round_off():
         assert kl_divergence(p, p.copy()) >= 0.0
         chain = p[:, None, None] * np.full((1, 2, 2), 0.25)  # X_prev independent of (X_l, Z): Markov
         assert lemma4_expected_kl(chain / chain.sum()) >= 0.0
+
+
+def test_theorem3_at_thresholds_beyond_2_is_the_whole_sphere():
+    """t >= 2: F = 1 and P_t = 0, so the paper's form is -log 2 and the sharp form d(1 || 1) = 0."""
+    for t in (2.0, 2.5, 10.0):
+        assert theorem3_mi_lower_bound(0.0, t, 50) == -math.log(2)
+        assert theorem3_mi_lower_bound_sharp(0.0, t, 50) == 0.0
+        assert theorem3_mi_lower_bound_sharp(1e-9, t, 50) == 0.0  # P_t within round-off of 0
