@@ -154,7 +154,7 @@ def theorem3_mi_lower_bound(p_t, t, d, base=math.e):
     """Theorem 3 (continuous Fano on the sphere; Duchi & Wainwright 2013, Prop. 2), corrected.
 
     Hypotheses: X_l uniform on S^{d-1} (normalised surface measure sigma), X_prev any
-    random vector jointly distributed with it, rho the cosine distance, t in [0, 2],
+    random vector jointly distributed with it, rho the cosine distance, t >= 0 (t >= 2: the whole sphere, P_t = 0),
     P_t = P[rho(X_l, X_prev) > t] (using ">=" instead, as the paper does, only
     lowers the bound). Conclusion:
 
