@@ -535,13 +535,13 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
             if problem:
                 _bad(skipped, index, problem)
             else:
-                rows.append((index, parsed))
+                rows.append((index, parsed[1:]))  # the image cell is read again when decoded: not kept
             index += 1
-    kind = _answer_kind([(p[2], p[3]) for _, p in rows])
-    all_letters = bool(rows) and all(len(p[2]) == 1 and p[2][0] in LETTERS and not p[3]
-                                     and _OPTIONS_IN_TEXT.search(p[1]) for _, p in rows)
+    kind = _answer_kind([(p[1], p[2]) for _, p in rows])
+    all_letters = bool(rows) and all(len(p[1]) == 1 and p[1][0] in LETTERS and not p[2]
+                                     and _OPTIONS_IN_TEXT.search(p[0]) for _, p in rows)
     examples, unmatched = [], []
-    for index, (cell, question, answers, choices) in rows:
+    for index, (question, answers, choices) in rows:
         if choices:
             letter = _mcq_answer(answers[0], choices, kind)
             if letter is None:
@@ -561,18 +561,19 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
                 row_metric = metric
             answer = answers[0] if len(answers) == 1 else _most_common(answers)
             references, allowed = (list(answers) if len(answers) > 1 else []), []
-        examples.append((index, cell, Example(None, question, answer, allowed, source=f"{name}[{index}]",
-                                              references=references, metric=row_metric)))
+        examples.append((index, Example(None, question, answer, allowed, source=f"{name}[{index}]",
+                                        references=references, metric=row_metric)))
     for index, why in unmatched:
         _bad(skipped, index, why)
     skipped.sort()
     kept = []
-    for index, cell, example in examples:
+    image_column = table.column(cols["image"])
+    for index, example in examples:
         wanted = limit is None or len(kept) < limit
         if not wanted:
             break  # the rest were verified by _check_row
         try:
-            example.image = _open_image(_image_file(cell, root))
+            example.image = _open_image(_image_file(_image_cells(image_column[index].as_py())[0], root))
             kept.append(example)
         except Exception as err:  # PIL raises many kinds: all mean "unreadable image"
             _bad(skipped, index, f"unreadable image ({type(err).__name__}: {err})")
