@@ -47,11 +47,17 @@ def add_parser(subparsers):
     p.add_argument("--fastv-layer", type=int, default=2, metavar="K", help="FastV's pruning layer (default: 2)")
     p.add_argument("--vtw-kl", type=float, default=0.01, metavar="KL",
                    help="VTW's output-KL threshold (default: 0.01)")
+    p.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
+                   help="at most N padded prompt tokens (batch size x longest prompt) per batch; a longer "
+                        "example runs alone (default: no cap)")
     return p
 
 
 def run(args):
-    from skipit.commands._common import load_model_and_data
+    import contextlib
+
+    from skipit.commands._common import load_model_and_data, offload_folder, placement_from_args
+    from skipit.empirical.distributed import context_from_environment, distributed, run_on_main
     from skipit.errors import SkipitError
 
     if not 0 <= args.tolerance <= 100:
@@ -60,14 +66,21 @@ def run(args):
         raise SkipitError("--theorem6-samples must be >= 0 and --theorem6-iters >= 1")
     if args.vtw_kl < 0:
         raise SkipitError(f"--vtw-kl must be >= 0, got {args.vtw_kl}")
+    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
+        raise SkipitError(f"--max-batch-tokens must be >= 1, got {args.max_batch_tokens}")
+    placement_from_args(args, context_from_environment())  # --device, --device-map, --max-memory: before any work
     from skipit.empirical.certificate import load_certificate
 
     certificate = load_certificate(args.certificate) if args.certificate else None
 
     from skipit.empirical.files import atomic_write_text, output_directory
 
-    with output_directory(args.out, what="--out", command="skipit evaluate") as out_dir:
-        model, processor, info, examples, data_report = load_model_and_data(args, "evaluate")
+    # Under torchrun every rank runs this; rank 0 alone locks --out and writes the results.
+    with distributed(args.device) as ctx, contextlib.ExitStack() as stack:
+        out_dir = run_on_main(lambda: stack.enter_context(
+            output_directory(args.out, what="--out", command="skipit evaluate")), ctx)
+        offload = stack.enter_context(offload_folder(out_dir, ctx))
+        model, processor, info, examples, data_report = load_model_and_data(args, "evaluate", ctx, offload)
 
         from skipit.empirical.adapters import get_adapter
         from skipit.empirical.certificate import check_certificate_model
@@ -87,14 +100,16 @@ def run(args):
             raise SkipitError(str(err).replace("`layers`", "--layers")) from None
         if args.baselines and not 1 <= args.fastv_layer <= n:
             raise SkipitError(f"--fastv-layer must be in [1, {n}], got {args.fastv_layer}")
-        quiet = args.quiet or args.no_progress
+        quiet = args.quiet or args.no_progress or not ctx.is_main
         say = (lambda msg: None) if quiet else (lambda msg: print(f"skipit evaluate: {msg}", file=sys.stderr))
         report = evaluate(model, processor, examples, modes=args.modes, layers=layers, certificate=certificate,
                           tolerance=args.tolerance / 100.0, batch_size=args.batch_size,
                           theorem6_examples=args.theorem6_samples, theorem6_iters=args.theorem6_iters,
                           adapter=adapter, progress=say, baselines=args.baselines,
-                          fastv_layer=args.fastv_layer, vtw_kl_threshold=args.vtw_kl)
+                          fastv_layer=args.fastv_layer, vtw_kl_threshold=args.vtw_kl, ctx=ctx,
+                          max_batch_tokens=args.max_batch_tokens)
         report["model"] = info
+        report["run"] = {"world_size": ctx.world_size}
         report["data"] = {"source": data_report.source, "num_examples": len(examples),
                           "sha256": data_report.sha256}
         if args.certificate:
@@ -102,9 +117,15 @@ def run(args):
         text = format_table(report)
         paths = {name: os.path.join(out_dir, name) for name in ("evaluation.json", "evaluation.txt",
                                                                  "evaluation.png")}
-        atomic_write_text(paths["evaluation.json"], json.dumps(report, indent=2, allow_nan=True) + "\n")
-        atomic_write_text(paths["evaluation.txt"], text + "\n")
-        plot_report(report, paths["evaluation.png"])
+
+        def write():
+            atomic_write_text(paths["evaluation.json"], json.dumps(report, indent=2, allow_nan=True) + "\n")
+            atomic_write_text(paths["evaluation.txt"], text + "\n")
+            plot_report(report, paths["evaluation.png"])
+
+        run_on_main(write, ctx)
+    if not ctx.is_main:
+        return 0
     print(f"skipit evaluate: {info['name']} ({info['model_type']}, {n} layers) on {data_report.source}")
     print(text)
     print(f"\nwrote {', '.join(paths.values())}")

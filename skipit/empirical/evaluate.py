@@ -109,26 +109,44 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def _batch_positions(processor, examples, model, batch_size, max_batch_tokens=None):
+    """Positions of ``examples`` in batches of ``batch_size`` (and at most ``max_batch_tokens``
+    padded prompt tokens: :func:`skipit.empirical.distributed.token_budget_batches`)."""
+    from skipit.empirical.distributed import prompt_lengths, token_budget_batches
+
+    if max_batch_tokens is None:
+        return [list(range(s, min(s + batch_size, len(examples)))) for s in range(0, len(examples), batch_size)]
+    return token_budget_batches(prompt_lengths(processor, examples, model), batch_size, max_batch_tokens)
+
+
 @torch.no_grad()
-def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None):
+def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None,
+            ctx=None, max_batch_tokens=None):
     """One-token answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
 
     ``mode`` None/"full" or a mode of :data:`ALL_MODES` at ``layer``; or ``context``, a
     callable returning the context manager to run each forward in (e.g. a baseline).
     ``seconds`` is the time spent in the model's forwards (on CUDA, the device is
-    synchronised before each forward starts and after it returns).
+    synchronised before each forward starts and after it returns). ``max_batch_tokens`` caps
+    a batch's padded prompt tokens. Under torchrun (``ctx``, a
+    :class:`skipit.empirical.distributed.DistributedContext`) each rank answers whole batches
+    (:func:`~skipit.empirical.distributed.shard`), and every rank returns all answers in the
+    order of ``examples``; ``seconds`` is then the sum over ranks.
     """
     from skipit.empirical.capture import answer_positions
     from skipit.empirical.data import build_inputs
+    from skipit.empirical.distributed import SINGLE_PROCESS, gather_objects, shard
+    from skipit.empirical.loading import input_device
 
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
+    ctx = SINGLE_PROCESS if ctx is None else ctx
     ad = resolve_adapter(model, adapter)
     tok = _tokenizer(processor)
-    device = next(model.parameters()).device
-    preds, correct, seconds = [], [], 0.0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
+    device = input_device(model)
+    preds, correct, seconds = {}, {}, 0.0
+    for positions in shard(_batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
+        chunk = [examples[i] for i in positions]
         inputs = build_inputs(processor, chunk, model)
         inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
@@ -143,12 +161,18 @@ def predict(model, processor, examples, batch_size=16, mode=None, layer=None, ad
         pos = (answer_positions(mask) if mask is not None
                else torch.full((logits.shape[0],), logits.shape[1] - 1, device=logits.device))
         ids = logits[torch.arange(logits.shape[0], device=logits.device), pos].argmax(-1).tolist()
-        for example, token_id in zip(chunk, ids):
+        for i, example, token_id in zip(positions, chunk, ids):
             text = tok.decode([token_id])
-            preds.append(text)
-            correct.append(normalise_answer(text) == normalise_answer(example.answer)
-                           and normalise_answer(example.answer) != "")
-    return preds, correct, seconds
+            preds[i] = text
+            correct[i] = normalise_answer(text) == normalise_answer(example.answer) and \
+                normalise_answer(example.answer) != ""
+    if ctx.is_distributed:
+        parts = gather_objects((preds, correct, seconds), ctx)
+        preds = {i: p for part in parts for i, p in part[0].items()}
+        correct = {i: c for part in parts for i, c in part[1].items()}
+        seconds = sum(part[2] for part in parts)
+    order = range(len(examples))
+    return [preds[i] for i in order], [correct[i] for i in order], seconds
 
 
 def accuracy(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None):
@@ -180,19 +204,23 @@ def _layer_row(entry):
 
 
 @torch.no_grad()
-def layer_statistics(model, processor, examples, batch_size=16, adapter=None):
+def layer_statistics(model, processor, examples, batch_size=16, adapter=None, ctx=None, max_batch_tokens=None):
     """Per-layer D_l, p_l(0.05) (vision and text) and the visual attention ratio, measured
-    by ``skipit.empirical.capture_statistics`` over ``examples``."""
+    by ``skipit.empirical.capture_statistics`` over ``examples`` (under torchrun: each rank
+    its batches, the statistics merged exactly)."""
     from skipit.empirical.capture import capture_statistics
     from skipit.empirical.data import build_inputs
+    from skipit.empirical.distributed import SINGLE_PROCESS, merge_statistics, shard
+    from skipit.empirical.loading import input_device
 
-    device = next(model.parameters()).device
+    ctx = SINGLE_PROCESS if ctx is None else ctx
+    device = input_device(model)
     with capture_statistics(model, adapter=adapter, thresholds=(0.05,), cka=False, attention=True) as cap:
-        for start in range(0, len(examples), batch_size):
-            inputs = build_inputs(processor, examples[start:start + batch_size], model)
+        for positions in shard(_batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
+            inputs = build_inputs(processor, [examples[i] for i in positions], model)
             inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-            model(**inputs)
-    return [_layer_row(e) for e in cap.statistics.layers()]
+            model(**inputs, logits_to_keep=1)
+    return [_layer_row(e) for e in merge_statistics(cap.statistics, ctx).layers()]
 
 
 def certificate_verdicts(certificate, mode, layers):
@@ -250,7 +278,7 @@ def _changed(preds, reference):
     return sum(normalise_answer(a) != normalise_answer(b) for a, b in zip(preds, reference)) / len(reference)
 
 
-def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say):
+def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, **run):
     """Every candidate of the certificate's three chains, run on ``examples``: its measured
     answer-change rate against the full model, and whether the certificate verified it."""
     ver = certificate["verification"]
@@ -262,7 +290,8 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
             arg = config.get("layers", config.get("layer"))
             say(f"verified candidate {_config_id(config)}")
             preds, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
-                                        context=lambda mode=mode, arg=arg: skip_context(model, mode, arg, adapter))
+                                        context=lambda mode=mode, arg=arg: skip_context(model, mode, arg, adapter),
+                                        **run)
             rate = _changed(preds, full_preds)
             rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
                              certified=verified.get(_config_id(config), False), within_change_tolerance=rate <= tau))
@@ -278,7 +307,7 @@ def _config_id(config):
 def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=None,
              tolerance=DEFAULT_TOLERANCE, batch_size=16, theorem6_examples=4, theorem6_iters=8,
              statistics=True, adapter=None, progress=None, baselines=False, fastv_layer=2,
-             vtw_kl_threshold=0.01):
+             vtw_kl_threshold=0.01, ctx=None, max_batch_tokens=None):
     """Full vs skipped accuracy for every layer of ``layers`` in each mode, the per-layer
     statistics, Theorem 6 on ``theorem6_examples`` examples, and the validation of
     ``certificate`` (a dict from ``load_certificate``): precision and recall of the paper's
@@ -286,7 +315,16 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     (truth: answer-change rate within the certificate's tolerance). With ``baselines``:
     FastV at ``fastv_layer`` with the keep ratio matched to each skipping setting's prefill
     FLOPs, and VTW at the layer of the output-KL rule (``vtw_kl_threshold``). Returns the
-    report."""
+    report.
+
+    Under torchrun (``ctx``): every prediction and the statistics are split by whole batches
+    over the ranks and gathered (:func:`predict`), so every rank returns the report of one
+    process; Theorem 6 and VTW's layer choice run on rank 0 and are shared.
+    ``max_batch_tokens`` caps a batch's padded prompt tokens."""
+    from skipit.empirical.distributed import SINGLE_PROCESS, run_on_main
+
+    ctx = SINGLE_PROCESS if ctx is None else ctx
+    run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
     layers = list(range(1, n + 1)) if layers is None else list(layers)
@@ -300,14 +338,14 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
         raise ValueError("`examples` must not be empty")
 
     say(f"full model on {len(examples)} examples")
-    full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad)
+    full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad, **run)
     full_acc = sum(full_correct) / len(full_correct)
     rows = []
     for mode in modes:
         verdicts = certificate_verdicts(certificate, mode, layers) if certificate and mode in MODES else {}
         for L in layers:
             say(f"{mode} at layer {L}")
-            preds, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad)
+            preds, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad, **run)
             acc = sum(correct) / len(correct)
             rows.append({
                 "mode": mode, "layer": L, "accuracy": acc, "change": acc - full_acc,
@@ -330,7 +368,8 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
         paper["all"] = validate([r for r in rows if r["mode"] in MODES], n)
         report["validation"] = {"paper": paper}
         if certificate.get("verification"):
-            verified_rows = _verified_rows(model, processor, examples, certificate, full_preds, batch_size, ad, say)
+            verified_rows = _verified_rows(model, processor, examples, certificate, full_preds, batch_size, ad, say,
+                                           **run)
             report["verified_rows"] = verified_rows
             truth = "within_change_tolerance"
             ver = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
@@ -340,15 +379,15 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
             report["validation"]["verified"] = ver
     elif statistics:
         say("per-layer statistics")
-        report["layer_statistics"] = layer_statistics(model, processor, examples, batch_size, ad)
+        report["layer_statistics"] = layer_statistics(model, processor, examples, batch_size, ad, **run)
         report["layer_statistics_source"] = "measured"
     if baselines:
         say("baselines at matched FLOPs")
         report["baselines"] = _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, ad,
-                                         fastv_layer, vtw_kl_threshold)
+                                         fastv_layer, vtw_kl_threshold, **run)
     if theorem6_examples and "late-entry" in modes:
-        report["theorem6"] = _theorem6(model, processor, examples[:theorem6_examples], layers, ad,
-                                       theorem6_iters, say)
+        report["theorem6"] = run_on_main(lambda: _theorem6(model, processor, examples[:theorem6_examples], layers,
+                                                           ad, theorem6_iters, say), ctx)
     return report
 
 
@@ -383,13 +422,18 @@ def _matched_keep_ratio(config, fastv_layer, counts, target):
 
 
 def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, adapter, fastv_layer,
-               kl_threshold):
+               kl_threshold, ctx=None, max_batch_tokens=None):
     """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule.
 
     FLOPs fractions sum over every example's own text and vision token counts."""
     from skipit.empirical.baselines import choose_vtw_layer, fastv_prune
     from skipit.empirical.data import build_inputs
+    from skipit.empirical.distributed import SINGLE_PROCESS, run_on_main
     from skipit.empirical.flops import config_flops_fraction
+    from skipit.empirical.loading import input_device
+
+    ctx = SINGLE_PROCESS if ctx is None else ctx
+    run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
 
     counts = token_counts(model, processor, examples, batch_size, adapter)
     out = {"fastv_layer": fastv_layer, "text_tokens": sum(c[0] for c in counts) / len(counts),
@@ -405,19 +449,22 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
         ratio = _matched_keep_ratio(model.config, fastv_layer, counts, fraction)
         if ratio not in done:
             _, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
-                                    context=lambda ratio=ratio: fastv_prune(model, fastv_layer, ratio, adapter))
+                                    context=lambda ratio=ratio: fastv_prune(model, fastv_layer, ratio, adapter), **run)
             done[ratio] = sum(correct) / len(correct)
         out["fastv"].append({"matched_mode": r["mode"], "matched_layer": r["layer"], "keep_ratio": ratio,
                              "flops_fraction": config_flops_fraction(model.config, "fastv", fastv_layer, counts,
                                                                      keep_ratio=ratio),
                              "accuracy": done[ratio], "skipping_accuracy": r["accuracy"]})
-    device = next(model.parameters()).device
-    batches = []
-    for start in range(0, len(examples), batch_size):
-        inputs = build_inputs(processor, examples[start:start + batch_size], model)
-        batches.append({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()})
-    layer, kls = choose_vtw_layer(model, batches, kl_threshold, adapter)
-    _, correct, _ = predict(model, processor, examples, batch_size, "early-exit", layer, adapter)
+    def vtw_layer():  # on rank 0 alone: every rank must exit at the same layer
+        device = input_device(model)
+        batches = []
+        for positions in _batch_positions(processor, examples, model, batch_size, max_batch_tokens):
+            inputs = build_inputs(processor, [examples[i] for i in positions], model)
+            batches.append({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()})
+        return choose_vtw_layer(model, batches, kl_threshold, adapter)
+
+    layer, kls = run_on_main(vtw_layer, ctx)
+    _, correct, _ = predict(model, processor, examples, batch_size, "early-exit", layer, adapter, **run)
     acc = sum(correct) / len(correct)
     out["vtw"] = {"layer": layer, "kl_threshold": kl_threshold, "kl_per_layer": kls, "accuracy": acc,
                   "within_tolerance": acc >= full_acc - tolerance - 1e-12,
@@ -427,12 +474,13 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
 
 def _theorem6(model, processor, examples, layers, adapter, iters, say):
     from skipit.empirical.data import build_inputs
+    from skipit.empirical.loading import input_device
     from skipit.empirical.lipschitz import theorem6_measurements, theorem6_table
 
     grid = [L for L in layers if L >= 2]
     if not grid:
         return []
-    device = next(model.parameters()).device
+    device = input_device(model)
     per_example = []
     for i, example in enumerate(examples):
         say(f"Theorem 6 on example {i + 1}/{len(examples)}")

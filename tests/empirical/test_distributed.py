@@ -380,3 +380,93 @@ def test_overlapping_rank_checkpoints_are_refused(tiny_run, tmp_path):
     shutil.copytree(broken / "rank-1", broken / "rank-2")
     with pytest.raises(SkipitError, match="two rank checkpoints both hold example"):
         _certify(tiny_run["bundle"], tiny_run["examples"], checkpoint_dir=str(broken))
+
+
+# ---------------------------------------------------------------- evaluate in 2 gloo processes
+
+def _evaluate_worker(rank, world, port, out_dir, model_bundle, examples, kwargs):
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from skipit.empirical.evaluate import evaluate
+
+    model, processor, _ = model_bundle
+    with distributed(device="cpu") as ctx:
+        report = evaluate(model, processor, examples, ctx=ctx, **kwargs)
+    with open(os.path.join(out_dir, f"evaluate-rank-{rank}.json"), "w") as fh:
+        json.dump(report, fh)
+
+
+def _without_seconds(value):
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(v) for v in value]
+    return value
+
+
+def test_two_ranks_evaluate_like_one_process(tiny_run, tmp_path):
+    """Accuracies, answer-change rates, per-layer statistics (to 1e-12) and Theorem 6 of a 2-rank
+    evaluate equal one process's, on both ranks; with a token cap, batches split but answers stay."""
+    import torch.multiprocessing as mp
+
+    from skipit.empirical.evaluate import evaluate
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    model, processor, _ = tiny_run["bundle"]
+    examples = tiny_run["examples"][:7]
+    kwargs = dict(layers=[2, 3], batch_size=2, theorem6_examples=1, theorem6_iters=2)
+    single = json.loads(json.dumps(evaluate(model, processor, examples, **kwargs)))
+    capped = evaluate(model, processor, examples, max_batch_tokens=40, **kwargs)
+    assert [r["accuracy"] for r in capped["rows"]] == [r["accuracy"] for r in single["rows"]]
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_evaluate_worker, args=(2, _free_port(), str(tmp_path), tiny_run["bundle"], examples, kwargs),
+                       nprocs=2, join=True, start_method=method)
+    ranks = [json.loads((tmp_path / f"evaluate-rank-{r}.json").read_text()) for r in range(2)]
+    assert _without_seconds(ranks[0]) == _without_seconds(ranks[1])
+    _assert_same_certificate(_without_seconds(ranks[0]), _without_seconds(single), path="report", rel=RELATIVE)
+
+
+# ---------------------------------------------------------------- the command under torchrun
+
+@pytest.mark.slow  # three fresh Python processes import torch: ~10-30 s
+def test_torchrun_certify_command_writes_once_with_world_size_2(tiny_run, tmp_path):
+    """``torchrun --nproc-per-node 2 -m skipit certify`` (gloo): rank 0 alone writes the
+    certificate and plots, each rank checkpoints its shard, run.world_size is 2, and the
+    certificate's statistics equal one process's."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.empirical.certify_helpers import write_digit_jsonl
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this python")
+    model_dir = tiny_run["whole"].parent / "model"
+    data = write_digit_jsonl(str(tmp_path / "data"), 6)
+    out = tmp_path / "out"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    command = [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "skipit", "certify",
+               "--model", str(model_dir), "--data", data, "--out", str(out), "--batch-size", "2", "--threads", "1",
+               "--no-progress", "--no-verify"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone prints and writes
+    certificate = json.loads((out / "certificate.json").read_text())
+    assert certificate["run"]["world_size"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["attention.png", "certificate.json", "checkpoint",
+                                                     "redundancy.png"]
+    ranks = [json.loads(p.read_text())["done"] for p in (out / "checkpoint" / "checkpoint.json",
+                                                         out / "checkpoint" / "rank-1" / "checkpoint.json")]
+    assert sorted(ranks[0] + ranks[1]) == list(range(6)) and ranks[0] and ranks[1]
+    from skipit.empirical.certificate import CertifySettings
+    from skipit.empirical.certify import certify
+    from skipit.empirical.data import load_examples
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    model, processor, info = tiny_run["bundle"]
+    examples, _ = load_examples(data)
+    single = json.loads(json.dumps(certify(model, processor, examples, CertifySettings(batch_size=2, verify=False),
+                                           progress=False, model_info=info)))
+    _assert_same_certificate(certificate["layers"], single["layers"], path="layers", rel=RELATIVE)
