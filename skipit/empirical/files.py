@@ -178,7 +178,12 @@ def output_lock(path, *, what="--out", command=None):
              "command": (command if command is not None else shlex.join(sys.argv))[:300]}
     fd = None
     for _ in range(20):
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise SkipitError(f"{what} {directory}: cannot open the lock file {LOCK_NAME} "
+                              f"({error.strerror or type(error).__name__}); run prepare_output_dir first, "
+                              "or check the directory's permissions") from None
         try:
             locked = _flock(fd)
         except _FlockUnsupported:

@@ -153,3 +153,9 @@ def test_successful_run_keeps_its_directory_and_drops_the_lock(tmp_path):
     with output_directory(tmp_path / "out") as directory:
         pass
     assert os.listdir(directory) == []
+
+
+def test_lock_on_a_missing_directory_is_refused_in_one_line(tmp_path):
+    with pytest.raises(SkipitError, match=r"^--out .*missing: cannot open the lock file \.skipit\.lock \("):
+        with output_lock(tmp_path / "missing"):
+            pass  # pragma: no cover
