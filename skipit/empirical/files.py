@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import json
 import os
 import shlex
 import socket
 import sys
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the lock falls back to the owner file alone
+    fcntl = None
 
 __all__ = [
     "atomic_write_text", "atomic_write_bytes", "prepare_output_dir", "output_lock", "cleanup_on_failure",
@@ -146,6 +150,8 @@ class _FlockUnsupported(Exception):
 
 def _flock(fd):
     """True if the exclusive lock was taken, False if another open file holds it."""
+    if fcntl is None:
+        raise _FlockUnsupported()
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
