@@ -127,7 +127,10 @@ def fastv_prune(model, layer, keep_ratio, adapter=None):
     """FastV: after layer ``layer`` (K) keep the top ``keep_ratio`` of vision tokens by the
     answer query's head-mean attention at layer K; drop the rest from layers K+1..N.
 
-    ``keep_ratio=1`` is the full model; ``keep_ratio=0`` is early exit at K.
+    Each example keeps :func:`fastv_kept_count` ``(keep_ratio, n)`` of its own ``n`` vision
+    tokens (nearest integer, exact halves to even), chosen by :func:`fastv_selection`
+    (exact ties to the earlier position). ``keep_ratio=1`` is the full model;
+    ``keep_ratio=0`` is early exit at K.
     """
     ad = resolve_adapter(model, adapter)
     check_layer("layer", layer, 1, ad.num_layers(model))
