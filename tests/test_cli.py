@@ -282,6 +282,17 @@ def test_bad_settings_exit_2(capsys, tmp_path, llava_dir, data):
     _fails(base + ["--batch-size", "0"], capsys, ["--batch-size must be", ">= 1, got 0"])
 
 
+def test_quiet_certify_prints_its_results_but_no_progress_and_no_loading_bar(tmp_path, llava_dir, data, capfd):
+    base = ["certify", "--model", llava_dir, "--data", data, "--samples", "4", "--batch-size", "2"]
+    assert main([*base, "--out", str(tmp_path / "loud")]) == 0
+    loud = capfd.readouterr()
+    assert "Loading weights" in loud.err and "late entry:" in loud.out
+    assert main([*base, "--out", str(tmp_path / "quiet"), "-q"]) == 0
+    quiet = capfd.readouterr()
+    assert "Loading weights" not in quiet.err and "it/s" not in quiet.err
+    assert "late entry:" in quiet.out and "certificate.json" in quiet.out
+
+
 def test_bfloat16_run(tmp_path, llava_dir, data):
     """Model in bfloat16: pixels are cast to the model's dtype; statistics stay float64."""
     assert main(["certify", "--model", llava_dir, "--data", data, "--out", str(tmp_path), "--dtype", "bfloat16",
