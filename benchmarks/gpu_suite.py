@@ -18,6 +18,13 @@ One script for a lent GPU (finishes in a few minutes on one H200; budget 8 min):
 * timing: CUDA events around each call after one warm-up call of every setting; the
   settings are interleaved, and each figure is the median of ``--repeats`` (>= 5) runs.
 
+Then a correctness check of models spread by accelerate (``device_map_check``): the tiny
+model with its decoder layers alternating between ``cuda:0`` and the CPU (``dispatch_model``
+with the CPU as main device, so hidden states cross devices at every layer); on a CPU-only
+machine the layers alternate between CPU offload and disk offload instead. The statistics of
+``capture_statistics`` and the logits of every skipping mode are compared with the same model
+on one device (largest relative difference; float32).
+
 ``--tiny`` runs the same code on the CPU at a small size (hidden 64, still 32 layers, 64
 vision + 20 text tokens), timed with ``time.perf_counter`` and no memory figure; a test
 runs it so the script cannot rot.
@@ -214,6 +221,69 @@ def measure(model, batch, device, repeats, new_tokens):
     return medians, statistics.median(captured)
 
 
+def _split_map(model, device):
+    """A device map: decoder layers alternate between the main device (the CPU) and a second
+    place, ``0`` (cuda:0) on a GPU machine, ``"disk"`` (offload) otherwise; every other module
+    on the way from the root to the layers stays on the CPU."""
+    from skipit.empirical.adapters import get_adapter
+
+    names = {id(module): name for name, module in model.named_modules()}
+    layer_names = [names[id(layer)] for layer in get_adapter(model).decoder_layers(model)]
+    mapping, prefix, module = {}, "", model
+    for part in layer_names[0].rsplit(".", 1)[0].split("."):  # e.g. model . language_model . layers
+        mapping.update({prefix + name: "cpu" for name, _ in module.named_children() if name != part})
+        prefix, module = f"{prefix}{part}.", getattr(module, part)
+    other = 0 if str(device).startswith("cuda") else "disk"
+    mapping.update({name: other if i % 2 else "cpu" for i, name in enumerate(layer_names)})
+    return mapping
+
+
+def device_map_check(device, seed=0):
+    """Largest relative difference between the tiny model on one device and the same weights
+    spread by accelerate (see the module docstring), for the statistics and each skipping mode."""
+    import copy
+    import tempfile
+
+    import numpy as np
+    import torch
+    from accelerate import dispatch_model
+
+    from skipit.empirical import capture_statistics
+
+    reference, _ = build("tiny", "cpu", torch.float32, batch_size=1, seed=seed)
+    batch = make_batch(reference, 2, seed)
+    spread = copy.deepcopy(reference)
+    mapping = _split_map(spread, device)
+    out = {"placement": "layers alternate cuda:0 / cpu (main device cpu)" if str(device).startswith("cuda")
+           else "layers alternate cpu offload / disk offload"}
+    with tempfile.TemporaryDirectory() as folder:
+        spread = dispatch_model(spread, mapping, main_device=torch.device("cpu"), offload_dir=folder)
+
+        def relative(a, b):
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+
+        with torch.inference_mode():
+            stats = []
+            for model in (reference, spread):
+                with capture_statistics(model) as cap:
+                    model(**batch)
+                stats.append(cap.statistics.to_dict())
+            out["statistics"] = max(
+                relative(stats[0]["groups"][g]["sum"], stats[1]["groups"][g]["sum"]) for g in stats[0]["groups"])
+            out["attention"] = relative(stats[0]["attention"]["head_sum"], stats[1]["attention"]["head_sum"])
+            for name, make in contexts(reference).items():
+                if make is None:
+                    continue
+                spread_make = contexts(spread)[name]
+                with make():
+                    want = reference(**batch).logits
+                with spread_make():
+                    got = spread(**batch).logits
+                out[name] = relative(want.cpu(), got.cpu())
+    return out
+
+
 def run_suite(size="7b", device="cuda", batch_sizes=(1, 8), repeats=5, new_tokens=16):
     """All figures, as a list of row dicts (see the module docstring)."""
     import torch
@@ -306,10 +376,14 @@ def main(argv=None):
           f"{'bfloat16' if device.startswith('cuda') else 'float32'}, sdpa, {name}, torch {torch.__version__}, "
           f"median of {args.repeats}, {args.new_tokens} decode steps")
     print(format_rows(rows))
+    check = device_map_check(device)
+    print(f"# device_map check ({check.pop('placement')}): largest relative difference to one device")
+    print("  " + ", ".join(f"{key} {value:.1e}" for key, value in check.items()))
     print(f"# total {time.perf_counter() - started:.0f} s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"device": name, "size": size, "args": vars(args), "rows": rows}, fh, indent=1)
+            json.dump({"device": name, "size": size, "args": vars(args), "rows": rows, "device_map_check": check},
+                      fh, indent=1)
     return rows
 
 

@@ -93,3 +93,22 @@ def test_suite_refuses_cuda_without_a_gpu(suite, capsys):
     with pytest.raises(SystemExit):
         suite.main(["--device", "cuda"])
     assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_device_map_check_finds_no_difference(tiny_run):
+    """On the CPU the check spreads the layers over CPU and disk offload: statistics, attention and
+    every skipping mode's logits equal one device's (to 1e-5 relative)."""
+    _, written = tiny_run
+    check = written["device_map_check"]
+    assert {"statistics", "attention", "full", "late entry L=8", "early exit L=24"} <= set(check)
+    assert all(0.0 <= value <= 1e-5 for value in check.values())
+
+
+def test_split_map_alternates_decoder_layers(suite):
+    import torch
+
+    model, _ = suite.build("tiny", "cpu", torch.float32, batch_size=1)
+    mapping = suite._split_map(model, "cpu")
+    assert [mapping[f"model.language_model.layers.{i}"] for i in range(4)] == ["cpu", "disk", "cpu", "disk"]
+    assert mapping["lm_head"] == mapping["model.vision_tower"] == mapping["model.language_model.embed_tokens"] == "cpu"
+    assert suite._split_map(model, "cuda")["model.language_model.layers.1"] == 0
