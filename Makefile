@@ -38,7 +38,8 @@ WHEEL_CHECK := build/wheel-check
 wheel-check: $(STAMP)
 	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)/run
 	$(BIN)/pip install --quiet 'build>=1.2' 'setuptools>=77'
-	$(BIN)/python -m build --no-isolation --outdir $(WHEEL_CHECK)/dist . > $(WHEEL_CHECK)/build.log
+	$(BIN)/python -m build --no-isolation --outdir $(WHEEL_CHECK)/dist . > $(WHEEL_CHECK)/build.log 2>&1 \
+	    || { cat $(WHEEL_CHECK)/build.log; exit 1; }
 	$(BIN)/python .ci/check_wheel.py $(WHEEL_CHECK)/dist/skipit-*.whl
 	$(PY) -m venv --without-pip $(WHEEL_CHECK)/venv
 	$(BIN)/python .ci/link_dist.py torch $(WHEEL_CHECK)/venv
