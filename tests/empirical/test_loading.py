@@ -196,7 +196,8 @@ def test_saved_tiny_model_reloads_and_its_prompts_fit_the_model(tmp_path, family
 
     save_tiny_vlm(family, tmp_path)
     model, processor, info = load_model_and_processor(str(tmp_path), device="cpu", dtype="float32")
-    assert info == {"name": str(tmp_path), "source": "local", "location": str(tmp_path), "model_type": family}
+    assert info == {"name": str(tmp_path), "source": "local", "location": str(tmp_path), "model_type": family,
+                    "revision": None}  # a local directory has no hub commit
     assert not model.training and model.dtype == torch.float32
     img = Image.new("RGB", (8, 8), (10, 200, 30))
     inputs = build_inputs(processor, [Example(img, "what digit", "one"), Example(img, "is the digit even", "no")],
