@@ -105,7 +105,8 @@ def _env_int(environ, name, default=None):
     value = environ.get(name)
     if value is None:
         if default is None:
-            raise SkipitError(f"torchrun variable {name} is not set (found {', '.join(sorted(k for k in TORCHRUN_VARIABLES if k in environ))}); start the run with torchrun")
+            found = ", ".join(sorted(k for k in TORCHRUN_VARIABLES if k in environ))
+            raise SkipitError(f"torchrun variable {name} is not set (found {found}); start the run with torchrun")
         return default
     try:
         return int(value)
@@ -113,9 +114,9 @@ def _env_int(environ, name, default=None):
         raise SkipitError(f"torchrun variable {name} must be an integer, got {value!r}") from None
 
 
-def context_from_environment(environ: dict | None = None, backend: str | None = None) -> DistributedContext:
+def context_from_environment(environ: dict | None = None) -> DistributedContext:
     """The context described by torchrun's variables in ``environ`` (default ``os.environ``);
-    :data:`SINGLE_PROCESS` outside torchrun. Opens nothing. ``backend`` is recorded as given."""
+    :data:`SINGLE_PROCESS` outside torchrun. Opens nothing (its ``backend`` is None)."""
     from skipit.errors import SkipitError
 
     environ = os.environ if environ is None else environ
@@ -127,7 +128,7 @@ def context_from_environment(environ: dict | None = None, backend: str | None = 
     local_world = _env_int(environ, "LOCAL_WORLD_SIZE", default=world)
     try:
         return DistributedContext(rank=rank, world_size=world, local_rank=local_rank,
-                                  local_world_size=local_world, backend=backend)
+                                  local_world_size=local_world)
     except ValueError as err:
         raise SkipitError(f"torchrun variables RANK={rank}, WORLD_SIZE={world}, LOCAL_RANK={local_rank}: "
                           f"{err}") from None

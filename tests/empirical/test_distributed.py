@@ -144,9 +144,14 @@ def _random_statistics(seed, examples):
     return stats
 
 
-def _worker(rank, world, port, out_dir):
+def _as_torchrun_rank(rank, world, port):
+    """The variables torchrun sets in rank ``rank`` of ``world`` processes on one machine."""
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+
+
+def _worker(rank, world, port, out_dir):
+    _as_torchrun_rank(rank, world, port)
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -271,8 +276,7 @@ def _certify(model_bundle, examples, ctx=None, **kwargs):
 
 def _certify_worker(rank, world, port, out_dir, model_bundle, examples, steps):
     """Each step: a certify call under torchrun's variables; ``max_batches`` per rank (None: to the end)."""
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    _as_torchrun_rank(rank, world, port)
     torch.set_num_threads(1)
     results = []
     with distributed(device="cpu") as ctx:
@@ -385,8 +389,7 @@ def test_overlapping_rank_checkpoints_are_refused(tiny_run, tmp_path):
 # ---------------------------------------------------------------- evaluate in 2 gloo processes
 
 def _evaluate_worker(rank, world, port, out_dir, model_bundle, examples, kwargs):
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    _as_torchrun_rank(rank, world, port)
     torch.set_num_threads(1)
     from skipit.empirical.evaluate import evaluate
 
