@@ -382,3 +382,34 @@ def test_prompt_longer_than_the_context_is_refused_naming_the_example(tmp_path):
         build_inputs(processor, [short, long], model=model)
     kept, skipped = check_examples_for(model, processor, [short, long], skip_bad=True)
     assert kept == [short] and skipped[0][0] == "d:2"
+
+
+def test_an_image_the_processor_refuses_is_named_up_front(tmp_path):
+    """Any family: what the processor itself refuses (here a wrapper refusing 3x3 images) is
+    reported with the example's name and the processor's message, before the run."""
+    from skipit.empirical.data import check_examples_for
+    from skipit.empirical.testing import save_tiny_vlm
+
+    save_tiny_vlm("llava", tmp_path)
+    model, processor, _ = load_model_and_processor(str(tmp_path), device="cpu")
+
+    class Refusing:
+        def __init__(self, inner):
+            self.inner = inner
+            self.tokenizer = inner.tokenizer
+            self.chat_template = getattr(inner, "chat_template", None)
+
+        def apply_chat_template(self, *args, **kwargs):
+            return self.inner.apply_chat_template(*args, **kwargs)
+
+        def __call__(self, images=None, **kwargs):
+            if any(im.size == (3, 3) for im in images):
+                raise ValueError("images must be at least 4 pixels wide")
+            return self.inner(images=images, **kwargs)
+
+    good = Example(Image.new("RGB", (8, 8)), "what digit", "one", source="d:1")
+    tiny = Example(Image.new("RGB", (3, 3)), "what digit", "one", source="d:2")
+    with pytest.raises(SkipitError, match=r"  d:2: the processor refuses it \(ValueError: images must be at least 4 "
+                                          r"pixels wide\)"):
+        check_examples_for(model, Refusing(processor), [good, tiny])
+    assert check_examples_for(model, Refusing(processor), [good, tiny], skip_bad=True)[0] == [good]
