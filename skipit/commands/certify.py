@@ -132,8 +132,8 @@ def format_table(certificate):
         deff = v.get("design_effect")
         lines.append(
             f"{e['layer']:>5} | {_num(v['mean_cosine_distance']):9.2e} {v['mean_upper_bound']:9.2e} "
-            f"{_num(deff):5.1f} | {v['proximal_probability'][t_key]:8.4f} {v['proximal_lower_bound'][t_key]:8.4f} | "
-            f"{_num(t['mean_cosine_distance']):9.2e} {t['proximal_probability'][t_key]:7.4f} | "
+            f"{_num(deff):5.1f} | {_num(v['proximal_probability'][t_key]):8.4f} {v['proximal_lower_bound'][t_key]:8.4f} | "
+            f"{_num(t['mean_cosine_distance']):9.2e} {_num(t['proximal_probability'][t_key]):7.4f} | "
             f"{_num(e['visual_attention_mean_head']):6.3f} {e['visual_attention_upper_bound']:6.3f} | "
             f"{'skip' if e['layer'] in late else '  - '} {'skip' if e['layer'] in exit_ else '  - '} "
             f"{' yes' if e['layer'] in frozen else '  - '}")

@@ -142,8 +142,8 @@ class CertifySettings:
             need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name,
                  "the integers >= 1", value)
         thresholds = tuple(float(t) for t in self.thresholds)
-        if not thresholds or any(not 0.0 < t < COSINE_DISTANCE_RANGE for t in thresholds):
-            raise ValueError(f"`thresholds` must be non-empty values in (0, 2), got {list(self.thresholds)}")
+        if not thresholds or any(not 0.0 < t <= COSINE_DISTANCE_RANGE for t in thresholds):
+            raise ValueError(f"`thresholds` must be non-empty values in (0, 2], got {list(self.thresholds)}")
         object.__setattr__(self, "thresholds", tuple(sorted(set(thresholds))))
         if threshold_key(self.proximal_t) not in {threshold_key(t) for t in self.thresholds}:
             raise ValueError(f"`proximal_t` must be one of the captured `thresholds` {list(self.thresholds)}, "
@@ -194,7 +194,7 @@ def _token_block(block, delta, thresholds):
         "zero_norm_tokens": int(block.get("zero_norm_tokens") or 0),
         "mean_cosine_distance": float(block["mean_cosine_distance"]) if tokens else None,
         "variance": None if block.get("variance") is None else float(block["variance"]),
-        "proximal_probability": {k: (float(_lookup(block["proximal_probability"], t)) if tokens else 0.0)
+        "proximal_probability": {k: (float(_lookup(block["proximal_probability"], t)) if tokens else None)
                                  for k, t in zip(keys, thresholds)},
         "proximal_count": {k: int(_lookup(block["proximal_count"], t)) for k, t in zip(keys, thresholds)},
         "example_mean_cosine_distance": None if ex_mean is None or not n else float(ex_mean),
@@ -485,7 +485,8 @@ def verification_block(chains, settings, examples, order=None):
                       f"examples, every certified configuration changes at most {settings.tolerance:g} of the "
                       "answers (compared with the full model's)"),
         "answer": ("one-token argmax at the answer position" if settings.max_new_tokens <= 1 else
-                   f"greedy generation of up to {settings.max_new_tokens} tokens, normalised"),
+                   f"greedy generation of up to {settings.max_new_tokens} tokens, normalised (the one-token "
+                   "argmax for letter-scored multiple-choice examples)"),
         "freeze_order": order,
         "configs": configs,
         "recommended": None if best is None else dict(best, predicted_speedup=1.0 / best["flops_fraction"]),
@@ -500,7 +501,9 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
                       verification=None):
     """The ``skipit.certificate/2`` dict from per-layer statistics (pure; no torch).
 
-    ``verification``: the block of :func:`verification_block`, or None (``--no-verify``).
+    ``num_examples``: the examples behind the statistics (the attention bound's ``n`` when
+    the statistics do not say); ``data.num_examples`` is ``data_info``'s when given (all the
+    examples of the run, statistics and calibration), else this. ``verification``: the block of :func:`verification_block`, or None (``--no-verify``).
     """
     layers = certificate_layers(stats_layers, num_examples, settings)
     late_entry, early_exit, freeze = decide(layers, settings, hidden_size=model_info.get("hidden_size"))
@@ -522,10 +525,12 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
     })
     run = dict(run_info or {})
     run.setdefault("world_size", 1)
+    data = dict(data_info)
+    data.setdefault("num_examples", int(num_examples))
     return {
         "schema": SCHEMA,
         "model": dict(model_info, num_layers=num_layers),
-        "data": dict(data_info, num_examples=int(num_examples)),
+        "data": data,
         "settings": settings_out,
         "run": run,
         "hypotheses": [

@@ -417,7 +417,7 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
     model_info.setdefault("model_type", adapter.model_type)
     model_info.setdefault("hidden_size", getattr(adapter.text_config(model.config), "hidden_size", None))
     model_info["weights"] = weights
-    data_info = dict(data_info or {}, sha256=sha, statistics_examples=len(stats_idx),
+    data_info = dict(data_info or {}, sha256=sha, num_examples=len(examples), statistics_examples=len(stats_idx),
                      calibration_examples=len(calib_idx),
                      split={"calibration_fraction": settings.calibration_fraction, "seed": settings.split_seed,
                             "rule": "seeded permutation; the first round((1 - f) n) for the statistics, "

@@ -38,6 +38,7 @@ import time
 import torch
 
 from skipit.empirical.certificate import candidate_chains, load_certificate
+from skipit.empirical.metrics import normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
 from skipit.empirical.modes import skip_context
 from skipit.empirical.skipping import resolve_adapter
@@ -78,11 +79,6 @@ def parse_layer_grid(text, num_layers):
     if bad:
         raise ValueError(f"`layers` must lie in [1, {num_layers}], got {bad}")
     return sorted(layers)
-
-
-def normalise_answer(text):
-    """Lower case, letters and digits only: ``" Yes."`` -> ``"yes"``, ``"(B)"`` -> ``"b"``."""
-    return re.sub(r"[^0-9a-z]", "", str(text).lower())
 
 
 def _mode_layer(mode, layer):

@@ -728,8 +728,8 @@ def test_a_certificate_for_another_model_is_refused(tmp_path, key, value, words)
     ({"max_new_tokens": -1}, r"^`max_new_tokens` must be in the integers >= 1, got -1$"),
     ({"order_examples": 0}, r"^`order_examples` must be in the integers >= 1, got 0$"),
     ({"freeze_order": "random"}, r"^`freeze_order` must be in \{redundancy, contribution\}, got 'random'$"),
-    ({"thresholds": (0.05, 2.5)}, r"^`thresholds` must be non-empty values in \(0, 2\), got \[0\.05, 2\.5\]$"),
-    ({"thresholds": ()}, r"^`thresholds` must be non-empty values in \(0, 2\), got \[\]$"),
+    ({"thresholds": (0.05, 2.5)}, r"^`thresholds` must be non-empty values in \(0, 2\], got \[0\.05, 2\.5\]$"),
+    ({"thresholds": ()}, r"^`thresholds` must be non-empty values in \(0, 2\], got \[\]$"),
     ({"proximal_t": 0.03}, r"^`proximal_t` must be one of the captured `thresholds` \[0\.01, 0\.02, 0\.05, 0\.1\], "
                            r"got 0\.03$"),
 ])

@@ -69,7 +69,7 @@ def _assert_numbers_equal_the_capture_engine(cert, model, processor, examples, b
         for start in range(0, len(examples), batch_size):
             model(**build_inputs(processor, examples[start:start + batch_size], model=model))
     stats = cap.statistics
-    assert cert["data"]["num_examples"] == stats.num_examples == len(examples)
+    assert cert["data"]["statistics_examples"] == stats.num_examples == len(examples)
     assert cert["model"]["num_layers"] == stats.num_layers == 4
     for got, want in zip(cert["layers"], stats.layers(), strict=True):
         assert got["layer"] == want["layer"]
