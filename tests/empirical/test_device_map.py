@@ -271,3 +271,46 @@ def test_certify_on_an_offloaded_model_gives_the_plain_certificate(models):
     want = certify(plain, processor, examples, settings, progress=False, model_info=info)
     got = certify(mapped, processor, examples, settings, progress=False, model_info=info)
     _assert_same_certificate(got, want, rel=TOLERANCE)
+
+
+# ---------------------------------------------------------------- the command line
+
+def _cli_certify(directory, data, out, *extra):
+    from skipit.cli import main
+
+    return main(["certify", "--model", directory, "--data", data, "--out", str(out), "--samples", "4",
+                 "--batch-size", "2", "--threads", "1", "--no-progress", "--no-verify", *extra])
+
+
+def test_certify_command_with_a_device_map_file_equals_the_plain_run(models, tmp_path):
+    """``skipit certify --device-map map.json`` (layers on disk): the plain run's layers, the map
+    recorded in the certificate, and the disk-offload folder removed after the run."""
+    from tests.empirical.certify_helpers import write_digit_jsonl
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    _, _, directory, _ = models
+    data = write_digit_jsonl(str(tmp_path / "data"), 4)
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(_offload_map()))
+    assert _cli_certify(directory, data, tmp_path / "plain") == 0
+    assert _cli_certify(directory, data, tmp_path / "mapped", "--device-map", str(path)) == 0
+    plain = json.loads((tmp_path / "plain" / "certificate.json").read_text())
+    mapped = json.loads((tmp_path / "mapped" / "certificate.json").read_text())
+    assert mapped["run"]["device_map"] == str(path)
+    _assert_same_certificate(mapped["layers"], plain["layers"], path="layers", rel=TOLERANCE)
+    assert not list((tmp_path / "mapped").glob("offload-*"))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-memory", "cpu=1GiB"], "--max-memory needs --device-map"),
+    (["--device-map", "auto", "--device", "cpu"], "--device cpu and --device-map both place the model"),
+    (["--device-map", "everywhere"], "--device-map must be one of auto, balanced"),
+    (["--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+])
+def test_placement_errors_are_one_line_before_any_work(models, tmp_path, capsys, extra, message):
+    """Refused with exit status 2 and one line, before the data are read (the data path does not exist)."""
+    _, _, directory, _ = models
+    assert _cli_certify(directory, str(tmp_path / "no-such.jsonl"), tmp_path / "out", *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "out").exists()
