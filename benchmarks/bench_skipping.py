@@ -1,13 +1,18 @@
-"""Late entry / early exit: FLOPs-predicted vs measured speed-up, side by side in one run.
+"""Late entry / early exit / freeze: FLOPs-predicted vs measured speed-up, side by side in one run.
 
 A LLaVA-architecture model with random weights: CLIP tower at 336 px / patch 14 (576
 vision tokens), ~60 text tokens, a 32-layer Llama decoder (hidden 768 by default).
 Measures prefill (one forward, LM head on the last position, as ``generate`` does) and
 end-to-end ``generate`` (greedy, fixed number of new tokens), full vs late entry at L=8
-vs early exit at L=24, interleaved so they share the machine's load; reports the median
-of ``--repeats`` runs and the analytic prediction of ``skipit.empirical.flops``.
+vs early exit at L=24 vs freeze of the top half of the layers (17-32: 16 of 32; the
+vision tokens keep their layer-16 state, the text attends to their keys/values there),
+interleaved so they share the machine's load; reports the median of ``--repeats`` runs
+and the analytic prediction of ``skipit.empirical.flops``. Freeze removes vision compute
+from the prefill only (the decode steps still attend to every vision key), so its
+generate speed-up is the smaller one.
 
     python benchmarks/bench_skipping.py [--hidden 768] [--repeats 5] [--new-tokens 16] [--device cpu]
+        [--freeze 17-32]
 
 On a GPU (``--device cuda --hidden 4096``) the same at a real size.
 """
@@ -51,7 +56,8 @@ def build(hidden, layers, text_tokens, device, dtype):
 
 def predictions(model, text, vision, new_tokens, settings):
     from skipit.empirical.flops import (
-        DecoderShape, VisionShape, generation_flops, prefill_flops, tokens_per_layer, vision_flops,
+        DecoderShape, VisionShape, generation_flops, keys_per_layer, prefill_flops, tokens_per_layer,
+        vision_flops,
     )
 
     shape = DecoderShape.from_config(model.config)
@@ -59,11 +65,21 @@ def predictions(model, text, vision, new_tokens, settings):
     out = {}
     for name, mode, layer in settings:
         tokens = tokens_per_layer(shape.num_layers, text, vision, mode, layer)
+        keys = keys_per_layer(shape.num_layers, text, vision, mode, layer)
         out[name] = {
-            "prefill": vis + prefill_flops(shape, tokens, logits_positions=1),
-            "generate": vis + generation_flops(shape, tokens, new_tokens)["total"],
+            "prefill": vis + prefill_flops(shape, tokens, logits_positions=1, keys=keys),
+            "generate": vis + generation_flops(shape, tokens, new_tokens, keys=keys)["total"],
         }
     return out
+
+
+def parse_layers(text):
+    """``17-32`` or ``2,4,6`` or a mix: the listed layers."""
+    layers = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        layers += list(range(int(lo), int(hi or lo) + 1))
+    return layers
 
 
 def main(argv=None):
@@ -73,6 +89,7 @@ def main(argv=None):
     p.add_argument("--text-tokens", type=int, default=60)
     p.add_argument("--late", type=int, default=8)
     p.add_argument("--early", type=int, default=24)
+    p.add_argument("--freeze", default="17-32", help="frozen layers (default: 17-32, the top half)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
@@ -82,19 +99,18 @@ def main(argv=None):
 
     import torch
 
-    from skipit.empirical.skipping import early_exit, late_entry
+    from skipit.empirical.modes import skip_context
 
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     model, batch, vision, text = build(args.hidden, args.layers, args.text_tokens, args.device, dtype)
+    frozen = parse_layers(args.freeze)
     settings = [("full", "full", None), (f"late-entry L={args.late}", "late-entry", args.late),
-                (f"early-exit L={args.early}", "early-exit", args.early)]
-    contexts = {
-        settings[0][0]: lambda: _null(),
-        settings[1][0]: lambda: late_entry(model, layer=args.late),
-        settings[2][0]: lambda: early_exit(model, layer=args.early),
-    }
+                (f"early-exit L={args.early}", "early-exit", args.early),
+                (f"freeze {args.freeze}", "freeze", frozen)]
+    contexts = {name: (lambda mode=mode, layer=layer: skip_context(model, mode, layer))
+                for name, mode, layer in settings}
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     def timed(fn):
@@ -148,12 +164,12 @@ def main(argv=None):
           f"{torch.get_num_threads()}, median of {args.repeats}")
     print("speed-up = full / skipped; wall: elapsed time; cpu: this process's CPU time (robust to other "
           "load when single-threaded)")
-    print(f"{'setting':<16} {'kind':<9} {'wall s':>7} {'cpu s':>7} {'GFLOPs':>7} {'predicted':>9} "
+    print(f"{'setting':<18} {'kind':<9} {'wall s':>7} {'cpu s':>7} {'GFLOPs':>7} {'predicted':>9} "
           f"{'wall':>6} {'cpu':>6} {'wall/pred':>9} {'cpu/pred':>8}")
     for row in rows:
         for kind in ("prefill", "generate"):
             r = row[kind]
-            print(f"{row['setting']:<16} {kind:<9} {r['median_s']:>7.3f} {r['cpu_median_s']:>7.3f} "
+            print(f"{row['setting']:<18} {kind:<9} {r['median_s']:>7.3f} {r['cpu_median_s']:>7.3f} "
                   f"{r['gflops']:>7.1f} {r['predicted_speedup']:>9.3f} {r['measured_speedup']:>6.3f} "
                   f"{r['cpu_speedup']:>6.3f} {r['ratio']:>9.2f} {r['cpu_ratio']:>8.2f}")
     if args.json:
@@ -161,14 +177,6 @@ def main(argv=None):
             json.dump({"args": vars(args), "device": device, "rows": rows,
                        "times": times, "cpu_times": cpu}, fh, indent=2)
     return rows
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":
