@@ -323,7 +323,7 @@ def test_failed_run_leaves_no_certificate(tmp_path, llava_dir, data, monkeypatch
 
     def flaky(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4 + 3:  # after the up-front check of the 4 examples, the third batch
             raise RuntimeError("simulated crash")
         return real(*args, **kwargs)
 
@@ -351,7 +351,7 @@ def test_ctrl_c_then_rerun_gives_the_uninterrupted_certificate(tmp_path, llava_d
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 4 + 4:  # after the up-front check of the 4 examples, the fourth batch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 

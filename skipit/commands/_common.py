@@ -37,14 +37,10 @@ def model_options(*, samples: int = 200, batch_size: int = 32) -> argparse.Argum
     run.add_argument("--model", default=None, metavar="NAME|HUB_ID|PATH",
                      help="alias (e.g. llava-1.5-7b), hub id, or directory saved with save_pretrained "
                           "(default: the bundled demo model)")
-    run.add_argument("--data", default=None, metavar="PATH|NAME",
-                     help="JSONL file (image, question, answer[, choices]) or bundled set "
-                          f"(default: {DEFAULT_DATA})")
     run.add_argument("--samples", type=int, default=samples, metavar="N",
                      help=f"use the first N examples (default: {samples}; 0 = all)")
     run.add_argument("--batch-size", type=int, default=batch_size, metavar="B",
                      help=f"examples per forward (default: {batch_size})")
-    run.add_argument("--skip-bad", action="store_true", help="skip (and report) bad data lines instead of stopping")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:0 ... (default: auto)")
     run.add_argument("--dtype", default="auto", choices=DTYPES,
                      help="model dtype (default: auto = float32 on CPU, bfloat16 on CUDA)")
@@ -52,6 +48,9 @@ def model_options(*, samples: int = 200, batch_size: int = 32) -> argparse.Argum
                      help="CPU threads for torch (default: auto = 1 for models under 50M parameters, whose "
                           "small matrix products only lose time to thread start-up and contention, else "
                           "torch's default)")
+    from skipit.empirical.data import add_data_arguments
+
+    add_data_arguments(p, default_data=DEFAULT_DATA)
     place = p.add_argument_group("placement of a model larger than one device (accelerate)")
     place.add_argument("--device-map", default=None, metavar="auto|balanced|sequential|FILE.json",
                        help="spread the model over the GPUs (and CPU / disk offload) with accelerate's "
@@ -180,10 +179,6 @@ def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None,
     whose block the caller keeps open while it uses the model).
     Returns ``(model, processor, info, examples, report)``. ``--data`` is required with
     ``--model`` (the bundled data set fits the demo model only)."""
-    import sys
-
-    from skipit.empirical.data import load_examples
-
     if args.samples < 0:
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
     if args.batch_size < 1:
@@ -192,13 +187,41 @@ def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None,
         raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
     threads = parse_threads(getattr(args, "threads", "auto"))
     placement = placement_from_args(args, ctx)
-    examples, report = load_examples(args.data or DEFAULT_DATA, skip_bad=args.skip_bad, limit=args.samples or None)
-    for line, why in report.skipped:
-        print(f"skipit {command}: skipped line {line} of {report.source}: {why}", file=sys.stderr)
+    examples, report = load_data(args, command)
 
     from skipit.empirical.loading import load_model_and_processor
 
     model, processor, info = load_model_and_processor(args.model, dtype=args.dtype, offload_folder=offload,
                                                       **placement)
     set_threads(threads, model)
+    examples = check_data_for_model(args, command, model, processor, examples)
     return model, processor, info, examples, report
+
+
+def load_data(args: argparse.Namespace, command: str) -> tuple:
+    """``(examples, report)`` of the data options (:func:`skipit.empirical.data.add_data_arguments`),
+    every line or row checked before any model work; skipped ones (``--skip-bad``) reported."""
+    import sys
+
+    from skipit.empirical.data import examples_from_args
+
+    examples, report = examples_from_args(args, default_data=DEFAULT_DATA)
+    for n, why in report.skipped:
+        print(f"skipit {command}: skipped {report.unit} {n} of {report.source}: {why}", file=sys.stderr)
+    return examples, report
+
+
+def check_data_for_model(args: argparse.Namespace, command: str, model: Any, processor: Any, examples: list) -> list:
+    """The examples this model can take (:func:`skipit.empirical.data.check_examples_for`: its
+    family's image limits, the processor, the context length); with ``--skip-bad`` the others are
+    reported and dropped, else the run stops naming them."""
+    import sys
+
+    from skipit.empirical.data import check_examples_for
+
+    kept, dropped = check_examples_for(model, processor, examples, skip_bad=getattr(args, "skip_bad", False))
+    for source, why in dropped:
+        print(f"skipit {command}: skipped {source}: {why}", file=sys.stderr)
+    if not kept:
+        raise SkipitError(f"no example of --data is usable with this model ({len(dropped)} skipped)")
+    return kept

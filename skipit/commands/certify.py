@@ -52,9 +52,6 @@ def add_parser(subparsers):
                    help="fraction of the examples held out for verification (default: 0.5)")
     v.add_argument("--split-seed", type=int, default=0, metavar="S",
                    help="seed of the statistics/calibration split (default: 0)")
-    v.add_argument("--max-new-tokens", type=int, default=1, metavar="K",
-                   help="compare greedy generations of up to K tokens (free-form data) instead of the "
-                        "one-token answer (default: 1)")
     v.add_argument("--freeze-order", default="contribution", choices=["redundancy", "contribution"],
                    help="order of the freeze chain: the certified vision redundancy U_l (the paper's statistic) or "
                         "ShortV's layer contribution (output KL when the layer's vision update is removed, on "
@@ -91,7 +88,7 @@ def settings_from_args(args):
                                attention_threshold=args.attention_threshold, confidence=args.confidence,
                                thresholds=tuple(args.thresholds), verify=args.verify, tolerance=args.tolerance,
                                calibration_fraction=args.calibration_fraction, split_seed=args.split_seed,
-                               max_new_tokens=args.max_new_tokens, freeze_order=args.freeze_order,
+                               freeze_order=args.freeze_order,
                                order_examples=args.order_samples, batch_size=args.batch_size,
                                checkpoint_every=args.checkpoint_every, resume=args.resume)
     except ValueError as err:
@@ -186,14 +183,15 @@ def run(args):
         raise SkipitError(f"--max-batch-tokens must be >= 1, got {args.max_batch_tokens}")
     threads = parse_threads(args.threads)
 
-    from skipit.empirical.data import load_examples
+    import dataclasses
+
+    from skipit.commands._common import check_data_for_model, load_data
     from skipit.empirical.distributed import context_from_environment, distributed, run_on_main
 
     placement_from_args(args, context_from_environment())  # --device, --device-map, --max-memory: before any work
-    data = args.data or DEFAULT_DATA
-    examples, report = load_examples(data, skip_bad=args.skip_bad, limit=args.samples or None)
-    for line, why in report.skipped:
-        print(f"skipit certify: skipped line {line} of {report.source}: {why}", file=sys.stderr)
+    examples, report = load_data(args, "certify")
+    # answers compared by the verification: one token, or the greedy generation free-form data need
+    settings = dataclasses.replace(settings, max_new_tokens=int(report.max_new_tokens or 1))
 
     import contextlib
 
@@ -213,6 +211,7 @@ def run(args):
         model, processor, info = load_model_and_processor(args.model, dtype=args.dtype, offload_folder=offload,
                                                           **placement_from_args(args, ctx))
         set_threads(threads, model)
+        examples = check_data_for_model(args, "certify", model, processor, examples)
         if not args.no_progress and ctx.is_main:
             ranks = f", {ctx.world_size} processes" if ctx.world_size > 1 else ""
             print(f"certifying {info['name']} ({info['model_type']}, {info['source']}) on {report.source}: "
@@ -227,7 +226,8 @@ def run(args):
                 model, processor, examples, settings, checkpoint_dir=checkpoint_dir, progress=not args.no_progress,
                 model_info=info,
                 data_info={"source": report.source, "file_sha256": report.sha256,
-                           "skipped_lines": [n for n, _ in report.skipped]},
+                           "skipped_lines": [n for n, _ in report.skipped], "metric": report.metric,
+                           "columns": report.columns},
                 run_info=run_info, ctx=ctx, max_batch_tokens=args.max_batch_tokens)
         except KeyboardInterrupt:
             if ctx.is_main:

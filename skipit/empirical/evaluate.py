@@ -117,18 +117,38 @@ def _batch_positions(processor, examples, model, batch_size, max_batch_tokens=No
 
 @torch.no_grad()
 def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None,
-            ctx=None, max_batch_tokens=None):
-    """One-token answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
+            ctx=None, max_batch_tokens=None, max_new_tokens=None):
+    """Answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
 
     ``mode`` None/"full" or a mode of :data:`ALL_MODES` at ``layer``; or ``context``, a
     callable returning the context manager to run each forward in (e.g. a baseline).
     ``seconds`` is the time spent in the model's forwards (on CUDA, the device is
-    synchronised before each forward starts and after it returns). ``max_batch_tokens`` caps
-    a batch's padded prompt tokens. Under torchrun (``ctx``, a
+    synchronised before each forward starts and after it returns). Examples scored by their
+    one-token letter (the paper's scoring; JSONL and bundled sets) are answered by the argmax
+    at the answer position and ``correct`` is a bool; free-form examples (metric ``exact``,
+    ``vqa`` or ``anls``) by the greedy generation of up to ``max_new_tokens`` tokens
+    (:func:`skipit.empirical.answers.predict_answers_timed`), ``correct`` their score in [0, 1].
+    ``max_batch_tokens`` caps a batch's padded prompt tokens. Under torchrun (``ctx``, a
     :class:`skipit.empirical.distributed.DistributedContext`) each rank answers whole batches
-    (:func:`~skipit.empirical.distributed.shard`), and every rank returns all answers in the
-    order of ``examples``; ``seconds`` is then the sum over ranks.
+    of one-token questions (:func:`~skipit.empirical.distributed.shard`) and every rank returns
+    all answers in the order of ``examples`` (``seconds`` summed over ranks); free-form
+    generation runs whole on every rank.
     """
+    from skipit.empirical.metrics import score_one
+
+    if any((ex.metric or "letter") != "letter" for ex in examples):
+        from skipit.empirical.answers import predict_answers_timed
+
+        ad = resolve_adapter(model, adapter)
+        ctx = context if context is not None else (lambda: _skip_context(model, mode, layer, ad))
+        preds, seconds = predict_answers_timed(model, processor, examples, batch_size=batch_size, context=ctx,
+                                               max_new_tokens=max_new_tokens)
+        return preds, [score_one(p, ex.answers, ex.metric or "letter") for p, ex in zip(preds, examples)], seconds
+    return _predict_letters(model, processor, examples, batch_size, mode, layer, adapter, context, ctx,
+                            max_batch_tokens)
+
+
+def _predict_letters(model, processor, examples, batch_size, mode, layer, adapter, context, ctx, max_batch_tokens):
     from skipit.empirical.capture import answer_positions
     from skipit.empirical.data import build_inputs
     from skipit.empirical.distributed import SINGLE_PROCESS, gather_objects, shard
