@@ -342,6 +342,10 @@ def load_model_and_processor(name=None, device="auto", dtype="auto", device_map=
     if model_type not in supported:
         raise SkipitError(f"model type {model_type!r} of {resolved.name} is not supported; supported model "
                           f"types: {', '.join(supported)}")
+    if os.path.isdir(os.fspath(location)):
+        from skipit.empirical.weights import check_weight_files
+
+        check_weight_files(location)  # truncated safetensors, missing shards, pickled-only weights: refused
     device = resolve_device(device)
     torch_dtype = _torch_dtype(dtype, device)
     if max_memory is not None and device_map is None:

@@ -1,0 +1,117 @@
+"""Errors a new user meets (issue 11): one line, exit 2, no traceback, before any model work,
+and no empty or half-written ``--out`` left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from skipit.cli import main  # noqa: E402
+from tests.empirical.certify_helpers import write_digit_jsonl  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    from skipit.empirical.testing import save_tiny_vlm
+
+    return str(save_tiny_vlm("llava", tmp_path_factory.mktemp("tiny-llava"), seed=3))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_digit_jsonl(tmp_path_factory.mktemp("data"), 4)
+
+
+def _one_line_error(capsys, rc, pattern):
+    import re
+
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("skipit")]
+    assert lines and re.search(pattern, lines[-1]), err
+    return err
+
+
+def _certify(llava_dir, data, out, *extra):
+    return main(["certify", "--model", llava_dir, "--data", data, "--out", str(out), "--samples", "4",
+                 "--batch-size", "2", "--no-progress", *extra])
+
+
+def test_out_that_is_a_file_is_refused(capsys, tmp_path, llava_dir, data):
+    target = tmp_path / "a-file"
+    target.write_text("keep me")
+    _one_line_error(capsys, _certify(llava_dir, data, target), r"--out .*a-file.* is an existing file")
+    assert target.read_text() == "keep me"
+
+
+def test_out_under_a_file_is_refused(capsys, tmp_path, llava_dir, data):
+    (tmp_path / "a-file").write_text("x")
+    _one_line_error(capsys, _certify(llava_dir, data, tmp_path / "a-file" / "out"), r"--out .*under .*a-file")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_out_that_is_not_writable_is_refused(capsys, tmp_path, llava_dir, data):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        _one_line_error(capsys, _certify(llava_dir, data, locked / "out"), r"not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("device,pattern", [
+    ("tpu", r"--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    ("cuda:x", r"--device must be auto, cpu, cuda, cuda:N or mps, got 'cuda:x'"),
+])
+def test_unknown_device_is_refused_before_any_model_work(capsys, tmp_path, llava_dir, data, device, pattern):
+    out = tmp_path / "out"
+    _one_line_error(capsys, _certify(llava_dir, data, out, "--device", device), pattern)
+    assert not out.exists()
+
+
+def test_cuda_on_a_machine_without_cuda_is_refused(capsys, tmp_path, llava_dir, data):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    _one_line_error(capsys, _certify(llava_dir, data, out, "--device", "cuda"), r"--device cuda.*CUDA")
+    assert not out.exists()
+
+
+def test_truncated_safetensors_is_refused_and_leaves_no_out(capsys, tmp_path, llava_dir, data):
+    broken = tmp_path / "broken"
+    shutil.copytree(llava_dir, broken)
+    weights = broken / "model.safetensors"
+    blob = weights.read_bytes()
+    weights.write_bytes(blob[: len(blob) // 2])
+    out = tmp_path / "out"
+    _one_line_error(capsys, _certify(str(broken), data, out), r"model\.safetensors.*(truncated|beyond|cut off)")
+    assert not out.exists()
+
+
+def test_pickled_only_checkpoint_is_refused(capsys, tmp_path, llava_dir, data):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(llava_dir, pickled)
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin").write_bytes(b"not unpickled")
+    out = tmp_path / "out"
+    _one_line_error(capsys, _certify(str(pickled), data, out), r"only pickled weights .*never unpickles")
+    assert not out.exists()
+
+
+def test_second_run_on_a_locked_out_is_refused_naming_the_first(capsys, tmp_path, llava_dir, data):
+    from skipit.empirical.files import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(str(out), command="skipit certify (the first run)"):
+        _one_line_error(capsys, _certify(llava_dir, data, out), rf"pid {os.getpid()}")
+    assert not (out / "certificate.json").exists()
