@@ -134,6 +134,10 @@ def format_table(certificate):
             f"{_num(e['visual_attention_mean_head']):6.3f} {e['visual_attention_upper_bound']:6.3f} | "
             f"{'skip' if e['layer'] in late else '  - '} {'skip' if e['layer'] in exit_ else '  - '} "
             f"{' yes' if e['layer'] in frozen else '  - '}")
+    zero = {g: sum(e[g].get("zero_norm_tokens", 0) for e in certificate["layers"] if g in e) for g in ("vision", "text")}
+    if any(zero.values()):
+        lines.append(f"warning: hidden states of norm 0 (left out of every distance): {zero['vision']} vision and "
+                     f"{zero['text']} text token-layers (a zero-initialised projector?)")
     le, ee, fr = certificate["late_entry"], certificate["early_exit"], certificate["freeze"]
     n = certificate["model"]["num_layers"]
     lines.append("paper's verdicts (statistics alone):")
