@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from skipit.empirical.hooks import check_layer
+from skipit.empirical.hooks import HookSet, check_layer
 from skipit.empirical.modes import check_layers
 
 __all__ = ["late_entry", "early_exit", "freeze", "skip", "TokenSkipper", "resolve_adapter"]
@@ -171,7 +171,7 @@ class _WithFrozenKeys:
         return getattr(self.inner, name)
 
 
-class TokenSkipper:
+class TokenSkipper(HookSet):
     """Context manager: decoder layer l (1-based) runs on the tokens ``keep(l, vision)`` selects.
 
     ``keep(layer, vision)`` gets the vision mask of the current forward's positions
@@ -196,7 +196,6 @@ class TokenSkipper:
         self.layers = self.adapter.decoder_layers(model)
         self.num_layers = len(self.layers)
         self.config = model.config
-        self._handles = []
         self._input_ids = None
         self._attention_mask2d = None
         self._step = None
@@ -204,8 +203,8 @@ class TokenSkipper:
         self._caches = {}  # id(cache) -> {"full": int, "kv": {layer: (index, valid)}, "ref": cache}
         self.layer_tokens = {}  # layer (1-based) -> tokens it processed in the last forward
 
-    # -- hook management -------------------------------------------------------------
-    def __enter__(self):
+    # -- hook management (the shared HookSet lifecycle) --------------------------------
+    def _install(self):
         active = getattr(self.model, "_skipit_skipper", None)
         if active is not None:
             raise ValueError(
@@ -214,28 +213,15 @@ class TokenSkipper:
                 "early_exit=..., freeze=[...])"
             )
         self.model._skipit_skipper = self
-        try:
-            self._handles.append(self.model.register_forward_pre_hook(self._model_pre, with_kwargs=True))
-            self._handles.append(self.lm.register_forward_pre_hook(self._lm_pre, with_kwargs=True))
-            self._handles.append(self.lm.register_forward_hook(self._lm_post))
-            for i, layer in enumerate(self.layers):
-                self._handles.append(
-                    layer.register_forward_pre_hook(self._make_layer_pre(i), with_kwargs=True)
-                )
-            self._handles.append(self.layers[-1].register_forward_hook(self._last_post))
-        except BaseException:
-            self._remove()
-            raise
-        return self
+        self.on_exit(self._release)
+        self.forward_pre_hook(self.model, self._model_pre, with_kwargs=True)
+        self.forward_pre_hook(self.lm, self._lm_pre, with_kwargs=True)
+        self.forward_hook(self.lm, self._lm_post)
+        for i, layer in enumerate(self.layers):
+            self.forward_pre_hook(layer, self._make_layer_pre(i), with_kwargs=True)
+        self.forward_hook(self.layers[-1], self._last_post)
 
-    def __exit__(self, *exc):
-        self._remove()
-        return False
-
-    def _remove(self):
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _release(self):
         self._step = None
         if getattr(self.model, "_skipit_skipper", None) is self:
             del self.model._skipit_skipper
