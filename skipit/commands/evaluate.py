@@ -107,11 +107,12 @@ def run(args):
                           theorem6_examples=args.theorem6_samples, theorem6_iters=args.theorem6_iters,
                           adapter=adapter, progress=say, baselines=args.baselines,
                           fastv_layer=args.fastv_layer, vtw_kl_threshold=args.vtw_kl, ctx=ctx,
-                          max_batch_tokens=args.max_batch_tokens)
+                          max_batch_tokens=args.max_batch_tokens, max_new_tokens=data_report.max_new_tokens)
         report["model"] = info
         report["run"] = {"world_size": ctx.world_size}
         report["data"] = {"source": data_report.source, "num_examples": len(examples),
-                          "sha256": data_report.sha256}
+                          "sha256": data_report.sha256, "metric": data_report.metric,
+                          "max_new_tokens": data_report.max_new_tokens}
         if args.certificate:
             report["certificate"] = os.path.abspath(args.certificate)
         text = format_table(report)

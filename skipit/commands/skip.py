@@ -85,7 +85,7 @@ def run(args):
     for _ in range(args.repeats):
         for name, ctx in (("full", None), ("skipped", lambda: mode.context(model, layer, adapter=adapter))):
             _, correct, seconds = predict(model, processor, examples, args.batch_size, adapter=adapter,
-                                          context=ctx)
+                                          context=ctx, max_new_tokens=data_report.max_new_tokens)
             runs[name].append(seconds)
             results[name] = sum(correct) / len(correct)
 
@@ -99,7 +99,8 @@ def run(args):
         print(json.dumps({
             "model": info["name"], "model_type": info["model_type"], "num_layers": n, "mode": args.mode,
             "variant": args.variant, "layer" if takes == "layer" else "layers": layer,
-            "examples": len(examples), "data": str(data_report.source), "threads": torch.get_num_threads(),
+            "examples": len(examples), "data": str(data_report.source), "metric": data_report.metric,
+            "threads": torch.get_num_threads(),
             "repeats": args.repeats,
             "full": {"accuracy": results["full"], "forward_s": t_full},
             "skipped": {"accuracy": results["skipped"], "forward_s": t_skip, "speedup": t_full / t_skip,

@@ -323,7 +323,7 @@ def _config_id(config):
 def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=None,
              tolerance=DEFAULT_TOLERANCE, batch_size=16, theorem6_examples=4, theorem6_iters=8,
              statistics=True, adapter=None, progress=None, baselines=False, fastv_layer=2,
-             vtw_kl_threshold=0.01, ctx=None, max_batch_tokens=None):
+             vtw_kl_threshold=0.01, ctx=None, max_batch_tokens=None, max_new_tokens=None):
     """Full vs skipped accuracy for every layer of ``layers`` in each mode, the per-layer
     statistics, Theorem 6 on ``theorem6_examples`` examples, and the validation of
     ``certificate`` (a dict from ``load_certificate``): precision and recall of the paper's
@@ -336,11 +336,13 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     Under torchrun (``ctx``): every prediction and the statistics are split by whole batches
     over the ranks and gathered (:func:`predict`), so every rank returns the report of one
     process; Theorem 6 and VTW's layer choice run on rank 0 and are shared.
-    ``max_batch_tokens`` caps a batch's padded prompt tokens."""
+    ``max_batch_tokens`` caps a batch's padded prompt tokens; ``max_new_tokens`` is the greedy
+    tokens of a free-form answer (:func:`predict`)."""
     from skipit.empirical.distributed import SINGLE_PROCESS, run_on_main
 
     ctx = SINGLE_PROCESS if ctx is None else ctx
     run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
+    answering = dict(run, max_new_tokens=max_new_tokens)
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
     layers = list(range(1, n + 1)) if layers is None else list(layers)
@@ -354,14 +356,15 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
         raise ValueError("`examples` must not be empty")
 
     say(f"full model on {len(examples)} examples")
-    full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad, **run)
+    full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad,
+                                                     **answering)
     full_acc = sum(full_correct) / len(full_correct)
     rows = []
     for mode in modes:
         verdicts = certificate_verdicts(certificate, mode, layers) if certificate and mode in MODES else {}
         for L in layers:
             say(f"{mode} at layer {L}")
-            preds, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad, **run)
+            preds, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad, **answering)
             acc = sum(correct) / len(correct)
             rows.append({
                 "mode": mode, "layer": L, "accuracy": acc, "change": acc - full_acc,
@@ -385,7 +388,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
         report["validation"] = {"paper": paper}
         if certificate.get("verification"):
             verified_rows = _verified_rows(model, processor, examples, certificate, full_preds, batch_size, ad, say,
-                                           **run)
+                                           **answering)
             report["verified_rows"] = verified_rows
             truth = "within_change_tolerance"
             ver = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
@@ -400,7 +403,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     if baselines:
         say("baselines at matched FLOPs")
         report["baselines"] = _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, ad,
-                                         fastv_layer, vtw_kl_threshold, **run)
+                                         fastv_layer, vtw_kl_threshold, **answering)
     if theorem6_examples and "late-entry" in modes:
         report["theorem6"] = run_on_main(lambda: _theorem6(model, processor, examples[:theorem6_examples], layers,
                                                            ad, theorem6_iters, say), ctx)
@@ -438,7 +441,7 @@ def _matched_keep_ratio(config, fastv_layer, counts, target):
 
 
 def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, adapter, fastv_layer,
-               kl_threshold, ctx=None, max_batch_tokens=None):
+               kl_threshold, ctx=None, max_batch_tokens=None, max_new_tokens=None):
     """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule.
 
     FLOPs fractions sum over every example's own text and vision token counts."""
@@ -449,7 +452,7 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     from skipit.empirical.loading import input_device
 
     ctx = SINGLE_PROCESS if ctx is None else ctx
-    run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
+    run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens, "max_new_tokens": max_new_tokens}
 
     counts = token_counts(model, processor, examples, batch_size, adapter)
     out = {"fastv_layer": fastv_layer, "text_tokens": sum(c[0] for c in counts) / len(counts),

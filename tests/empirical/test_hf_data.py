@@ -6,9 +6,7 @@ import argparse
 import io
 import os
 
-import numpy as np
 import pytest
-from PIL import Image
 
 datasets = pytest.importorskip("datasets")
 
@@ -21,47 +19,13 @@ from skipit.empirical.data import (  # noqa: E402
     load_examples,
 )
 from skipit.errors import SkipitError  # noqa: E402
-
-WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-
-
-def _digits(n):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = [Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8), mode="L").resize((16, 16)) for i in range(n)]
-    return images, [int(t) for t in d.target[:n]]
-
-
-def _mcq_dataset(n=6):
-    """AI2D's layout: ``options`` a list of texts, ``answer`` the index of the right one, as a string."""
-    images, labels = _digits(n)
-    options, answers = [], []
-    for label in labels:
-        opts = [WORDS[(label + k) % 10] for k in (2, 0, 5, 7)]  # the right word is option B
-        options.append(opts)
-        answers.append("1")
-    return datasets.Dataset.from_dict(
-        {"image": images, "question": ["which digit is shown?"] * n, "options": options, "answer": answers},
-        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                    "options": datasets.List(datasets.Value("string")),
-                                    "answer": datasets.Value("string")}))
-
-
-def _free_form_dataset(n=4):
-    """TextVQA's layout: ``answers`` holds 10 reference answers."""
-    images, labels = _digits(n)
-    answers = [[WORDS[label]] * 6 + [str(label)] * 2 + ["a digit", "unsure"] for label in labels]
-    return datasets.Dataset.from_dict(
-        {"image": images, "question": ["what is written?"] * n, "answers": answers},
-        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                    "answers": datasets.List(datasets.Value("string"))}))
+from tests.empirical.hf_helpers import WORDS, digits, fake_hub_cache, free_form_dataset, mcq_dataset  # noqa: E402
 
 
 def test_multiple_choice_rows_get_lettered_options_and_the_letter_as_answer(tmp_path):
-    _mcq_dataset().save_to_disk(tmp_path / "mcq")
+    mcq_dataset().save_to_disk(tmp_path / "mcq")
     examples, report = load_examples(str(tmp_path / "mcq"))
-    _, labels = _digits(6)
+    _, labels = digits(6)
     first = examples[0]
     opts = [WORDS[(labels[0] + k) % 10] for k in (2, 0, 5, 7)]
     assert first.question == ("which digit is shown?\n" + "\n".join(f"{l}. {o}" for l, o in zip("ABCD", opts))
@@ -80,7 +44,7 @@ def test_multiple_choice_rows_get_lettered_options_and_the_letter_as_answer(tmp_
     (["two", "zero", "five", "seven", "two", "zero"], ["A", "B", "C", "D", "A", "B"]),  # option texts (Visual7W)
 ])
 def test_answers_given_as_letters_or_option_texts(tmp_path, answers, expected):
-    images, _ = _digits(6)
+    images, _ = digits(6)
     ds = datasets.Dataset.from_dict({"image": images, "question": ["q?"] * 6,
                                      "choices": [["two", "zero", "five", "seven"]] * 6, "answer": answers},
                                     features=datasets.Features({"image": datasets.Image(),
@@ -93,7 +57,7 @@ def test_answers_given_as_letters_or_option_texts(tmp_path, answers, expected):
 
 
 def test_mmmu_options_written_as_a_python_list_string(tmp_path):
-    images, _ = _digits(2)
+    images, _ = digits(2)
     ds = datasets.Dataset.from_dict({"image_1": images, "question": ["q?", "r?"],
                                      "options": ["['cat', 'dog']", "[]"], "answer": ["B", "42"]},
                                     features=datasets.Features({"image_1": datasets.Image(),
@@ -108,9 +72,9 @@ def test_mmmu_options_written_as_a_python_list_string(tmp_path):
 
 
 def test_free_form_rows_keep_their_ten_references_for_the_vqa_accuracy(tmp_path):
-    _free_form_dataset().save_to_disk(tmp_path / "ff")
+    free_form_dataset().save_to_disk(tmp_path / "ff")
     examples, report = load_examples(str(tmp_path / "ff"))
-    _, labels = _digits(4)
+    _, labels = digits(4)
     assert examples[0].references == [WORDS[labels[0]]] * 6 + [str(labels[0])] * 2 + ["a digit", "unsure"]
     assert examples[0].answer == WORDS[labels[0]]  # the most common reference after normalisation
     assert examples[0].choices == [] and examples[0].question == "what is written?"
@@ -120,7 +84,7 @@ def test_free_form_rows_keep_their_ten_references_for_the_vqa_accuracy(tmp_path)
 
 
 def test_saved_parquet_and_arrow_forms_give_the_same_examples(tmp_path):
-    ds = _mcq_dataset()
+    ds = mcq_dataset()
     ds.save_to_disk(tmp_path / "saved")
     (tmp_path / "pq" / "data").mkdir(parents=True)
     ds.to_parquet(str(tmp_path / "pq" / "data" / "test-00000-of-00001.parquet"))
@@ -134,7 +98,7 @@ def test_saved_parquet_and_arrow_forms_give_the_same_examples(tmp_path):
 
 
 def test_fingerprint_changes_with_any_row_and_covers_references(tmp_path):
-    ds = _free_form_dataset()
+    ds = free_form_dataset()
     ds.save_to_disk(tmp_path / "a")
     changed = ds.map(lambda row, i: {"answers": row["answers"][:-1] + ["other"]} if i == 3 else {},
                      with_indices=True)
@@ -149,7 +113,7 @@ def test_fingerprint_changes_with_any_row_and_covers_references(tmp_path):
 
 
 def _with_bad_rows(tmp_path):
-    images, _ = _digits(5)
+    images, _ = digits(5)
     png = io.BytesIO()
     images[0].save(png, format="PNG")
     rows = {"image": [{"bytes": png.getvalue(), "path": None}, None, {"bytes": b"not an image", "path": None},
@@ -184,7 +148,7 @@ def test_skip_bad_skips_bad_rows_and_limit_still_checks_every_row(tmp_path):
 
 
 def test_several_images_in_a_row_are_refused(tmp_path):
-    images, _ = _digits(3)
+    images, _ = digits(3)
     ds = datasets.Dataset.from_dict({"images": [[images[0], images[1]], [images[2]]], "question": ["q", "r"],
                                      "answer": ["a", "b"]},
                                     features=datasets.Features({"images": datasets.List(datasets.Image()),
@@ -198,7 +162,7 @@ def test_several_images_in_a_row_are_refused(tmp_path):
 
 
 def test_column_mapping_and_its_errors(tmp_path):
-    images, _ = _digits(2)
+    images, _ = digits(2)
     ds = datasets.Dataset.from_dict({"picture": images, "prompt": ["q", "r"], "gt": ["a", "b"],
                                      "path": ["x.png", "y.png"]})
     ds.save_to_disk(tmp_path / "odd")
@@ -215,7 +179,7 @@ def test_column_mapping_and_its_errors(tmp_path):
 
 def test_a_string_column_named_image_is_not_taken_for_the_image(tmp_path):
     """MathVision: ``image`` holds a file name, ``decoded_image`` the picture."""
-    images, _ = _digits(1)
+    images, _ = digits(1)
     ds = datasets.Dataset.from_dict({"image": ["images/1.jpg"], "decoded_image": images, "question": ["q"],
                                      "answer": ["3"], "options": [[]]})
     ds.save_to_disk(tmp_path / "mv")
@@ -224,7 +188,7 @@ def test_a_string_column_named_image_is_not_taken_for_the_image(tmp_path):
 
 
 def test_splits_must_be_chosen_when_there_are_several(tmp_path):
-    ds = _mcq_dataset(4)
+    ds = mcq_dataset(4)
     datasets.DatasetDict({"train": ds.select([0, 1]), "test": ds.select([2, 3])}).save_to_disk(tmp_path / "dd")
     with pytest.raises(SkipitError, match=r"has splits train, test; choose one with --split"):
         load_examples(str(tmp_path / "dd"))
@@ -236,7 +200,7 @@ def test_splits_must_be_chosen_when_there_are_several(tmp_path):
 
 
 def test_mcq_template_is_overridable_and_checked(tmp_path):
-    _mcq_dataset(2).save_to_disk(tmp_path / "mcq")
+    mcq_dataset(2).save_to_disk(tmp_path / "mcq")
     examples, _ = load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}\n{options}\nLetter:")
     assert examples[0].question.startswith("Q: which digit is shown?\nA. ") and examples[0].question.endswith(
         "\nLetter:")
@@ -245,31 +209,14 @@ def test_mcq_template_is_overridable_and_checked(tmp_path):
         load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}")
 
 
-def _fake_hub_cache(tmp_path, monkeypatch, repo="org--digits-mcq"):
-    import datasets.config
-    import huggingface_hub.constants as hub_constants
-
-    cache = tmp_path / "hub"
-    snapshot = cache / f"datasets--{repo}" / "snapshots" / "0123abcd"
-    (snapshot / "data").mkdir(parents=True)
-    _mcq_dataset(3).to_parquet(str(snapshot / "data" / "test-00000-of-00001.parquet"))
-    (cache / f"datasets--{repo}" / "refs").mkdir()
-    (cache / f"datasets--{repo}" / "refs" / "main").write_text("0123abcd")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
-    return cache
-
-
 def test_hub_dataset_id_is_read_from_the_cache_offline(tmp_path, monkeypatch):
-    _fake_hub_cache(tmp_path, monkeypatch)
+    fake_hub_cache(tmp_path, monkeypatch, {"org/digits-mcq": mcq_dataset(3)})
     examples, report = load_examples("org/digits-mcq")
     assert len(examples) == 3 and examples[0].answer == "B" and report.source == "org/digits-mcq[test]"
 
 
 def test_uncached_hub_dataset_says_which_id_where_and_how(tmp_path, monkeypatch):
-    cache = _fake_hub_cache(tmp_path, monkeypatch)
+    cache = fake_hub_cache(tmp_path, monkeypatch, {"org/digits-mcq": mcq_dataset(3)})
     with pytest.raises(SkipitError) as info:
         load_examples("lmms-lab/MMStar")
     text = str(info.value)
@@ -278,7 +225,7 @@ def test_uncached_hub_dataset_says_which_id_where_and_how(tmp_path, monkeypatch)
 
 
 def test_command_line_arguments_reach_the_loader(tmp_path):
-    _free_form_dataset().save_to_disk(tmp_path / "ff")
+    free_form_dataset().save_to_disk(tmp_path / "ff")
     parser = argparse.ArgumentParser()
     add_data_arguments(parser)
     parser.add_argument("--samples", type=int, default=0)
@@ -304,7 +251,7 @@ def test_the_readme_mmstar_command_reads_a_cached_mmstar_layout(tmp_path, monkey
     import datasets.config
     import huggingface_hub.constants as hub_constants
 
-    images, _ = _digits(3)
+    images, _ = digits(3)
     questions = [f"Which digit? Options: A: {a}, B: {b}" for a, b in (("1", "2"), ("3", "4"), ("5", "6"))]
     cache = tmp_path / "hub"
     snapshot = cache / "datasets--lmms-lab--MMStar" / "snapshots" / "feedbeef"
@@ -334,7 +281,7 @@ def test_the_readme_mmstar_command_reads_a_cached_mmstar_layout(tmp_path, monkey
 def test_single_letter_answers_without_listed_options_stay_free_form(tmp_path):
     """A set answering with one letter ("which letter is shown?") is not taken for multiple choice:
     only questions that list options ``A.``/``A:``/``A)`` and ``B...`` themselves are."""
-    images, _ = _digits(2)
+    images, _ = digits(2)
     features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
                                   "answer": datasets.Value("string")})
     datasets.Dataset.from_dict({"image": images, "question": ["which letter is shown?"] * 2, "answer": ["A", "B"]},
@@ -359,7 +306,7 @@ def test_data_arguments_join_a_parent_parser_that_has_data_and_skip_bad():
 
 
 def test_a_single_file_or_dataset_has_no_splits_to_choose(tmp_path):
-    ds = _mcq_dataset(2)
+    ds = mcq_dataset(2)
     ds.to_parquet(str(tmp_path / "one.parquet"))
     ds.save_to_disk(tmp_path / "saved")
     for form in (tmp_path / "one.parquet", tmp_path / "saved"):
