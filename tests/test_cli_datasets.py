@@ -164,6 +164,7 @@ def test_free_form_data_in_every_form_is_scored_by_the_vqa_accuracy_of_3_generat
     certificate, evaluation = runs[form, "free"]
     assert certificate["data"]["num_examples"] == ROWS and evaluation["data"]["num_examples"] == ROWS
     assert certificate["data"]["metric"] == "vqa" and evaluation["data"]["metric"] == "vqa"
+    assert certificate["settings"]["max_new_tokens"] == 3 and evaluation["data"]["max_new_tokens"] == 3
     assert certificate["verification"]["answer"].startswith("greedy generation of up to 3 tokens")
     assert evaluation["full"]["accuracy"] == pytest.approx(FREE_FORM_ACCURACY)
 
@@ -244,7 +245,7 @@ def test_skip_early_exit_on_free_form_parquet_scores_generated_answers(world, ca
     assert main(["skip", "--mode", "early-exit", "--layer", "2", "--model", world["models"]["free"], "--data", data,
                  "--max-new-tokens", MAX_NEW_TOKENS, "--repeats", "1", "--json", *QUIET]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["examples"] == ROWS and result["layer"] == 2
+    assert result["examples"] == ROWS and result["layer"] == 2 and result["metric"] == "vqa"
     assert result["full"]["accuracy"] == pytest.approx(FREE_FORM_ACCURACY)
     examples, exited = _answers(world["models"]["free"], data,
                                 context=lambda model: skip_context(model, "early-exit", 2, None))
