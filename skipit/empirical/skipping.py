@@ -143,9 +143,22 @@ class _NoQuery(torch.nn.Module):
 
 def _merge(full, packed, packing):
     """Write ``packed`` [B, heads, n, e] at the chunk positions of ``packing`` in ``full``."""
-    idx = packing.idx[:, None, :, None].expand(-1, full.shape[1], -1, full.shape[-1])
+    idx = packing.idx.to(full.device)[:, None, :, None].expand(-1, full.shape[1], -1, full.shape[-1])
     current = full.gather(2, idx)
-    return full.scatter(2, idx, torch.where(packing.valid[:, None, :, None], packed.to(full.dtype), current))
+    valid = packing.valid.to(full.device)[:, None, :, None]
+    return full.scatter(2, idx, torch.where(valid, packed.to(full.device, full.dtype), current))
+
+
+def _execution_device(module, default):
+    """Where ``module`` computes: accelerate's execution device when a device map placed it
+    (offloaded weights sit on ``meta`` until then), else its first parameter's device."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    param = next(module.parameters(), None)
+    return param.device if param is not None and param.device.type != "meta" else default
 
 
 class _WithFrozenKeys:
@@ -440,16 +453,19 @@ class TokenSkipper(HookSet):
                 f"freeze needs decoder layers with `input_layernorm` and `self_attn.q_proj`; "
                 f"{type(layer).__name__} has not"
             )
-        x = step.buf.gather(1, vision.idx[..., None].expand(-1, -1, step.buf.shape[-1]))
-        kw = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "attention_mask", "cache",
-                                                            "past_key_values", "position_embeddings",
-                                                            "position_ids")}
+        x = step.buf.gather(1, vision.idx.to(step.buf.device)[..., None].expand(-1, -1, step.buf.shape[-1]))
+        # this runs before accelerate's hook of the layer moves its inputs: move them here
+        device = _execution_device(layer, x.device)
+        x = x.to(device)
+        kw = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()
+              if k not in ("hidden_states", "attention_mask", "cache", "past_key_values", "position_embeddings",
+                           "position_ids")}
         pe = kwargs.get("position_embeddings")
         if pe is not None:
-            kw["position_embeddings"] = tuple(self._gather_seq(t, vision.idx) for t in pe)
+            kw["position_embeddings"] = tuple(self._gather_seq(t, vision.idx.to(t.device)).to(device) for t in pe)
         pid = kwargs.get("position_ids")
         if isinstance(pid, torch.Tensor) and pid.shape[-1] == step.q:
-            kw["position_ids"] = self._gather_pos(pid, vision.idx)
+            kw["position_ids"] = self._gather_pos(pid, vision.idx.to(pid.device)).to(device)
         capture = _KeyCapture()
         q_proj = attn.q_proj
         attn.q_proj = _NoQuery(q_proj.out_features)
