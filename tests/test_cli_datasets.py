@@ -27,6 +27,7 @@ from tests.empirical.hf_helpers import (  # noqa: E402
     free_form_dataset,
     mcq_dataset,
 )
+from tests.test_cli import _restore_torch_threads  # noqa: E402, F401 (autouse: torch threads restored)
 
 ROWS = 6
 FORMS = ("saved", "parquet", "hub")
@@ -40,16 +41,6 @@ FREE_FORM_ACCURACY = (1.0 + 0.9 + 0.6 + 0.3) / ROWS
 MAX_NEW_TOKENS = "3"
 QUIET = ["-q", "--batch-size", "3"]
 EVALUATE_FAST = ["--layers", "2", "--theorem6-samples", "0"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """`--threads auto` sets torch's (process-wide) thread count: give it back after each test."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def _load(model_dir):
@@ -133,19 +124,25 @@ def _read(path):
 @pytest.fixture(scope="module")
 def runs(world):
     """``{(form, kind): (certificate, evaluation)}`` of ``skipit certify`` and ``skipit evaluate``
-    on every form and layout (the hub forms inside the fake cache)."""
-    out = {}
-    with pytest.MonkeyPatch.context() as mp:
-        fake_hub_cache(world["root"], mp, {f"org/digits-{kind}": world["datasets"][kind] for kind in KINDS})
-        for form in FORMS:
-            for kind in KINDS:
-                base = ["--model", world["models"][kind], "--data", _data_argument(world, form, kind), *QUIET]
-                if kind == "free":
-                    base += ["--max-new-tokens", MAX_NEW_TOKENS]
-                cert_dir, eval_dir = world["root"] / f"cert-{form}-{kind}", world["root"] / f"eval-{form}-{kind}"
-                assert main(["certify", *base, "--out", str(cert_dir)]) == 0, (form, kind)
-                assert main(["evaluate", *base, *EVALUATE_FAST, "--out", str(eval_dir)]) == 0, (form, kind)
-                out[form, kind] = (_read(cert_dir / "certificate.json"), _read(eval_dir / "evaluation.json"))
+    on every form and layout (the hub forms inside the fake cache); torch's thread count is restored after."""
+    import torch
+
+    out, threads = {}, torch.get_num_threads()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            fake_hub_cache(world["root"], mp, {f"org/digits-{kind}": world["datasets"][kind] for kind in KINDS})
+            for form in FORMS:
+                for kind in KINDS:
+                    base = ["--model", world["models"][kind], "--data", _data_argument(world, form, kind), *QUIET]
+                    if kind == "free":
+                        base += ["--max-new-tokens", MAX_NEW_TOKENS]
+                    cert_dir, eval_dir = (world["root"] / f"cert-{form}-{kind}",
+                                          world["root"] / f"eval-{form}-{kind}")
+                    assert main(["certify", *base, "--out", str(cert_dir)]) == 0, (form, kind)
+                    assert main(["evaluate", *base, *EVALUATE_FAST, "--out", str(eval_dir)]) == 0, (form, kind)
+                    out[form, kind] = (_read(cert_dir / "certificate.json"), _read(eval_dir / "evaluation.json"))
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
