@@ -207,7 +207,8 @@ def _answers(model, processor, examples, settings, adapter, context=None):
     if settings.max_new_tokens <= 1:
         from skipit.empirical.evaluate import normalise_answer, predict
 
-        preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context)
+        preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
+                              max_new_tokens=settings.max_new_tokens)
         return [normalise_answer(p) for p in preds]
     from skipit.empirical.answers import predict_answers
 

@@ -114,8 +114,9 @@ def vqa_score(prediction, references):
     """VQA accuracy: mean over the leave-one-out subsets of ``min(#matches / 3, 1)``.
 
     With n references (10 in VQAv2 and TextVQA), each subset drops one reference and counts
-    the others equal to the normalised prediction. 3 or more matches of 10 give 1.0; 2 give
-    ``(8 * 2/3 + 2 * 1/3) / 10 = 0.6``; 1 gives ``9/10 * 1/3 = 0.3``.
+    the others equal to the normalised prediction. 4 or more matches of 10 give 1.0; 3 give
+    ``(7 * 1 + 3 * 2/3) / 10 = 0.9``; 2 give ``(8 * 2/3 + 2 * 1/3) / 10 = 0.6``; 1 gives
+    ``9/10 * 1/3 = 0.3``.
     """
     refs = [normalise_vqa(r) for r in references]
     if not refs:
