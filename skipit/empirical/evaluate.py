@@ -301,7 +301,8 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
     tau = ver["tolerance"]
     verified = {_config_id(c): bool(c["certified"]) for c in ver["configs"]}
     rows = []
-    for mode, candidates in candidate_chains(certificate["layers"]).items():
+    order = (ver.get("freeze_order") or {}).get("layers")  # the freeze chain as the certificate ordered it
+    for mode, candidates in candidate_chains(certificate["layers"], order).items():
         for config in candidates:
             arg = config.get("layers", config.get("layer"))
             say(f"verified candidate {_config_id(config)}")

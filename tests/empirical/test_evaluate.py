@@ -46,13 +46,14 @@ def _group():
             "proximal_probability": {"0.05": 0.0}, "proximal_lower_bound": {"0.05": 0.0}}
 
 
-def _certificate(max_entry, min_exit, n=N, frozen=(), configs=None, model_type="llava"):
+def _certificate(max_entry, min_exit, n=N, frozen=(), configs=None, model_type="llava", order=None):
     """A schema-valid skipit.certificate/2 with the given verdicts (numbers irrelevant here);
     ``configs``: the verification's configs (None: no verification)."""
     verification = None
     if configs is not None:
         certified = [c for c in configs if c["certified"]]
         verification = {"tolerance": 0.05, "confidence": 0.95, "examples": 8, "configs": configs,
+                        "freeze_order": None if order is None else {"by": "test", "layers": order},
                         "recommended": min(certified, key=lambda c: c["flops_fraction"]) if certified else None}
     return {
         "schema": "skipit.certificate/2",
@@ -179,9 +180,10 @@ def test_verified_configurations_are_validated_by_their_change_rate(tiny_dir, tm
     verification (an untested candidate counts as not certified), the truth from the measured
     change rate against the certificate's tolerance."""
     configs = [_config("late-entry", 2, True), _config("late-entry", 3, False, changed=5),
-               _config("early-exit", 3, True), _config("freeze", [1], False, changed=4)]
+               _config("early-exit", 3, True), _config("freeze", [3], True), _config("freeze", [1, 3], False)]
     cert = tmp_path / "certificate.json"
-    cert.write_text(json.dumps(_certificate(max_entry=1, min_exit=N, configs=configs)))
+    # the freeze chain in the order the certificate recorded (not re-derived from the statistics)
+    cert.write_text(json.dumps(_certificate(max_entry=1, min_exit=N, configs=configs, order=[3, 1, 2])))
     out = tmp_path / "out"
     assert main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
                  "--modes", "late-entry", "--layers", "2", "--certificate", str(cert), "--out", str(out),
@@ -194,9 +196,11 @@ def test_verified_configurations_are_validated_by_their_change_rate(tiny_dir, tm
     flags = {(r["mode"], r.get("layer")): r["certified"] for r in verified if r["mode"] != "freeze"}
     assert flags[("late-entry", 2)] and not flags[("late-entry", 3)] and not flags[("late-entry", 4)]
     assert flags[("early-exit", 3)] and not flags[("early-exit", 2)]
+    freeze = [(r["layers"], r["certified"]) for r in verified if r["mode"] == "freeze"]
+    assert freeze == [([3], True), ([1, 3], False), ([1, 2, 3], False)]
     ver = report["validation"]["verified"]
     assert ver["all"]["settings"] == len(verified)
-    assert ver["all"]["tp"] + ver["all"]["fp"] == 2
+    assert ver["all"]["tp"] + ver["all"]["fp"] == 3
     assert ver["violations"] == sum(1 for r in verified if r["certified"] and r["changed_rate"] > 0.05)
     for r in verified:
         assert r["within_change_tolerance"] == (r["changed_rate"] <= 0.05)
