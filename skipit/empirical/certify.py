@@ -441,20 +441,26 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                              verification=verification)
 
 
-def layer_contributions(model, processor, examples, adapter, batch_size):
+def layer_contributions(model, processor, examples, adapter, batch_size, ctx=SINGLE_PROCESS):
     """ShortV's layer contribution: ``{l: mean KL(full || layer l frozen)}`` of the answer
-    distribution over ``examples``, for ``l = 1..N``."""
+    distribution over ``examples``, for ``l = 1..N``. Under ``ctx`` each rank takes whole
+    batches and the per-rank sums (mean x count) are added over ranks before dividing."""
     from skipit.empirical.baselines import answer_kl
     from skipit.empirical.data import build_inputs
     from skipit.empirical.loading import input_device
 
     device, dtype = input_device(model), next(model.parameters()).dtype
+    mine = shard(list(_batches(list(range(len(examples))), batch_size)), ctx)
     batches = [{k: _to_model(v, device, dtype) for k, v in
-                build_inputs(processor, examples[i:i + batch_size], model=model).items()}
-               for i in range(0, len(examples), batch_size)]
+                build_inputs(processor, [examples[i] for i in idx], model=model).items()} for idx in mine]
     n = adapter.num_layers(model)
-    kls = answer_kl(model, batches, [_skip_context(model, {"mode": "freeze", "layers": [l]}, adapter)
-                                     for l in range(1, n + 1)])
+    contexts = [_skip_context(model, {"mode": "freeze", "layers": [l]}, adapter) for l in range(1, n + 1)]
+    kls = answer_kl(model, batches, contexts) if batches else [0.0] * n
+    if ctx.is_distributed:
+        count = sum(map(len, mine))
+        parts = gather_objects((count, [k * count for k in kls]), ctx)
+        total = sum(c for c, _ in parts)
+        kls = [sum(p[1][l] for p in parts) / total for l in range(n)]
     return {l: float(k) for l, k in zip(range(1, n + 1), kls)}
 
 
@@ -463,8 +469,8 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
     """Run the three chains on ``calibration`` (fixed-sequence: a chain stops at its first
     candidate not rejected) and return the ``verification`` block. ``ordering``: statistics
     examples for the contribution order of the freeze chain. Under ``ctx`` each rank answers
-    its shard of ``calibration``; the changed counts are summed over ranks, and the layer
-    contributions are measured by rank 0, so every rank walks the same chains."""
+    its shard of ``calibration`` and of ``ordering``; the changed counts and the contributions'
+    sums are added over ranks, so every rank walks the same chains."""
     import torch
 
     from skipit.empirical.certificate import freeze_order
@@ -473,15 +479,13 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
     say = _sayer(progress)
     with torch.inference_mode():
         if settings.freeze_order == "contribution":
-            def contributions():
-                if state.order_scores is None:
-                    say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
-                    state.order_scores = {str(k): v for k, v in layer_contributions(
-                        model, processor, ordering, adapter, settings.batch_size).items()}
-                    save_state()
-                return state.order_scores
-
-            state.order_scores = run_on_main(contributions, ctx)
+            # rank 0's checkpoint decides, so every rank takes the same (collective) path
+            if run_on_main(lambda: state.order_scores is None, ctx):
+                say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
+                state.order_scores = {str(k): v for k, v in layer_contributions(
+                    model, processor, ordering, adapter, settings.batch_size, ctx).items()}
+                save_state()
+            state.order_scores = run_on_main(lambda: state.order_scores, ctx)
             scores = {int(k): float(v) for k, v in state.order_scores.items()}
         else:
             scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
