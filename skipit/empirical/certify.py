@@ -34,16 +34,15 @@ from skipit.empirical.certificate import (
 from skipit.empirical.data import data_sha256
 from skipit.empirical.distributed import (
     SINGLE_PROCESS,
+    batch_positions,
     gather_objects,
     merge_statistics,
     other_rank_dirs,
-    prompt_lengths,
     rank_checkpoint_dir,
     run_everywhere,
     run_on_main,
     shard,
     sum_counts,
-    token_budget_batches,
 )
 from skipit.empirical.files import atomic_write_text
 
@@ -199,7 +198,7 @@ def _skip_context(model, config, adapter):
     return lambda: skip_context(model, config["mode"], arg, adapter)
 
 
-def _answers(model, processor, examples, settings, adapter, context=None):
+def _answers(model, processor, examples, settings, adapter, context=None, max_batch_tokens=None):
     """Normalised answers of the model (under ``context``) on ``examples``: the one-token
     argmax at the answer position (:func:`skipit.empirical.evaluate.predict`), or the greedy
     generation of up to ``settings.max_new_tokens`` tokens
@@ -208,7 +207,7 @@ def _answers(model, processor, examples, settings, adapter, context=None):
         from skipit.empirical.evaluate import normalise_answer, predict
 
         preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
-                              max_new_tokens=settings.max_new_tokens)
+                              max_new_tokens=settings.max_new_tokens, max_batch_tokens=max_batch_tokens)
         return [normalise_answer(p) for p in preds]
     from skipit.empirical.answers import predict_answers
 
@@ -274,7 +273,7 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
     (:func:`~skipit.empirical.distributed.rank_checkpoint_dir`); a rerun with any world size
     resumes: the examples done by any rank's checkpoint are skipped, and the checkpoints of
     ranks beyond the new world size are merged by rank 0. ``max_batch_tokens`` caps the
-    padded prompt tokens of a statistics batch
+    padded prompt tokens of every batch: statistics, layer contributions and one-token answers
     (:func:`~skipit.empirical.distributed.token_budget_batches`).
     """
     import torch
@@ -363,12 +362,8 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
 
     done = run_everywhere(lambda: _checkpoints_done(state.done, [d for d, _ in others], ctx), ctx)
     todo = [i for i in stats_idx if i not in done]
-    if max_batch_tokens is None:
-        batches = list(_batches(todo, settings.batch_size))
-    else:
-        lengths = prompt_lengths(processor, [examples[i] for i in todo], model)
-        batches = [[todo[p] for p in batch]
-                   for batch in token_budget_batches(lengths, settings.batch_size, max_batch_tokens)]
+    batches = [[todo[p] for p in batch] for batch in batch_positions(
+        processor, [examples[i] for i in todo], model, settings.batch_size, max_batch_tokens)]
     # Whole batches are dealt to the ranks, so each example runs in the batch it has in one
     # process (same padding, same float32 arithmetic): the merged sums differ only in order.
     batches = shard(batches, ctx)
@@ -435,13 +430,14 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
         calibration = [examples[i] for i in calib_idx]
         ordering = [examples[i] for i in stats_idx[:settings.order_examples]]
         verification = _verify(model, processor, calibration, ordering, layers, settings, adapter, state,
-                               save_state, progress and ctx.is_main, ctx)
+                               save_state, progress and ctx.is_main, ctx, max_batch_tokens)
     return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
                              model_info=model_info, data_info=data_info, run_info=run,
                              verification=verification)
 
 
-def layer_contributions(model, processor, examples, adapter, batch_size, ctx=SINGLE_PROCESS):
+def layer_contributions(model, processor, examples, adapter, batch_size, ctx=SINGLE_PROCESS,
+                        max_batch_tokens=None):
     """ShortV's layer contribution: ``{l: mean KL(full || layer l frozen)}`` of the answer
     distribution over ``examples``, for ``l = 1..N``. Under ``ctx`` each rank takes whole
     batches and the per-rank sums (mean x count) are added over ranks before dividing."""
@@ -450,7 +446,7 @@ def layer_contributions(model, processor, examples, adapter, batch_size, ctx=SIN
     from skipit.empirical.loading import input_device
 
     device, dtype = input_device(model), next(model.parameters()).dtype
-    mine = shard(list(_batches(list(range(len(examples))), batch_size)), ctx)
+    mine = shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx)
     batches = [{k: _to_model(v, device, dtype) for k, v in
                 build_inputs(processor, [examples[i] for i in idx], model=model).items()} for idx in mine]
     n = adapter.num_layers(model)
@@ -465,7 +461,7 @@ def layer_contributions(model, processor, examples, adapter, batch_size, ctx=SIN
 
 
 def _verify(model, processor, calibration, ordering, layers, settings, adapter, state, save_state, progress,
-            ctx=SINGLE_PROCESS):
+            ctx=SINGLE_PROCESS, max_batch_tokens=None):
     """Run the three chains on ``calibration`` (fixed-sequence: a chain stops at its first
     candidate not rejected) and return the ``verification`` block. ``ordering``: statistics
     examples for the contribution order of the freeze chain. Under ``ctx`` each rank answers
@@ -483,7 +479,7 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
             if run_on_main(lambda: state.order_scores is None, ctx):
                 say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
                 state.order_scores = {str(k): v for k, v in layer_contributions(
-                    model, processor, ordering, adapter, settings.batch_size, ctx).items()}
+                    model, processor, ordering, adapter, settings.batch_size, ctx, max_batch_tokens).items()}
                 save_state()
             state.order_scores = run_on_main(lambda: state.order_scores, ctx)
             scores = {int(k): float(v) for k, v in state.order_scores.items()}
@@ -495,7 +491,7 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
         if state.reference is None or len(state.reference) != len(mine) or (
                 state.calibration is not None and state.calibration != mine):
             say(f"verification: full model on {n} calibration examples")
-            state.reference = _answers(model, processor, own, settings, adapter)
+            state.reference = _answers(model, processor, own, settings, adapter, max_batch_tokens=max_batch_tokens)
             state.token_counts = _token_counts(model, processor, own, adapter, settings.batch_size)
             state.results = {}
             state.calibration = mine
@@ -510,7 +506,8 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
                 if key not in state.results:
                     say(f"verification: {key}")
                     answers = _answers(model, processor, own, settings, adapter,
-                                       context=_skip_context(model, config, adapter))
+                                       context=_skip_context(model, config, adapter),
+                                       max_batch_tokens=max_batch_tokens)
                     state.results[key] = sum(a != r for a, r in zip(answers, state.reference))
                     save_state()
                 changed = sum_counts(int(state.results[key]), ctx)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 __all__ = [
-    "DistributedContext", "SINGLE_PROCESS", "barrier", "context_from_environment", "distributed",
+    "DistributedContext", "SINGLE_PROCESS", "barrier", "batch_positions", "context_from_environment", "distributed",
     "gather_objects", "merge_statistics", "other_rank_dirs", "prompt_lengths", "rank_checkpoint_dir",
     "run_everywhere", "run_on_main", "shard", "sum_counts", "token_budget_batches", "under_torchrun",
 ]
@@ -247,6 +247,17 @@ def prompt_lengths(processor, examples, model=None) -> list[int]:
     from skipit.empirical.data import build_inputs
 
     return [int(build_inputs(processor, [example], model)["input_ids"].shape[-1]) for example in examples]
+
+
+def batch_positions(processor, examples, model, batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Positions ``0..len(examples)-1`` in consecutive batches of at most ``batch_size``, and,
+    with ``max_batch_tokens``, of at most that many padded prompt tokens
+    (:func:`token_budget_batches` over :func:`prompt_lengths`)."""
+    if max_batch_tokens is None:
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
+        return [list(range(s, min(s + batch_size, len(examples)))) for s in range(0, len(examples), batch_size)]
+    return token_budget_batches(prompt_lengths(processor, examples, model), batch_size, max_batch_tokens)
 
 
 # --------------------------------------------------------------------------------------

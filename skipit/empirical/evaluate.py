@@ -38,6 +38,7 @@ import time
 import torch
 
 from skipit.empirical.certificate import candidate_chains, load_certificate
+from skipit.empirical.distributed import batch_positions
 from skipit.empirical.metrics import normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
 from skipit.empirical.modes import skip_context
@@ -105,16 +106,6 @@ def _synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def _batch_positions(processor, examples, model, batch_size, max_batch_tokens=None):
-    """Positions of ``examples`` in batches of ``batch_size`` (and at most ``max_batch_tokens``
-    padded prompt tokens: :func:`skipit.empirical.distributed.token_budget_batches`)."""
-    from skipit.empirical.distributed import prompt_lengths, token_budget_batches
-
-    if max_batch_tokens is None:
-        return [list(range(s, min(s + batch_size, len(examples)))) for s in range(0, len(examples), batch_size)]
-    return token_budget_batches(prompt_lengths(processor, examples, model), batch_size, max_batch_tokens)
-
-
 @torch.no_grad()
 def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None,
             ctx=None, max_batch_tokens=None, max_new_tokens=None):
@@ -161,7 +152,7 @@ def _predict_letters(model, processor, examples, batch_size, mode, layer, adapte
     tok = _tokenizer(processor)
     device = input_device(model)
     preds, correct, seconds = {}, {}, 0.0
-    for positions in shard(_batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
+    for positions in shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
         chunk = [examples[i] for i in positions]
         inputs = build_inputs(processor, chunk, model)
         inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
@@ -232,7 +223,7 @@ def layer_statistics(model, processor, examples, batch_size=16, adapter=None, ct
     ctx = SINGLE_PROCESS if ctx is None else ctx
     device = input_device(model)
     with capture_statistics(model, adapter=adapter, thresholds=(0.05,), cka=False, attention=True) as cap:
-        for positions in shard(_batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
+        for positions in shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
             inputs = build_inputs(processor, [examples[i] for i in positions], model)
             inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
             model(**inputs, logits_to_keep=1)
@@ -478,7 +469,7 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     def vtw_layer():  # on rank 0 alone: every rank must exit at the same layer
         device = input_device(model)
         batches = []
-        for positions in _batch_positions(processor, examples, model, batch_size, max_batch_tokens):
+        for positions in batch_positions(processor, examples, model, batch_size, max_batch_tokens):
             inputs = build_inputs(processor, [examples[i] for i in positions], model)
             batches.append({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()})
         return choose_vtw_layer(model, batches, kl_threshold, adapter)

@@ -473,3 +473,20 @@ def test_torchrun_certify_command_writes_once_with_world_size_2(tiny_run, tmp_pa
     single = json.loads(json.dumps(certify(model, processor, examples, CertifySettings(batch_size=2, verify=False),
                                            progress=False, model_info=info)))
     _assert_same_certificate(certificate["layers"], single["layers"], path="layers", rel=RELATIVE)
+
+
+def test_certify_under_a_token_cap_gives_the_uncapped_certificate(tiny_run):
+    """``max_batch_tokens`` below two prompts runs one example per batch (statistics, layer
+    contributions, answers): the certificate equals the uncapped one (floats to batching noise),
+    with the cap recorded."""
+    from skipit.empirical.distributed import prompt_lengths
+    from tests.empirical.test_certify import _assert_same_certificate
+
+    model, processor, _ = tiny_run["bundle"]
+    examples = tiny_run["examples"]
+    lengths = prompt_lengths(processor, examples, model)
+    cap = max(lengths)
+    assert 2 * min(lengths) > cap  # so every batch holds one example, and none is over the cap
+    capped = json.loads(json.dumps(_certify(tiny_run["bundle"], examples, max_batch_tokens=cap)))
+    assert capped["run"].pop("max_batch_tokens") == cap
+    _assert_same_certificate(capped, json.loads(json.dumps(tiny_run["single"])), rel=1e-9)
