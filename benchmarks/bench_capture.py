@@ -22,7 +22,6 @@ Run: ``.venv/bin/python benchmarks/bench_capture.py`` (a few minutes on 2 CPU co
 from __future__ import annotations
 
 import argparse
-import os
 import ctypes
 import gc
 import statistics

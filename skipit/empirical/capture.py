@@ -37,7 +37,7 @@ generation cache is refused.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -19,7 +19,6 @@ them (left or right), so "a padded batch == one example at a time" can be tested
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from typing import Any, Sequence

@@ -23,7 +23,6 @@ Proofs with every step checked: ``proofs/proposition1.py``, ``proofs/theorem1.py
 
 from __future__ import annotations
 
-import numpy as np
 import sympy as sp
 
 from skipit.theory import _validation as _c
