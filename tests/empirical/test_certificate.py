@@ -743,3 +743,14 @@ def test_settings_sort_and_deduplicate_the_thresholds():
     assert settings.thresholds == (0.05, 0.1)
     assert settings.decision_dict()["thresholds"] == [0.05, 0.1]
     assert "batch_size" not in settings.decision_dict() and "resume" not in settings.decision_dict()
+
+
+def test_the_certificate_module_is_pure_numpy_and_scipy():
+    """Settings, bounds, decisions, verification maths and schema import neither torch nor transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, skipit.empirical.certificate; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
