@@ -55,7 +55,7 @@ def _describe(low, high, low_closed, high_closed):
 
 
 def check(name, value, low=-math.inf, high=math.inf, *, low_closed=True, high_closed=None, integer=False,
-          what=""):
+          what="") -> np.ndarray:
     """``value`` as a float array in the range, clipped there if it was within round-off of a closed end.
 
     ``low`` and ``high`` may be arrays (broadcast against ``value``). ``high_closed``
@@ -92,22 +92,22 @@ def check(name, value, low=-math.inf, high=math.inf, *, low_closed=True, high_cl
     return out
 
 
-def nonneg(name, value):
+def nonneg(name, value) -> np.ndarray:
     """A finite value >= 0 (Lipschitz constants, error terms); ``-1e-12`` is read as 0."""
     return check(name, value, 0.0)
 
 
-def positive(name, value):
+def positive(name, value) -> np.ndarray:
     """A finite value > 0 (the paper's eps); no tolerance at the open end."""
     return check(name, value, 0.0, low_closed=False)
 
 
-def probability(name, value, *, low_open=False, high_open=False):
+def probability(name, value, *, low_open=False, high_open=False) -> np.ndarray:
     """A probability in ``[0, 1]`` (ends open on request), clipped there within round-off."""
     return check(name, value, 0.0, 1.0, low_closed=not low_open, high_closed=not high_open, what="a probability")
 
 
-def result(value, *inputs):
+def result(value, *inputs) -> np.ndarray | float:
     """A Python float when every input was a scalar, else the broadcast array."""
     value = np.asarray(value, dtype=float)
     if all(np.ndim(x) == 0 for x in inputs):

@@ -79,7 +79,7 @@ def unit_normalize(x: Float[ArrayLike, "*batch d"]) -> Float[np.ndarray, "*batch
     return a / n[..., None]
 
 
-def is_unit_norm(x, atol=1e-9):
+def is_unit_norm(x: Float[ArrayLike, "*batch d"], atol: float = 1e-9) -> bool:
     """Whether every vector (last axis) of ``x`` has norm 1 within ``atol``."""
     a = np.asarray(x, dtype=float)
     return bool(np.all(np.abs(np.linalg.norm(a, axis=-1) - 1.0) <= atol))

@@ -14,11 +14,15 @@ observed symbols (Miller 1955; Paninski 2003, Neural Computation 15(6):1191-1253
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from skipit.theory import _validation as _v
 from skipit.theory._validation import PMF_ATOL
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float
 
 __all__ = [
     "validate_pmf",
@@ -121,7 +125,7 @@ def conditional_mutual_information(p, x, y, z, base=math.e) -> float:
     return max(val, 0.0) / lb
 
 
-def binary_entropy(q, base=math.e):
+def binary_entropy(q: Float[ArrayLike, "*batch"], base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """h(q) = -q log q - (1 - q) log(1 - q), vectorised; ``q`` in [0, 1]."""
     lb = _log_base(base)
     q = _v.probability("q", q)
@@ -130,7 +134,8 @@ def binary_entropy(q, base=math.e):
     return h / lb
 
 
-def binary_kl(p, q, base=math.e):
+def binary_kl(p: Float[ArrayLike, "*batch"], q: Float[ArrayLike, "*batch"],
+              base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """d(p || q) = p log(p/q) + (1-p) log((1-p)/(1-q)), vectorised, >= 0; +inf where p > 0 = q or p < 1 = q.
 
     Finite for every ``q`` in (0, 1), however small (``q = 5e-324`` gives about 744 p):

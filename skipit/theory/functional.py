@@ -23,11 +23,17 @@ Proofs with every step checked: ``proofs/proposition1.py``, ``proofs/theorem1.py
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sympy as sp
 
 from skipit.theory import _validation as _c
 from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    import numpy as np
+    from jaxtyping import ArrayLike, Float
 
 __all__ = [
     "proposition1_tail_threshold",
@@ -69,7 +75,8 @@ ARGUMENTS = {
 _NUMERIC = {name: sp.lambdify(ARGUMENTS[name], SYMBOLIC[name], "numpy") for name in SYMBOLIC}
 
 
-def proposition1_tail_threshold(t, eps):
+def proposition1_tail_threshold(t: Float[ArrayLike, "*batch"],
+                                eps: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Proposition 1 (Sec. 3.4, proof App. A.2), for a distance with values in ``[0, 1]``.
 
     Hypotheses: ``rho`` symmetric with ``0 <= rho <= 1``; ``t`` in ``[0, 1)``; ``eps > 0``.
@@ -92,7 +99,8 @@ def _below(name, value, upper, closed):
     return _c.check(name, value, 0.0, upper, high_closed=closed)
 
 
-def proposition1_tail_threshold_bounded(t, eps, rho_max=COSINE_DISTANCE_MAX):
+def proposition1_tail_threshold_bounded(t: Float[ArrayLike, "*batch"], eps: Float[ArrayLike, "*batch"],
+                                        rho_max: float = COSINE_DISTANCE_MAX) -> Float[np.ndarray, "*batch"] | float:
     """Proposition 1 corrected for a distance with values in ``[0, rho_max]``.
 
     Hypotheses: ``0 <= rho <= rho_max``; ``t`` in ``[0, rho_max)``; ``eps > 0``.
@@ -107,7 +115,8 @@ def proposition1_tail_threshold_bounded(t, eps, rho_max=COSINE_DISTANCE_MAX):
     return _c.result(_NUMERIC["proposition1_tail_threshold_bounded"](tt, e, r), t, eps, rho_max)
 
 
-def proposition1_mean_bound(t, tail_prob, rho_max=COSINE_DISTANCE_MAX):
+def proposition1_mean_bound(t: Float[ArrayLike, "*batch"], tail_prob: Float[ArrayLike, "*batch"],
+                            rho_max: float = COSINE_DISTANCE_MAX) -> Float[np.ndarray, "*batch"] | float:
     """Proposition 1 read forwards: ``E[rho] <= t + (rho_max - t) P[rho > t]``.
 
     Hypotheses: ``0 <= rho <= rho_max``, ``t`` in ``[0, rho_max]``, ``tail_prob`` an
@@ -127,7 +136,8 @@ def _lipschitz(alpha, beta):
     return _c.nonneg("alpha", alpha), _c.nonneg("beta", beta)
 
 
-def theorem1_bound(alpha, beta, eps):
+def theorem1_bound(alpha: Float[ArrayLike, "*batch"], beta: Float[ArrayLike, "*batch"],
+                   eps: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 1 (Sec. 3.2, proof App. A.2): geometric implies functional redundancy.
 
     Hypotheses: ``X_l, X_prev`` unit-norm; ``E[rho(X_l, X_prev)] <= eps/2`` with ``eps > 0``;
@@ -152,7 +162,8 @@ def theorem1_bound(alpha, beta, eps):
     return _c.result(_NUMERIC["theorem1_bound"](a, b, e), alpha, beta, eps)
 
 
-def theorem1_bound_sharp(alpha, beta, eps):
+def theorem1_bound_sharp(alpha: Float[ArrayLike, "*batch"], beta: Float[ArrayLike, "*batch"],
+                         eps: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 1, sharper form: ``E||E[Z|X_l] - E[Z|X_prev]||^2 <= (alpha + beta)^2 eps``.
 
     Same hypotheses as :func:`theorem1_bound`. Proof (``proofs/theorem1.py``): with
@@ -180,7 +191,9 @@ def _theorem2_args(alpha, beta, eps, eta_l, eta_prev):
     return a, b, _c.positive("eps", eps), _c.nonneg("eta_l", eta_l), _c.nonneg("eta_prev", eta_prev)
 
 
-def theorem2_bound(alpha, beta, eps, eta_l, eta_prev):
+def theorem2_bound(alpha: Float[ArrayLike, "*batch"], beta: Float[ArrayLike, "*batch"], eps: Float[ArrayLike, "*batch"],
+                   eta_l: Float[ArrayLike, "*batch"],
+                   eta_prev: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 2 (Sec. 3.2, proof App. A.2): finite-sample estimators.
 
     Hypotheses: those of :func:`theorem1_bound`; ``f_l``, ``f_prev`` any square-integrable
@@ -198,7 +211,9 @@ def theorem2_bound(alpha, beta, eps, eta_l, eta_prev):
     return _c.result(_NUMERIC["theorem2_bound"](*args), alpha, beta, eps, eta_l, eta_prev)
 
 
-def theorem2_bound_sharp(alpha, beta, eps, eta_l, eta_prev):
+def theorem2_bound_sharp(alpha: Float[ArrayLike, "*batch"], beta: Float[ArrayLike, "*batch"],
+                         eps: Float[ArrayLike, "*batch"], eta_l: Float[ArrayLike, "*batch"],
+                         eta_prev: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 2, sharper form:
     ``E||f_l(X_l) - f_prev(X_prev)||^2 <= (sqrt(eta_l) + sqrt(eta_prev) + (alpha+beta) sqrt(eps))^2``.
 

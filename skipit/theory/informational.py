@@ -49,7 +49,7 @@ the cap measures under the normalised surface measure.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import sympy as sp
@@ -61,6 +61,9 @@ from skipit.theory.distances import COSINE_DISTANCE_MAX
 from skipit.theory.entropy import _log_base as _lb
 from skipit.theory.entropy import binary_entropy, binary_kl, conditional_mutual_information, validate_pmf
 from skipit.theory.spherical import log_cap_fraction
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float, Int
 
 __all__ = [
     "theorem3_mi_lower_bound",
@@ -150,7 +153,8 @@ _theorem5h_np = sp.lambdify(ARGUMENTS["theorem5_entropy_bound"], SYMBOLIC["theor
 
 
 # ----------------------------------------------------------------------------- Theorem 3
-def theorem3_mi_lower_bound(p_t, t, d, base=math.e):
+def theorem3_mi_lower_bound(p_t: Float[ArrayLike, "*batch"], t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"],
+                            base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 3 (continuous Fano on the sphere; Duchi & Wainwright 2013, Prop. 2), corrected.
 
     Hypotheses: X_l uniform on S^{d-1} (normalised surface measure sigma), X_prev any
@@ -174,7 +178,9 @@ def theorem3_mi_lower_bound(p_t, t, d, base=math.e):
     return _scalar(np.asarray(val) / lb)
 
 
-def theorem3_mi_lower_bound_sharp(p_t, t, d, base=math.e):
+def theorem3_mi_lower_bound_sharp(p_t: Float[ArrayLike, "*batch"], t: Float[ArrayLike, "*batch"],
+                                  d: Int[ArrayLike, "*batch"],
+                                  base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Sharper Theorem 3: I(X_l; X_prev) >= d(1 - P_t || F(t, d)) (binary KL), same hypotheses.
 
     With X_l uniform on the sphere every cap has measure F, so q_t = F exactly and the
@@ -194,7 +200,9 @@ def theorem3_mi_lower_bound_sharp(p_t, t, d, base=math.e):
 
 
 # ----------------------------------------------------------------------------- Theorem 4
-def theorem4_mi_lower_bound(p_t, p_min, p_max, base=math.e):
+def theorem4_mi_lower_bound(p_t: Float[ArrayLike, "*batch"], p_min: Float[ArrayLike, "*batch"],
+                            p_max: Float[ArrayLike, "*batch"],
+                            base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 4 (Braun & Pokutta 2015, Prop. 2.2 with R = {rho <= t}): lower bound on I(X_l; X_prev).
 
     Hypotheses: X_l, X_prev any random variables (no unit norm needed), rho symmetric,
@@ -217,7 +225,9 @@ def theorem4_mi_lower_bound(p_t, p_min, p_max, base=math.e):
     return _scalar(np.asarray(val) / lb)
 
 
-def theorem4_mi_lower_bound_sharp(p_t, p_min, p_max, base=math.e):
+def theorem4_mi_lower_bound_sharp(p_t: Float[ArrayLike, "*batch"], p_min: Float[ArrayLike, "*batch"],
+                                  p_max: Float[ArrayLike, "*batch"],
+                                  base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Sharper Theorem 4: I >= min_{p_min <= q <= p_max} d(1 - P_t || q) = d(1 - P_t || clip(1 - P_t, p_min, p_max)).
 
     Same hypotheses. Since d(1 - P || q) = (1 - P) log(1/q) + P log(1/(1 - q)) - h(P) and
@@ -231,7 +241,9 @@ def theorem4_mi_lower_bound_sharp(p_t, p_min, p_max, base=math.e):
     return _scalar(np.asarray(binary_kl(a, np.clip(a, pmin, pmax))) / lb)
 
 
-def corollary4_conditional_entropy_upper_bound(h_x, p_t, p_min, p_max, base=math.e):
+def corollary4_conditional_entropy_upper_bound(h_x: Float[ArrayLike, "*batch"], p_t: Float[ArrayLike, "*batch"],
+                                               p_min: Float[ArrayLike, "*batch"], p_max: Float[ArrayLike, "*batch"],
+                                               base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Corollary 4 (Braun & Pokutta 2015, Cor. 2.3): H(X_l | X_prev) <= H(X_l) + log p_max + h(P_t) + P_t log((1-p_min)/p_max).
 
     Hypotheses of :func:`theorem4_mi_lower_bound`, and H(X_l) = ``h_x`` finite (discrete
@@ -244,7 +256,8 @@ def corollary4_conditional_entropy_upper_bound(h_x, p_t, p_min, p_max, base=math
 
 
 # ----------------------------------------------------------------------------- Theorem 5
-def theorem5_bound(B, cmi, base=math.e):
+def theorem5_bound(B: Float[ArrayLike, "*batch"], cmi: Float[ArrayLike, "*batch"],
+                   base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 5, first inequality: E||E[Z|X_l] - E[Z|X_prev]||^2 <= 2 B^2 I(Z; X_l | X_prev).
 
     Hypotheses: ||Z|| <= B almost surely, X_prev - X_l - Z a Markov chain; ``cmi`` is
@@ -258,7 +271,9 @@ def theorem5_bound(B, cmi, base=math.e):
     return _scalar(np.asarray(_theorem5_np(b, c * lb)))
 
 
-def theorem5_entropy_bound(B, h_cond, C=0.0, base=math.e):
+def theorem5_entropy_bound(B: Float[ArrayLike, "*batch"], h_cond: Float[ArrayLike, "*batch"],
+                           C: Float[ArrayLike, "*batch"] = 0.0,
+                           base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 5, entropy form: E||E[Z|X_l] - E[Z|X_prev]||^2 <= 2 B^2 (H(X_l | X_prev) + C).
 
     Hypotheses of :func:`theorem5_bound` and H(X_l | Z, X_prev) >= -C. Discrete X_l:
@@ -288,7 +303,8 @@ def _markov_check(p, atol):
                          f"max |p(a,b,c)p(b) - p(a,b)p(b,c)| = {err:.3g} > {atol}")
 
 
-def lemma4_expected_kl(p, base=math.e, require_markov=True, atol=1e-12):
+def lemma4_expected_kl(p: Float[ArrayLike, "x_prev x_l z"], base: float = math.e, require_markov: bool = True,
+                       atol: float = 1e-12) -> float:
     """E_{(X_l, X_prev)}[D(p_{Z|X_l} || p_{Z|X_prev})] for a 3-d pmf ``p[x_prev, x_l, z]`` (exact).
 
     Lemma 4 (App. A.1): under the Markov chain X_prev - X_l - Z this equals
@@ -316,12 +332,12 @@ def lemma4_expected_kl(p, base=math.e, require_markov=True, atol=1e-12):
     return max(total, 0.0) / lb  # a mean of KL divergences: >= 0 under round-off too
 
 
-def lemma4_gap(p, base=math.e, atol=1e-12):
+def lemma4_gap(p: Float[ArrayLike, "x_prev x_l z"], base: float = math.e, atol: float = 1e-12) -> float:
     """E[D(p_{Z|X_l} || p_{Z|X_prev})] - I(Z; X_l | X_prev) for a Markov chain pmf ``p[x_prev, x_l, z]`` (Lemma 4: 0)."""
     return lemma4_expected_kl(p, base=base, atol=atol) - conditional_mutual_information(p, 2, 1, 0, base=base)
 
 
-def conditional_mean_gap(p, z_values):
+def conditional_mean_gap(p: Float[ArrayLike, "x_prev x_l z"], z_values: Float[ArrayLike, "z *k"]) -> float:
     """E||E[Z | X_l] - E[Z | X_prev]||^2 for ``p[x_prev, x_l, z]`` and Z's values ``z_values`` (n_z x k), exactly.
 
     The left side of Theorem 5; the expectation is over the joint law of (X_l, X_prev).
@@ -349,7 +365,8 @@ class ProximalQuantities(NamedTuple):
     p_max: float
 
 
-def exact_proximal_quantities(p, rho, t) -> ProximalQuantities:
+def exact_proximal_quantities(p: Float[ArrayLike, "x_l x_prev"], rho: Float[ArrayLike, "x_l x_prev"],
+                              t: float) -> ProximalQuantities:
     """Exact P_t = P[rho > t], q_t, p_min, p_max for ``p[i, j] = P(X_l = v_i, X_prev = v_j)``.
 
     ``rho[i, j]`` is the distance between the i-th value of X_l and the j-th of X_prev;
@@ -429,7 +446,9 @@ def _min_paper_form_over_box(p_lo, p_hi, pmin, pmax):
     return float(theorem4_mi_lower_bound(p, pmin, pmax))
 
 
-def informational_bounds_from_samples(x_l, x_prev, t, delta=0.05, h_x=None, base=math.e) -> InformationalBounds:
+def informational_bounds_from_samples(x_l: Float[ArrayLike, "n d"], x_prev: Float[ArrayLike, "n d"], t: float,
+                                      delta: float = 0.05, h_x: float | None = None,
+                                      base: float = math.e) -> InformationalBounds:
     """Estimate P_t, q_t, p_min, p_max from paired samples and certify Theorem 4 / Corollary 4.
 
     ``x_l``, ``x_prev``: arrays n x d, row i a pair (X_l, X_prev) drawn i.i.d. (e.g. one

@@ -29,11 +29,16 @@ the proof and the corrected statement use the recursive ``T~_l = f_text^l(0, T~_
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import sympy as sp
 
 from skipit.theory import _validation as _c
 from skipit.theory._registry import register
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float, Int
 
 __all__ = ["geometric_sum", "theorem6_bound", "theorem6_bound_sqrt"]
 
@@ -61,7 +66,7 @@ def _geometric_sum(lam, L):
     return np.where(x == 0.0, L, s)
 
 
-def geometric_sum(lam, L):
+def geometric_sum(lam: Float[ArrayLike, "*batch"], L: Int[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """``S_L(lam) = 1 + lam + ... + lam^(L-1) = (lam^L - 1)/(lam - 1)``, ``= L`` at ``lam = 1``.
 
     Accurate to a few ulps for ``lam`` near 1 (no cancellation), vectorised.
@@ -85,7 +90,9 @@ def _args(mu, lam, eps, delta, L, entry):
     return m, (LL - k) * e, d * _geometric_sum(lm, LL)
 
 
-def theorem6_bound(mu, lam, eps, delta, L, entry=1):
+def theorem6_bound(mu: Float[ArrayLike, "*batch"], lam: Float[ArrayLike, "*batch"], eps: Float[ArrayLike, "*batch"],
+                   delta: Float[ArrayLike, "*batch"], L: Int[ArrayLike, "*batch"],
+                   entry: Int[ArrayLike, "*batch"] = 1) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 6 (Sec. 4, proof App. A.2), the statement's sum form:
     ``||Y_true - Y_skip|| <= mu((L - entry) eps + delta (lam^L - 1)/(lam - 1))``.
 
@@ -100,7 +107,9 @@ def theorem6_bound(mu, lam, eps, delta, L, entry=1):
     return _c.result(m * (v + t), mu, lam, eps, delta, L, entry)
 
 
-def theorem6_bound_sqrt(mu, lam, eps, delta, L, entry=1):
+def theorem6_bound_sqrt(mu: Float[ArrayLike, "*batch"], lam: Float[ArrayLike, "*batch"],
+                        eps: Float[ArrayLike, "*batch"], delta: Float[ArrayLike, "*batch"], L: Int[ArrayLike, "*batch"],
+                        entry: Int[ArrayLike, "*batch"] = 1) -> Float[np.ndarray, "*batch"] | float:
     """Theorem 6, the proof's form (eq. 40):
     ``||Y_true - Y_skip|| <= mu sqrt(((L - entry) eps)^2 + (delta (lam^L - 1)/(lam - 1))^2)``.
 

@@ -19,11 +19,17 @@ Proofs with every step checked: ``proofs/lemma1.py``, ``proofs/lemma2.py``,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sympy as sp
 
 from skipit.theory import _validation as _c
 from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    import numpy as np
+    from jaxtyping import ArrayLike, Float
 
 __all__ = [
     "lemma1_bound",
@@ -55,7 +61,8 @@ ARGUMENTS = {
 _NUMERIC = {name: sp.lambdify(ARGUMENTS[name], SYMBOLIC[name], "numpy") for name in SYMBOLIC}
 
 
-def lemma1_bound(d_xz, d_zy):
+def lemma1_bound(d_xz: Float[ArrayLike, "*batch"],
+                 d_zy: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Lemma 1 (App. A.1): in a metric space, ``d(x, y)^2 <= 2 d(x, z)^2 + 2 d(z, y)^2``.
 
     Returns the right-hand side ``2 d_xz^2 + 2 d_zy^2``. True as stated: the triangle
@@ -68,7 +75,8 @@ def lemma1_bound(d_xz, d_zy):
     return _c.result(_NUMERIC["lemma1_bound"](a, b), d_xz, d_zy)
 
 
-def lemma1_bound_sharp(d_xz, d_zy):
+def lemma1_bound_sharp(d_xz: Float[ArrayLike, "*batch"],
+                       d_zy: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Lemma 1, sharper form: ``d(x, y)^2 <= (d(x, z) + d(z, y))^2`` (the triangle
     inequality squared). Attained by collinear points with z between x and y; never
     larger than :func:`lemma1_bound`, equal to it iff ``d_xz == d_zy``."""
@@ -76,7 +84,7 @@ def lemma1_bound_sharp(d_xz, d_zy):
     return _c.result(_NUMERIC["lemma1_bound_sharp"](a, b), d_xz, d_zy)
 
 
-def lemma2_mean_squared_distance(mean_rho):
+def lemma2_mean_squared_distance(mean_rho: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Lemma 2 (App. A.1): for unit-norm random vectors X, Y,
     ``E||X - Y||^2 = 2 E[rho(X, Y)]`` with rho the cosine distance.
 
@@ -89,7 +97,8 @@ def lemma2_mean_squared_distance(mean_rho):
     return _c.result(_NUMERIC["lemma2_mean_squared_distance"](m), mean_rho)
 
 
-def lemma3_bound(a_sq, b_sq, c_sq):
+def lemma3_bound(a_sq: Float[ArrayLike, "*batch"], b_sq: Float[ArrayLike, "*batch"],
+                 c_sq: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Lemma 3 (App. A.1): in a real inner-product space,
     ``||a + b + c||^2 <= 3(||a||^2 + ||b||^2 + ||c||^2)``.
 
@@ -100,7 +109,8 @@ def lemma3_bound(a_sq, b_sq, c_sq):
     return _c.result(_NUMERIC["lemma3_bound"](a, b, c), a_sq, b_sq, c_sq)
 
 
-def lemma3_bound_sharp(a_sq, b_sq, c_sq):
+def lemma3_bound_sharp(a_sq: Float[ArrayLike, "*batch"], b_sq: Float[ArrayLike, "*batch"],
+                       c_sq: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Lemma 3, sharper form: ``||a + b + c||^2 <= (||a|| + ||b|| + ||c||)^2``
     (triangle inequality squared). Attained whenever a, b, c are positively
     collinear; never larger than :func:`lemma3_bound` (Cauchy-Schwarz), equal iff

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import stats
 
 if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
-    from jaxtyping import ArrayLike, Float
+    from jaxtyping import ArrayLike, Bool, Float, Int
 
 from skipit.theory import _validation as _c
 from skipit.theory._registry import register
@@ -126,7 +126,8 @@ def _bound_args(n, delta):
 
 
 def mean_upper_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike, "*batch"] | None,
-                     n, delta, value_range=COSINE_DISTANCE_MAX):
+                     n: Int[ArrayLike, "*batch"], delta: Float[ArrayLike, "*batch"],
+                     value_range: float = COSINE_DISTANCE_MAX) -> Float[np.ndarray, "*batch"] | float:
     """Upper confidence bound on ``E[X]`` from the sufficient statistics of a sample.
 
     Hypotheses: ``n`` i.i.d. draws of ``X`` in ``[0, R]``, ``R = value_range`` (the draws are
@@ -158,7 +159,8 @@ def mean_upper_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike
 
 
 def mean_lower_bound(mean: Float[ArrayLike, "*batch"], variance: Float[ArrayLike, "*batch"] | None,
-                     n, delta, value_range=COSINE_DISTANCE_MAX):
+                     n: Int[ArrayLike, "*batch"], delta: Float[ArrayLike, "*batch"],
+                     value_range: float = COSINE_DISTANCE_MAX) -> Float[np.ndarray, "*batch"] | float:
     """Lower confidence bound on ``E[X]``: :func:`mean_upper_bound` applied to ``R - X``.
 
     Same hypotheses (``n`` i.i.d. draws in ``[0, R]``; ``R - X`` has mean ``R - mean`` and
@@ -182,7 +184,8 @@ def _binomial_args(k, n, delta):
     return kk, nn, dl
 
 
-def clopper_pearson_lower(k, n, delta):
+def clopper_pearson_lower(k: Int[ArrayLike, "*batch"], n: Int[ArrayLike, "*batch"],
+                          delta: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """One-sided exact (Clopper-Pearson) lower confidence bound on a binomial probability.
 
     Hypotheses: ``k`` successes in ``n`` i.i.d. Bernoulli(p) trials. Conclusion: with
@@ -195,7 +198,8 @@ def clopper_pearson_lower(k, n, delta):
     return _c.result(lower, k, n, delta)
 
 
-def clopper_pearson_upper(k, n, delta):
+def clopper_pearson_upper(k: Int[ArrayLike, "*batch"], n: Int[ArrayLike, "*batch"],
+                          delta: Float[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """One-sided exact (Clopper-Pearson) upper confidence bound on a binomial probability.
 
     Hypotheses: ``k`` successes in ``n`` i.i.d. Bernoulli(p) trials. Conclusion: with
@@ -208,8 +212,8 @@ def clopper_pearson_upper(k, n, delta):
     return _c.result(upper, k, n, delta)
 
 
-def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence=0.95, rho_max=COSINE_DISTANCE_MAX,
-                         method="best") -> MeanEstimate:
+def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence: float = 0.95,
+                         rho_max: float = COSINE_DISTANCE_MAX, method: str = "best") -> MeanEstimate:
     """Definition 1 estimator: the mean of ``d`` and an upper confidence bound on ``E[rho]``.
 
     ``d``: i.i.d. samples of ``rho(X_l, X_prev)`` in ``[0, rho_max]`` (cosine distance:
@@ -246,8 +250,8 @@ def geometric_redundancy(d: Float[ArrayLike, "*repeats n"], confidence=0.95, rho
     return MeanEstimate(_scalar(mean), _scalar(np.broadcast_to(bound, np.shape(mean)).copy()), n, c)
 
 
-def proximal_probability(d: Float[ArrayLike, "*repeats n"], t, confidence=0.95,
-                         rho_max=COSINE_DISTANCE_MAX) -> ProbabilityEstimate:
+def proximal_probability(d: Float[ArrayLike, "*repeats n"], t: float, confidence: float = 0.95,
+                         rho_max: float = COSINE_DISTANCE_MAX) -> ProbabilityEstimate:
     """Definition 2 estimator: the fraction of ``d < t`` and a Clopper-Pearson lower bound.
 
     ``d``: i.i.d. samples of ``rho`` in ``[0, rho_max]``; ``t >= 0`` (a threshold
@@ -264,7 +268,8 @@ def proximal_probability(d: Float[ArrayLike, "*repeats n"], t, confidence=0.95,
     return ProbabilityEstimate(_scalar(k / n), _scalar(np.asarray(clopper_pearson_lower(k, n, 1.0 - c))), n, c)
 
 
-def is_geometrically_redundant(d, eps, confidence=None, rho_max=COSINE_DISTANCE_MAX):
+def is_geometrically_redundant(d: Float[ArrayLike, "*repeats n"], eps: float, confidence: float | None = None,
+                               rho_max: float = COSINE_DISTANCE_MAX) -> Bool[np.ndarray, "*repeats"] | bool:
     """Definition 1 predicate, ``E[rho] < eps``, judged from samples ``d``.
 
     ``confidence=None`` uses the point estimate (the paper's reading); a level such as
@@ -279,7 +284,8 @@ def is_geometrically_redundant(d, eps, confidence=None, rho_max=COSINE_DISTANCE_
     return _scalar(est < e) if np.ndim(est) else bool(est < e)
 
 
-def is_proximally_redundant(d, t, eps, confidence=None, rho_max=COSINE_DISTANCE_MAX):
+def is_proximally_redundant(d: Float[ArrayLike, "*repeats n"], t: float, eps: float, confidence: float | None = None,
+                            rho_max: float = COSINE_DISTANCE_MAX) -> Bool[np.ndarray, "*repeats"] | bool:
     """Definition 2 predicate, ``P[rho < t] > 1 - eps``, judged from samples ``d``.
 
     ``confidence=None`` uses the observed fraction; a level uses the Clopper-Pearson
@@ -292,7 +298,8 @@ def is_proximally_redundant(d, t, eps, confidence=None, rho_max=COSINE_DISTANCE_
     return bool(out) if out.ndim == 0 else out
 
 
-def is_functionally_redundant(value, eps):
+def is_functionally_redundant(value: Float[ArrayLike, "*batch"],
+                              eps: Float[ArrayLike, "*batch"]) -> Bool[np.ndarray, "*batch"] | bool:
     """Definition 3 predicate: ``E||E[Z|X_l] - E[Z|X_prev]||^2 < eps`` for a given value (>= 0)."""
     v = _c.nonneg("value", value)
     e = _c.positive("eps", eps)
@@ -300,7 +307,8 @@ def is_functionally_redundant(value, eps):
     return bool(out) if out.ndim == 0 else out
 
 
-def is_informationally_redundant(conditional_entropy, eps):
+def is_informationally_redundant(conditional_entropy: Float[ArrayLike, "*batch"],
+                                 eps: Float[ArrayLike, "*batch"]) -> Bool[np.ndarray, "*batch"] | bool:
     """Definition 4 predicate: ``H(X_l | X_prev) < eps``.
 
     ``conditional_entropy`` may be negative (differential entropy); it must be finite.
@@ -348,7 +356,8 @@ def _design(name, x, n=None):
 
 
 def functional_redundancy(x_l: Float[ArrayLike, "n d_l"], x_prev: Float[ArrayLike, "n d_prev"],
-                          z: Float[ArrayLike, "n *k"], regressor=None, folds=5, seed=0) -> FunctionalEstimate:
+                          z: Float[ArrayLike, "n *k"], regressor=None, folds: int = 5,
+                          seed: int = 0) -> FunctionalEstimate:
     """Definition 3 estimator: cross-fitted ``E||f_l(X_l) - f_prev(X_prev)||^2``.
 
     ``x_l`` (n, d_l), ``x_prev`` (n, d_prev), ``z`` (n,) or (n, k): i.i.d. samples of

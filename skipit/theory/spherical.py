@@ -22,10 +22,15 @@ Used by Theorem 3 (``skipit.theory.informational.theorem3_mi_lower_bound``): wit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy.special import betaln
 
 from skipit.theory import _validation as _v
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float, Int
 
 __all__ = ["log_cap_fraction", "cap_fraction"]
 
@@ -34,7 +39,7 @@ _CF_EPS = 1e-16
 _CF_MAX_ITER = 20000
 
 
-def _check_t_d(t, d):
+def _check_t_d(t, d) -> tuple[np.ndarray, ...]:
     t = _v.check("t", t, 0.0, what="a cosine-distance threshold")
     d_arr = _v.check("d", d, 2.0, integer=True)
     return np.broadcast_arrays(t, d_arr)
@@ -141,7 +146,7 @@ def _log_betainc_and_complement(a, b, x, one_minus_x):
     return log_i, comp
 
 
-def log_cap_fraction(t, d):
+def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """Natural log of the normalised surface measure of a cosine-distance cap on S^{d-1}.
 
     ``log sigma({x' in S^{d-1} : 1 - <x, x'> <= t}) / sigma(S^{d-1})`` for ``t >= 0``
@@ -188,7 +193,7 @@ def log_cap_fraction(t, d):
     return out.reshape(shape)[()] if shape == () else out.reshape(shape)
 
 
-def cap_fraction(t, d):
+def cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """The normalised cap measure F(t, d) itself (``exp(log_cap_fraction(t, d))``; underflows to 0 for large d)."""
     return np.exp(log_cap_fraction(t, d))
 

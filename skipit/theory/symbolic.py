@@ -8,6 +8,10 @@ tested against it). ``EXPRESSIONS`` merges them; ``expr(name)`` returns one.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 _MODULES = ("lemmas", "functional", "late_entry", "spherical", "informational", "entropy", "pid")
 
@@ -23,7 +27,7 @@ def _collect():
 EXPRESSIONS = _collect()
 
 
-def expr(name: str):
+def expr(name: str) -> sp.Expr:
     """The sympy expression of bound ``name`` (e.g. ``"theorem1_bound"``)."""
     try:
         return EXPRESSIONS[name]
