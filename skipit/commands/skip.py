@@ -37,6 +37,16 @@ def add_parser(subparsers):
 
 
 def run(args):
+    import tempfile
+
+    from skipit.commands._common import offload_folder
+
+    # skip writes no --out: the layers a --device-map sends to "disk" go to a folder removed after the run
+    with tempfile.TemporaryDirectory(prefix="skipit-skip-") as scratch, offload_folder(scratch) as offload:
+        return _run(args, offload)
+
+
+def _run(args, offload):
     import json
     import statistics
 
@@ -55,7 +65,7 @@ def run(args):
     if takes == "layer" and (args.layer is None or args.layers is not None):
         raise SkipitError(f"--mode {args.mode} takes --layer L, not --layers; "
                           f"got --layer {args.layer} --layers {args.layers}")
-    model, processor, info, examples, data_report = load_model_and_data(args, "skip")
+    model, processor, info, examples, data_report = load_model_and_data(args, "skip", offload=offload)
 
     import torch
 

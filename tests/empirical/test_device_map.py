@@ -314,3 +314,42 @@ def test_placement_errors_are_one_line_before_any_work(models, tmp_path, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_skip_command_with_layers_on_disk_gives_the_plain_accuracy(models, tmp_path, capsys, monkeypatch):
+    """``skipit skip --device-map map.json`` (decoder layers on disk): the plain run's accuracies, and
+    accelerate is given an offload folder (as by certify and evaluate) inside a temporary directory
+    removed after the run. (transformers reads disk layers of a safetensors checkpoint in place and
+    writes the folder only for weights it must re-save, so the folder is checked as given.)"""
+    import tempfile
+
+    import skipit.empirical.loading as loading
+    from skipit.cli import main
+    from tests.empirical.certify_helpers import write_digit_jsonl
+
+    _, _, directory, _ = models
+    data = write_digit_jsonl(str(tmp_path / "data"), 4)
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(_offload_map()))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    folders = []
+    load = loading.load_model_and_processor
+
+    def recording_load(*args, offload_folder=None, **kwargs):
+        folders.append(offload_folder)
+        return load(*args, offload_folder=offload_folder, **kwargs)
+
+    monkeypatch.setattr(loading, "load_model_and_processor", recording_load)
+    argv = ["skip", "--mode", "early-exit", "--layer", "2", "--model", directory, "--data", data,
+            "--samples", "4", "--batch-size", "2", "--threads", "1", "--repeats", "1", "--json", "--quiet"]
+    runs = []
+    for extra in ([], ["--device-map", str(path)]):
+        assert main([*argv, *extra]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    plain, mapped = runs
+    assert mapped["full"]["accuracy"] == plain["full"]["accuracy"]
+    assert mapped["skipped"]["accuracy"] == plain["skipped"]["accuracy"]
+    assert folders[1] is not None and folders[1].startswith(str(scratch))
+    assert not list(scratch.iterdir())
