@@ -635,6 +635,26 @@ def _resolve_metric(examples, report, metric, max_new_tokens):
     report.max_new_tokens = max_new_tokens or (1 if used == ["letter"] else DEFAULT_MAX_NEW_TOKENS)
 
 
+def _check_subset(subset, target):
+    """``--subset`` names a dataset configuration: of a hub dataset, or of a folder of data files
+    (the configs its README declares, as in a copied hub snapshot). A save_to_disk directory, a
+    single parquet / arrow file, a JSONL file or a bundled set has none: refused, not ignored."""
+    from skipit.errors import SkipitError
+
+    if subset is None or (os.path.isdir(target) and not _is_saved_dataset(target)):
+        return
+    if os.path.isdir(target):
+        kind = "saved dataset (save_to_disk)"
+    elif os.path.isfile(target):
+        kind = "data file" if target.endswith(_DATASET_FILES) else "JSONL file"
+    elif target in bundled_names():
+        kind = "bundled set"
+    else:
+        return  # a hub dataset id
+    raise SkipitError(f"--subset applies to hub dataset ids and folders of data files only, got {subset!r} "
+                      f"for the {kind} {target}")
+
+
 def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subset=None, columns=None,
                   metric="auto", mcq_template=MCQ_TEMPLATE, max_new_tokens=None):
     """Examples from a JSONL file, a bundled set or a Hugging Face dataset; returns ``(examples, report)``.
@@ -642,7 +662,8 @@ def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subse
     ``path_or_name``: an existing ``.jsonl`` file; a ``save_to_disk`` directory, a parquet /
     arrow file or a folder of them; a bundled set name; or a hub dataset id (``org/name``) read
     from the local Hugging Face cache (offline). ``split`` picks a split (needed when there are
-    several), ``subset`` a dataset configuration, ``columns`` a :class:`ColumnMap`.
+    several), ``subset`` a dataset configuration (of a hub id or a folder of data files; refused for
+    other sources), ``columns`` a :class:`ColumnMap`.
     ``metric``: ``auto`` (multiple choice and JSONL / bundled sets: ``letter``; rows with
     :data:`VQA_REFERENCES` references: ``vqa``; other free-form rows: ``exact``; a dataset
     whose answers are all single letters: ``letter``) or one of ``letter``, ``exact``, ``vqa``,
@@ -660,6 +681,7 @@ def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subse
     columns = columns or ColumnMap()
     check_mcq_template(mcq_template)
     target = os.fspath(path_or_name)
+    _check_subset(subset, target)
     if os.path.isfile(target) and not target.endswith(_DATASET_FILES):
         examples, report = load_jsonl(target, skip_bad=skip_bad, limit=limit)
     elif os.path.exists(target):
@@ -694,7 +716,7 @@ def add_data_arguments(parser, default_data="digits-test"):
                                 "dataset (save_to_disk directory, parquet/arrow files or a folder of them, or a hub "
                                 f"dataset id in the local cache, read offline) (default: {default_data})")
     group.add_argument("--split", default=None, help="dataset split (needed when the dataset has several)")
-    group.add_argument("--subset", default=None, metavar="NAME", help="dataset configuration (subset) of a hub dataset")
+    group.add_argument("--subset", default=None, metavar="NAME", help="dataset configuration (subset) of a hub dataset or of a folder of data files")
     for role, defaults in (("image", IMAGE_COLUMNS), ("question", QUESTION_COLUMNS), ("answer", ANSWER_COLUMNS),
                            ("choices", CHOICES_COLUMNS)):
         group.add_argument(f"--{role}-column", default=None, metavar="NAME",

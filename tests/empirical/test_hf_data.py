@@ -321,3 +321,27 @@ def test_examples_from_args_takes_defaults_for_options_a_command_lacks():
     pytest.importorskip("skipit.demo")
     examples, report = examples_from_args(argparse.Namespace(data=None, samples=3))
     assert len(examples) == 3 and report.source == "bundled:digits-test" and report.metric == "letter"
+
+
+def test_subset_of_a_source_without_configurations_is_refused(tmp_path):
+    """``--subset`` names a configuration of a hub dataset or of a folder of data files; a saved
+    dataset, a single data file or a JSONL file has none, and the option is refused in one line
+    instead of being ignored."""
+    from tests.empirical.certify_helpers import write_digit_jsonl
+
+    ds = mcq_dataset(2)
+    ds.save_to_disk(tmp_path / "saved")
+    ds.to_parquet(str(tmp_path / "one.parquet"))
+    (tmp_path / "pq" / "data").mkdir(parents=True)
+    ds.to_parquet(str(tmp_path / "pq" / "data" / "test-00000-of-00001.parquet"))
+    jsonl = write_digit_jsonl(str(tmp_path / "jsonl"), 2)
+    for form, kind in ((tmp_path / "saved", "saved dataset"), (tmp_path / "one.parquet", "data file"),
+                       (jsonl, "JSONL file")):
+        with pytest.raises(SkipitError, match=r"--subset applies to hub dataset ids and folders of data files "
+                                              rf"only, got 'first' for the {kind}") as info:
+            load_examples(str(form), subset="first")
+        assert "\n" not in str(info.value)
+    examples, report = load_examples(str(tmp_path / "pq"), subset="default")  # the folder's one configuration
+    assert len(examples) == 2 and report.source.endswith(":default[test]")
+    with pytest.raises(SkipitError, match="BuilderConfig 'first' not found"):
+        load_examples(str(tmp_path / "pq"), subset="first")
