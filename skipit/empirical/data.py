@@ -716,7 +716,8 @@ def add_data_arguments(parser, default_data="digits-test"):
                                 "dataset (save_to_disk directory, parquet/arrow files or a folder of them, or a hub "
                                 f"dataset id in the local cache, read offline) (default: {default_data})")
     group.add_argument("--split", default=None, help="dataset split (needed when the dataset has several)")
-    group.add_argument("--subset", default=None, metavar="NAME", help="dataset configuration (subset) of a hub dataset or of a folder of data files")
+    group.add_argument("--subset", default=None, metavar="NAME",
+                       help="dataset configuration (subset) of a hub dataset or of a folder of data files")
     for role, defaults in (("image", IMAGE_COLUMNS), ("question", QUESTION_COLUMNS), ("answer", ANSWER_COLUMNS),
                            ("choices", CHOICES_COLUMNS)):
         group.add_argument(f"--{role}-column", default=None, metavar="NAME",
