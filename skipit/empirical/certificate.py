@@ -55,7 +55,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats as _scipy_stats
@@ -232,7 +234,8 @@ def _attention_upper(layer, num_examples, delta):
     return float(mean_upper_bound(float(mean), head_variance, n, delta, 1.0))
 
 
-def certificate_layers(stats_layers, num_examples, settings):
+def certificate_layers(stats_layers: Sequence[Mapping[str, Any]], num_examples: int,
+                       settings: CertifySettings) -> list[dict[str, Any]]:
     """Per-layer certificate entries from ``RunStatistics.layers()`` (l = 1..N).
 
     Point estimates are copied unchanged from the capture engine; each gets its one-sided,
@@ -245,7 +248,7 @@ def certificate_layers(stats_layers, num_examples, settings):
         if int(layer["layer"]) != expected:
             raise ValueError(f"statistics layers must be numbered 1..N in order, got layer {layer['layer']} "
                              f"at position {expected}")
-        entry = {"layer": expected}
+        entry: dict[str, Any] = {"layer": expected}
         for group in ("vision", "text", "answer"):
             if group in layer:
                 entry[group] = _token_block(layer[group], delta, settings.thresholds)
@@ -311,7 +314,8 @@ def _layer_tests(entry, settings, hidden_size=None):
     }
 
 
-def decide(layers, settings, hidden_size=None):
+def decide(layers: Sequence[Mapping[str, Any]], settings: CertifySettings,
+           hidden_size: int | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The paper's late-entry, early-exit and freeze verdicts from certificate layers.
 
     See the module docstring for the rule. ``hidden_size`` (the decoder's width d), when
@@ -397,7 +401,7 @@ def decide(layers, settings, hidden_size=None):
 # verification: split, candidates, fixed-sequence testing (Learn-then-Test)
 # --------------------------------------------------------------------------------------
 
-def split_indices(num_examples, settings):
+def split_indices(num_examples: int, settings: CertifySettings) -> tuple[list[int], list[int]]:
     """``(statistics, calibration)`` index lists: a seeded permutation of ``0..n-1``, the first
     ``round((1 - calibration_fraction) n)`` for the statistics, the rest for calibration, each
     sorted. Without verification every example is used for the statistics."""
@@ -409,7 +413,7 @@ def split_indices(num_examples, settings):
     return sorted(int(i) for i in order[:n_stats]), sorted(int(i) for i in order[n_stats:])
 
 
-def freeze_order(layers, scores=None):
+def freeze_order(layers: Sequence[Mapping[str, Any]], scores: Mapping[int, float] | None = None) -> list[int]:
     """Layers ``1..N-1`` by ``scores`` ascending (``{layer: score}``; default: the certified
     vision redundancy ``U_l`` of ``layers``), ties by ``l``. Layer ``N`` is left out: freezing
     it cannot change an answer (only text positions of the last layer are read), so it is a
@@ -420,7 +424,8 @@ def freeze_order(layers, scores=None):
     return sorted(range(1, num_layers), key=lambda l: (float(scores[l]), l))
 
 
-def candidate_chains(layers, order=None):
+def candidate_chains(layers: Sequence[Mapping[str, Any]],
+                     order: Iterable[int] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The three ordered candidate chains, from the statistics split alone.
 
     ``late-entry``: ``L = 2, 3, ..., N`` (ascending: each skips one layer more);
@@ -441,7 +446,7 @@ def candidate_chains(layers, order=None):
     }
 
 
-def binomial_p_value(changed, examples, tolerance):
+def binomial_p_value(changed: int, examples: int, tolerance: float) -> float:
     """Exact p-value of ``H_0: change rate > tolerance`` after ``changed`` of ``examples`` changed:
     ``P[Bin(examples, tolerance) <= changed]`` (the largest over the null, attained at its
     boundary since the binomial CDF decreases in the rate)."""
@@ -450,7 +455,7 @@ def binomial_p_value(changed, examples, tolerance):
     return float(_scipy_stats.binom.cdf(int(changed), int(examples), float(tolerance)))
 
 
-def fixed_sequence(results, tolerance, level):
+def fixed_sequence(results: Iterable[Mapping[str, Any]], tolerance: float, level: float) -> list[dict[str, Any]]:
     """Fixed-sequence testing of one chain: ``results`` in the chain's order, each with
     ``examples`` and ``changed``. Returns copies with ``p_value``, ``upper_bound``
     (Clopper-Pearson at ``level``) and ``certified``: true for every candidate before the
@@ -464,7 +469,8 @@ def fixed_sequence(results, tolerance, level):
     return out
 
 
-def verification_block(chains, settings, examples, order=None):
+def verification_block(chains: Mapping[str, Sequence[Mapping[str, Any]]], settings: CertifySettings, examples: int,
+                       order: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The certificate's ``verification`` dict from tested chains (``{mode: [result, ...]}``,
     each result a config with ``examples``, ``changed`` and ``flops_fraction``; a chain may
     stop early: untested candidates are not listed). ``order``: how the freeze chain was
@@ -497,8 +503,10 @@ def verification_block(chains, settings, examples, order=None):
 # the whole certificate
 # --------------------------------------------------------------------------------------
 
-def build_certificate(stats_layers, *, num_examples, settings, model_info, data_info, run_info=None,
-                      verification=None):
+def build_certificate(stats_layers: Sequence[Mapping[str, Any]], *, num_examples: int, settings: CertifySettings,
+                      model_info: Mapping[str, Any], data_info: Mapping[str, Any],
+                      run_info: Mapping[str, Any] | None = None,
+                      verification: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The ``skipit.certificate/2`` dict from per-layer statistics (pure; no torch).
 
     ``num_examples``: the examples behind the statistics (the attention bound's ``n`` when
@@ -552,7 +560,7 @@ def build_certificate(stats_layers, *, num_examples, settings, model_info, data_
 # schema, loading, model check
 # --------------------------------------------------------------------------------------
 
-def certificate_schema():
+def certificate_schema() -> dict[str, Any]:
     """The JSON Schema of ``skipit.certificate/2`` (shipped as ``certificate.schema.json``)."""
     with open(SCHEMA_FILE, encoding="utf-8") as fh:
         return json.load(fh)
@@ -571,7 +579,8 @@ def _schema_problem(cert):
     return f"at {where}: {e.message}"
 
 
-def load_certificate(path, model_info=None, what="--certificate"):
+def load_certificate(path: str | os.PathLike[str], model_info: Mapping[str, Any] | None = None,
+                     what: str = "--certificate") -> dict[str, Any]:
     """Read and validate a ``certificate.json`` written by ``skipit certify``.
 
     The file must be JSON, of schema ``skipit.certificate/2`` and valid against
@@ -605,7 +614,8 @@ _MODEL_CHECKS = (("model_type", "model type"), ("num_layers", "number of decoder
                  ("weights", "weights fingerprint"))
 
 
-def check_certificate_model(cert, model_info, what="the certificate"):
+def check_certificate_model(cert: Mapping[str, Any], model_info: Mapping[str, Any],
+                            what: str = "the certificate") -> None:
     """Refuse (``SkipitError``) a certificate whose model differs from ``model_info`` in model
     type, layer count or weights fingerprint (fields missing on either side are not compared)."""
     from skipit.errors import SkipitError

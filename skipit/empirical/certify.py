@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.certificate import (
     CERTIFICATE_FILE,
@@ -46,13 +48,20 @@ from skipit.empirical.distributed import (
 )
 from skipit.empirical.files import atomic_write_text
 
+if TYPE_CHECKING:
+    import torch
+
+    from skipit.empirical.adapters.base import VLMAdapter
+    from skipit.empirical.data import Example
+    from skipit.empirical.distributed import DistributedContext
+
 __all__ = ["certify", "write_certificate", "CertifySettings", "CHECKPOINT_STATE", "CERTIFICATE"]
 
 CHECKPOINT_STATE = "checkpoint.json"
 CERTIFICATE = CERTIFICATE_FILE
 
 
-def write_certificate(certificate, out_dir):
+def write_certificate(certificate: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> str:
     """Write ``certificate.json`` atomically into ``out_dir``; returns its path."""
     path = os.path.join(os.fspath(out_dir), CERTIFICATE)
     atomic_write_text(path, json.dumps(certificate, indent=2, sort_keys=False) + "\n")
@@ -183,7 +192,7 @@ def _checkpoints_done(own, others, ctx):
     return done
 
 
-def config_key(config):
+def config_key(config: Mapping[str, Any]) -> str:
     """A config's key in the checkpoint: ``late-entry:3``, ``freeze:2,5``."""
     if config["mode"] == "freeze":
         return "freeze:" + ",".join(str(l) for l in config["layers"])
@@ -231,11 +240,11 @@ def _flops_fraction(model, config, token_counts):
     return float(config_flops_fraction(model.config, config["mode"], layer, token_counts))
 
 
-def run_versions():
+def run_versions() -> dict[str, str | None]:
     """Versions of skipit, torch and transformers (None when not importable)."""
     from importlib import metadata
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ("skipit", "torch", "transformers"):
         try:
             out[name] = metadata.version(name)
@@ -244,8 +253,12 @@ def run_versions():
     return out
 
 
-def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, progress=True, model_info=None,
-            data_info=None, run_info=None, max_batches=None, ctx=None, max_batch_tokens=None):
+def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
+            settings: CertifySettings | None = None, *, checkpoint_dir: str | os.PathLike[str] | None = None,
+            progress: bool = True, model_info: Mapping[str, Any] | None = None,
+            data_info: Mapping[str, Any] | None = None, run_info: Mapping[str, Any] | None = None,
+            max_batches: int | None = None, ctx: DistributedContext | None = None,
+            max_batch_tokens: int | None = None) -> dict[str, Any] | None:
     """Measure per-layer statistics of ``model`` on ``examples``, verify the candidates, and
     return the ``skipit.certificate/2`` dict (not written: see :func:`write_certificate`).
 
@@ -436,8 +449,9 @@ def certify(model, processor, examples, settings=None, *, checkpoint_dir=None, p
                              verification=verification)
 
 
-def layer_contributions(model, processor, examples, adapter, batch_size, ctx=SINGLE_PROCESS,
-                        max_batch_tokens=None):
+def layer_contributions(model: torch.nn.Module, processor: Any, examples: Sequence[Example], adapter: VLMAdapter,
+                        batch_size: int, ctx: DistributedContext = SINGLE_PROCESS,
+                        max_batch_tokens: int | None = None) -> dict[int, float]:
     """ShortV's layer contribution: ``{l: mean KL(full || layer l frozen)}`` of the answer
     distribution over ``examples``, for ``l = 1..N``. Under ``ctx`` each rank takes whole
     batches and the per-rank sums (mean x count) are added over ranks before dividing."""

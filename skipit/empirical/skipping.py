@@ -56,17 +56,22 @@ refuses (combine late entry, early exit and freeze in one ``skip(...)``).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from skipit.empirical.hooks import HookSet, check_layer
 from skipit.empirical.modes import check_layers
 
+if TYPE_CHECKING:
+    from skipit.empirical.adapters.base import VLMAdapter
+
 __all__ = ["late_entry", "early_exit", "freeze", "skip", "TokenSkipper", "resolve_adapter"]
 
 
-def resolve_adapter(model, adapter=None):
+def resolve_adapter(model: torch.nn.Module, adapter: VLMAdapter | None = None) -> VLMAdapter:
     """The family adapter of ``model`` (``skipit.empirical.adapters.get_adapter``)."""
     if adapter is not None:
         return adapter
@@ -198,6 +203,8 @@ class TokenSkipper(HookSet):
     ``late_entry``, ``early_exit``, ``freeze`` and the baselines are built on it;
     ``layer_tokens`` maps each layer to the tokens it processed in the last forward.
     """
+
+    oracle_layer: int  # set by late_entry(variant="oracle") only
 
     def __init__(self, model, keep, adapter=None, on_transition=None, keys_only=None):
         self.model = model
@@ -617,7 +624,8 @@ class TokenSkipper(HookSet):
 
 
 @contextlib.contextmanager
-def late_entry(model, layer, adapter=None, variant="embedding"):
+def late_entry(model: torch.nn.Module, layer: int, adapter: VLMAdapter | None = None,
+               variant: str = "embedding") -> Iterator[TokenSkipper]:
     """Vision tokens skip decoder layers 1..layer-1 and enter at ``layer`` (Theorem 6 setting).
 
     ``variant="embedding"``: they enter with their embedding-layer representation (the
@@ -649,7 +657,7 @@ def late_entry(model, layer, adapter=None, variant="embedding"):
 
 
 @contextlib.contextmanager
-def early_exit(model, layer, adapter=None):
+def early_exit(model: torch.nn.Module, layer: int, adapter: VLMAdapter | None = None) -> Iterator[TokenSkipper]:
     """Vision tokens run through decoder layers 1..layer and leave layers layer+1..N.
 
     Their keys and values are absent from those layers (also from their cache in
@@ -666,7 +674,8 @@ def early_exit(model, layer, adapter=None):
 
 
 @contextlib.contextmanager
-def skip(model, late_entry=None, early_exit=None, freeze=(), adapter=None):
+def skip(model: torch.nn.Module, late_entry: int | None = None, early_exit: int | None = None,
+         freeze: Iterable[int] = (), adapter: VLMAdapter | None = None) -> Iterator[TokenSkipper]:
     """Late entry at ``late_entry``, early exit at ``early_exit`` and freezing of the layers
     ``freeze``, together in one forward (one ``TokenSkipper``).
 
@@ -700,7 +709,7 @@ def skip(model, late_entry=None, early_exit=None, freeze=(), adapter=None):
 
 
 @contextlib.contextmanager
-def freeze(model, layers, adapter=None):
+def freeze(model: torch.nn.Module, layers: Iterable[int], adapter: VLMAdapter | None = None) -> Iterator[TokenSkipper]:
     """Freeze the vision tokens in decoder layers ``layers`` (1-based; after ShortV).
 
     In each listed layer the vision tokens' output is their input: no query or output
