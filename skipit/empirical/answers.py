@@ -22,7 +22,7 @@ import torch
 
 from skipit.empirical.metrics import check_metric, normalise_for, score_one
 
-__all__ = ["predict_answers", "predict_answers_timed", "score", "answers_changed"]
+__all__ = ["predict_answers", "predict_answers_timed", "score", "comparable_answers", "answers_changed"]
 
 
 def _metric(example, metric=None):
@@ -106,6 +106,20 @@ def score(predictions, examples, metric=None):
     if not examples:
         raise ValueError("`examples` must not be empty")
     return sum(score_one(p, ex.answers, _metric(ex, metric)) for p, ex in zip(predictions, examples)) / len(examples)
+
+
+def comparable_answers(predictions, examples):
+    """``predictions`` as every answer comparison normalises them (certify's verification and
+    evaluate's change rate): each as its example's metric normalises it
+    (:func:`skipit.empirical.metrics.normalise_for`): a ``letter`` answer to letters and digits,
+    a free-form one by its metric, so ``"a b"`` and ``"ab"`` differ under ``vqa`` and ``exact``.
+
+    Raw texts (the one-token answers of :func:`skipit.empirical.evaluate.predict`) and the
+    already normalised answers of :func:`predict_answers` give the same result: normalising
+    twice changes nothing."""
+    if len(predictions) != len(examples):
+        raise ValueError(f"`predictions` must have one answer per example ({len(examples)}), got {len(predictions)}")
+    return [normalise_for(_metric(ex), p) for p, ex in zip(predictions, examples)]
 
 
 def answers_changed(before, after):

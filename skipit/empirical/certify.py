@@ -208,20 +208,22 @@ def _skip_context(model, config, adapter):
 
 
 def _answers(model, processor, examples, settings, adapter, context=None, max_batch_tokens=None):
-    """Normalised answers of the model (under ``context``) on ``examples``: the one-token
+    """Answers of the model (under ``context``) on ``examples``, normalised as ``skipit evaluate``
+    compares them too (:func:`skipit.empirical.answers.comparable_answers`): the one-token
     argmax at the answer position (:func:`skipit.empirical.evaluate.predict`), or the greedy
     generation of up to ``settings.max_new_tokens`` tokens
     (:func:`skipit.empirical.answers.predict_answers`)."""
+    from skipit.empirical.answers import comparable_answers, predict_answers
+
     if settings.max_new_tokens <= 1:
-        from skipit.empirical.evaluate import normalise_answer, predict
+        from skipit.empirical.evaluate import predict
 
         preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
                               max_new_tokens=settings.max_new_tokens, max_batch_tokens=max_batch_tokens)
-        return [normalise_answer(p) for p in preds]
-    from skipit.empirical.answers import predict_answers
-
-    return predict_answers(model, processor, examples, batch_size=settings.batch_size, context=context,
-                           max_new_tokens=settings.max_new_tokens)
+    else:
+        preds = predict_answers(model, processor, examples, batch_size=settings.batch_size, context=context,
+                                max_new_tokens=settings.max_new_tokens)
+    return comparable_answers(preds, examples)
 
 
 def _token_counts(model, processor, examples, adapter, batch_size):

@@ -281,8 +281,13 @@ def validate(rows, num_layers, truth="within_tolerance"):
             "recall": tp / (tp + fn) if tp + fn else None}
 
 
-def _changed(preds, reference):
-    return sum(normalise_answer(a) != normalise_answer(b) for a, b in zip(preds, reference)) / len(reference)
+def _changed(preds, reference, examples):
+    """The fraction of ``examples`` whose answer differs from ``reference``'s, compared as certify's
+    verification compares them (:func:`skipit.empirical.answers.comparable_answers`)."""
+    from skipit.empirical.answers import answers_changed, comparable_answers
+
+    changed = answers_changed(comparable_answers(reference, examples), comparable_answers(preds, examples))
+    return sum(changed) / len(changed)
 
 
 def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, **run):
@@ -300,7 +305,7 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
             preds, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
                                         context=lambda mode=mode, arg=arg: skip_context(model, mode, arg, adapter),
                                         **run)
-            rate = _changed(preds, full_preds)
+            rate = _changed(preds, full_preds, examples)
             rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
                              certified=verified.get(_config_id(config), False), within_change_tolerance=rate <= tau))
     return rows
@@ -361,7 +366,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
             rows.append({
                 "mode": mode, "layer": L, "accuracy": acc, "change": acc - full_acc,
                 "within_tolerance": acc >= full_acc - tolerance - 1e-12,
-                "changed_rate": _changed(preds, full_preds),
+                "changed_rate": _changed(preds, full_preds, examples),
                 "certified": verdicts.get(L), "seconds": seconds,
             })
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from skipit.empirical.answers import answers_changed, predict_answers, score
+from skipit.empirical.answers import answers_changed, comparable_answers, predict_answers, score
 from skipit.empirical.data import Example, build_inputs
 from skipit.empirical.metrics import normalise_for, normalise_vqa
 
@@ -128,3 +128,19 @@ def test_normalised_answers_score_as_the_raw_ones(metric, raw):
 
 def test_answers_changed_compares_normalised_answers():
     assert answers_changed(["2 dogs", "b"], ["2 dogs", "c"]) == [False, True]
+
+
+def test_comparable_answers_normalise_each_answer_by_its_metric():
+    """A letter answer to letters and digits; a free-form one by its metric, so answers differing
+    only in spaces stay different; raw and already normalised answers compare alike."""
+    img = Image.new("RGB", (8, 8))
+    examples = [Example(img, "q", "B", ["A", "B"], metric="letter")]
+    examples += [Example(img, "q", "red white", metric=m) for m in ("vqa", "exact", "anls")]
+    raw = [" (B).", "Red-White", "Red-White", "Red  White "]
+    once = comparable_answers(raw, examples)
+    assert once == ["b", "red white", "red white", "red white"]
+    assert comparable_answers(once, examples) == once
+    joined = comparable_answers(["b", "redwhite", "redwhite", "redwhite"], examples)
+    assert answers_changed(once, joined) == [False, True, True, True]
+    with pytest.raises(ValueError, match=r"`predictions` must have one answer per example \(4\), got 1"):
+        comparable_answers(["b"], examples)

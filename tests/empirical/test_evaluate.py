@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -294,6 +295,40 @@ def test_synchronize_waits_for_cuda_devices_only(monkeypatch):
 def test_answers_are_normalised_before_matching():
     assert normalise_answer(" Yes.") == "yes" and normalise_answer("(B)") == "b"
     assert normalise_answer("Seven") != normalise_answer("7")
+
+
+def test_change_rate_compares_free_form_answers_as_certify_does():
+    """evaluate's answer-change rate is the rate certify's verification bounds: free-form answers
+    that differ only in spaces ("a b" vs "ab") changed under vqa, exact and anls; a letter answer
+    " Yes" vs "yes." unchanged (letters and digits only)."""
+    from PIL import Image
+
+    from skipit.empirical.data import Example
+    from skipit.empirical.evaluate import _changed
+
+    img = Image.new("RGB", (8, 8))
+    examples = [Example(img, "q", "ab", metric=m) for m in ("vqa", "exact", "anls")]
+    examples.append(Example(img, "q", "yes", metric="letter"))
+    assert _changed(["a b", "a b", "a b", " Yes"], ["ab", "ab", "ab", "yes."], examples) == 0.75
+
+
+def test_certify_answers_are_the_comparable_answers_evaluate_compares(tiny_dir):
+    """certify's verification answers (one-token letters, and greedy free-form text) equal
+    :func:`comparable_answers` of evaluate's predictions on the same examples."""
+    from skipit.empirical.answers import comparable_answers
+    from skipit.empirical.certificate import CertifySettings
+    from skipit.empirical.certify import _answers
+    from skipit.empirical.data import load_examples
+    from skipit.empirical.evaluate import predict
+    from skipit.empirical.loading import load_model_and_processor
+
+    model, processor, _ = load_model_and_processor(str(tiny_dir / "model"), device="cpu")
+    letters, _ = load_examples(str(tiny_dir / "data.jsonl"), limit=4)
+    free = [dataclasses.replace(ex, metric="vqa") for ex in letters]
+    for examples, steps in ((letters, 1), (free, 3)):
+        settings = CertifySettings(batch_size=2, max_new_tokens=steps)
+        preds, _, _ = predict(model, processor, examples, 2, max_new_tokens=steps)
+        assert _answers(model, processor, examples, settings, None) == comparable_answers(preds, examples)
 
 
 def test_format_table_marks_accuracy_drops():
