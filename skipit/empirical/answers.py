@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from skipit.empirical.metrics import check_metric, normalise_for, score_one
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from skipit.empirical.data import Example
 
 __all__ = ["predict_answers", "predict_answers_timed", "score", "comparable_answers", "answers_changed"]
 
@@ -44,8 +51,9 @@ def _left_padding(processor):
 
 
 @torch.no_grad()
-def predict_answers_timed(model, processor, examples, *, batch_size=16, context=None, max_new_tokens=None,
-                          metric=None):
+def predict_answers_timed(model: torch.nn.Module, processor: Any, examples: Sequence[Example], *, batch_size: int = 16,
+                          context: Callable[[], AbstractContextManager[Any]] | None = None,
+                          max_new_tokens: int | None = None, metric: str | None = None) -> tuple[list[str], float]:
     """``(answers, seconds)``: :func:`predict_answers` and the wall time of the model's calls
     (on CUDA the device is synchronised before and after each)."""
     from skipit.empirical.adapters import get_adapter
@@ -86,7 +94,9 @@ def predict_answers_timed(model, processor, examples, *, batch_size=16, context=
     return answers, seconds
 
 
-def predict_answers(model, processor, examples, *, batch_size=16, context=None, max_new_tokens=None, metric=None):
+def predict_answers(model: torch.nn.Module, processor: Any, examples: Sequence[Example], *, batch_size: int = 16,
+                    context: Callable[[], AbstractContextManager[Any]] | None = None, max_new_tokens: int | None = None,
+                    metric: str | None = None) -> list[str]:
     """The normalised answers of ``model`` to ``examples`` (``data.Example``), in order.
 
     ``context``: None, or a zero-argument callable returning the context manager each batch
@@ -98,7 +108,7 @@ def predict_answers(model, processor, examples, *, batch_size=16, context=None, 
                                  max_new_tokens=max_new_tokens, metric=metric)[0]
 
 
-def score(predictions, examples, metric=None):
+def score(predictions: Sequence[str], examples: Sequence[Example], metric: str | None = None) -> float:
     """The mean score of ``predictions`` against each example's reference answers (``Example.answers``),
     under ``metric`` (None: each example's own metric)."""
     if len(predictions) != len(examples):
@@ -108,7 +118,7 @@ def score(predictions, examples, metric=None):
     return sum(score_one(p, ex.answers, _metric(ex, metric)) for p, ex in zip(predictions, examples)) / len(examples)
 
 
-def comparable_answers(predictions, examples):
+def comparable_answers(predictions: Sequence[str], examples: Sequence[Example]) -> list[str]:
     """``predictions`` as every answer comparison normalises them (certify's verification and
     evaluate's change rate): each as its example's metric normalises it
     (:func:`skipit.empirical.metrics.normalise_for`): a ``letter`` answer to letters and digits,
@@ -122,7 +132,7 @@ def comparable_answers(predictions, examples):
     return [normalise_for(_metric(ex), p) for p, ex in zip(predictions, examples)]
 
 
-def answers_changed(before, after):
+def answers_changed(before: Sequence[str], after: Sequence[str]) -> list[bool]:
     """Per example, whether the normalised answer changed between two runs (certify's verification)."""
     if len(before) != len(after):
         raise ValueError(f"`after` must have as many answers as `before` ({len(before)}), got {len(after)}")

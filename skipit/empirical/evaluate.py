@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -43,6 +45,13 @@ from skipit.empirical.metrics import normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
 from skipit.empirical.modes import skip_context
 from skipit.empirical.skipping import resolve_adapter
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from skipit.empirical.adapters.base import VLMAdapter
+    from skipit.empirical.data import Example
+    from skipit.empirical.distributed import DistributedContext
 
 __all__ = [
     "MODES", "ALL_MODES", "DEFAULT_TOLERANCE", "parse_layer_grid", "normalise_answer", "predict", "accuracy",
@@ -58,14 +67,14 @@ DEFAULT_TOLERANCE = 0.01
 SCHEMA = "skipit.evaluation/2"
 
 
-def parse_layer_grid(text, num_layers):
+def parse_layer_grid(text: str, num_layers: int) -> list[int]:
     """Layers from a grid string: ``all``, ``1,2,8``, ``2-12``, ``2-12:2`` or a mix (``1,4-6``).
 
     Returns the sorted distinct layers; each must lie in [1, num_layers].
     """
     if text is None or str(text).strip().lower() == "all":
         return list(range(1, num_layers + 1))
-    layers = set()
+    layers: set[int] = set()
     for part in str(text).replace(" ", "").split(","):
         m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
         if not m:
@@ -107,8 +116,11 @@ def _synchronize(device):
 
 
 @torch.no_grad()
-def predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None, context=None,
-            ctx=None, max_batch_tokens=None, max_new_tokens=None):
+def predict(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int = 16,
+            mode: str | None = None, layer: int | Iterable[int] | None = None, adapter: VLMAdapter | None = None,
+            context: Callable[[], AbstractContextManager[Any]] | None = None, ctx: DistributedContext | None = None,
+            max_batch_tokens: int | None = None,
+            max_new_tokens: int | None = None) -> tuple[list[str], list[bool] | list[float], float]:
     """Answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
 
     ``mode`` None/"full" or a mode of :data:`ALL_MODES` at ``layer``; or ``context``, a
@@ -131,8 +143,8 @@ def predict(model, processor, examples, batch_size=16, mode=None, layer=None, ad
         from skipit.empirical.answers import predict_answers_timed
 
         ad = resolve_adapter(model, adapter)
-        ctx = context if context is not None else (lambda: _skip_context(model, mode, layer, ad))
-        preds, seconds = predict_answers_timed(model, processor, examples, batch_size=batch_size, context=ctx,
+        run_in = context if context is not None else (lambda: _skip_context(model, mode, layer, ad))
+        preds, seconds = predict_answers_timed(model, processor, examples, batch_size=batch_size, context=run_in,
                                                max_new_tokens=max_new_tokens)
         return preds, [score_one(p, ex.answers, ex.metric or "letter") for p, ex in zip(preds, examples)], seconds
     return _predict_letters(model, processor, examples, batch_size, mode, layer, adapter, context, ctx,
@@ -182,7 +194,9 @@ def _predict_letters(model, processor, examples, batch_size, mode, layer, adapte
     return [preds[i] for i in order], [correct[i] for i in order], seconds
 
 
-def accuracy(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None):
+def accuracy(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int = 16,
+             mode: str | None = None, layer: int | Iterable[int] | None = None,
+             adapter: VLMAdapter | None = None) -> float:
     """Fraction of ``examples`` answered correctly (see ``predict``)."""
     _, correct, _ = predict(model, processor, examples, batch_size, mode, layer, adapter)
     return sum(correct) / len(correct) if correct else math.nan
@@ -211,7 +225,9 @@ def _layer_row(entry):
 
 
 @torch.no_grad()
-def layer_statistics(model, processor, examples, batch_size=16, adapter=None, ctx=None, max_batch_tokens=None):
+def layer_statistics(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int = 16,
+                     adapter: VLMAdapter | None = None, ctx: DistributedContext | None = None,
+                     max_batch_tokens: int | None = None) -> list[dict[str, Any]]:
     """Per-layer D_l, p_l(0.05) (vision and text) and the visual attention ratio, measured
     by ``skipit.empirical.capture_statistics`` over ``examples`` (under torchrun: each rank
     its batches, the statistics merged exactly)."""
@@ -230,7 +246,7 @@ def layer_statistics(model, processor, examples, batch_size=16, adapter=None, ct
     return [_layer_row(e) for e in merge_statistics(cap.statistics, ctx).layers()]
 
 
-def certificate_verdicts(certificate, mode, layers):
+def certificate_verdicts(certificate: Mapping[str, Any], mode: str, layers: Iterable[int]) -> dict[int, bool]:
     """``{L: True/False}``: do the paper's verdicts of the certificate call ``mode`` at L safe?
 
     Late entry at L iff ``L <= late_entry.max_entry_layer``; early exit at L iff
@@ -258,7 +274,7 @@ def _trivial(row, num_layers):
     return (mode == "late-entry" and layer == 1) or (mode == "early-exit" and layer == num_layers)
 
 
-def validate(rows, num_layers, truth="within_tolerance"):
+def validate(rows: Iterable[Mapping[str, Any]], num_layers: int, truth: str = "within_tolerance") -> dict[str, Any]:
     """Precision and recall of certified verdicts against a measured truth.
 
     ``rows``: dicts with ``mode``, ``layer`` (or ``layers`` for freeze sets), ``certified``
@@ -317,10 +333,13 @@ def _config_id(config):
     return f"{config['mode']}:{config['layer']}"
 
 
-def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=None,
-             tolerance=DEFAULT_TOLERANCE, batch_size=16, theorem6_examples=4, theorem6_iters=8,
-             statistics=True, adapter=None, progress=None, baselines=False, fastv_layer=2,
-             vtw_kl_threshold=0.01, ctx=None, max_batch_tokens=None, max_new_tokens=None):
+def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example], modes: Iterable[str] = MODES,
+             layers: Iterable[int] | None = None, certificate: Mapping[str, Any] | None = None,
+             tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 16, theorem6_examples: int = 4,
+             theorem6_iters: int = 8, statistics: bool = True, adapter: VLMAdapter | None = None,
+             progress: Callable[[str], object] | None = None, baselines: bool = False, fastv_layer: int = 2,
+             vtw_kl_threshold: float = 0.01, ctx: DistributedContext | None = None,
+             max_batch_tokens: int | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
     """Full vs skipped accuracy for every layer of ``layers`` in each mode, the per-layer
     statistics, Theorem 6 on ``theorem6_examples`` examples, and the validation of
     ``certificate`` (a dict from ``load_certificate``): precision and recall of the paper's
@@ -338,7 +357,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     from skipit.empirical.distributed import SINGLE_PROCESS, run_on_main
 
     ctx = SINGLE_PROCESS if ctx is None else ctx
-    run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
+    run: dict[str, Any] = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
     answering = dict(run, max_new_tokens=max_new_tokens)
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
@@ -370,7 +389,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
                 "certified": verdicts.get(L), "seconds": seconds,
             })
 
-    report = {
+    report: dict[str, Any] = {
         "schema": SCHEMA, "num_layers": n, "num_examples": len(examples),
         "settings": {"modes": list(modes), "layers": layers, "tolerance": tolerance,
                      "batch_size": batch_size, "theorem6_examples": theorem6_examples},
@@ -388,7 +407,7 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
                                            **answering)
             report["verified_rows"] = verified_rows
             truth = "within_change_tolerance"
-            ver = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
+            ver: dict[str, Any] = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
                    for mode in ("late-entry", "early-exit", "freeze")}
             ver["all"] = validate(verified_rows, n, truth)
             ver["violations"] = sum(1 for r in verified_rows if r["certified"] and not r[truth])
@@ -407,7 +426,8 @@ def evaluate(model, processor, examples, modes=MODES, layers=None, certificate=N
     return report
 
 
-def token_counts(model, processor, examples, batch_size, adapter):
+def token_counts(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int,
+                 adapter: VLMAdapter) -> list[tuple[int, int]]:
     """``[(text, vision), ...]``: each example's own prompt token counts (padding excluded)."""
     from skipit.empirical.data import build_inputs
     from skipit.empirical.flops import example_token_counts

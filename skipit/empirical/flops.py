@@ -28,11 +28,17 @@ summed over examples with their own text and vision token counts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.hooks import check_layer
 from skipit.empirical.modes import FLOPS_MODES as MODES
 from skipit.empirical.modes import check_layers
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DecoderShape", "VisionShape", "tokens_per_layer", "keys_per_layer", "layer_flops", "prefill_flops",
@@ -107,7 +113,8 @@ def _check_count(name, value, minimum=0):
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
 
 
-def tokens_per_layer(num_layers, text, vision, mode="full", layer=None, keep_ratio=None):
+def tokens_per_layer(num_layers: int, text: int, vision: int, mode: str = "full",
+                     layer: int | Iterable[int] | None = None, keep_ratio: float | None = None) -> list[int]:
     """Tokens each decoder layer l = 1..N processes as queries (list of N ints).
 
     ``late-entry`` at L: text only in 1..L-1. ``early-exit`` / ``vtw`` at L: text only in
@@ -135,7 +142,8 @@ def tokens_per_layer(num_layers, text, vision, mode="full", layer=None, keep_rat
     return [text + vision if l <= layer else text + kept for l in range(1, num_layers + 1)]
 
 
-def keys_per_layer(num_layers, text, vision, mode="full", layer=None, keep_ratio=None):
+def keys_per_layer(num_layers: int, text: int, vision: int, mode: str = "full",
+                   layer: int | Iterable[int] | None = None, keep_ratio: float | None = None) -> list[int]:
     """Tokens whose keys/values each decoder layer l = 1..N computes in a prefill.
 
     Equal to ``tokens_per_layer`` except under ``freeze``, where the frozen layers' keys
@@ -163,7 +171,8 @@ def _per_layer(shape, name, counts):
     return list(counts)
 
 
-def prefill_flops(shape: DecoderShape, tokens, logits_positions=None, batch=1, keys=None) -> int:
+def prefill_flops(shape: DecoderShape, tokens: Sequence[int], logits_positions: int | None = None, batch: int = 1,
+                  keys: Sequence[int] | None = None) -> int:
     """FLOPs of a prefill (a forward without cache) of the language model + LM head.
 
     ``tokens``: per-layer query token counts (``tokens_per_layer``) or one int (the full
@@ -180,7 +189,7 @@ def prefill_flops(shape: DecoderShape, tokens, logits_positions=None, batch=1, k
     return batch * (sum(layer_flops(shape, n, m, m - n) for n, m in zip(tokens, keys)) + head)
 
 
-def decode_flops(shape: DecoderShape, cached, batch=1) -> int:
+def decode_flops(shape: DecoderShape, cached: Sequence[int], batch: int = 1) -> int:
     """FLOPs of one generated token: layer l attends to ``cached[l-1] + 1`` keys."""
     if isinstance(cached, int):
         cached = [cached] * shape.num_layers
@@ -190,7 +199,8 @@ def decode_flops(shape: DecoderShape, cached, batch=1) -> int:
     return batch * (sum(layer_flops(shape, 1, c + 1) for c in cached) + head)
 
 
-def generation_flops(shape: DecoderShape, tokens, new_tokens, batch=1, keys=None) -> dict:
+def generation_flops(shape: DecoderShape, tokens: Sequence[int], new_tokens: int, batch: int = 1,
+                     keys: Sequence[int] | None = None) -> dict:
     """Prefill (LM head on the last position) plus ``new_tokens - 1`` decode steps.
 
     ``generate`` feeds back every generated token but the last; each layer's cache holds
@@ -205,7 +215,7 @@ def generation_flops(shape: DecoderShape, tokens, new_tokens, batch=1, keys=None
     return {"prefill": pre, "per_token": steps, "total": pre + sum(steps)}
 
 
-def vision_flops(shape: VisionShape, images=1) -> int:
+def vision_flops(shape: VisionShape, images: int = 1) -> int:
     """Vision tower (patch conv, ViT layers with the class token) and projector FLOPs."""
     p = shape.patches
     n = p + (1 if shape.class_token else 0)
@@ -216,14 +226,16 @@ def vision_flops(shape: VisionShape, images=1) -> int:
     return images * (conv + shape.num_layers * layer + proj)
 
 
-def predicted_speedup(full_flops, skipped_flops):
+def predicted_speedup(full_flops: float, skipped_flops: float) -> float:
     """FLOPs ratio full / skipped (the speed-up a compute-bound run can reach)."""
     if skipped_flops <= 0:
         raise ValueError(f"`skipped_flops` must be > 0, got {skipped_flops}")
     return full_flops / skipped_flops
 
 
-def config_flops_fraction(config, mode, layer, token_counts, keep_ratio=None, logits_positions=None):
+def config_flops_fraction(config: Any, mode: str, layer: int | Iterable[int] | None,
+                          token_counts: Iterable[Sequence[int]], keep_ratio: float | None = None,
+                          logits_positions: int | None = None) -> float:
     """Predicted prefill FLOPs of ``mode`` at ``layer`` over those of the full model.
 
     ``config``: a VLM config (or a ``DecoderShape``); ``mode``: a FLOPs layout of
@@ -248,7 +260,8 @@ def config_flops_fraction(config, mode, layer, token_counts, keep_ratio=None, lo
     return skipped / full
 
 
-def example_token_counts(vision_mask, attention_mask=None):
+def example_token_counts(vision_mask: torch.Tensor,
+                         attention_mask: torch.Tensor | None = None) -> list[tuple[int, int]]:
     """``[(text, vision), ...]`` per example of a batch: non-padding text and vision tokens.
 
     ``vision_mask``: BoolTensor[B, S] (the adapter's ``vision_mask``); ``attention_mask``:

@@ -19,6 +19,7 @@ Pure Python (no torch): a prediction is a string, the references are strings.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "METRICS", "ANLS_THRESHOLD", "normalise_answer", "normalise_vqa", "letter_score", "exact_score",
@@ -62,7 +63,7 @@ _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")  # sic: the official look-behi
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
 
 
-def normalise_answer(text):
+def normalise_answer(text: object) -> str:
     """Lower case, letters and digits only: ``" Yes."`` -> ``"yes"``, ``"(B)"`` -> ``"b"``.
 
     The comparison of the one-token (``letter``) score.
@@ -86,7 +87,7 @@ def _digits_and_articles(text):
     return " ".join(_CONTRACTIONS.get(w, w) for w in words)
 
 
-def normalise_vqa(text):
+def normalise_vqa(text: str) -> str:
     """The official VQA answer normalisation: newlines and tabs to spaces, punctuation removed
     (or made a space where it joins two words), periods not inside a number dropped, lower case,
     number words to digits (``"two"`` -> ``"2"``), articles dropped, apostrophe-less contractions
@@ -98,19 +99,19 @@ def normalise_vqa(text):
     return " ".join(_digits_and_articles(_punctuation(text)).split())
 
 
-def letter_score(prediction, references):
+def letter_score(prediction: str, references: Iterable[str]) -> float:
     """1.0 when the normalised prediction (:func:`normalise_answer`) equals a non-empty normalised reference."""
     pred = normalise_answer(prediction)
     return float(bool(pred) and any(pred == normalise_answer(r) for r in references))
 
 
-def exact_score(prediction, references):
+def exact_score(prediction: str, references: Iterable[str]) -> float:
     """1.0 when the VQA-normalised prediction equals a VQA-normalised reference (:func:`normalise_vqa`)."""
     pred = normalise_vqa(prediction)
     return float(any(pred == normalise_vqa(r) for r in references))
 
 
-def vqa_score(prediction, references):
+def vqa_score(prediction: str, references: Iterable[str]) -> float:
     """VQA accuracy: mean over the leave-one-out subsets of ``min(#matches / 3, 1)``.
 
     With n references (10 in VQAv2 and TextVQA), each subset drops one reference and counts
@@ -143,7 +144,7 @@ def _levenshtein(a, b):
     return previous[-1]
 
 
-def anls_score(prediction, references, threshold=ANLS_THRESHOLD):
+def anls_score(prediction: str, references: Iterable[str], threshold: float = ANLS_THRESHOLD) -> float:
     """ANLS of one answer: ``max over references of (1 - NL if NL < threshold else 0)``.
 
     ``NL = levenshtein(p, r) / max(len(p), len(r))`` on lower-cased, whitespace-collapsed strings
@@ -164,19 +165,19 @@ def anls_score(prediction, references, threshold=ANLS_THRESHOLD):
 _SCORERS = {"letter": letter_score, "exact": exact_score, "vqa": vqa_score, "anls": anls_score}
 
 
-def check_metric(metric):
+def check_metric(metric: str) -> str:
     """``metric`` if it is one of :data:`METRICS`, else ``ValueError`` naming them."""
     if metric not in _SCORERS:
         raise ValueError(f"`metric` must be one of {', '.join(METRICS)}, got {metric!r}")
     return metric
 
 
-def score_one(prediction, references, metric):
+def score_one(prediction: str, references: Iterable[str], metric: str) -> float:
     """The score in [0, 1] of one prediction against its references under ``metric``."""
     return _SCORERS[check_metric(metric)](prediction, list(references))
 
 
-def normalise_for(metric, text):
+def normalise_for(metric: str, text: str) -> str:
     """A generated answer as ``metric`` compares it: :func:`normalise_answer` for ``letter``,
     :func:`normalise_vqa` for ``exact`` and ``vqa``, lower case with whitespace collapsed for
     ``anls``. Scoring a normalised answer gives the score of the raw one."""
