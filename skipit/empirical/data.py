@@ -34,7 +34,15 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+    import torch
+    from PIL import Image
 
 REQUIRED_FIELDS = ("image", "question", "answer")
 FALLBACK_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"
@@ -122,7 +130,7 @@ def _bad(skipped, line, reason):
     skipped.append((line, reason))
 
 
-def to_rgb(img):
+def to_rgb(img: Image.Image) -> Image.Image:
     """An RGB copy of a PIL image, as the model's image processor would see it.
 
     Transparency (RGBA, LA, PA, palette or grayscale with a transparent colour) is composited
@@ -200,7 +208,8 @@ def _raise_bad(skipped, source, unit):
                       "fix them, or pass --skip-bad to skip them")
 
 
-def load_jsonl(path, skip_bad=False, limit=None):
+def load_jsonl(path: str | os.PathLike[str], skip_bad: bool = False,
+               limit: int | None = None) -> tuple[list[Example], LoadReport]:
     """Examples of a JSONL file, with a :class:`LoadReport`.
 
     Every line is checked; bad lines (invalid JSON, missing or mistyped field, image
@@ -220,7 +229,8 @@ def load_jsonl(path, skip_bad=False, limit=None):
             raw = fh.read()
     except OSError as err:
         raise SkipitError(f"cannot read data file {path}: {err.strerror or err}") from None
-    examples, skipped = [], []
+    examples: list[Example] = []
+    skipped: list[tuple[int, str]] = []
     for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -251,7 +261,7 @@ def load_jsonl(path, skip_bad=False, limit=None):
     return examples, report
 
 
-def bundled_names():
+def bundled_names() -> list[str]:
     """Names of the bundled data sets (empty when the demo package is absent)."""
     try:
         from skipit.demo import BUNDLED_DATASETS
@@ -479,13 +489,13 @@ def _mcq_answer(answer, choices, kind):
     return LETTERS[matches[0]] if len(matches) == 1 else None
 
 
-def render_mcq(question, choices, template=MCQ_TEMPLATE):
+def render_mcq(question: str, choices: Sequence[str], template: str = MCQ_TEMPLATE) -> str:
     """The question with its lettered options, one a line (``A. text``), in ``template``."""
     options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
     return template.format(question=question, options=options)
 
 
-def check_mcq_template(template):
+def check_mcq_template(template: str) -> str:
     """``template`` if it is a format string with exactly the fields ``{question}`` and ``{options}``."""
     from string import Formatter
 
@@ -655,8 +665,10 @@ def _check_subset(subset, target):
                       f"for the {kind} {target}")
 
 
-def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subset=None, columns=None,
-                  metric="auto", mcq_template=MCQ_TEMPLATE, max_new_tokens=None):
+def load_examples(path_or_name: str | os.PathLike[str], skip_bad: bool = False, limit: int | None = None, *,
+                  split: str | None = None, subset: str | None = None, columns: ColumnMap | None = None,
+                  metric: str = "auto", mcq_template: str = MCQ_TEMPLATE,
+                  max_new_tokens: int | None = None) -> tuple[list[Example], LoadReport]:
     """Examples from a JSONL file, a bundled set or a Hugging Face dataset; returns ``(examples, report)``.
 
     ``path_or_name``: an existing ``.jsonl`` file; a ``save_to_disk`` directory, a parquet /
@@ -704,7 +716,8 @@ def load_examples(path_or_name, skip_bad=False, limit=None, *, split=None, subse
     return examples, report
 
 
-def add_data_arguments(parser, default_data="digits-test"):
+def add_data_arguments(parser: argparse.ArgumentParser,
+                       default_data: str = "digits-test") -> argparse._ArgumentGroup:
     """The data options of ``certify``, ``evaluate`` and ``skip`` (``--samples`` stays with each
     command). ``--data`` and ``--skip-bad`` are added only when ``parser`` (or a parent parser)
     does not define them already."""
@@ -739,7 +752,8 @@ def add_data_arguments(parser, default_data="digits-test"):
     return group
 
 
-def examples_from_args(args, default_data="digits-test"):
+def examples_from_args(args: argparse.Namespace,
+                       default_data: str = "digits-test") -> tuple[list[Example], LoadReport]:
     """``(examples, report)`` for the options of :func:`add_data_arguments` and ``--samples`` (0 = all);
     an option the command does not define takes its default."""
     def get(name, default=None):
@@ -756,7 +770,7 @@ def examples_from_args(args, default_data="digits-test"):
 # prompts and batches
 # --------------------------------------------------------------------------------------
 
-def question_text(example):
+def question_text(example: Example) -> str:
     """The question as the model sees it: verbatim (a multiple-choice row of a dataset was
     rendered with its lettered options on loading, :func:`render_mcq`). ``choices`` are
     metadata (the allowed answers)."""
@@ -767,7 +781,7 @@ def _tokenizer(processor):
     return getattr(processor, "tokenizer", processor)
 
 
-def build_prompt(processor, example):
+def build_prompt(processor: Any, example: Example) -> str:
     """The prompt string: the processor's chat template when it has one (one user turn with
     the image then the question, generation prompt added), else ``USER: <image>\\n{question} ASSISTANT:``."""
     template = getattr(processor, "chat_template", None)
@@ -791,7 +805,7 @@ def _text_kwargs(processor, prompts):
     return {}
 
 
-def build_inputs(processor, examples, model=None):
+def build_inputs(processor: Any, examples: Sequence[Example], model: torch.nn.Module | None = None) -> dict[str, Any]:
     """Model inputs (dict of tensors) for a batch of examples, padded to the longest prompt.
 
     Prompts end at the last prompt token (the answer position the statistics use). Never a
@@ -839,7 +853,8 @@ def _check_context(adapter, config, inputs, examples):
                           + "; shorten the question or pass --skip-bad to leave such examples out")
 
 
-def check_examples_for(model, processor, examples, skip_bad=False):
+def check_examples_for(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
+                       skip_bad: bool = False) -> tuple[list[Example], list[tuple[str, str]]]:
     """The examples this model can take, checked one by one before any measurement.
 
     Each example must pass its family's image check (``adapter.image_problem``, e.g. Qwen2.5-VL's
@@ -877,7 +892,7 @@ def check_examples_for(model, processor, examples, skip_bad=False):
     return kept, skipped
 
 
-def data_sha256(examples):
+def data_sha256(examples: Iterable[Example]) -> str:
     """sha256 of the examples' content (question, answer, choices, reference answers when there
     are any, image pixels), order included."""
     h = hashlib.sha256()

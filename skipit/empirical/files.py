@@ -12,6 +12,7 @@ import shlex
 import socket
 import sys
 import tempfile
+from collections.abc import Iterator
 
 try:
     import fcntl
@@ -30,12 +31,12 @@ def _umask():
     return mask
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically; see :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write the bytes ``data`` to ``path`` so readers see the old file or the whole new one, never half.
 
     The file gets the permissions ``open`` would give a new file (``0o666 & ~umask``), not
@@ -78,7 +79,7 @@ def _missing_ancestors(path):
     return missing
 
 
-def prepare_output_dir(path, *, what="--out"):
+def prepare_output_dir(path: str | os.PathLike[str], *, what: str = "--out") -> str:
     """Check that ``path`` can hold a run's output, create it, and return its absolute path.
 
     Raises :class:`~skipit.errors.SkipitError` (one line, naming ``what``) when ``path`` is an
@@ -164,7 +165,7 @@ def _flock(fd):
 
 
 @contextlib.contextmanager
-def output_lock(path, *, what="--out", command=None):
+def output_lock(path: str | os.PathLike[str], *, what: str = "--out", command: str | None = None) -> Iterator[str]:
     """Hold the lock of the output directory ``path`` for the duration of the ``with`` block.
 
     The lock is the file ``path/.skipit.lock``, holding the owner's pid, host, start time
@@ -224,7 +225,7 @@ def output_lock(path, *, what="--out", command=None):
 
 
 @contextlib.contextmanager
-def cleanup_on_failure(path):
+def cleanup_on_failure(path: str | os.PathLike[str]) -> Iterator[None]:
     """Remove ``path`` (and the ancestors created with it) if the ``with`` block raises and left it empty.
 
     Only directories that did not exist when the block was entered are removed, and only
@@ -247,7 +248,7 @@ def cleanup_on_failure(path):
 
 
 @contextlib.contextmanager
-def output_directory(path, *, what="--out", command=None):
+def output_directory(path: str | os.PathLike[str], *, what: str = "--out", command: str | None = None) -> Iterator[str]:
     """The output directory of a run, from start to end: yields its absolute path.
 
     In order: :func:`cleanup_on_failure`, :func:`prepare_output_dir` (the up-front checks,

@@ -14,7 +14,12 @@ import re
 import shutil
 import socket
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 # alias -> (hub id, model_type of its config)
 ALIASES = {
@@ -51,7 +56,7 @@ class ResolvedModel:
     location: str
 
 
-def supported_aliases():
+def supported_aliases() -> dict[str, tuple[str, str]]:
     """Aliases whose family has an adapter (``skipit.empirical.adapters``)."""
     try:
         from skipit.empirical.adapters import supported_model_types
@@ -62,7 +67,7 @@ def supported_aliases():
     return {k: v for k, v in ALIASES.items() if v[1] in types}
 
 
-def resolve_model(name):
+def resolve_model(name: str | None) -> ResolvedModel:
     """Resolve a ``--model`` value (alias | local dir | hub id | None = demo model).
 
     A local directory wins over a hub id of the same spelling. Raises
@@ -168,7 +173,7 @@ def _torch_dtype(dtype, device):
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def resolve_device(device):
+def resolve_device(device: str | None) -> str:
     """The ``--device`` value checked: ``auto``/None -> ``cuda`` when available else ``cpu``;
     ``cpu``, ``cuda``, ``cuda:N`` (N below the number of GPUs) and ``mps`` pass through when
     this machine has them. Anything else raises a one-line :class:`skipit.errors.SkipitError`
@@ -203,7 +208,7 @@ DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 _MEMORY = re.compile(r"^(\d+|\d+(\.\d+)?[KMG]i?B)$", re.IGNORECASE)  # accelerate's convert_file_size_to_int
 
 
-def parse_device_map(value):
+def parse_device_map(value: str | os.PathLike[str] | None) -> str | dict[str, int | str] | None:
     """``--device-map``: one of :data:`DEVICE_MAP_STRATEGIES` (accelerate's placement, given to
     ``from_pretrained``), or a JSON file holding an object ``{module name: device}`` with
     devices a GPU index, ``"cuda:N"``, ``"cpu"`` (CPU offload) or ``"disk"`` (disk offload).
@@ -239,7 +244,7 @@ def parse_device_map(value):
     return mapping
 
 
-def parse_max_memory(value):
+def parse_max_memory(value: str | None) -> dict[int | str, int | str] | None:
     """``--max-memory "0=20GiB,1=20GiB,cpu=60GiB"`` -> ``{0: "20GiB", 1: "20GiB", "cpu": "60GiB"}``
     (accelerate's ``max_memory``: a cap per GPU index, ``cpu`` or ``mps``; a size is an integer
     number of bytes or a number with a unit KB, MB, GB, KiB, MiB, GiB, the units accelerate
@@ -248,7 +253,7 @@ def parse_max_memory(value):
 
     if value is None:
         return None
-    out = {}
+    out: dict[int | str, int | str] = {}
     for part in str(value).split(","):
         key, sep, size = (x.strip() for x in part.partition("="))
         if not sep or not key or not size:
@@ -267,7 +272,7 @@ def parse_max_memory(value):
     return out
 
 
-def input_device(model):
+def input_device(model: torch.nn.Module) -> torch.device:
     """The device a batch for ``model`` goes to: accelerate's main device under a device map
     (the first GPU or ``mps`` of ``model.hf_device_map``, else ``cpu``: where offloaded layers
     run), the device of the first parameter otherwise. Device maps put the input embedding
@@ -282,7 +287,7 @@ def input_device(model):
     return next(model.parameters()).device
 
 
-def parameter_tensors(model):
+def parameter_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of every parameter with its values, also under accelerate's offload.
 
     An offloaded parameter sits on the ``meta`` device (no values) until its module runs; its
@@ -302,8 +307,10 @@ from skipit.empirical.processors import ImageTextInputs  # noqa: E402,F401  (mov
 from skipit.empirical.processors import load_processor as _load_processor  # noqa: E402
 
 
-def load_model_and_processor(name=None, device="auto", dtype="auto", device_map=None, max_memory=None,
-                             offload_folder=None):
+def load_model_and_processor(name: str | None = None, device: str | None = "auto", dtype: str = "auto",
+                             device_map: str | Mapping[str, int | str] | None = None,
+                             max_memory: Mapping[int | str, int | str] | None = None,
+                             offload_folder: str | os.PathLike[str] | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """Load ``(model, processor, info)`` for a ``--model`` value.
 
     ``info`` is the certificate's model block: ``{"name", "source", "location", "model_type"}``.

@@ -16,6 +16,10 @@ import hashlib
 import json
 import os
 import struct
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["weights_fingerprint", "check_weight_files", "PICKLED_SUFFIXES"]
 
@@ -44,7 +48,7 @@ def _safetensors_files(directory):
     return sorted(name for name in os.listdir(directory) if name.endswith(".safetensors"))
 
 
-def weights_fingerprint(model_or_dir):
+def weights_fingerprint(model_or_dir: torch.nn.Module | str | os.PathLike[str]) -> str:
     """SHA-256 (64 hex digits) of all the weights; any changed byte of any weight changes it.
 
     ``model_or_dir`` is a checkpoint directory (str or path: its ``*.safetensors`` files,
@@ -136,7 +140,7 @@ def _check_safetensors(path):
     return None
 
 
-def check_weight_files(directory):
+def check_weight_files(directory: str | os.PathLike[str]) -> list[str]:
     """Check a local checkpoint's weight files before any model work; return the safetensors paths.
 
     Refuses with :class:`~skipit.errors.SkipitError` (one line): a directory with pickled
