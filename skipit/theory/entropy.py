@@ -22,7 +22,7 @@ from skipit.theory import _validation as _v
 from skipit.theory._validation import PMF_ATOL
 
 if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
-    from jaxtyping import ArrayLike, Float
+    from jaxtyping import ArrayLike, Float, Shaped
 
 __all__ = [
     "validate_pmf",
@@ -51,7 +51,7 @@ def _log_base(base) -> float:
     return math.log(b)
 
 
-def validate_pmf(p, name: str = "p", atol: float = PMF_ATOL) -> np.ndarray:
+def validate_pmf(p: Float[ArrayLike, "*axes"], name: str = "p", atol: float = PMF_ATOL) -> np.ndarray:
     """Return ``p`` as a float array after checking it is a pmf (entries in [0, 1], sum 1 within ``atol``).
 
     Entries within round-off of [0, 1] (``skipit.theory._validation.ROUNDOFF``) are
@@ -85,7 +85,7 @@ def _marginal(p, keep):
     return p.sum(axis=drop) if drop else p
 
 
-def entropy(p, axes=None, base=math.e) -> float:
+def entropy(p: Float[ArrayLike, "*axes"], axes: int | tuple[int, ...] | None = None, base: float = math.e) -> float:
     """H(X_axes) of the joint pmf ``p`` (all axes by default)."""
     lb = _log_base(base)
     p = validate_pmf(p)
@@ -97,7 +97,8 @@ def entropy(p, axes=None, base=math.e) -> float:
 shannon_entropy = entropy
 
 
-def conditional_entropy(p, x, y, base=math.e) -> float:
+def conditional_entropy(p: Float[ArrayLike, "*axes"], x: int | tuple[int, ...], y: int | tuple[int, ...],
+                        base: float = math.e) -> float:
     """H(X | Y) = H(X, Y) - H(Y), with X, Y given as axes (int or tuple) of ``p``."""
     lb = _log_base(base)
     p = validate_pmf(p)
@@ -105,7 +106,8 @@ def conditional_entropy(p, x, y, base=math.e) -> float:
     return (_h(_marginal(p, tuple(sorted(set(xa) | set(ya))))) - _h(_marginal(p, ya))) / lb
 
 
-def mutual_information(p, x, y, base=math.e) -> float:
+def mutual_information(p: Float[ArrayLike, "*axes"], x: int | tuple[int, ...], y: int | tuple[int, ...],
+                       base: float = math.e) -> float:
     """I(X; Y) = H(X) + H(Y) - H(X, Y) (clipped at 0 against rounding)."""
     lb = _log_base(base)
     p = validate_pmf(p)
@@ -114,7 +116,8 @@ def mutual_information(p, x, y, base=math.e) -> float:
     return max(val, 0.0) / lb
 
 
-def conditional_mutual_information(p, x, y, z, base=math.e) -> float:
+def conditional_mutual_information(p: Float[ArrayLike, "*axes"], x: int | tuple[int, ...], y: int | tuple[int, ...],
+                                   z: int | tuple[int, ...], base: float = math.e) -> float:
     """I(X; Y | Z) = H(X, Z) + H(Y, Z) - H(X, Y, Z) - H(Z) (clipped at 0 against rounding)."""
     lb = _log_base(base)
     p = validate_pmf(p)
@@ -149,7 +152,7 @@ def binary_kl(p: Float[ArrayLike, "*batch"], q: Float[ArrayLike, "*batch"],
     return np.maximum(a + b, 0.0) / lb
 
 
-def kl_divergence(p, q, base=math.e) -> float:
+def kl_divergence(p: Float[ArrayLike, "*axes"], q: Float[ArrayLike, "*axes"], base: float = math.e) -> float:
     """D(p || q) for two pmfs of the same shape (+inf if p is not absolutely continuous w.r.t. q)."""
     lb = _log_base(base)
     p, q = validate_pmf(p, "p"), validate_pmf(q, "q")
@@ -191,7 +194,7 @@ def _joint_codes(*arrays):
     return _symbols(np.column_stack(arrays), "samples")
 
 
-def plugin_entropy(x, base=math.e, miller_madow=True) -> float:
+def plugin_entropy(x: Shaped[ArrayLike, "n *k"], base: float = math.e, miller_madow: bool = True) -> float:
     """Plug-in H(X) from quantized samples ``x`` (n or n x k), Miller-Madow corrected by default.
 
     The correction adds (K - 1)/(2n) nats, K = number of distinct observed symbols; it
@@ -201,7 +204,8 @@ def plugin_entropy(x, base=math.e, miller_madow=True) -> float:
     return _plugin_h(_symbols(x, "x"), miller_madow) / lb
 
 
-def plugin_conditional_entropy(x, y, base=math.e, miller_madow=True) -> float:
+def plugin_conditional_entropy(x: Shaped[ArrayLike, "n *k"], y: Shaped[ArrayLike, "n *k"], base: float = math.e,
+                               miller_madow: bool = True) -> float:
     """Plug-in H(X | Y) = H(X, Y) - H(Y), each Miller-Madow corrected."""
     lb = _log_base(base)
     xs, ys = np.asarray(x), np.asarray(y)
@@ -210,7 +214,8 @@ def plugin_conditional_entropy(x, y, base=math.e, miller_madow=True) -> float:
     return (_plugin_h(_joint_codes(xs, ys), miller_madow) - _plugin_h(_symbols(ys, "y"), miller_madow)) / lb
 
 
-def plugin_mutual_information(x, y, base=math.e, miller_madow=True) -> float:
+def plugin_mutual_information(x: Shaped[ArrayLike, "n *k"], y: Shaped[ArrayLike, "n *k"], base: float = math.e,
+                              miller_madow: bool = True) -> float:
     """Plug-in I(X; Y) = H(X) + H(Y) - H(X, Y), each Miller-Madow corrected (may be slightly < 0)."""
     lb = _log_base(base)
     xs, ys = np.asarray(x), np.asarray(y)
@@ -220,7 +225,9 @@ def plugin_mutual_information(x, y, base=math.e, miller_madow=True) -> float:
             - _plugin_h(_joint_codes(xs, ys), miller_madow)) / lb
 
 
-def plugin_conditional_mutual_information(x, y, z, base=math.e, miller_madow=True) -> float:
+def plugin_conditional_mutual_information(x: Shaped[ArrayLike, "n *k"], y: Shaped[ArrayLike, "n *k"],
+                                          z: Shaped[ArrayLike, "n *k"], base: float = math.e,
+                                          miller_madow: bool = True) -> float:
     """Plug-in I(X; Y | Z) = H(X,Z) + H(Y,Z) - H(X,Y,Z) - H(Z), each Miller-Madow corrected."""
     lb = _log_base(base)
     xs, ys, zs = (np.asarray(a)[:, None] if np.asarray(a).ndim == 1 else np.asarray(a) for a in (x, y, z))

@@ -33,7 +33,7 @@ Uni (in nats before conversion; to rounding error).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -42,6 +42,9 @@ from scipy.special import logsumexp
 
 from skipit.theory._registry import register
 from skipit.theory.entropy import _log_base, conditional_entropy, mutual_information, validate_pmf
+
+if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
+    from jaxtyping import ArrayLike, Float
 
 __all__ = [
     "PID",
@@ -83,7 +86,7 @@ class BrojaSolution(NamedTuple):
     newton_steps: int
 
 
-def _ordered(p, target, source, other):
+def _ordered(p, target, source, other) -> np.ndarray:
     p = validate_pmf(p)
     if p.ndim != 3:
         raise ValueError(f"`p` must be a 3-d joint pmf p[x0, x1, x2], got {p.ndim} axes")
@@ -215,7 +218,8 @@ def _barrier_newton(q, g, s, yz, cells, pxy, pxz, nyz, gap_tol):
             t = min(t * _MU, 2.0 * m / gap_tol)
 
 
-def broja(p, target=0, source=1, other=2, gap_tol=GAP_TOL) -> BrojaSolution:
+def broja(p: Float[ArrayLike, "a b c"], target: int = 0, source: int = 1, other: int = 2,
+          gap_tol: float = GAP_TOL) -> BrojaSolution:
     """Solve min_{Q in Delta_P} I_Q(target; source | other) with a certified duality gap (nats).
 
     Returns ``BrojaSolution(q, unique, gap, newton_steps)``: ``unique`` = I_Q(target;
@@ -241,7 +245,8 @@ def broja(p, target=0, source=1, other=2, gap_tol=GAP_TOL) -> BrojaSolution:
     return BrojaSolution(full, unique, gap, steps)
 
 
-def unique_information(p, target=0, source=1, other=2, base=2) -> float:
+def unique_information(p: Float[ArrayLike, "a b c"], target: int = 0, source: int = 1, other: int = 2,
+                       base: float = 2) -> float:
     """Uni(target : source \\ other), BROJA (Bertschinger et al. 2014; paper Definition 6).
 
     ``p`` is a 3-d joint pmf ``p[x0, x1, x2]``; the result is in ``base`` (bits by
@@ -253,7 +258,7 @@ def unique_information(p, target=0, source=1, other=2, base=2) -> float:
     return sol.unique / lb
 
 
-def pid(p, target=0, sources=(1, 2), base=2) -> PID:
+def pid(p: Float[ArrayLike, "a b c"], target: int = 0, sources: tuple[int, int] = (1, 2), base: float = 2) -> PID:
     """The BROJA partial information decomposition of I(target; sources) (paper Definition 5).
 
     Returns ``PID(redundancy, unique_1, unique_2, synergy)`` with
@@ -273,12 +278,13 @@ def pid(p, target=0, sources=(1, 2), base=2) -> PID:
     return PID(red / lb, u1 / lb, u2 / lb, syn / lb)
 
 
-def redundancy(p, target=0, sources=(1, 2), base=2) -> float:
+def redundancy(p: Float[ArrayLike, "a b c"], target: int = 0, sources: tuple[int, int] = (1, 2),
+               base: float = 2) -> float:
     """Red(target : source_1, source_2) = I(target; source_1) - Uni(target : source_1 \\ source_2)."""
     return pid(p, target, sources, base).redundancy
 
 
-def synergy(p, target=0, sources=(1, 2), base=2) -> float:
+def synergy(p: Float[ArrayLike, "a b c"], target: int = 0, sources: tuple[int, int] = (1, 2), base: float = 2) -> float:
     """Syn(target : source_1, source_2), the BROJA synergy."""
     return pid(p, target, sources, base).synergy
 
@@ -289,7 +295,7 @@ pid_decomposition = pid
 pid_redundancy = redundancy
 
 
-def lemma5_gap(p_xy, base=2) -> float:
+def lemma5_gap(p_xy: Float[ArrayLike, "x y"], base: float = 2) -> float:
     """Uni(X : X \\ Y) - H(X | Y) for a 2-d pmf ``p_xy`` (Lemma 5, App. E: it is 0).
 
     Builds p[x, x', y] = [x = x'] p(x, y) and returns the difference; Lemma 5 says it
