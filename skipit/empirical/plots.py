@@ -75,7 +75,7 @@ def _recommended_layers(certificate):
         layers, what = list(range(best["layer"] + 1, num_layers + 1)), f"vision leaves after layer {best['layer']}"
     elif mode == "freeze":
         layers = sorted(best.get("layers", []))
-        what = "vision frozen in layers " + ", ".join(str(l) for l in layers)
+        what = ("vision frozen in layer " if len(layers) == 1 else "vision frozen in layers ") + ", ".join(str(l) for l in layers)
     else:
         return None
     speedup = best.get("predicted_speedup")
