@@ -73,15 +73,6 @@ def predictions(model, text, vision, new_tokens, settings):
     return out
 
 
-def parse_layers(text):
-    """``17-32`` or ``2,4,6`` or a mix: the listed layers."""
-    layers = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        layers += list(range(int(lo), int(hi or lo) + 1))
-    return layers
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, default=768)
@@ -99,13 +90,14 @@ def main(argv=None):
 
     import torch
 
+    from skipit.empirical.evaluate import parse_layer_grid
     from skipit.empirical.modes import skip_context
 
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     model, batch, vision, text = build(args.hidden, args.layers, args.text_tokens, args.device, dtype)
-    frozen = parse_layers(args.freeze)
+    frozen = parse_layer_grid(args.freeze, args.layers)
     settings = [("full", "full", None), (f"late-entry L={args.late}", "late-entry", args.late),
                 (f"early-exit L={args.early}", "early-exit", args.early),
                 (f"freeze {args.freeze}", "freeze", frozen)]

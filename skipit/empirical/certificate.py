@@ -68,7 +68,7 @@ from skipit.theory import clopper_pearson_upper, mean_lower_bound, mean_upper_bo
 __all__ = [
     "SCHEMA", "CertifySettings", "DEFAULT_THRESHOLDS", "COSINE_DISTANCE_RANGE", "VERIFY_MODES",
     "certificate_layers", "decide", "build_certificate", "split_indices", "candidate_chains",
-    "binomial_p_value", "fixed_sequence", "verification_block", "load_certificate", "check_certificate_model",
+    "binomial_p_value", "config_key", "fixed_sequence", "verification_block", "load_certificate", "check_certificate_model",
     "certificate_schema",
 ]
 
@@ -444,6 +444,13 @@ def candidate_chains(layers: Sequence[Mapping[str, Any]],
         "early-exit": [{"mode": "early-exit", "layer": L} for L in range(n - 1, 0, -1)],
         "freeze": [{"mode": "freeze", "layers": sorted(order[:k])} for k in range(1, len(order) + 1)],
     }
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A candidate's key (checkpoints, matching verified configs): ``late-entry:3``, ``freeze:2,5``."""
+    if config["mode"] == "freeze":
+        return "freeze:" + ",".join(str(l) for l in config["layers"])
+    return f"{config['mode']}:{config['layer']}"
 
 
 def binomial_p_value(changed: int, examples: int, tolerance: float) -> float:

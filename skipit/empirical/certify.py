@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.certificate import (
+    config_key,
     CERTIFICATE_FILE,
-    VERIFY_MODES,
     CertifySettings,
     binomial_p_value,
     build_certificate,
@@ -55,15 +55,14 @@ if TYPE_CHECKING:
     from skipit.empirical.data import Example
     from skipit.empirical.distributed import DistributedContext
 
-__all__ = ["certify", "write_certificate", "CertifySettings", "CHECKPOINT_STATE", "CERTIFICATE"]
+__all__ = ["certify", "write_certificate", "CertifySettings", "CHECKPOINT_STATE"]
 
 CHECKPOINT_STATE = "checkpoint.json"
-CERTIFICATE = CERTIFICATE_FILE
 
 
 def write_certificate(certificate: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> str:
     """Write ``certificate.json`` atomically into ``out_dir``; returns its path."""
-    path = os.path.join(os.fspath(out_dir), CERTIFICATE)
+    path = os.path.join(os.fspath(out_dir), CERTIFICATE_FILE)
     atomic_write_text(path, json.dumps(certificate, indent=2, sort_keys=False) + "\n")
     return path
 
@@ -190,13 +189,6 @@ def _checkpoints_done(own, others, ctx):
                               "inconsistent: use another --out directory or --no-resume")
         done.update(part)
     return done
-
-
-def config_key(config: Mapping[str, Any]) -> str:
-    """A config's key in the checkpoint: ``late-entry:3``, ``freeze:2,5``."""
-    if config["mode"] == "freeze":
-        return "freeze:" + ",".join(str(l) for l in config["layers"])
-    return f"{config['mode']}:{config['layer']}"
 
 
 def _skip_context(model, config, adapter):
@@ -532,7 +524,6 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
                 if binomial_p_value(changed, n, settings.tolerance) > level:
                     break
             chains[mode] = tested
-    assert set(chains) == set(VERIFY_MODES)
     by = ("ShortV layer contribution: mean KL(full || layer frozen) of the answer distribution on "
           f"{len(ordering)} statistics examples" if settings.freeze_order == "contribution"
           else "certified vision redundancy U_l (example-level upper bound on D_l)")

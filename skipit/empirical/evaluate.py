@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from skipit.empirical.certificate import candidate_chains, load_certificate
+from skipit.empirical.certificate import candidate_chains, config_key, load_certificate
 from skipit.empirical.distributed import batch_positions
 from skipit.empirical.metrics import normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
@@ -311,26 +311,20 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
     answer-change rate against the full model, and whether the certificate verified it."""
     ver = certificate["verification"]
     tau = ver["tolerance"]
-    verified = {_config_id(c): bool(c["certified"]) for c in ver["configs"]}
+    verified = {config_key(c): bool(c["certified"]) for c in ver["configs"]}
     rows = []
     order = (ver.get("freeze_order") or {}).get("layers")  # the freeze chain as the certificate ordered it
     for mode, candidates in candidate_chains(certificate["layers"], order).items():
         for config in candidates:
             arg = config.get("layers", config.get("layer"))
-            say(f"verified candidate {_config_id(config)}")
+            say(f"verified candidate {config_key(config)}")
             preds, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
                                         context=lambda mode=mode, arg=arg: skip_context(model, mode, arg, adapter),
                                         **run)
             rate = _changed(preds, full_preds, examples)
             rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
-                             certified=verified.get(_config_id(config), False), within_change_tolerance=rate <= tau))
+                             certified=verified.get(config_key(config), False), within_change_tolerance=rate <= tau))
     return rows
-
-
-def _config_id(config):
-    if config["mode"] == "freeze":
-        return "freeze:" + ",".join(str(l) for l in config["layers"])
-    return f"{config['mode']}:{config['layer']}"
 
 
 def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example], modes: Iterable[str] = MODES,
