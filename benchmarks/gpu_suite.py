@@ -103,21 +103,16 @@ def make_batch(model, batch_size, seed=0):
 SIZES_BY_HIDDEN = {s["hidden"]: s for s in SIZES.values()}
 
 
-def contexts(model):
-    """Setting name -> a callable returning its context manager; freeze is None when this skipit has none."""
-    from skipit.empirical import skipping
-
-    freeze = getattr(skipping, "freeze", None)
-    return {
-        SETTINGS[0]: contextlib.nullcontext,
-        SETTINGS[1]: lambda: skipping.late_entry(model, layer=LATE_ENTRY),
-        SETTINGS[2]: lambda: skipping.early_exit(model, layer=EARLY_EXIT),
-        SETTINGS[3]: None if freeze is None else (lambda: freeze(model, FREEZE)),
-    }
-
-
 FLOPS_LAYOUT = {SETTINGS[0]: ("full", None), SETTINGS[1]: ("late-entry", LATE_ENTRY),
                 SETTINGS[2]: ("early-exit", EARLY_EXIT), SETTINGS[3]: ("freeze", FREEZE)}
+
+
+def contexts(model):
+    """Setting name -> a callable returning its context manager (the mode registry's)."""
+    from skipit.empirical.modes import skip_context
+
+    return {name: (lambda mode=mode, layer=layer: skip_context(model, mode, layer))
+            for name, (mode, layer) in FLOPS_LAYOUT.items()}
 
 
 def predicted_flops(model, batch_size, new_tokens):
@@ -188,7 +183,7 @@ def measure(model, batch, device, repeats, new_tokens):
     from skipit.empirical import capture_statistics
 
     clock = Clock(device)
-    ctx = {name: make for name, make in contexts(model).items() if make is not None}
+    ctx = contexts(model)
     gen = dict(do_sample=False, pad_token_id=0)
 
     def prefill(make):
@@ -273,8 +268,6 @@ def device_map_check(device, seed=0):
                 relative(stats[0]["groups"][g]["sum"], stats[1]["groups"][g]["sum"]) for g in stats[0]["groups"])
             out["attention"] = relative(stats[0]["attention"]["head_sum"], stats[1]["attention"]["head_sum"])
             for name, make in contexts(reference).items():
-                if make is None:
-                    continue
                 spread_make = contexts(spread)[name]
                 with make():
                     want = reference(**batch).logits
@@ -290,7 +283,7 @@ def run_suite(size="7b", device="cuda", batch_sizes=(1, 8), repeats=5, new_token
 
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     model, _ = build(size, device, dtype, batch_size=1)
-    available = contexts(model)
+    settings = contexts(model)
     rows = []
     for batch_size in batch_sizes:
         batch = make_batch(model, batch_size)
@@ -304,13 +297,10 @@ def run_suite(size="7b", device="cuda", batch_sizes=(1, 8), repeats=5, new_token
                      "decode_s": None, "decode_measured": None, "decode_predicted": None,
                      "peak_gib": peak, "peak_above_weights_gib": above})
         for name in SETTINGS:
-            if available[name] is None:
-                rows.append({"batch": batch_size, "setting": name, "missing": "n/a: skipit has no freeze here"})
-                continue
             m = medians[name]
             decode = (m["generate_n"] - m["generate_1"]) / new_tokens
             full_decode = (full["generate_n"] - full["generate_1"]) / new_tokens
-            peak, above = peak_memory(model, batch, available[name], device)
+            peak, above = peak_memory(model, batch, settings[name], device)
             rows.append({
                 "batch": batch_size, "setting": name, "prefill_s": m["prefill"],
                 "prefill_measured": plain / m["prefill"],
@@ -336,9 +326,6 @@ def format_rows(rows):
             f"{'decode ms/tok':>13} {'measured':>8} {'predicted':>9} {'peak GiB':>8} {'above w.':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        if "missing" in r:
-            lines.append(f"{r['batch']:>2} {r['setting']:<17} {r['missing']}")
-            continue
         lines.append(
             f"{r['batch']:>2} {r['setting']:<17} {_f(r['prefill_s'], '10.2f', 1000)} "
             f"{_f(r['prefill_measured'], '8.3f')} {_f(r['prefill_predicted'], '9.3f')} "

@@ -222,6 +222,4 @@ def check_data_for_model(args: argparse.Namespace, command: str, model: Any, pro
     kept, dropped = check_examples_for(model, processor, examples, skip_bad=getattr(args, "skip_bad", False))
     for source, why in dropped:
         print(f"skipit {command}: skipped {source}: {why}", file=sys.stderr)
-    if not kept:
-        raise SkipitError(f"no example of --data is usable with this model ({len(dropped)} skipped)")
     return kept

@@ -22,7 +22,7 @@ import contextlib
 import torch
 
 from skipit.empirical.capture import answer_positions
-from skipit.empirical.flops import DecoderShape, prefill_flops, tokens_per_layer
+from skipit.empirical.flops import DecoderShape, fastv_kept_count, prefill_flops, tokens_per_layer
 from skipit.empirical.hooks import check_layer
 from skipit.empirical.skipping import TokenSkipper, early_exit, resolve_adapter
 
@@ -31,17 +31,6 @@ __all__ = [
     "matched_fastv_ratio", "matched_vtw_layer", "fastv_kept_count",
     "fastv_selection",
 ]
-
-
-def fastv_kept_count(keep_ratio, vision):
-    """The number of vision tokens FastV keeps of ``vision``: the integer nearest ``keep_ratio * vision``.
-
-    An exact half goes to the even neighbour (Python's ``round``: 0.5 of 5 tokens keeps 2,
-    0.5 of 7 keeps 4); ``skipit.empirical.flops.tokens_per_layer`` counts FastV's FLOPs
-    with the same rule. A ratio returned by :func:`matched_fastv_ratio` (``k / vision``)
-    keeps exactly ``k``.
-    """
-    return int(round(keep_ratio * vision))
 
 
 def fastv_selection(scores, vision, keep_ratio):
@@ -114,12 +103,10 @@ class _FastVSkipper(TokenSkipper):
             probe, self._probe = self._probe, None
             probe.close()
 
-    def __exit__(self, *exc_info):
-        try:
-            self._close_probe()
-        finally:
-            self._selected = None
-        return super().__exit__(*exc_info)
+    def _install(self):
+        super()._install()
+        self.on_exit(setattr, self, "_selected", None)
+        self.on_exit(self._close_probe)
 
 
 @contextlib.contextmanager

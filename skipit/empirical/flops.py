@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.hooks import check_layer
-from skipit.empirical.modes import FLOPS_MODES as MODES
+from skipit.empirical.modes import FLOPS_MODES
 from skipit.empirical.modes import check_layers
 
 if TYPE_CHECKING:
@@ -113,6 +113,16 @@ def _check_count(name, value, minimum=0):
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
 
 
+def fastv_kept_count(keep_ratio: float, vision: int) -> int:
+    """The number of vision tokens FastV keeps of ``vision``: the integer nearest ``keep_ratio * vision``.
+
+    An exact half goes to the even neighbour (Python's ``round``: 0.5 of 5 tokens keeps 2,
+    0.5 of 7 keeps 4). FastV's pruning (:mod:`skipit.empirical.baselines`) and its FLOPs
+    (:func:`tokens_per_layer`) both use this one rule. A ratio ``k / vision`` keeps exactly ``k``.
+    """
+    return int(round(keep_ratio * vision))
+
+
 def tokens_per_layer(num_layers: int, text: int, vision: int, mode: str = "full",
                      layer: int | Iterable[int] | None = None, keep_ratio: float | None = None) -> list[int]:
     """Tokens each decoder layer l = 1..N processes as queries (list of N ints).
@@ -124,8 +134,8 @@ def tokens_per_layer(num_layers: int, text: int, vision: int, mode: str = "full"
     _check_count("num_layers", num_layers, 1)
     _check_count("text", text)
     _check_count("vision", vision)
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in FLOPS_MODES:
+        raise ValueError(f"`mode` must be one of {', '.join(FLOPS_MODES)}, got {mode!r}")
     if mode == "full":
         return [text + vision] * num_layers
     if mode == "freeze":
@@ -138,7 +148,7 @@ def tokens_per_layer(num_layers: int, text: int, vision: int, mode: str = "full"
     if mode == "fastv":
         if keep_ratio is None or not 0.0 <= keep_ratio <= 1.0:
             raise ValueError(f"`keep_ratio` must be in [0, 1], got {keep_ratio!r}")
-        kept = int(round(keep_ratio * vision))
+        kept = fastv_kept_count(keep_ratio, vision)
     return [text + vision if l <= layer else text + kept for l in range(1, num_layers + 1)]
 
 
@@ -191,10 +201,7 @@ def prefill_flops(shape: DecoderShape, tokens: Sequence[int], logits_positions: 
 
 def decode_flops(shape: DecoderShape, cached: Sequence[int], batch: int = 1) -> int:
     """FLOPs of one generated token: layer l attends to ``cached[l-1] + 1`` keys."""
-    if isinstance(cached, int):
-        cached = [cached] * shape.num_layers
-    if len(cached) != shape.num_layers:
-        raise ValueError(f"`cached` must have {shape.num_layers} entries, got {len(cached)}")
+    cached = _per_layer(shape, "cached", cached)
     head = 2 * shape.hidden * shape.vocab
     return batch * (sum(layer_flops(shape, 1, c + 1) for c in cached) + head)
 

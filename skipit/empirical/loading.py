@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from skipit.empirical.processors import load_processor as _load_processor
+
 if TYPE_CHECKING:
     import torch
 
@@ -301,10 +303,6 @@ def parameter_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tenso
                 yield full, weights[name]
             else:
                 yield full, param
-
-
-from skipit.empirical.processors import ImageTextInputs  # noqa: E402,F401  (moved; kept importable here)
-from skipit.empirical.processors import load_processor as _load_processor  # noqa: E402
 
 
 def load_model_and_processor(name: str | None = None, device: str | None = "auto", dtype: str = "auto",

@@ -55,8 +55,8 @@ def weights_fingerprint(model_or_dir: torch.nn.Module | str | os.PathLike[str]) 
     by name and content) or a ``torch.nn.Module`` (every entry of its ``state_dict``: name,
     dtype, shape, bytes, in order; tensors are copied to the host one at a time). The two
     kinds of fingerprint are different hashes and are never equal to each other: compare
-    like with like. A model with weights on the ``meta`` device (offloaded) cannot be
-    hashed in memory: hash its checkpoint directory instead.
+    like with like. Weights accelerate offloaded (on the ``meta`` device) are read from its
+    offload store; a ``meta`` weight with no stored value raises.
     """
     from skipit.errors import SkipitError
 
