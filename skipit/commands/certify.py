@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 
-DEFAULT_DATA = "digits-test"
 DEFAULT_OUT = "skipit-certify-output"
 CHECKPOINT_SUBDIR = "checkpoint"
 
@@ -102,14 +101,9 @@ def _num(value):
     return float("nan") if value is None else value
 
 
-def _config_name(config):
-    if config["mode"] == "freeze":
-        return "freeze " + ",".join(str(l) for l in config["layers"])
-    return f"{config['mode']} L={config['layer']}"
-
-
 def format_table(certificate):
     """The per-layer table, the paper's three verdicts and the verified configurations, as printed."""
+    from skipit.empirical.certificate import config_label
     from skipit.empirical.stats import threshold_key
 
     s = certificate["settings"]
@@ -164,13 +158,13 @@ def format_table(certificate):
                  f"changed, joint confidence {ver['confidence']:g}):")
     lines.append(f"  {'configuration':<28} {'changed':>9} {'upper':>7} {'FLOPs':>6}  verdict")
     for c in ver["configs"]:
-        lines.append(f"  {_config_name(c):<28} {c['changed']:>4}/{c['examples']:<4} {c['upper_bound']:7.4f} "
+        lines.append(f"  {config_label(c):<28} {c['changed']:>4}/{c['examples']:<4} {c['upper_bound']:7.4f} "
                      f"{c['flops_fraction']:6.3f}  {'certified' if c['certified'] else 'stop'}")
     rec = ver["recommended"]
     if rec is None:
         lines.append("recommended: none (no candidate keeps the change rate under the tolerance)")
     else:
-        lines.append(f"recommended: {_config_name(rec)}: at most {ver['tolerance']:g} of answers change "
+        lines.append(f"recommended: {config_label(rec)}: at most {ver['tolerance']:g} of answers change "
                      f"(upper bound {rec['upper_bound']:.4f}, {rec['changed']}/{rec['examples']} changed), "
                      f"predicted speed-up {rec['predicted_speedup']:.2f}x (prefill FLOPs)")
     return "\n".join(lines)

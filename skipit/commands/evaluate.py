@@ -16,10 +16,8 @@ DEFAULT_OUT = "skipit-evaluate-output"
 
 def add_parser(subparsers):
     from skipit.commands._common import model_options
-    from skipit.empirical.modes import MODES as REGISTRY
-
-    skip_modes = [name for name, m in REGISTRY.items() if m.kind == "skip"]
-    all_modes = [name for name, m in REGISTRY.items() if m.kind in ("skip", "reference")]
+    from skipit.empirical.modes import EVALUATE_MODES as all_modes
+    from skipit.empirical.modes import SKIP_MODES as skip_modes
     p = subparsers.add_parser(
         "evaluate", parents=[model_options(samples=200, batch_size=32)],
         help="accuracy of full versus skipped models; precision and recall of a certificate",
@@ -27,7 +25,7 @@ def add_parser(subparsers):
                     "of a grid, against the full model; per-layer statistics; Theorem 6 on real numbers; and, "
                     "with --certificate, precision and recall of the certificate's paper verdicts and of its "
                     "verified configurations, on these (held-out) examples.")
-    p.add_argument("--modes", nargs="+", default=skip_modes, choices=all_modes,
+    p.add_argument("--modes", nargs="+", default=list(skip_modes), choices=all_modes,
                    help=f"skipping modes (default: {' '.join(skip_modes)}; freeze at L freezes layer L alone; "
                         "late-entry-oracle: vision enters with the full pass's layer-(L-1) state, an analysis "
                         "reference)")
@@ -100,7 +98,7 @@ def run(args):
             raise SkipitError(str(err).replace("`layers`", "--layers")) from None
         if args.baselines and not 1 <= args.fastv_layer <= n:
             raise SkipitError(f"--fastv-layer must be in [1, {n}], got {args.fastv_layer}")
-        quiet = args.quiet or args.no_progress or not ctx.is_main
+        quiet = args.no_progress or not ctx.is_main
         say = (lambda msg: None) if quiet else (lambda msg: print(f"skipit evaluate: {msg}", file=sys.stderr))
         report = evaluate(model, processor, examples, modes=args.modes, layers=layers, certificate=certificate,
                           tolerance=args.tolerance / 100.0, batch_size=args.batch_size,

@@ -36,8 +36,9 @@ layers add up, which only the verification below measures.
 CALM, Schuster et al. 2022).** Calibration examples are disjoint from the statistics
 examples (:func:`split_indices`). Three chains of candidates are ordered from the
 statistics alone (:func:`candidate_chains`): late entry by ``L`` ascending, early exit by
-``L`` descending, freeze sets grown one layer at a time in order of certified redundancy
-(``U_l`` ascending). For each candidate the answer of the skipped model is compared with
+``L`` descending, freeze sets grown one layer at a time in the order of ``freeze_order``
+(:data:`FREEZE_ORDERS`: ShortV's layer contribution by default, or the certified redundancy
+``U_l``, both ascending). For each candidate the answer of the skipped model is compared with
 the full model's on every calibration example (label-free). Null hypothesis
 ``H_0: change rate > tau``; its exact binomial p-value is ``P[Bin(n, tau) <= k]`` for ``k``
 changed answers out of ``n``. Each chain is tested at level ``delta_v / 3`` with
@@ -68,7 +69,7 @@ from skipit.theory import clopper_pearson_upper, mean_lower_bound, mean_upper_bo
 __all__ = [
     "SCHEMA", "CertifySettings", "DEFAULT_THRESHOLDS", "COSINE_DISTANCE_RANGE", "VERIFY_MODES",
     "certificate_layers", "decide", "build_certificate", "split_indices", "candidate_chains",
-    "binomial_p_value", "config_key", "fixed_sequence", "verification_block", "load_certificate", "check_certificate_model",
+    "binomial_p_value", "config_key", "config_arg", "config_label", "fixed_sequence", "verification_block", "load_certificate", "check_certificate_model",
     "certificate_schema",
 ]
 
@@ -451,6 +452,18 @@ def config_key(config: Mapping[str, Any]) -> str:
     if config["mode"] == "freeze":
         return "freeze:" + ",".join(str(l) for l in config["layers"])
     return f"{config['mode']}:{config['layer']}"
+
+
+def config_arg(config: Mapping[str, Any]) -> int | list[int]:
+    """The layer argument of a candidate's skipping mode: ``layers`` for freeze, else ``layer``."""
+    return list(config["layers"]) if config["mode"] == "freeze" else int(config["layer"])
+
+
+def config_label(config: Mapping[str, Any]) -> str:
+    """A candidate as people read it: ``late-entry L=3``, ``freeze 2,5``."""
+    if config["mode"] == "freeze":
+        return "freeze " + ",".join(str(l) for l in config["layers"])
+    return f"{config['mode']} L={config['layer']}"
 
 
 def binomial_p_value(changed: int, examples: int, tolerance: float) -> float:

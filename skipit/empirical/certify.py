@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.certificate import (
+    config_arg,
     config_key,
     CERTIFICATE_FILE,
     CertifySettings,
@@ -47,6 +48,7 @@ from skipit.empirical.distributed import (
     sum_counts,
 )
 from skipit.empirical.files import atomic_write_text
+from skipit.empirical.weights import weights_fingerprint
 
 if TYPE_CHECKING:
     import torch
@@ -95,12 +97,6 @@ def _to_model(value, device, dtype):
     if not isinstance(value, torch.Tensor):
         return value
     return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
-
-
-def _weights_fingerprint(model):
-    from skipit.empirical.weights import weights_fingerprint
-
-    return weights_fingerprint(model)
 
 
 _MODEL_FIELDS = {
@@ -195,34 +191,20 @@ def _skip_context(model, config, adapter):
     """A zero-argument factory of the skipping context of a verification candidate."""
     from skipit.empirical.modes import skip_context
 
-    arg = config["layers"] if config["mode"] == "freeze" else config["layer"]
-    return lambda: skip_context(model, config["mode"], arg, adapter)
+    return lambda: skip_context(model, config["mode"], config_arg(config), adapter)
 
 
 def _answers(model, processor, examples, settings, adapter, context=None, max_batch_tokens=None):
-    """Answers of the model (under ``context``) on ``examples``, normalised as ``skipit evaluate``
-    compares them too (:func:`skipit.empirical.answers.comparable_answers`): the one-token
-    argmax at the answer position (:func:`skipit.empirical.evaluate.predict`), or the greedy
-    generation of up to ``settings.max_new_tokens`` tokens
-    (:func:`skipit.empirical.answers.predict_answers`)."""
-    from skipit.empirical.answers import comparable_answers, predict_answers
+    """Answers of the model (under ``context``) on ``examples``, as :func:`skipit.empirical.evaluate.predict`
+    gives them (the one-token argmax for letter-scored examples, the greedy generation of up to
+    ``settings.max_new_tokens`` tokens for free-form ones), normalised as ``skipit evaluate``
+    compares them too (:func:`skipit.empirical.answers.comparable_answers`)."""
+    from skipit.empirical.answers import comparable_answers
+    from skipit.empirical.evaluate import predict
 
-    if settings.max_new_tokens <= 1:
-        from skipit.empirical.evaluate import predict
-
-        preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
-                              max_new_tokens=settings.max_new_tokens, max_batch_tokens=max_batch_tokens)
-    else:
-        preds = predict_answers(model, processor, examples, batch_size=settings.batch_size, context=context,
-                                max_new_tokens=settings.max_new_tokens)
+    preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
+                          max_new_tokens=settings.max_new_tokens, max_batch_tokens=max_batch_tokens)
     return comparable_answers(preds, examples)
-
-
-def _token_counts(model, processor, examples, adapter, batch_size):
-    """``[text, vision]`` prompt tokens of each example (padding excluded)."""
-    from skipit.empirical.evaluate import token_counts
-
-    return [list(c) for c in token_counts(model, processor, examples, batch_size, adapter)]
 
 
 def _flops_fraction(model, config, token_counts):
@@ -230,8 +212,7 @@ def _flops_fraction(model, config, token_counts):
     calibration examples' own token counts (:func:`skipit.empirical.flops.config_flops_fraction`)."""
     from skipit.empirical.flops import config_flops_fraction
 
-    layer = config.get("layers") if config["mode"] == "freeze" else config.get("layer")
-    return float(config_flops_fraction(model.config, config["mode"], layer, token_counts))
+    return float(config_flops_fraction(model.config, config["mode"], config_arg(config), token_counts))
 
 
 def run_versions() -> dict[str, str | None]:
@@ -303,7 +284,7 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
     adapter = get_adapter(model)
     stats_idx, calib_idx = split_indices(len(examples), settings)
     sha = data_sha256(examples)
-    weights = _weights_fingerprint(model)
+    weights = weights_fingerprint(model)
     settings_key = json.dumps({"thresholds": list(settings.thresholds),
                                "split": [settings.verify, settings.calibration_fraction, settings.split_seed]})
     model_key = json.dumps({"model": (model_info or {}).get("location") or (model_info or {}).get("name"),
@@ -477,7 +458,9 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
     sums are added over ranks, so every rank walks the same chains."""
     import torch
 
+    from skipit.empirical.answers import answers_changed
     from skipit.empirical.certificate import freeze_order
+    from skipit.empirical.evaluate import token_counts as example_token_counts
 
     n = len(calibration)
     say = _sayer(progress)
@@ -500,7 +483,7 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
                 state.calibration is not None and state.calibration != mine):
             say(f"verification: full model on {n} calibration examples")
             state.reference = _answers(model, processor, own, settings, adapter, max_batch_tokens=max_batch_tokens)
-            state.token_counts = _token_counts(model, processor, own, adapter, settings.batch_size)
+            state.token_counts = example_token_counts(model, processor, own, settings.batch_size, adapter)
             state.results = {}
             state.calibration = mine
             save_state()
@@ -516,7 +499,7 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
                     answers = _answers(model, processor, own, settings, adapter,
                                        context=_skip_context(model, config, adapter),
                                        max_batch_tokens=max_batch_tokens)
-                    state.results[key] = sum(a != r for a, r in zip(answers, state.reference))
+                    state.results[key] = sum(answers_changed(state.reference, answers))
                     save_state()
                 changed = sum_counts(int(state.results[key]), ctx)
                 tested.append(dict(config, examples=n, changed=changed,

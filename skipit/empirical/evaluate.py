@@ -2,11 +2,12 @@
 
 Scoring lives here; the text table and the figure are in :mod:`skipit.empirical.evaluate_report`.
 
-* Scoring (paper, Sec. 4.2): every question is answered by one token, the argmax of the
-  next-token logits at the answer position (the last non-padding prompt position). The
-  prediction is correct when its decoded text equals the answer after normalisation
-  (lower case, letters and digits only) - exact match for one-word answers, the letter
-  or word of a multiple-choice answer. Each row also records the fraction of answers that
+* Scoring (paper, Sec. 4.2): a letter-scored question (the default for JSONL and bundled
+  sets, and every multiple-choice row) is answered by one token, the argmax of the
+  next-token logits at the answer position (the last non-padding prompt position); it is
+  correct when its decoded text equals the answer after normalisation (lower case, letters
+  and digits only). A free-form question (metric ``exact``, ``vqa`` or ``anls``) is answered
+  by greedy generation and scored in [0, 1] by its metric (:mod:`skipit.empirical.metrics`). Each row also records the fraction of answers that
   differ from the full model's (the quantity ``skipit certify`` verifies).
 * Table (like the paper's Tables 1-2): per layer l, the vision tokens' mean cosine distance
   D_l and proximal probability p_l(0.05), the visual attention ratio (eq. 3, summed over
@@ -39,12 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from skipit.empirical.certificate import candidate_chains, config_key, load_certificate
+from skipit.empirical.certificate import candidate_chains, config_arg, config_key, load_certificate
 from skipit.empirical.distributed import batch_positions
-from skipit.empirical.metrics import normalise_answer
+from skipit.empirical.metrics import letter_score, normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
-from skipit.empirical.modes import skip_context
+from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, skip_context
 from skipit.empirical.skipping import resolve_adapter
+from skipit.empirical.stats import threshold_key
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -58,8 +60,8 @@ __all__ = [
     "layer_statistics", "certificate_verdicts", "validate", "evaluate", "load_certificate",
 ]
 
-MODES = tuple(name for name, m in MODE_REGISTRY.items() if m.kind == "skip")
-ALL_MODES = tuple(name for name, m in MODE_REGISTRY.items() if m.kind in ("skip", "reference"))
+MODES = SKIP_MODES
+ALL_MODES = EVALUATE_MODES
 """``late-entry-oracle``: late entry with the full pass's layer-(L-1) vision states (an
 analysis reference, not a speed-up: separates the text's missing vision from the vision
 tokens' missing processing); it is never validated against a certificate."""
@@ -183,8 +185,7 @@ def _predict_letters(model, processor, examples, batch_size, mode, layer, adapte
         for i, example, token_id in zip(positions, chunk, ids):
             text = tok.decode([token_id])
             preds[i] = text
-            correct[i] = normalise_answer(text) == normalise_answer(example.answer) and \
-                normalise_answer(example.answer) != ""
+            correct[i] = bool(letter_score(text, example.answers))
     if ctx.is_distributed:
         parts = gather_objects((preds, correct, seconds), ctx)
         preds = {i: p for part in parts for i, p in part[0].items()}
@@ -203,13 +204,7 @@ def accuracy(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
 
 
 def _threshold_value(mapping, t=0.05):
-    for key, value in (mapping or {}).items():
-        try:
-            if abs(float(key) - t) < 1e-12:
-                return value
-        except ValueError:
-            continue
-    return None
+    return (mapping or {}).get(threshold_key(t))
 
 
 def _layer_row(entry):
@@ -306,9 +301,11 @@ def _changed(preds, reference, examples):
     return sum(changed) / len(changed)
 
 
-def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, **run):
+def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, done, **run):
     """Every candidate of the certificate's three chains, run on ``examples``: its measured
-    answer-change rate against the full model, and whether the certificate verified it."""
+    answer-change rate against the full model, and whether the certificate verified it.
+    ``done``: ``{config_key: (predictions, correct)}`` of settings already run (the layer grid's
+    rows), which are not run again."""
     ver = certificate["verification"]
     tau = ver["tolerance"]
     verified = {config_key(c): bool(c["certified"]) for c in ver["configs"]}
@@ -316,14 +313,16 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
     order = (ver.get("freeze_order") or {}).get("layers")  # the freeze chain as the certificate ordered it
     for mode, candidates in candidate_chains(certificate["layers"], order).items():
         for config in candidates:
-            arg = config.get("layers", config.get("layer"))
-            say(f"verified candidate {config_key(config)}")
-            preds, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
-                                        context=lambda mode=mode, arg=arg: skip_context(model, mode, arg, adapter),
-                                        **run)
+            key = config_key(config)
+            if key in done:
+                preds, correct = done[key]
+            else:
+                say(f"verified candidate {key}")
+                preds, correct, _ = predict(model, processor, examples, batch_size, mode, config_arg(config), adapter,
+                                            **run)
             rate = _changed(preds, full_preds, examples)
             rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
-                             certified=verified.get(config_key(config), False), within_change_tolerance=rate <= tau))
+                             certified=verified.get(key, False), within_change_tolerance=rate <= tau))
     return rows
 
 
@@ -370,11 +369,14 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
                                                      **answering)
     full_acc = sum(full_correct) / len(full_correct)
     rows = []
+    done = {}  # config_key -> (predictions, correct) of the skipping settings run, reused by the verified rows
     for mode in modes:
         verdicts = certificate_verdicts(certificate, mode, layers) if certificate and mode in MODES else {}
         for L in layers:
             say(f"{mode} at layer {L}")
             preds, correct, seconds = predict(model, processor, examples, batch_size, mode, L, ad, **answering)
+            if mode in MODES:
+                done[config_key({"mode": mode, "layer": L, "layers": [L]})] = (preds, correct)
             acc = sum(correct) / len(correct)
             rows.append({
                 "mode": mode, "layer": L, "accuracy": acc, "change": acc - full_acc,
@@ -398,7 +400,7 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
         report["validation"] = {"paper": paper}
         if certificate.get("verification"):
             verified_rows = _verified_rows(model, processor, examples, certificate, full_preds, batch_size, ad, say,
-                                           **answering)
+                                           done, **answering)
             report["verified_rows"] = verified_rows
             truth = "within_change_tolerance"
             ver: dict[str, Any] = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 
+from skipit.empirical.certificate import config_label
 from skipit.empirical.files import atomic_write_bytes
 
 __all__ = ["format_table", "plot_report"]
@@ -60,9 +61,7 @@ def format_table(report):
             lines += _validation_lines({k: v for k, v in verified.items() if k != "violations"})
             lines.append(f"  {'candidate':<24} {'changed':>8} {'accuracy':>9} {'certified':>9}")
             for r in report.get("verified_rows", []):
-                name = (f"freeze {','.join(map(str, r['layers']))}" if r["mode"] == "freeze"
-                        else f"{r['mode']} L={r['layer']}")
-                lines.append(f"  {name:<24} {r['changed_rate']:8.3f} {r['accuracy']:9.3f} "
+                lines.append(f"  {config_label(r):<24} {r['changed_rate']:8.3f} {r['accuracy']:9.3f} "
                              f"{'yes' if r['certified'] else 'no':>9}")
     if report.get("baselines"):
         b = report["baselines"]

@@ -23,7 +23,7 @@ import contextlib
 import importlib
 from dataclasses import dataclass
 
-__all__ = ["Mode", "MODES", "LAYER_MODES", "ALL_LAYER_MODES", "SKIP_MODES", "FLOPS_MODES", "get_mode",
+__all__ = ["Mode", "MODES", "SKIP_MODES", "EVALUATE_MODES", "FLOPS_MODES", "get_mode",
            "skip_context", "check_layers"]
 
 
@@ -81,10 +81,9 @@ MODES = {m.name: m for m in (
 
 SKIP_MODES = tuple(n for n, m in MODES.items() if m.kind == "skip")
 """The modes ``skipit skip`` runs: late entry, early exit, freeze."""
-LAYER_MODES = tuple(n for n, m in MODES.items() if m.kind == "skip" and m.takes == "layer")
-"""The skipping modes swept layer by layer (late entry, early exit)."""
-ALL_LAYER_MODES = LAYER_MODES + tuple(n for n, m in MODES.items() if m.kind == "reference")
-"""``LAYER_MODES`` plus the analysis reference ``late-entry-oracle``."""
+EVALUATE_MODES = SKIP_MODES + tuple(n for n, m in MODES.items() if m.kind == "reference")
+"""The modes ``skipit evaluate`` sweeps over a layer grid: ``SKIP_MODES`` plus the analysis
+reference ``late-entry-oracle``."""
 FLOPS_MODES = ("full",) + tuple(m.flops for m in MODES.values() if m.flops is not None)
 """The token layouts of the FLOPs model (``full`` and each mode's)."""
 
