@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from skipit.theory import (
-    binary_kl, cap_fraction, corollary4_conditional_entropy_upper_bound, kl_divergence, lemma4_expected_kl,
+    binary_kl, cap_fraction, corollary4_conditional_entropy_upper_bound, kl_divergence,
     log_cap_fraction, theorem3_mi_lower_bound, theorem3_mi_lower_bound_sharp, theorem4_mi_lower_bound,
     theorem4_mi_lower_bound_sharp,
 )
@@ -46,13 +46,13 @@ def test_kl_bounds_are_nonnegative_under_round_off():
         f = cap_fraction(t, d)
         assert np.all(theorem3_mi_lower_bound_sharp(1.0 - f, t, d) >= 0.0)
     q = np.linspace(0.0, 1.0, 1001)
-    assert np.all(binary_kl(q, q) >= 0.0) and np.all(theorem4_mi_lower_bound_sharp(1.0 - q[1:-1], 0.0, 1.0) == 0.0)
+    # 1 - (1 - q) differs from q by round-off: without the clip, d(q || 1 - (1 - q)) < 0 at ~180 points
+    assert np.all(binary_kl(q, 1.0 - (1.0 - q)) >= 0.0)
     rng = np.random.default_rng(0)
     for _ in range(200):
         p = rng.dirichlet(np.ones(7))
-        assert kl_divergence(p, p.copy()) >= 0.0
-        chain = p[:, None, None] * np.full((1, 2, 2), 0.25)  # X_prev independent of (X_l, Z): Markov
-        assert lemma4_expected_kl(chain / chain.sum()) >= 0.0
+        # p / p.sum() differs from p by round-off: without the clip, KL < 0 for ~1 draw in 4
+        assert kl_divergence(p, p / p.sum()) >= 0.0
 
 
 def test_theorem3_at_thresholds_beyond_2_is_the_whole_sphere():
