@@ -53,12 +53,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import sympy as sp
-from scipy import stats
 
 from skipit.theory import _validation as _v
 from skipit.theory._registry import register
 from skipit.theory.distances import COSINE_DISTANCE_MAX
 from skipit.theory.entropy import _log_base as _lb
+from skipit.theory.redundancy import clopper_pearson_lower, clopper_pearson_upper
 from skipit.theory.entropy import binary_entropy, binary_kl, conditional_mutual_information, validate_pmf
 from skipit.theory.spherical import log_cap_fraction
 
@@ -478,8 +478,8 @@ def informational_bounds_from_samples(x_l: Float[ArrayLike, "n d"], x_prev: Floa
     k = int(np.sum(~np.diag(inside)))
     p_t = k / n
     alpha = delta / 2.0
-    p_lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    p_hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    p_lo = float(clopper_pearson_lower(k, n, alpha / 2))  # two-sided at alpha: each side at alpha / 2
+    p_hi = float(clopper_pearson_upper(k, n, alpha / 2))
     off = inside.sum() - np.trace(inside)
     q_t = float(off) / (n * (n - 1))
     eps_q = math.sqrt(math.log(4.0 / delta) / (2.0 * (n // 2)))

@@ -399,7 +399,7 @@ register("geometric_redundancy", "Definition 1 (Sec. 3.1)",
          "confidence bound (Maurer-Pontil empirical Bernstein / Hoeffding) for rho in [0, 2].",
          {"d": _EXAMPLE_D, "confidence": 0.95}, "definition")
 register("proximal_probability", "Definition 2 (Sec. 3.1)",
-         "t-proximal with probability 1 - eps: P[rho(X_l, X_prev) < t] > 1 - eps, t in [0, 2] for the cosine "
+         "t-proximal with probability 1 - eps: P[rho(X_l, X_prev) < t] > 1 - eps, t >= 0 (t >= 2 is every pair) for the cosine "
          "distance. Estimator: fraction of d below t and a Clopper-Pearson lower confidence bound.",
          {"d": _EXAMPLE_D, "t": 0.05, "confidence": 0.95}, "definition")
 register("is_functionally_redundant", "Definition 3 (Sec. 3.1)",

@@ -1,7 +1,7 @@
 """Normalised surface measure of cosine-distance caps on the unit sphere S^{d-1}.
 
 The cap of radius ``t`` around a point ``x`` is ``{x' in S^{d-1}: 1 - <x, x'> <= t}``
-(``t`` is a cosine distance, in [0, 2]). Its measure under the uniform (normalised
+(``t`` is a cosine distance; any ``t >= 2`` is the whole sphere). Its measure under the uniform (normalised
 surface) measure sigma on S^{d-1} does not depend on ``x`` and is
 
     F(t, d) = 1/2 I_{t(2-t)}((d-1)/2, 1/2)            for 0 <= t <= 1,

@@ -10,7 +10,6 @@ verdicts, verification maths, schema) is tested in ``test_certificate.py``.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 
@@ -367,25 +366,6 @@ def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llav
 
 # ----------------------------------------------------------------------- verification
 
-def _missing(module, attribute):
-    """The reason to skip when ``module.attribute`` (built by another work item) is not there yet."""
-    try:
-        found = hasattr(importlib.import_module(module), attribute)
-    except ImportError:
-        found = False
-    return None if found else f"needs {module}.{attribute}, not built yet"
-
-
-def _require(*pairs):
-    reasons = [r for r in (_missing(m, a) for m, a in pairs) if r]
-    if reasons:
-        pytest.skip("; ".join(reasons))
-
-
-VERIFY_NEEDS = (("skipit.empirical.flops", "config_flops_fraction"), ("skipit.empirical.modes", "skip_context"),
-                ("skipit.empirical.evaluate", "predict"), ("skipit.empirical.skipping", "freeze"))
-
-
 @pytest.fixture(scope="module")
 def quiet_llava(tiny_llava):
     """The tiny LLaVA with decoder layers 1 and 2 made exact identities (output projection and MLP
@@ -452,7 +432,6 @@ def test_verification_counts_equal_a_direct_comparison_of_answers(quiet_llava):
     with the full model's on the calibration split; ``flops_fraction`` is the FLOPs model on the
     calibration examples' own token counts; each chain is the statistics-ordered candidate list
     up to its first config not rejected; statistics come from the statistics split alone."""
-    _require(*VERIFY_NEEDS)
     from skipit.empirical.certificate import candidate_chains, split_indices
     from skipit.empirical.flops import config_flops_fraction
     from tests.empirical.certify_helpers import digit_examples
@@ -497,7 +476,6 @@ def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, t
     """Killed during verification after the reference answers and one candidate: the resume
     reuses both from the checkpoint (no statistics forward, two answer passes fewer) and gives
     the uninterrupted certificate."""
-    _require(*VERIFY_NEEDS)
     import skipit.empirical.certify as certify_module
     from tests.empirical.certify_helpers import digit_examples
 
@@ -545,7 +523,6 @@ def test_generated_answers_are_compared_when_max_new_tokens_exceeds_one(quiet_ll
     """Free-form data (metric ``exact``): greedy generations of up to K tokens, normalised for the
     metric, are compared; the counts equal a direct one-example-at-a-time greedy generation under
     the same skipping."""
-    _require(*VERIFY_NEEDS, ("skipit.empirical.answers", "predict_answers"))
     import contextlib
     import dataclasses
 
@@ -584,7 +561,6 @@ def test_contribution_order_is_shortv_kl_on_the_statistics_split(quiet_llava):
     ``order_examples`` statistics examples of KL(full || layer frozen) of the answer-token
     distribution (computed here one example at a time, by hand), and the freeze chain grows
     in that order, ascending. Identity layers 1 and 2 contribute nothing (KL 0)."""
-    _require(*VERIFY_NEEDS)
     import torch
 
     from skipit.empirical import skipping

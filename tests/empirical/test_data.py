@@ -145,7 +145,7 @@ def test_limit_must_be_a_positive_integer(tmp_path, limit):
 
 
 def test_bundled_set_with_a_limit_is_its_first_examples():
-    pytest.importorskip("skipit.demo")
+    import skipit.demo  # noqa: F401  (the bundled set must ship)
     from skipit.empirical.data import data_sha256
 
     first, report = load_examples("digits-test", limit=5)
@@ -174,7 +174,7 @@ def test_unknown_data_name_lists_bundled_sets():
 
 def test_bundled_set_loads_and_matches_demo_export(tmp_path):
     """The bundled test set and its JSONL export (skipit.demo.export_jsonl) are the same data."""
-    demo = pytest.importorskip("skipit.demo")
+    import skipit.demo as demo
     bundled, report = load_examples("digits-test")
     assert report.source == "bundled:digits-test"
     assert len(bundled) == len(demo.load_digits_vqa(**demo.BUNDLED_DATASETS["digits-test"]))

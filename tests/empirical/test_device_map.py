@@ -93,9 +93,8 @@ SKIP_MODES = {
     "late-entry-3": lambda model: skipping.late_entry(model, layer=3),
     "late-entry-oracle-3": lambda model: skipping.late_entry(model, layer=3, variant="oracle"),
     "early-exit-2": lambda model: skipping.early_exit(model, layer=2),
+    "freeze-2-3": lambda model: skipping.freeze(model, [2, 3]),
 }
-if hasattr(skipping, "freeze"):
-    SKIP_MODES["freeze-2-3"] = lambda model: skipping.freeze(model, [2, 3])
 
 
 @pytest.mark.parametrize("mode", sorted(SKIP_MODES))

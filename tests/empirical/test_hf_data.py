@@ -239,7 +239,7 @@ def test_command_line_arguments_reach_the_loader(tmp_path):
 
 
 def test_jsonl_and_bundled_sets_keep_the_one_token_letter_metric(tmp_path):
-    pytest.importorskip("skipit.demo")
+    import skipit.demo  # noqa: F401  (the bundled set must ship)
     examples, report = load_examples("digits-test", limit=3)
     assert report.metric == "letter" and report.max_new_tokens == 1
     assert all(e.metric == "letter" and e.references == [] for e in examples)
@@ -318,7 +318,7 @@ def test_a_single_file_or_dataset_has_no_splits_to_choose(tmp_path):
 
 
 def test_examples_from_args_takes_defaults_for_options_a_command_lacks():
-    pytest.importorskip("skipit.demo")
+    import skipit.demo  # noqa: F401  (the bundled set must ship)
     examples, report = examples_from_args(argparse.Namespace(data=None, samples=3))
     assert len(examples) == 3 and report.source == "bundled:digits-test" and report.metric == "letter"
 

@@ -41,13 +41,12 @@ def test_hub_id_and_local_dir_and_demo(tmp_path):
 
 
 def test_demo_model_resolves_to_the_package_data(monkeypatch, tmp_path):
-    import skipit.demo
+    import skipit.demo as demo
 
-    demo = pytest.importorskip("skipit.demo")
-    if (demo.DEMO_MODEL_DIR / "config.json").is_file():
-        resolved = resolve_model(None)
-        assert resolved.source == "demo" and resolved.location == str(demo.DEMO_MODEL_DIR)
-    monkeypatch.setattr(skipit.demo, "DEMO_MODEL_DIR", tmp_path / "gone")
+    assert (demo.DEMO_MODEL_DIR / "config.json").is_file(), "the bundled demo model is missing"
+    resolved = resolve_model(None)
+    assert resolved.source == "demo" and resolved.location == str(demo.DEMO_MODEL_DIR)
+    monkeypatch.setattr(demo, "DEMO_MODEL_DIR", tmp_path / "gone")
     with pytest.raises(SkipitError, match=r"demo model is missing from .*gone; retrain it with `python -m skipit.demo.train"):
         resolve_model(None)
 

@@ -344,12 +344,6 @@ def test_unknown_variant_is_rejected():
             pass
 
 
-def test_top_level_api_is_exported():
-    import skipit
-
-    assert skipit.late_entry is late_entry and skipit.early_exit is early_exit
-
-
 def test_every_registered_mode_opens_its_own_context():
     """The registry (skipit.empirical.modes) is the one list of modes: each name opens the
     context it names, with the layer argument it declares, and its FLOPs layout exists."""
