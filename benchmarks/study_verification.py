@@ -50,7 +50,7 @@ def main(argv=None):
     from scipy import stats as sps
 
     from skipit.empirical import capture_statistics
-    from skipit.empirical.baselines import answer_kl
+    from skipit.empirical.certify import layer_contributions
     from skipit.empirical.certificate import (
         CertifySettings, binomial_p_value, candidate_chains, certificate_layers, freeze_order, split_indices,
         verification_block,
@@ -90,9 +90,8 @@ def main(argv=None):
         """ShortV layer contributions of example i (KL(full || layer l frozen), l = 1..N), cached."""
         if i not in contributions:
             with torch.inference_mode():
-                batch = build_inputs(processor, [examples[i]], model=model)
-                contributions[i] = np.array(answer_kl(model, [batch], [
-                    (lambda l=l: skip_context(model, "freeze", [l], adapter)) for l in range(1, N + 1)]))
+                scores = layer_contributions(model, processor, [examples[i]], adapter, 1)
+            contributions[i] = np.array([scores[l] for l in range(1, N + 1)])
         return contributions[i]
 
     def merged(indices):

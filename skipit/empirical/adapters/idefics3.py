@@ -44,6 +44,5 @@ class Idefics3Adapter(VLMAdapter):
                 "could not be assembled here, and skipit's stand-in cannot lay out the split tiles as it does "
                 "(row/column tokens per tile plus a global image); install what the processor needs, or set "
                 '"do_image_splitting": false in preprocessor_config.json (one tile per image)')
-        side = vision["pixel_values"].shape[-1]
-        patches = (side // config.vision_config.patch_size) ** 2
-        return [patches // int(config.scale_factor) ** 2] * num_images
+        patches = super().image_token_counts(config, image_processor, vision, num_images)
+        return [p // int(config.scale_factor) ** 2 for p in patches]
