@@ -59,7 +59,7 @@ def predict_answers_timed(model: torch.nn.Module, processor: Any, examples: Sequ
     from skipit.empirical.adapters import get_adapter
     from skipit.empirical.data import DEFAULT_MAX_NEW_TOKENS, build_inputs
     from skipit.empirical.evaluate import _synchronize
-    from skipit.empirical.loading import input_device
+    from skipit.empirical.loading import input_device, to_model_inputs
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
@@ -75,10 +75,7 @@ def predict_answers_timed(model: torch.nn.Module, processor: Any, examples: Sequ
             chunk = examples[start:start + batch_size]
             metrics = [_metric(ex, metric) for ex in chunk]
             steps = 1 if all(m == "letter" for m in metrics) else (max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
-            inputs = build_inputs(processor, chunk, model)
-            inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-            if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-                inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            inputs = to_model_inputs(build_inputs(processor, chunk, model), model)
             prompt_length = inputs["input_ids"].shape[1]
             with (context() if context is not None else contextlib.nullcontext()):
                 _synchronize(device)

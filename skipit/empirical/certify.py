@@ -90,15 +90,6 @@ class _CheckpointState:
         return json.dumps(asdict(self), indent=1)
 
 
-def _to_model(value, device, dtype):
-    """An input tensor on the model's device; floating ones (pixels) in the model's dtype."""
-    import torch
-
-    if not isinstance(value, torch.Tensor):
-        return value
-    return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
-
-
 _MODEL_FIELDS = {
     "model": ("location", ""),
     "model_type": ("model type", ""),
@@ -269,7 +260,7 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
     from skipit.empirical import RunStatistics, capture_statistics
     from skipit.empirical.adapters import get_adapter
     from skipit.empirical.data import build_inputs
-    from skipit.empirical.loading import input_device
+    from skipit.empirical.loading import to_model_inputs
     from skipit.errors import SkipitError
 
     ctx = SINGLE_PROCESS if ctx is None else ctx
@@ -355,7 +346,6 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
     # Whole batches are dealt to the ranks, so each example runs in the batch it has in one
     # process (same padding, same float32 arithmetic): the merged sums differ only in order.
     batches = shard(batches, ctx)
-    device, dtype = input_device(model), next(model.parameters()).dtype
     bar = None
     if progress and ctx.is_main:
         from tqdm.auto import tqdm
@@ -378,7 +368,7 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
                                                             cka=True, attention=True) as cap:
                 for idx in chunk:
                     inputs = build_inputs(processor, [examples[i] for i in idx], model=model)
-                    inputs = {k: _to_model(v, device, dtype) for k, v in inputs.items()}
+                    inputs = to_model_inputs(inputs, model)
                     model(**inputs, logits_to_keep=1)  # the statistics never read the logits: B x S x vocab saved
                     if bar is not None:
                         bar.update(len(idx))
@@ -432,12 +422,11 @@ def layer_contributions(model: torch.nn.Module, processor: Any, examples: Sequen
     batches and the per-rank sums (mean x count) are added over ranks before dividing."""
     from skipit.empirical.baselines import answer_kl
     from skipit.empirical.data import build_inputs
-    from skipit.empirical.loading import input_device
+    from skipit.empirical.loading import to_model_inputs
 
-    device, dtype = input_device(model), next(model.parameters()).dtype
     mine = shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx)
-    batches = [{k: _to_model(v, device, dtype) for k, v in
-                build_inputs(processor, [examples[i] for i in idx], model=model).items()} for idx in mine]
+    batches = [to_model_inputs(build_inputs(processor, [examples[i] for i in idx], model=model), model)
+               for idx in mine]
     n = adapter.num_layers(model)
     contexts = [_skip_context(model, {"mode": "freeze", "layers": [l]}, adapter) for l in range(1, n + 1)]
     kls = answer_kl(model, batches, contexts) if batches else [0.0] * n

@@ -42,6 +42,7 @@ import torch
 
 from skipit.empirical.certificate import candidate_chains, config_arg, config_key, load_certificate
 from skipit.empirical.distributed import batch_positions
+from skipit.empirical.loading import input_device, to_model_inputs
 from skipit.empirical.metrics import letter_score, normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
 from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, skip_context
@@ -157,7 +158,6 @@ def _predict_letters(model, processor, examples, batch_size, mode, layer, adapte
     from skipit.empirical.capture import answer_positions
     from skipit.empirical.data import build_inputs
     from skipit.empirical.distributed import SINGLE_PROCESS, gather_objects, shard
-    from skipit.empirical.loading import input_device
 
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
@@ -168,10 +168,7 @@ def _predict_letters(model, processor, examples, batch_size, mode, layer, adapte
     preds, correct, seconds = {}, {}, 0.0
     for positions in shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
         chunk = [examples[i] for i in positions]
-        inputs = build_inputs(processor, chunk, model)
-        inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        inputs = to_model_inputs(build_inputs(processor, chunk, model), model)
         mask = inputs.get("attention_mask")
         with (context() if context is not None else _skip_context(model, mode, layer, ad)):
             _synchronize(device)
@@ -229,14 +226,11 @@ def layer_statistics(model: torch.nn.Module, processor: Any, examples: Sequence[
     from skipit.empirical.capture import capture_statistics
     from skipit.empirical.data import build_inputs
     from skipit.empirical.distributed import SINGLE_PROCESS, merge_statistics, shard
-    from skipit.empirical.loading import input_device
 
     ctx = SINGLE_PROCESS if ctx is None else ctx
-    device = input_device(model)
     with capture_statistics(model, adapter=adapter, thresholds=(0.05,), cka=False, attention=True) as cap:
         for positions in shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
-            inputs = build_inputs(processor, [examples[i] for i in positions], model)
-            inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+            inputs = to_model_inputs(build_inputs(processor, [examples[i] for i in positions], model), model)
             model(**inputs, logits_to_keep=1)
     return [_layer_row(e) for e in merge_statistics(cap.statistics, ctx).layers()]
 
@@ -462,7 +456,6 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     from skipit.empirical.data import build_inputs
     from skipit.empirical.distributed import SINGLE_PROCESS, run_on_main
     from skipit.empirical.flops import config_flops_fraction
-    from skipit.empirical.loading import input_device
 
     ctx = SINGLE_PROCESS if ctx is None else ctx
     run = {"ctx": ctx, "max_batch_tokens": max_batch_tokens, "max_new_tokens": max_new_tokens}
@@ -488,11 +481,9 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
                                                                      keep_ratio=ratio),
                              "accuracy": done[ratio], "skipping_accuracy": r["accuracy"]})
     def vtw_layer():  # on rank 0 alone: every rank must exit at the same layer
-        device = input_device(model)
         batches = []
         for positions in batch_positions(processor, examples, model, batch_size, max_batch_tokens):
-            inputs = build_inputs(processor, [examples[i] for i in positions], model)
-            batches.append({k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()})
+            batches.append(to_model_inputs(build_inputs(processor, [examples[i] for i in positions], model), model))
         return choose_vtw_layer(model, batches, kl_threshold, adapter)
 
     layer, kls = run_on_main(vtw_layer, ctx)
@@ -506,18 +497,15 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
 
 def _theorem6(model, processor, examples, layers, adapter, iters, say):
     from skipit.empirical.data import build_inputs
-    from skipit.empirical.loading import input_device
     from skipit.empirical.lipschitz import theorem6_measurements, theorem6_table
 
     grid = [L for L in layers if L >= 2]
     if not grid:
         return []
-    device = input_device(model)
     per_example = []
     for i, example in enumerate(examples):
         say(f"Theorem 6 on example {i + 1}/{len(examples)}")
-        inputs = build_inputs(processor, [example], model)
-        inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        inputs = to_model_inputs(build_inputs(processor, [example], model), model)
         per_example.append(theorem6_measurements(model, inputs, grid, adapter, iters=iters))
     return theorem6_table(per_example)
 

@@ -289,6 +289,16 @@ def input_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def to_model_inputs(inputs: Mapping[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """A batch from the processor, ready for ``model``: every tensor on :func:`input_device`,
+    floating ones (the pixels) in the model's dtype; other values unchanged."""
+    import torch
+
+    device, dtype = input_device(model), next(model.parameters()).dtype
+    return {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+            if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
 def parameter_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of every parameter with its values, also under accelerate's offload.
 
