@@ -185,17 +185,25 @@ def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None,
         raise SkipitError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.data is None and args.model is not None:
         raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
-    threads = parse_threads(getattr(args, "threads", "auto"))
-    placement = placement_from_args(args, ctx)
+    parse_threads(getattr(args, "threads", "auto"))
+    placement_from_args(args, ctx)
     examples, report = load_data(args, command)
+    model, processor, info, examples = load_model(args, command, examples, ctx, offload)
+    return model, processor, info, examples, report
 
+
+def load_model(args: argparse.Namespace, command: str, examples: list, ctx: Any = None,
+               offload: str | None = None) -> tuple:
+    """The model half of :func:`load_model_and_data`: the model of ``--model``/``--dtype``/placement
+    loaded, ``--threads`` applied, and ``examples`` checked against it
+    (:func:`check_data_for_model`). Returns ``(model, processor, info, examples)``."""
     from skipit.empirical.loading import load_model_and_processor
 
+    threads = parse_threads(getattr(args, "threads", "auto"))
     model, processor, info = load_model_and_processor(args.model, dtype=args.dtype, offload_folder=offload,
-                                                      **placement)
+                                                      **placement_from_args(args, ctx))
     set_threads(threads, model)
-    examples = check_data_for_model(args, command, model, processor, examples)
-    return model, processor, info, examples, report
+    return model, processor, info, check_data_for_model(args, command, model, processor, examples)
 
 
 def load_data(args: argparse.Namespace, command: str) -> tuple:

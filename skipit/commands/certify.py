@@ -171,7 +171,7 @@ def format_table(certificate):
 
 
 def run(args):
-    from skipit.commands._common import offload_folder, parse_threads, placement_from_args, set_threads
+    from skipit.commands._common import offload_folder, parse_threads, placement_from_args
     from skipit.errors import SkipitError
 
     settings = settings_from_args(args)
@@ -179,11 +179,11 @@ def run(args):
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
     if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
         raise SkipitError(f"--max-batch-tokens must be >= 1, got {args.max_batch_tokens}")
-    threads = parse_threads(args.threads)
+    parse_threads(args.threads)  # checked before any work
 
     import dataclasses
 
-    from skipit.commands._common import check_data_for_model, load_data
+    from skipit.commands._common import load_data, load_model
     from skipit.empirical.distributed import context_from_environment, distributed, run_on_main
 
     placement_from_args(args, context_from_environment())  # --device, --device-map, --max-memory: before any work
@@ -203,13 +203,10 @@ def run(args):
         import torch  # only now: the data and --out are checked before any model work
 
         from skipit.empirical.certify import certify, write_certificate
-        from skipit.empirical.loading import input_device, load_model_and_processor
+        from skipit.empirical.loading import input_device
         from skipit.empirical.plots import write_plots
 
-        model, processor, info = load_model_and_processor(args.model, dtype=args.dtype, offload_folder=offload,
-                                                          **placement_from_args(args, ctx))
-        set_threads(threads, model)
-        examples = check_data_for_model(args, "certify", model, processor, examples)
+        model, processor, info, examples = load_model(args, "certify", examples, ctx, offload)
         if not args.no_progress and ctx.is_main:
             ranks = f", {ctx.world_size} processes" if ctx.world_size > 1 else ""
             print(f"certifying {info['name']} ({info['model_type']}, {info['source']}) on {report.source}: "

@@ -139,11 +139,6 @@ def _json_or_none(text):
         return None
 
 
-def _batches(indices, batch_size):
-    for i in range(0, len(indices), batch_size):
-        yield indices[i:i + batch_size]
-
-
 def _read_checkpoint(directory, state):
     """The checkpoint state saved in ``directory`` (a dict; None when there is none), after
     checking that ``state`` may continue it (else a SkipitError saying what changed)."""
@@ -466,7 +461,8 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
         else:
             scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
         order = freeze_order(layers, scores)
-        mine = [i for batch in shard(list(_batches(list(range(n)), settings.batch_size)), ctx) for i in batch]
+        mine = [i for batch in shard(batch_positions(processor, calibration, model, settings.batch_size), ctx)
+                for i in batch]
         own = [calibration[i] for i in mine]
         if state.reference is None or len(state.reference) != len(mine) or (
                 state.calibration is not None and state.calibration != mine):

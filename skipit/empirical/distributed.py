@@ -253,11 +253,9 @@ def batch_positions(processor, examples, model, batch_size: int, max_batch_token
     """Positions ``0..len(examples)-1`` in consecutive batches of at most ``batch_size``, and,
     with ``max_batch_tokens``, of at most that many padded prompt tokens
     (:func:`token_budget_batches` over :func:`prompt_lengths`)."""
-    if max_batch_tokens is None:
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
-        return [list(range(s, min(s + batch_size, len(examples)))) for s in range(0, len(examples), batch_size)]
-    return token_budget_batches(prompt_lengths(processor, examples, model), batch_size, max_batch_tokens)
+    # without a token cap the lengths do not matter: no processor call
+    lengths = prompt_lengths(processor, examples, model) if max_batch_tokens is not None else [1] * len(examples)
+    return token_budget_batches(lengths, batch_size, max_batch_tokens)
 
 
 # --------------------------------------------------------------------------------------
