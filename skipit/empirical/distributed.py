@@ -172,8 +172,13 @@ def distributed(device: str | None = "auto", environ: dict | None = None) -> Ite
     try:
         yield DistributedContext(rank=plan.rank, world_size=plan.world_size, local_rank=plan.local_rank,
                                  local_world_size=plan.local_world_size, backend=backend)
-    finally:
-        dist.destroy_process_group()
+    except BaseException:
+        dist.destroy_process_group()  # no barrier: other ranks may be gone
+        raise
+    # no rank tears the group down while another still talks to it (a rank that exited early
+    # made gloo's threads abort the other: "terminate called without an active exception")
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------

@@ -272,25 +272,14 @@ class RunStatistics:
         out = RunStatistics.from_dict(self.to_dict())
         out.num_examples += other.num_examples
         out.model_type = self.model_type or other.model_type
-        for g in GROUPS:
-            for i in range(self.num_layers):
-                out.m2[g][i] = _chan_m2(int(self.count[g][i]), float(self.total[g][i]), float(self.m2[g][i]),
-                                        int(other.count[g][i]), float(other.total[g][i]), float(other.m2[g][i]))
-            out.count[g] = self.count[g] + other.count[g]
-            out.total[g] = self.total[g] + other.total[g]
-            out.total_sq[g] = self.total_sq[g] + other.total_sq[g]
-            out.proximal[g] = self.proximal[g] + other.proximal[g]
-            out.zero_norm[g] = self.zero_norm[g] + other.zero_norm[g]
-            for i in range(self.num_layers):
-                n_a, n_b = int(self.examples[g][i]), int(other.examples[g][i])
-                out.example_m2[g][i] = _chan_m2(n_a, float(self.example_total[g][i]), float(self.example_m2[g][i]),
-                                                n_b, float(other.example_total[g][i]), float(other.example_m2[g][i]))
-                out.example_proximal_m2[g][i] = _chan_m2(
-                    n_a, self.example_proximal[g][i], self.example_proximal_m2[g][i],
-                    n_b, other.example_proximal[g][i], other.example_proximal_m2[g][i])
-            out.examples[g] = self.examples[g] + other.examples[g]
-            out.example_total[g] = self.example_total[g] + other.example_total[g]
-            out.example_proximal[g] = self.example_proximal[g] + other.example_proximal[g]
+        for g in GROUPS:  # the same Chan merges as adding `other`'s sums chunk by chunk
+            for i, layer in enumerate(range(1, self.num_layers + 1)):
+                out.add_distance_sums(layer, g, int(other.count[g][i]), float(other.total[g][i]),
+                                      float(other.total_sq[g][i]), float(other.m2[g][i]), other.proximal[g][i],
+                                      int(other.zero_norm[g][i]))
+                out.add_example_sums(layer, g, int(other.examples[g][i]), float(other.example_total[g][i]),
+                                     float(other.example_m2[g][i]), other.example_proximal[g][i],
+                                     other.example_proximal_m2[g][i])
         for g in CKA_GROUPS:
             out.cka_hsic[g] = self.cka_hsic[g] + other.cka_hsic[g]
             out.cka_minibatches[g] = self.cka_minibatches[g] + other.cka_minibatches[g]

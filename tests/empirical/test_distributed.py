@@ -450,7 +450,7 @@ def test_torchrun_certify_command_writes_once_with_world_size_2(tiny_run, tmp_pa
     data = write_digit_jsonl(str(tmp_path / "data"), 6)
     out = tmp_path / "out"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    command = [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "skipit", "certify",
+    command = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "skipit", "certify",
                "--model", str(model_dir), "--data", data, "--out", str(out), "--batch-size", "2", "--threads", "1",
                "--no-progress", "--no-verify"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
