@@ -50,11 +50,11 @@ def main(argv=None):
     from scipy import stats as sps
 
     from skipit.empirical import capture_statistics
-    from skipit.empirical.certify import layer_contributions
     from skipit.empirical.certificate import (
-        CertifySettings, binomial_p_value, candidate_chains, certificate_layers, freeze_order, split_indices,
-        verification_block,
+        CertifySettings, candidate_chains, certificate_layers, freeze_order, split_indices,
+        run_chains, verification_block,
     )
+    from skipit.empirical.certify import layer_contributions
     from skipit.empirical.data import build_inputs, load_examples
     from skipit.empirical.evaluate import normalise_answer, predict, token_counts
     from skipit.empirical.flops import config_flops_fraction
@@ -152,16 +152,8 @@ def main(argv=None):
         else:
             scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
         order = freeze_order(layers, scores)
-        level = settings.chain_level()
-        chains = {}
-        for mode, cands in candidate_chains(layers, order).items():
-            tested = []
-            for c in cands:
-                k = changed(c, calib_idx)
-                tested.append(dict(c, examples=len(calib_idx), changed=k, flops_fraction=flops(c, calib_idx)))
-                if binomial_p_value(k, len(calib_idx), settings.tolerance) > level:
-                    break
-            chains[mode] = tested
+        chains = run_chains(candidate_chains(layers, order), len(calib_idx), lambda c: changed(c, calib_idx),
+                            lambda c: flops(c, calib_idx), settings)
         block = verification_block(chains, settings, len(calib_idx))
         certified = [c for c in block["configs"] if c["certified"]]
         held_rates = [changed(c, held) / len(held) for c in certified]

@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -69,8 +69,9 @@ from skipit.theory import clopper_pearson_upper, mean_lower_bound, mean_upper_bo
 __all__ = [
     "SCHEMA", "CertifySettings", "DEFAULT_THRESHOLDS", "COSINE_DISTANCE_RANGE", "VERIFY_MODES",
     "certificate_layers", "decide", "build_certificate", "split_indices", "candidate_chains",
-    "binomial_p_value", "config_key", "config_arg", "config_label", "fixed_sequence", "verification_block", "load_certificate", "check_certificate_model",
-    "certificate_schema",
+    "binomial_p_value", "run_chains", "fixed_sequence", "verification_block",
+    "config_key", "config_arg", "config_label",
+    "load_certificate", "check_certificate_model", "certificate_schema",
 ]
 
 SCHEMA = "skipit.certificate/2"
@@ -473,6 +474,28 @@ def binomial_p_value(changed: int, examples: int, tolerance: float) -> float:
     if examples < 1:
         return 1.0
     return float(_scipy_stats.binom.cdf(int(changed), int(examples), float(tolerance)))
+
+
+def run_chains(chains: Mapping[str, Sequence[Mapping[str, Any]]], examples: int,
+               changed: Callable[[Mapping[str, Any]], int], flops_fraction: Callable[[Mapping[str, Any]], float],
+               settings: CertifySettings) -> dict[str, list[dict[str, Any]]]:
+    """Walk each chain of :func:`candidate_chains` in order, measuring a candidate only while the
+    chain runs: ``changed(config)`` (answers changed out of ``examples``) and
+    ``flops_fraction(config)`` are called per candidate, and a chain stops after its first
+    candidate whose p-value exceeds ``settings.chain_level()`` (later ones are never run).
+    Returns ``{mode: [config with examples, changed, flops_fraction], ...}`` for
+    :func:`verification_block`."""
+    level = settings.chain_level()
+    out = {}
+    for mode, candidates in chains.items():
+        tested = []
+        for config in candidates:
+            k = int(changed(config))
+            tested.append(dict(config, examples=int(examples), changed=k, flops_fraction=float(flops_fraction(config))))
+            if binomial_p_value(k, examples, settings.tolerance) > level:
+                break
+        out[mode] = tested
+    return out
 
 
 def fixed_sequence(results: Iterable[Mapping[str, Any]], tolerance: float, level: float) -> list[dict[str, Any]]:

@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.certificate import (
-    config_arg,
-    config_key,
     CERTIFICATE_FILE,
     CertifySettings,
-    binomial_p_value,
     build_certificate,
     candidate_chains,
     certificate_layers,
+    config_arg,
+    config_key,
+    run_chains,
     split_indices,
     verification_block,
 )
@@ -473,25 +473,18 @@ def _verify(model, processor, calibration, ordering, layers, settings, adapter, 
             state.calibration = mine
             save_state()
         token_counts = [c for part in gather_objects(state.token_counts, ctx) for c in part]
-        level = settings.chain_level()
-        chains = {}
-        for mode, candidates in candidate_chains(layers, order).items():
-            tested = []
-            for config in candidates:
-                key = config_key(config)
-                if key not in state.results:
-                    say(f"verification: {key}")
-                    answers = _answers(model, processor, own, settings, adapter,
-                                       context=_skip_context(model, config, adapter),
-                                       max_batch_tokens=max_batch_tokens)
-                    state.results[key] = sum(answers_changed(state.reference, answers))
-                    save_state()
-                changed = sum_counts(int(state.results[key]), ctx)
-                tested.append(dict(config, examples=n, changed=changed,
-                                   flops_fraction=_flops_fraction(model, config, token_counts)))
-                if binomial_p_value(changed, n, settings.tolerance) > level:
-                    break
-            chains[mode] = tested
+        def changed(config):
+            key = config_key(config)
+            if key not in state.results:  # counted once, checkpointed, reused on resume
+                say(f"verification: {key}")
+                answers = _answers(model, processor, own, settings, adapter,
+                                   context=_skip_context(model, config, adapter), max_batch_tokens=max_batch_tokens)
+                state.results[key] = sum(answers_changed(state.reference, answers))
+                save_state()
+            return sum_counts(int(state.results[key]), ctx)
+
+        chains = run_chains(candidate_chains(layers, order), n, changed,
+                            lambda config: _flops_fraction(model, config, token_counts), settings)
     by = ("ShortV layer contribution: mean KL(full || layer frozen) of the answer distribution on "
           f"{len(ordering)} statistics examples" if settings.freeze_order == "contribution"
           else "certified vision redundancy U_l (example-level upper bound on D_l)")

@@ -754,3 +754,23 @@ def test_the_certificate_module_is_pure_numpy_and_scipy():
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_chains_measures_a_candidate_only_while_its_chain_runs():
+    """A chain stops after its first candidate not rejected: later candidates are never measured
+    (their answers are never computed), and every other chain runs on its own."""
+    from skipit.empirical.certificate import config_key, run_chains
+
+    chains = {"late-entry": [{"mode": "late-entry", "layer": L} for L in (2, 3, 4)],
+              "freeze": [{"mode": "freeze", "layers": [3]}, {"mode": "freeze", "layers": [2, 3]}]}
+    changes = {"late-entry:2": 0, "late-entry:3": 40, "late-entry:4": 0, "freeze:3": 0, "freeze:2,3": 1}
+    asked = []
+
+    def changed(config):
+        asked.append(config_key(config))
+        return changes[config_key(config)]
+
+    out = run_chains(chains, 400, changed, lambda config: 0.5, CertifySettings())
+    assert asked == ["late-entry:2", "late-entry:3", "freeze:3", "freeze:2,3"]  # late-entry:4 never run
+    assert [c["changed"] for c in out["late-entry"]] == [0, 40] and len(out["freeze"]) == 2
+    assert all(c["examples"] == 400 and c["flops_fraction"] == 0.5 for c in out["late-entry"] + out["freeze"])
