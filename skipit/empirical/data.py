@@ -838,14 +838,19 @@ def _prompt_lengths(inputs):
     return [int(n) for n in mask.sum(dim=-1).tolist()]
 
 
+def _too_long(adapter, config, inputs, examples):
+    """``(limit, [(source, prompt tokens), ...])``: the examples longer than the model's context."""
+    limit = adapter.context_length(config)
+    if limit is None:
+        return None, []
+    return limit, [(ex.source or f"example {i}", n)
+                   for i, (ex, n) in enumerate(zip(examples, _prompt_lengths(inputs))) if n > limit]
+
+
 def _check_context(adapter, config, inputs, examples):
     from skipit.errors import SkipitError
 
-    limit = adapter.context_length(config)
-    if limit is None:
-        return
-    long = [(ex.source or f"example {i}", n) for i, (ex, n) in enumerate(zip(examples, _prompt_lengths(inputs)))
-            if n > limit]
+    limit, long = _too_long(adapter, config, inputs, examples)
     if long:
         listing = ", ".join(f"{src} ({n} tokens)" for src, n in long[:5])
         raise SkipitError(f"prompt longer than the model's context of {limit} tokens: {listing}"
@@ -873,11 +878,15 @@ def check_examples_for(model: torch.nn.Module, processor: Any, examples: Sequenc
         reason = adapter.image_problem(ex.image, model.config)
         if reason is None:
             try:
-                build_inputs(processor, [ex], model)
-            except SkipitError as err:  # too long for the context: the message names it
-                reason = str(err).split(";")[0]
+                inputs = build_inputs(processor, [ex])  # no model: the context is checked here
+            except SkipitError as err:  # a refusal skipit itself words (e.g. split tiles)
+                reason = str(err).splitlines()[0]
             except Exception as err:  # the processor's own refusal, whatever its type
                 reason = f"the processor refuses it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            else:
+                limit, long = _too_long(adapter, model.config, inputs, [ex])
+                if long:
+                    reason = f"prompt of {long[0][1]} tokens, longer than the model's context of {limit}"
         if reason is None:
             kept.append(ex)
         else:
