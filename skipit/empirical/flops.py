@@ -33,9 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from skipit.empirical.hooks import check_layer
+from skipit.empirical.hooks import check_layer, check_layers
 from skipit.empirical.modes import FLOPS_MODES
-from skipit.empirical.modes import check_layers
 
 if TYPE_CHECKING:
     import torch

@@ -21,7 +21,7 @@ import contextlib
 import numbers
 from typing import Any, Callable
 
-__all__ = ["HookSet", "check_layer"]
+__all__ = ["HookSet", "check_layer", "check_layers"]
 
 
 def check_layer(name: str, value: Any, low: int, high: int) -> int:
@@ -34,6 +34,23 @@ def check_layer(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
         raise ValueError(f"`{name}` must be an integer in [{low}, {high}], got {value!r}")
     return int(value)
+
+
+def check_layers(layers: Any, num_layers: int, name: str = "layers") -> list[int]:
+    """Distinct 1-based layers from a list/tuple/set of integers in [1, num_layers], sorted (as :func:`check_layer`
+    for one layer: any integral type, booleans refused).
+
+    One-line errors name the argument, the allowed range and the value received.
+    """
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise ValueError(f"`{name}` must be a list of integers in [1, {num_layers}], got {layers!r}")
+    layers = list(layers)
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 1 <= layer <= num_layers:
+            raise ValueError(f"`{name}` must be integers in [1, {num_layers}], got {layer!r} in {layers!r}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"`{name}` must not repeat a layer, got {layers!r}")
+    return sorted(int(layer) for layer in layers)
 
 
 class HookSet:

@@ -24,23 +24,7 @@ import importlib
 from dataclasses import dataclass
 
 __all__ = ["Mode", "MODES", "SKIP_MODES", "EVALUATE_MODES", "FLOPS_MODES", "get_mode",
-           "skip_context", "check_layers"]
-
-
-def check_layers(layers, num_layers, name="layers"):
-    """Distinct 1-based layers from a list/tuple/set of ints in [1, num_layers], sorted.
-
-    One-line errors name the argument, the allowed range and the value received.
-    """
-    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
-        raise ValueError(f"`{name}` must be a list of integers in [1, {num_layers}], got {layers!r}")
-    layers = list(layers)
-    for layer in layers:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= num_layers:
-            raise ValueError(f"`{name}` must be integers in [1, {num_layers}], got {layer!r} in {layers!r}")
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"`{name}` must not repeat a layer, got {layers!r}")
-    return sorted(layers)
+           "skip_context"]
 
 
 @dataclass(frozen=True)

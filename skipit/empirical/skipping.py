@@ -62,8 +62,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from skipit.empirical.hooks import HookSet, check_layer
-from skipit.empirical.modes import check_layers
+from skipit.empirical.hooks import HookSet, check_layer, check_layers
 
 if TYPE_CHECKING:
     from skipit.empirical.adapters.base import VLMAdapter
