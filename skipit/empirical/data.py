@@ -199,13 +199,14 @@ def _check_record(record):
     return None
 
 
-def _raise_bad(skipped, source, unit):
+def _raise_bad(skipped, source, unit, header=None):
+    """Raise one SkipitError listing the first 20 bad ``(where, why)`` of ``skipped``."""
     from skipit.errors import SkipitError
 
-    listing = "\n".join(f"  {unit} {n}: {why}" for n, why in skipped[:20])
+    listing = "\n".join(f"  {unit + ' ' if unit else ''}{n}: {why}" for n, why in skipped[:20])
     more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-    raise SkipitError(f"{len(skipped)} bad {unit}(s) in {source}:\n{listing}{more}\n"
-                      "fix them, or pass --skip-bad to skip them")
+    header = header or f"{len(skipped)} bad {unit}(s) in {source}"
+    raise SkipitError(f"{header}:\n{listing}{more}\nfix them, or pass --skip-bad to skip them")
 
 
 def load_jsonl(path: str | os.PathLike[str], skip_bad: bool = False,
@@ -892,10 +893,7 @@ def check_examples_for(model: torch.nn.Module, processor: Any, examples: Sequenc
         else:
             skipped.append((name, reason))
     if skipped and not skip_bad:
-        listing = "\n".join(f"  {name}: {why}" for name, why in skipped[:20])
-        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
-        raise SkipitError(f"{len(skipped)} example(s) this model cannot take:\n{listing}{more}\n"
-                          "fix them, or pass --skip-bad to skip them")
+        _raise_bad(skipped, None, "", header=f"{len(skipped)} example(s) this model cannot take")
     if not kept:
         raise SkipitError("no example left that this model can take")
     return kept, skipped
