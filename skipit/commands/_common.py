@@ -17,9 +17,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from skipit.empirical.loading import DTYPES
 from skipit.errors import SkipitError
 
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEFAULT_DATA = "digits-test"
 SMALL_MODEL_PARAMETERS = 50_000_000
 

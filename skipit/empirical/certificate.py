@@ -63,7 +63,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as _scipy_stats
 
-from skipit.empirical.stats import threshold_key
+from skipit.empirical.modes import VERIFY_MODES
+from skipit.empirical.stats import DEFAULT_THRESHOLDS, threshold_key
 from skipit.theory import clopper_pearson_upper, mean_lower_bound, mean_upper_bound
 
 __all__ = [
@@ -76,8 +77,6 @@ __all__ = [
 
 SCHEMA = "skipit.certificate/2"
 COSINE_DISTANCE_RANGE = 2.0  # rho(x, y) = 1 - cos(x, y) lies in [0, 2]
-DEFAULT_THRESHOLDS = (0.01, 0.02, 0.05, 0.1)
-VERIFY_MODES = ("late-entry", "early-exit", "freeze")
 CERTIFICATE_FILE = "certificate.json"
 FREEZE_ORDERS = ("redundancy", "contribution")
 """How the freeze chain is ordered: ``redundancy``, the certified vision redundancy ``U_l``

@@ -45,7 +45,7 @@ from skipit.empirical.distributed import batch_positions
 from skipit.empirical.loading import input_device, to_model_inputs
 from skipit.empirical.metrics import letter_score, normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
-from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, skip_context
+from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, VERIFY_MODES, skip_context
 from skipit.empirical.skipping import resolve_adapter
 from skipit.empirical.stats import threshold_key
 
@@ -398,7 +398,7 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
             report["verified_rows"] = verified_rows
             truth = "within_change_tolerance"
             ver: dict[str, Any] = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
-                   for mode in ("late-entry", "early-exit", "freeze")}
+                   for mode in VERIFY_MODES}
             ver["all"] = validate(verified_rows, n, truth)
             ver["violations"] = sum(1 for r in verified_rows if r["certified"] and not r[truth])
             report["validation"]["verified"] = ver

@@ -23,7 +23,7 @@ import contextlib
 import importlib
 from dataclasses import dataclass
 
-__all__ = ["Mode", "MODES", "SKIP_MODES", "EVALUATE_MODES", "FLOPS_MODES", "get_mode",
+__all__ = ["Mode", "MODES", "SKIP_MODES", "EVALUATE_MODES", "VERIFY_MODES", "FLOPS_MODES", "get_mode",
            "skip_context"]
 
 
@@ -68,6 +68,9 @@ SKIP_MODES = tuple(n for n, m in MODES.items() if m.kind == "skip")
 EVALUATE_MODES = SKIP_MODES + tuple(n for n, m in MODES.items() if m.kind == "reference")
 """The modes ``skipit evaluate`` sweeps over a layer grid: ``SKIP_MODES`` plus the analysis
 reference ``late-entry-oracle``."""
+VERIFY_MODES = SKIP_MODES
+"""The modes certify verifies, one fixed-sequence chain each (the level ``1 - c`` is split
+evenly among them): ``SKIP_MODES``."""
 FLOPS_MODES = ("full",) + tuple(m.flops for m in MODES.values() if m.flops is not None)
 """The token layouts of the FLOPs model (``full`` and each mode's)."""
 
