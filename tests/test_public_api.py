@@ -35,7 +35,7 @@ def test_import_skipit_and_skipit_empirical_import_no_torch():
     assert out.stdout.strip() == "[]"
 
 
-THEORY_MODULES = ("distances", "entropy", "functional", "informational", "late_entry", "lemmas", "pid",
+THEORY_MODULES = ("confidence", "distances", "entropy", "functional", "informational", "late_entry", "lemmas", "pid",
                   "redundancy", "spherical", "symbolic")
 
 EMPIRICAL_FUNCTIONS = {

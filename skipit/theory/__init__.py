@@ -4,7 +4,8 @@ Pure maths (numpy, scipy, sympy; jax optional). Never imports torch or transform
 (``tests/theory/test_no_torch.py`` proves it in a subprocess).
 
 Modules: ``distances`` (cosine distance), ``redundancy`` (Definitions 1-4 as estimators
-with confidence bounds), ``lemmas`` (Lemmas 1-4), ``functional`` (Proposition 1,
+with confidence bounds), ``confidence`` (betting confidence bounds on
+bounded means from per-unit values), ``lemmas`` (Lemmas 1-4), ``functional`` (Proposition 1,
 Theorems 1-2), ``late_entry`` (Theorem 6), ``spherical`` (cap measures on S^{d-1}),
 ``entropy`` (exact and plug-in entropies), ``informational`` (Theorems 3-5,
 Corollary 4), ``pid`` (Appendix E: BROJA unique information, Lemma 5),
@@ -13,6 +14,7 @@ Corollary 4), ``pid`` (Appendix E: BROJA unique information, Lemma 5),
 
 from skipit.theory.distances import *  # noqa: F401,F403
 from skipit.theory.redundancy import *  # noqa: F401,F403
+from skipit.theory.confidence import *  # noqa: F401,F403
 from skipit.theory.lemmas import *  # noqa: F401,F403
 from skipit.theory.functional import *  # noqa: F401,F403
 from skipit.theory.late_entry import *  # noqa: F401,F403
@@ -25,6 +27,7 @@ from skipit.theory.pid import *  # noqa: F401,F403
 # The PID and entropy functions of those names are exported as `pid_decomposition`,
 # `pid_redundancy` and `shannon_entropy`.
 from skipit.theory import (  # noqa: F401
+    confidence,
     distances,
     entropy,
     functional,
