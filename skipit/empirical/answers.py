@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from skipit.empirical.hooks import LeftPadding
 from skipit.empirical.metrics import check_metric, normalise_for, score_one
 
 if TYPE_CHECKING:
@@ -34,20 +35,6 @@ __all__ = ["predict_answers", "predict_answers_timed", "score", "comparable_answ
 
 def _metric(example, metric=None):
     return check_metric(metric or example.metric or "letter")
-
-
-@contextlib.contextmanager
-def _left_padding(processor):
-    """Pad on the left while generating (the new tokens follow every prompt's last token)."""
-    tok = getattr(processor, "tokenizer", processor)
-    old = getattr(tok, "padding_side", None)
-    if old is not None:
-        tok.padding_side = "left"
-    try:
-        yield tok
-    finally:
-        if old is not None:
-            tok.padding_side = old
 
 
 @torch.no_grad()
@@ -70,7 +57,7 @@ def predict_answers_timed(model: torch.nn.Module, processor: Any, examples: Sequ
     # an answer never holds an image placeholder; generated as text it would count as a vision token
     placeholders = list(get_adapter(model).vision_token_ids(model.config))
     answers, seconds = [], 0.0
-    with _left_padding(processor) as tok:
+    with LeftPadding(processor) as tok:
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]
             metrics = [_metric(ex, metric) for ex in chunk]

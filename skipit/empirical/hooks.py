@@ -1,12 +1,17 @@
-"""One lifecycle for every set of PyTorch hooks skipit installs, and the layer-range check.
+"""One lifecycle for every temporary change skipit makes to a model, and the layer-range check.
 
 :class:`HookSet` is the base of every hook user (the attention probe, the skippers, the
 capture engine, the Lipschitz recorders): a context manager on one
 :class:`contextlib.ExitStack` that registers forward and forward-pre hooks (with or
-without keyword arguments), nested context managers and clean-up callbacks, and undoes
-all of them, last first, when the ``with`` block ends, *also* when the forward inside it
-raises, and also when registering fails half-way. It is not re-entrant: entering an
-active set raises ``RuntimeError``; once exited it may be entered again.
+without keyword arguments), temporary attribute values, nested context managers and
+clean-up callbacks, and undoes all of them, last first, when the ``with`` block ends,
+*also* when the forward inside it raises, and also when registering fails half-way. It is
+not re-entrant: entering an active set raises ``RuntimeError``; once exited it may be
+entered again.
+
+Attributes go through it too: :class:`Attributes` (a module swapped for another, the
+config's ``_attn_implementation``, parameters' ``requires_grad``, the skipper's mark on
+the model) and :class:`LeftPadding` (the tokenizer's ``padding_side`` while generating).
 
 >>> class Recorder(HookSet):
 ...     def _install(self):
@@ -21,7 +26,9 @@ import contextlib
 import numbers
 from typing import Any, Callable
 
-__all__ = ["HookSet", "check_layer", "check_layers"]
+__all__ = ["HookSet", "Attributes", "LeftPadding", "check_layer", "check_layers"]
+
+_ABSENT = object()
 
 
 def check_layer(name: str, value: Any, low: int, high: int) -> int:
@@ -119,3 +126,50 @@ class HookSet:
     def on_exit(self, function: Callable, *args, **kwargs) -> None:
         """Call ``function(*args, **kwargs)`` on exit (state clean-up)."""
         self._require_active().callback(function, *args, **kwargs)
+
+    def set_attribute(self, obj: Any, name: str, value: Any) -> None:
+        """``obj.<name> = value`` until exit, then the old value back (deleted if ``obj`` had none)."""
+        stack = self._require_active()
+        old = getattr(obj, name, _ABSENT)
+        setattr(obj, name, value)
+        if old is _ABSENT:
+            stack.callback(delattr, obj, name)
+        else:
+            stack.callback(setattr, obj, name, old)
+
+
+class Attributes(HookSet):
+    """``with Attributes((obj, name, value), ...)``: each ``obj.<name> = value`` inside the block.
+
+    Set in the order given and restored last first on exit (also when the block raises), so
+    the object is as before: the same value (the same module object for a swapped submodule,
+    in the same place of its parent's ``_modules``), or no attribute where there was none.
+    """
+
+    def __init__(self, *changes: tuple[Any, str, Any]):
+        self.changes = changes
+
+    def _install(self) -> None:
+        for obj, name, value in self.changes:
+            self.set_attribute(obj, name, value)
+
+
+class LeftPadding(HookSet):
+    """``with LeftPadding(processor) as tokenizer``: the processor's tokenizer pads on the left.
+
+    Generation appends new tokens after every prompt's last token, so prompts are padded on
+    the left while generating. ``tokenizer`` is ``processor.tokenizer`` (or ``processor``
+    itself when it has none); its ``padding_side`` is restored on exit. A tokenizer without
+    ``padding_side`` is left as it is.
+    """
+
+    def __init__(self, processor: Any):
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+
+    def _install(self) -> None:
+        if getattr(self.tokenizer, "padding_side", None) is not None:
+            self.set_attribute(self.tokenizer, "padding_side", "left")
+
+    def __enter__(self) -> Any:
+        super().__enter__()
+        return self.tokenizer

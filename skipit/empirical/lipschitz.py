@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 
 import torch
 
-from skipit.empirical.hooks import HookSet, check_layer
+from skipit.empirical.hooks import Attributes, HookSet, check_layer
 from skipit.empirical.skipping import TokenSkipper, late_entry, resolve_adapter
 
 __all__ = ["spectral_norm", "theorem6_measurements", "theorem6_table"]
@@ -128,21 +129,6 @@ def _additive(kw, seq, dtype):
     return dict(kw, attention_mask=additive.to(allowed.device))
 
 
-class _EagerAttention:
-    """Run the decoder's attention through the eager path (sdpa on CPU has no forward-mode AD)."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def __enter__(self):
-        self.saved = self.config._attn_implementation
-        self.config._attn_implementation = "eager"
-
-    def __exit__(self, *exc):
-        self.config._attn_implementation = self.saved
-        return False
-
-
 def theorem6_measurements(model, inputs, layers=None, adapter=None, iters=10):
     """Theorem 6's quantities and the measured error for one example (batch of one).
 
@@ -152,14 +138,9 @@ def theorem6_measurements(model, inputs, layers=None, adapter=None, iters=10):
     with the theory bounds of ``skipit.theory.theorem6_bound`` (sum form) and
     ``theorem6_bound_sqrt`` at ``L - 1`` text-only layers and ``entry = 0``.
     """
-    frozen = [p for p in model.parameters() if p.requires_grad]
-    for p in frozen:  # Jacobians w.r.t. the hidden states only: no graph through the weights
-        p.requires_grad_(False)
-    try:
+    # Jacobians w.r.t. the hidden states only: no graph through the weights
+    with Attributes(*((p, "requires_grad", False) for p in model.parameters() if p.requires_grad)):
         return _theorem6_measurements(model, inputs, layers, adapter, iters)
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
 
 
 def _theorem6_measurements(model, inputs, layers, adapter, iters):
@@ -174,7 +155,8 @@ def _theorem6_measurements(model, inputs, layers, adapter, iters):
     if not bool(vision.any()):
         raise ValueError("the example has no vision tokens")
     dec = ad.decoder_layers(model)
-    eager = _EagerAttention(ad.self_attention(dec[0]).config)
+    # the decoder's attention through the eager path (sdpa on CPU has no forward-mode AD)
+    eager = Attributes((ad.self_attention(dec[0]).config, "_attn_implementation", "eager"))
     full_in, full_out = _record_layer_inputs(model, inputs, ad)
     text_in, _ = _record_layer_inputs(model, inputs, ad, keep=lambda l, v: ~v)
 
@@ -222,12 +204,20 @@ def _theorem6_measurements(model, inputs, layers, adapter, iters):
     return {"eps": eps, "delta": delta, "lam": lam, "rows": rows}
 
 
+def _median(values):
+    """The median of ``values``: the middle one, the mean of the two middle ones for an even
+    count (``statistics.median``); nan for none."""
+    values = list(values)
+    return statistics.median(values) if values else math.nan
+
+
 def theorem6_table(per_example):
     """Aggregate ``theorem6_measurements`` of several examples, per layer L.
 
     For each L: the median measured error, the median bound (sum and sqrt forms), the
-    median looseness ``bound / measured``, and the number of examples where the measured
-    error exceeds the sqrt bound (``violations``; see the module docstring).
+    median looseness ``bound / measured`` (over the examples with a measured error > 0; nan
+    if none), and the number of examples where the measured error exceeds the sqrt bound
+    (``violations``; see the module docstring). Every median is :func:`_median`'s.
     """
     by_layer = {}
     for m in per_example:
@@ -238,15 +228,14 @@ def theorem6_table(per_example):
         rows = by_layer[L]
 
         def med(key, rows=rows):
-            vals = sorted(r[key] for r in rows)
-            return vals[len(vals) // 2] if len(vals) % 2 else 0.5 * (vals[len(vals) // 2 - 1] + vals[len(vals) // 2])
+            return _median(r[key] for r in rows)
 
         loose = [r["bound_sqrt"] / r["measured"] for r in rows if r["measured"] > 0]
         table.append({
             "layer": L, "examples": len(rows),
             "eps": med("eps"), "delta": med("delta"), "lam": med("lam"), "mu": med("mu"),
             "measured": med("measured"), "bound": med("bound"), "bound_sqrt": med("bound_sqrt"),
-            "looseness_median": (sorted(loose)[len(loose) // 2] if loose else math.nan),
+            "looseness_median": _median(loose),
             "violations": sum(r["measured"] > r["bound_sqrt"] * (1 + 1e-9) + 1e-6 for r in rows),
             "violations_sum_form": sum(r["measured"] > r["bound"] * (1 + 1e-9) + 1e-6 for r in rows),
         })

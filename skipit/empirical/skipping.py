@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from skipit.empirical.hooks import HookSet, check_layer, check_layers
+from skipit.empirical.hooks import Attributes, HookSet, check_layer, check_layers
 
 if TYPE_CHECKING:
     from skipit.empirical.adapters.base import VLMAdapter
@@ -231,7 +231,7 @@ class TokenSkipper(HookSet):
                 "combine late entry, early exit and freeze in one skipit.skip(model, late_entry=..., "
                 "early_exit=..., freeze=[...])"
             )
-        self.model._skipit_skipper = self
+        self.set_attribute(self.model, "_skipit_skipper", self)
         self.on_exit(self._release)
         self.forward_pre_hook(self.model, self._model_pre, with_kwargs=True)
         self.forward_pre_hook(self.lm, self._lm_pre, with_kwargs=True)
@@ -242,8 +242,6 @@ class TokenSkipper(HookSet):
 
     def _release(self):
         self._step = None
-        if getattr(self.model, "_skipit_skipper", None) is self:
-            del self.model._skipit_skipper
 
     # -- hooks -----------------------------------------------------------------------
     def _model_pre(self, module, args, kwargs):
@@ -473,14 +471,11 @@ class TokenSkipper(HookSet):
         if isinstance(pid, torch.Tensor) and pid.shape[-1] == step.q:
             kw["position_ids"] = self._gather_pos(pid, vision.idx.to(pid.device)).to(device)
         capture = _KeyCapture()
-        q_proj = attn.q_proj
-        attn.q_proj = _NoQuery(q_proj.out_features)
-        try:
-            attn(hidden_states=norm(x), attention_mask=None, cache=capture, **kw)
-        except _KeysCaptured:
-            pass
-        finally:
-            attn.q_proj = q_proj
+        with Attributes((attn, "q_proj", _NoQuery(attn.q_proj.out_features))):
+            try:
+                attn(hidden_states=norm(x), attention_mask=None, cache=capture, **kw)
+            except _KeysCaptured:
+                pass
         if not hasattr(capture, "keys"):
             raise ValueError(f"freeze: the attention of decoder layer {i + 1} never updated its cache")
         return capture.keys, capture.values, vision

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skipit.empirical.hooks import HookSet, check_layer
+from skipit.empirical.hooks import Attributes, HookSet, LeftPadding, check_layer
 
 
 def _count(module):
@@ -116,3 +116,45 @@ def test_check_layer_accepts_integers_in_range(value):
 def test_check_layer_names_the_argument_the_range_and_the_value(value):
     with pytest.raises(ValueError, match=rf"^`entry` must be an integer in \[1, 4\], got {value!r}$".replace("(", r"\(")):
         check_layer("entry", value, 1, 4)
+
+
+def test_attributes_are_set_inside_and_restored_after_an_exception():
+    """A swapped submodule comes back as the same object in the same place of ``_modules``; an
+    attribute the object did not have is deleted again; a plain value gets its old value."""
+    model = _model()
+    first, order = model[0], list(model._modules)
+    model.flag = "old"
+    with pytest.raises(ZeroDivisionError):
+        with Attributes((model, "0", torch.nn.Identity()), (model, "flag", "new"), (model, "mark", 1)):
+            assert isinstance(model[0], torch.nn.Identity) and model.flag == "new" and model.mark == 1
+            1 / 0
+    assert model[0] is first and list(model._modules) == order
+    assert model.flag == "old" and not hasattr(model, "mark")
+
+
+def test_an_attribute_set_twice_in_one_set_gets_its_first_value_back():
+    obj = type("Obj", (), {})()
+    obj.value = 0
+    with Attributes((obj, "value", 1), (obj, "value", 2)):
+        assert obj.value == 2
+    assert obj.value == 0
+
+
+class _Tokenizer:
+    padding_side = "right"
+
+
+def test_left_padding_pads_left_inside_and_restores_the_side_after_an_exception():
+    tokenizer = _Tokenizer()
+    processor = type("Processor", (), {"tokenizer": tokenizer})()
+    with pytest.raises(ZeroDivisionError):
+        with LeftPadding(processor) as tok:
+            assert tok is tokenizer and tok.padding_side == "left"
+            1 / 0
+    assert tokenizer.padding_side == "right"
+
+
+def test_left_padding_leaves_a_tokenizer_without_a_padding_side_alone():
+    tokenizer = object()
+    with LeftPadding(tokenizer) as tok:
+        assert tok is tokenizer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -118,3 +120,18 @@ def test_recorder_hooks_and_grad_flags_are_restored_when_a_forward_raises():
         handle.remove()
     assert _hook_count(model) == before - 1
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_theorem6_table_takes_one_median_the_mean_of_the_middle_two_for_an_even_count():
+    """Every column of the table is the same median: for 4 examples, the mean of the two middle
+    values (an upper or lower median for the looseness would differ)."""
+    def row(measured, bound_sqrt):
+        return {"layer": 2, "eps": measured, "delta": measured, "lam": measured, "mu": measured,
+                "measured": measured, "bound": bound_sqrt, "bound_sqrt": bound_sqrt}
+
+    per_example = [{"rows": [row(1.0, b)]} for b in (1.0, 2.0, 4.0, 8.0)]
+    (t,) = theorem6_table(per_example)
+    assert t["examples"] == 4 and t["measured"] == 1.0
+    assert t["bound_sqrt"] == 3.0 and t["looseness_median"] == 3.0
+    (t,) = theorem6_table([{"rows": [row(0.0, 1.0)]}])
+    assert math.isnan(t["looseness_median"])  # no example with a measured error > 0
