@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skipit.theory import _validation as _v
-from skipit.theory._validation import PMF_ATOL
 
 if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
     from jaxtyping import ArrayLike, Float, Shaped
@@ -51,19 +50,21 @@ def _log_base(base) -> float:
     return math.log(b)
 
 
-def validate_pmf(p: Float[ArrayLike, "*axes"], name: str = "p", atol: float = PMF_ATOL) -> np.ndarray:
-    """Return ``p`` as a float array after checking it is a pmf (entries in [0, 1], sum 1 within ``atol``).
+def validate_pmf(p: Float[ArrayLike, "*axes"], name: str = "p", atol: float | None = None) -> np.ndarray:
+    """Return ``p`` as a float64 array after checking it is a pmf (entries in [0, 1], sum 1 within ``atol``).
 
-    Entries within round-off of [0, 1] (``skipit.theory._validation.ROUNDOFF``) are
-    clipped there; the total is then checked against 1 with ``atol``.
+    Entries within round-off of [0, 1] (the tolerance of ``p``'s own dtype,
+    ``skipit.theory._validation``) are clipped there; the total is then checked against 1
+    with ``atol``, by default ``_validation.pmf_total_tolerance(p)``: ``1e-9`` for a float64
+    pmf, more for one held in float32 or lower precision.
     """
-    arr = np.asarray(p, dtype=float)
-    if arr.size == 0:
+    if np.size(p) == 0:
         raise ValueError(f"`{name}` must be a non-empty pmf, got an empty array")
-    arr = _v.check(name, arr, 0.0, 1.0, what="a pmf with entries")
+    tol = _v.pmf_total_tolerance(p) if atol is None else atol
+    arr = _v.check(name, p, 0.0, 1.0, what="a pmf with entries")
     total = float(arr.sum())
-    if abs(total - 1.0) > atol:
-        raise ValueError(f"`{name}` must be a pmf summing to 1 (tolerance {atol}), got sum {total!r}")
+    if abs(total - 1.0) > tol:
+        raise ValueError(f"`{name}` must be a pmf summing to 1 (tolerance {tol:.3g}), got sum {total!r}")
     return arr
 
 
@@ -129,12 +130,12 @@ def conditional_mutual_information(p: Float[ArrayLike, "*axes"], x: int | tuple[
 
 
 def binary_entropy(q: Float[ArrayLike, "*batch"], base: float = math.e) -> Float[np.ndarray, "*batch"] | float:
-    """h(q) = -q log q - (1 - q) log(1 - q), vectorised; ``q`` in [0, 1]."""
+    """h(q) = -q log q - (1 - q) log(1 - q), vectorised, >= 0 (``+0.0`` at the ends); ``q`` in [0, 1]."""
     lb = _log_base(base)
-    q = _v.probability("q", q)
+    qq = _v.probability("q", q)
     with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(q > 0, q * np.log(q), 0.0) - np.where(q < 1, (1 - q) * np.log1p(-q), 0.0)
-    return h / lb
+        h = 0.0 - np.where(qq > 0, qq * np.log(qq), 0.0) - np.where(qq < 1, (1 - qq) * np.log1p(-qq), 0.0)
+    return _v.result(h / lb, q)
 
 
 def binary_kl(p: Float[ArrayLike, "*batch"], q: Float[ArrayLike, "*batch"],
@@ -142,20 +143,33 @@ def binary_kl(p: Float[ArrayLike, "*batch"], q: Float[ArrayLike, "*batch"],
     """d(p || q) = p log(p/q) + (1-p) log((1-p)/(1-q)), vectorised, >= 0; +inf where p > 0 = q or p < 1 = q.
 
     Finite for every ``q`` in (0, 1), however small (``q = 5e-324`` gives about 744 p):
-    logs are taken of ``q`` and ``1 - q`` (``log1p``), never of ``1/q``.
+    logs are taken of ``q`` and ``1 - q`` (``log1p``), never of ``1/q``. A ``q`` outside
+    [0, 1] by round-off (of its own dtype) is read at the tolerance inside the range, so
+    it gives a finite value; only ``q`` exactly 0 or 1 gives +inf.
     """
     lb = _log_base(base)
-    p, q = np.broadcast_arrays(_v.probability("p", p), _v.probability("q", q))
+    pp, qq = np.broadcast_arrays(_v.probability("p", p), _v.probability("q", q, pole=True))
     with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
-        b = np.where(p < 1, (1 - p) * (np.log1p(-p) - np.log1p(-q)), 0.0)
-    return np.maximum(a + b, 0.0) / lb
+        a = np.where(pp > 0, pp * (np.log(pp) - np.log(qq)), 0.0)
+        b = np.where(pp < 1, (1 - pp) * (np.log1p(-pp) - np.log1p(-qq)), 0.0)
+    return _v.result(np.maximum(a + b, 0.0) / lb, p, q)
+
+
+def _pole_free(raw, q):
+    """``q`` with entries that were below 0 by round-off read at the tolerance above 0 (``_validation``, poles)."""
+    below = np.asarray(_v.as_float_array(raw) < 0)
+    return np.where(below, _v.tolerance(raw), q) if below.any() else q
 
 
 def kl_divergence(p: Float[ArrayLike, "*axes"], q: Float[ArrayLike, "*axes"], base: float = math.e) -> float:
-    """D(p || q) for two pmfs of the same shape (+inf if p is not absolutely continuous w.r.t. q)."""
+    """D(p || q) for two pmfs of the same shape (+inf if p is not absolutely continuous w.r.t. q).
+
+    An entry of ``q`` below 0 by round-off is read at the tolerance above 0 (finite),
+    only an exact 0 where ``p > 0`` gives +inf.
+    """
     lb = _log_base(base)
-    p, q = validate_pmf(p, "p"), validate_pmf(q, "q")
+    p = validate_pmf(p, "p")
+    q = _pole_free(q, validate_pmf(q, "q"))
     if p.shape != q.shape:
         raise ValueError(f"`p` and `q` must have the same shape, got {p.shape} and {q.shape}")
     m = p > 0

@@ -100,16 +100,12 @@ def _theorem3_p_t(p_t, t):
     tt = _v.check("t", t, 0.0, what="a cosine-distance threshold")
     p_b, t_b = np.broadcast_arrays(p, tt)
     whole_sphere = t_b >= COSINE_DISTANCE_MAX
-    impossible = whole_sphere & (p_b > _v.ROUNDOFF)
+    impossible = whole_sphere & (p_b > _v.tolerance(p_t))
     if np.any(impossible):
         i = np.flatnonzero(impossible.ravel())[0]
         raise ValueError(f"`p_t` must be 0 when `t` >= 2 (the cosine distance never exceeds 2, so "
                          f"P[rho > t] = 0), got p_t={float(p_b.ravel()[i])!r} with t={float(t_b.ravel()[i])!r}")
     return np.where(whole_sphere, 0.0, p_b)
-
-
-def _scalar(x):
-    return x[()] if isinstance(x, np.ndarray) and x.ndim == 0 else x
 
 
 # ----------------------------------------------------------------------------- sympy forms
@@ -175,7 +171,7 @@ def theorem3_mi_lower_bound(p_t: Float[ArrayLike, "*batch"], t: Float[ArrayLike,
     p = _theorem3_p_t(p_t, t)
     with np.errstate(invalid="ignore"):
         val = np.where(p == 1.0, 0.0, (1.0 - p) * (-logf)) - math.log(2.0)
-    return _scalar(np.asarray(val) / lb)
+    return _v.result(np.asarray(val) / lb, p_t, t, d)
 
 
 def theorem3_mi_lower_bound_sharp(p_t: Float[ArrayLike, "*batch"], t: Float[ArrayLike, "*batch"],
@@ -196,7 +192,7 @@ def theorem3_mi_lower_bound_sharp(p_t: Float[ArrayLike, "*batch"], t: Float[Arra
     with np.errstate(divide="ignore", invalid="ignore"):
         term1 = np.where(a > 0, a * (np.log(np.where(a > 0, a, 1.0)) - logf), 0.0)
         term2 = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - log1mf), 0.0)
-    return _scalar(np.maximum(term1 + term2, 0.0) / lb)  # a KL divergence: >= 0 under round-off too
+    return _v.result(np.maximum(term1 + term2, 0.0) / lb, p_t, t, d)  # a KL divergence: >= 0 under round-off too
 
 
 # ----------------------------------------------------------------------------- Theorem 4
@@ -222,7 +218,7 @@ def theorem4_mi_lower_bound(p_t: Float[ArrayLike, "*batch"], p_min: Float[ArrayL
     pmin, pmax = _pmin_pmax(p_min, p_max)
     with np.errstate(divide="ignore", invalid="ignore"):
         val = -(1.0 - p) * np.log(pmax) - p * np.log1p(-pmin) - binary_entropy(p)
-    return _scalar(np.asarray(val) / lb)
+    return _v.result(np.asarray(val) / lb, p_t, p_min, p_max)
 
 
 def theorem4_mi_lower_bound_sharp(p_t: Float[ArrayLike, "*batch"], p_min: Float[ArrayLike, "*batch"],
@@ -238,7 +234,7 @@ def theorem4_mi_lower_bound_sharp(p_t: Float[ArrayLike, "*batch"], p_min: Float[
     p = _v.probability("p_t", p_t)
     pmin, pmax = _pmin_pmax(p_min, p_max)
     a = 1.0 - p
-    return _scalar(np.asarray(binary_kl(a, np.clip(a, pmin, pmax))) / lb)
+    return _v.result(np.asarray(binary_kl(a, np.clip(a, pmin, pmax))) / lb, p_t, p_min, p_max)
 
 
 def corollary4_conditional_entropy_upper_bound(h_x: Float[ArrayLike, "*batch"], p_t: Float[ArrayLike, "*batch"],
@@ -252,7 +248,7 @@ def corollary4_conditional_entropy_upper_bound(h_x: Float[ArrayLike, "*batch"], 
     """
     lb = _lb(base)
     hx = _v.check("h_x", h_x)
-    return _scalar(hx - np.asarray(theorem4_mi_lower_bound(p_t, p_min, p_max)) / lb)
+    return _v.result(hx - np.asarray(theorem4_mi_lower_bound(p_t, p_min, p_max)) / lb, h_x, p_t, p_min, p_max)
 
 
 # ----------------------------------------------------------------------------- Theorem 5
@@ -268,7 +264,7 @@ def theorem5_bound(B: Float[ArrayLike, "*batch"], cmi: Float[ArrayLike, "*batch"
     lb = _lb(base)
     b = _v.nonneg("B", B)
     c = _v.nonneg("cmi", cmi)
-    return _scalar(np.asarray(_theorem5_np(b, c * lb)))
+    return _v.result(_theorem5_np(b, c * lb), B, cmi)
 
 
 def theorem5_entropy_bound(B: Float[ArrayLike, "*batch"], h_cond: Float[ArrayLike, "*batch"],
@@ -289,7 +285,7 @@ def theorem5_entropy_bound(B: Float[ArrayLike, "*batch"], h_cond: Float[ArrayLik
     h = _v.check("h_cond", h_cond)
     c = _v.check("C", C)
     _v.check("h_cond + C", h + c, 0.0)  # it bounds I(Z; X_l | X_prev) >= 0
-    return _scalar(np.maximum(np.asarray(_theorem5h_np(b, h * lb, c * lb)), 0.0))
+    return _v.result(np.maximum(np.asarray(_theorem5h_np(b, h * lb, c * lb)), 0.0), B, h_cond, C)
 
 
 # ----------------------------------------------------------------------------- Lemma 4
@@ -329,12 +325,12 @@ def lemma4_expected_kl(p: Float[ArrayLike, "x_prev x_l z"], base: float = math.e
         if np.any(qz[m] == 0):
             return math.inf
         total += p_ab[a, b] * float(np.sum(pz[m] * (np.log(pz[m]) - np.log(qz[m]))))
-    return max(total, 0.0) / lb  # a mean of KL divergences: >= 0 under round-off too
+    return float(max(total, 0.0) / lb)  # a mean of KL divergences: >= 0 under round-off too
 
 
 def lemma4_gap(p: Float[ArrayLike, "x_prev x_l z"], base: float = math.e, atol: float = 1e-12) -> float:
     """E[D(p_{Z|X_l} || p_{Z|X_prev})] - I(Z; X_l | X_prev) for a Markov chain pmf ``p[x_prev, x_l, z]`` (Lemma 4: 0)."""
-    return lemma4_expected_kl(p, base=base, atol=atol) - conditional_mutual_information(p, 2, 1, 0, base=base)
+    return float(lemma4_expected_kl(p, base=base, atol=atol) - conditional_mutual_information(p, 2, 1, 0, base=base))
 
 
 def conditional_mean_gap(p: Float[ArrayLike, "x_prev x_l z"], z_values: Float[ArrayLike, "z *k"]) -> float:
@@ -379,9 +375,8 @@ def exact_proximal_quantities(p: Float[ArrayLike, "x_l x_prev"], rho: Float[Arra
     p = validate_pmf(p)
     if p.ndim != 2:
         raise ValueError(f"`p` must be a 2-d pmf p[i, j] = P(X_l = v_i, X_prev = v_j), got {p.ndim} axes")
-    rho = np.asarray(rho, dtype=float)
-    if rho.shape != p.shape:
-        raise ValueError(f"`rho` must have the shape of `p` {p.shape}, got {rho.shape}")
+    if np.shape(rho) != p.shape:
+        raise ValueError(f"`rho` must have the shape of `p` {p.shape}, got {np.shape(rho)}")
     rho = _v.check("rho", rho, 0.0, COSINE_DISTANCE_MAX, what="cosine distances")
     try:
         t = float(_v.check("t", t, 0.0, what="a cosine-distance threshold"))

@@ -89,10 +89,10 @@ class FunctionalEstimate(NamedTuple):
 
 
 def _samples(d, rho_max):
-    a = np.asarray(d, dtype=float)
-    if a.ndim == 0 or a.shape[-1] == 0:
-        raise ValueError(f"`d` must hold at least one distance along its last axis, got shape {a.shape}")
-    return _c.check("d", a, 0.0, rho_max)
+    shape = np.shape(d)
+    if len(shape) == 0 or shape[-1] == 0:
+        raise ValueError(f"`d` must hold at least one distance along its last axis, got shape {shape}")
+    return _c.check("d", d, 0.0, rho_max)  # the round-off tolerance of d's own dtype, before any cast
 
 
 def _confidence(confidence):

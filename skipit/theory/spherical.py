@@ -40,7 +40,7 @@ _CF_MAX_ITER = 20000
 
 
 def _check_t_d(t, d) -> tuple[np.ndarray, ...]:
-    t = _v.check("t", t, 0.0, what="a cosine-distance threshold")
+    t = _v.check("t", t, 0.0, what="a cosine-distance threshold", pole=True)
     d_arr = _v.check("d", d, 2.0, integer=True)
     return np.broadcast_arrays(t, d_arr)
 
@@ -160,9 +160,11 @@ def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"])
     give 2.1e-10 at d = 10^6 (cancellation between two log-gammas near 6e6);
     :func:`_log_beta_half` avoids it.
 
-    Round-off: ``t`` within ``skipit.theory._validation.ROUNDOFF`` below 0 is read as 0.
+    Round-off: ``t`` below 0 by round-off of its own dtype is read at the tolerance above 0
+    (finite; ``skipit.theory._validation``); only ``t = 0`` exactly gives ``-inf``.
     Raises ValueError for NaN or negative ``t``, and for ``d`` < 2, non-integer or not finite.
     """
+    t_in, d_in = t, d
     t, d = _check_t_d(t, d)
     shape = t.shape
     t = t.ravel()
@@ -190,12 +192,12 @@ def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"])
         i_val = np.where(log_i[big] > -745.0, np.exp(log_i[big]), 0.0)
         res[big] = np.log1p(-0.5 * i_val)
         out[inner] = np.minimum(res, 0.0)  # a measure <= 1 under round-off too
-    return out.reshape(shape)[()] if shape == () else out.reshape(shape)
+    return _v.result(out.reshape(shape), t_in, d_in)
 
 
 def cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """The normalised cap measure F(t, d) itself (``exp(log_cap_fraction(t, d))``; underflows to 0 for large d)."""
-    return np.exp(log_cap_fraction(t, d))
+    return _v.result(np.exp(log_cap_fraction(t, d)), t, d)
 
 
 SYMBOLIC: dict = {}

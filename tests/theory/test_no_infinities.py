@@ -60,4 +60,5 @@ def test_theorem3_at_thresholds_beyond_2_is_the_whole_sphere():
     for t in (2.0, 2.5, 10.0):
         assert theorem3_mi_lower_bound(0.0, t, 50) == -math.log(2)
         assert theorem3_mi_lower_bound_sharp(0.0, t, 50) == 0.0
-        assert theorem3_mi_lower_bound_sharp(1e-9, t, 50) == 0.0  # P_t within round-off of 0
+        assert theorem3_mi_lower_bound_sharp(1e-16, t, 50) == 0.0  # P_t within float64 round-off of 0
+        assert theorem3_mi_lower_bound_sharp(np.float32(1e-7), t, 50) == 0.0  # within float32 round-off
