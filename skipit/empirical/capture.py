@@ -250,7 +250,8 @@ class StatisticsCapture(HookSet):
         y = hidden.reshape(-1, d)[index].to(torch.float64)
         norm_x, norm_y = torch.linalg.vector_norm(x, dim=-1), torch.linalg.vector_norm(y, dim=-1)
         keep = (norm_x > 0) & (norm_y > 0)  # a zero vector has no direction: no cosine distance
-        rho = 1.0 - (x * y).sum(-1) / (norm_x * norm_y).clamp_min(torch.finfo(torch.float64).tiny)
+        # float64, and clipped where computed: 1 - cos of near-equal vectors is a few ulps below 0
+        rho = (1.0 - (x * y).sum(-1) / (norm_x * norm_y).clamp_min(torch.finfo(torch.float64).tiny)).clamp(0.0, 2.0)
         thresholds = self._thresholds_on(rho.device)
         for group in GROUPS:
             if self._group_count[group] == 0:
