@@ -207,7 +207,10 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_batch_toke
     the padded ``input_ids``, which sets the activations' memory). The order of the examples
     is kept, and a batch is closed as soon as the next example would break a cap, so batches
     are the longest prefixes that fit. An example longer than ``max_batch_tokens`` alone is
-    run as a batch of one, after ``warn(message)`` (default ``warnings.warn``).
+    run as a batch of one. If there is any, ``warn(message)`` is called once (default
+    ``warnings.warn``), with a message that depends on ``max_batch_tokens`` only: Python's
+    default warning filter then shows it once per process however many examples, batches
+    and calls (statistics, each verified candidate) it concerns.
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
@@ -217,6 +220,7 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_batch_toke
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
+    alone = False
     for position, length in enumerate(lengths):
         length = int(length)
         if length < 1:
@@ -224,9 +228,7 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_batch_toke
         if max_batch_tokens is not None and length > max_batch_tokens:
             if current:
                 batches.append(current)
-            current, longest = [], 0
-            warn(f"example at position {position} has {length} prompt tokens, more than --max-batch-tokens "
-                 f"{max_batch_tokens}: it runs alone")
+            current, longest, alone = [], 0, True
             batches.append([position])
             continue
         wider = max(longest, length)
@@ -239,6 +241,9 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_batch_toke
         longest = wider
     if current:
         batches.append(current)
+    if alone:
+        warn(f"examples with more prompt tokens than `max_batch_tokens` = {max_batch_tokens} run alone, "
+             "one example per batch")
     return batches
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -60,16 +61,26 @@ def test_token_budget_without_cap_is_plain_batching():
     assert token_budget_batches([5] * 7, batch_size=3) == [[0, 1, 2], [3, 4, 5], [6]]
 
 
-def test_an_example_over_the_budget_runs_alone_with_a_warning():
+def test_examples_over_the_budget_run_alone_with_one_warning():
     said = []
-    batches = token_budget_batches([10, 10, 500, 10], batch_size=4, max_batch_tokens=40, warn=said.append)
-    assert batches == [[0, 1], [2], [3]]
-    assert len(said) == 1 and "500 prompt tokens" in said[0] and "runs alone" in said[0]
+    batches = token_budget_batches([10, 10, 500, 10, 60, 70], batch_size=4, max_batch_tokens=40, warn=said.append)
+    assert batches == [[0, 1], [2], [3], [4], [5]]
+    assert said == ["examples with more prompt tokens than `max_batch_tokens` = 40 run alone, one example per batch"]
+    said.clear()
+    token_budget_batches([10, 10], batch_size=4, max_batch_tokens=40, warn=said.append)
+    assert said == []
 
 
-def test_an_example_over_the_budget_warns_by_default():
-    with pytest.warns(UserWarning, match="more than --max-batch-tokens 8"):
-        assert token_budget_batches([9], batch_size=2, max_batch_tokens=8) == [[0]]
+def test_the_budget_warning_is_shown_once_per_process_under_the_default_filter():
+    """``--max-batch-tokens 5``: every example is over the cap, and certify batches several
+    splits and candidates; the user reads one line, not one per example or per call."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for lengths in ([9, 7, 12], [8], [30, 6, 6, 6]):
+            assert token_budget_batches(lengths, batch_size=2, max_batch_tokens=5) == [[i] for i in range(len(lengths))]
+    assert [str(w.message) for w in caught] == [
+        "examples with more prompt tokens than `max_batch_tokens` = 5 run alone, one example per batch"]
+    assert caught[0].category is UserWarning
 
 
 @pytest.mark.parametrize("kwargs, match", [
