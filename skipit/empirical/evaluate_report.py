@@ -118,6 +118,7 @@ def plot_report(report, path):
         xs = [s["layer"] for s in stats]
         ax.plot(xs, [s["D_vision"] for s in stats], "s-", label="D_l vision")
         ax.plot(xs, [s["p005_vision"] for s in stats], "^-", label="p_l(0.05) vision")
+        ax.set_ylabel("D_l and p_l(0.05), vision")
         ax2 = ax.twinx()
         ax2.plot(xs, [s["visual_attention_ratio"] for s in stats], "d--", color="tab:green", label="VAR")
         ax2.set_ylabel("visual attention ratio")

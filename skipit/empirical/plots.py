@@ -40,6 +40,8 @@ EXIT_SHADE = "#c6dbef"
 FREEZE_SHADE = "#d9d9d9"
 VERIFIED_EDGE = "#54278f"
 DPI = 110
+ATTENTION_HEADROOM = 1.08
+"""attention.png's y-axis reaches this factor above its largest value, so no marker touches the edge."""
 
 ATTENTION_LABEL = "VAR_l / H: head-mean share of the answer query's attention on vision tokens"
 
@@ -171,13 +173,15 @@ def attention_figure(certificate):
     ax = fig.subplots()
     _shade_certified(ax, certificate)
     _layer_axis(ax, len(layers), label="decoder layer l")
-    ax.bar(x, [_number(e.get("visual_attention_mean_head")) for e in layers], color=ATTENTION_COLOR, alpha=0.8,
-           width=0.6, label="VAR_l / H (mean over examples)")
-    ax.plot(x, [_number(e.get("visual_attention_upper_bound")) for e in layers], "v", color="black", ms=5,
-            label="upper confidence bound")
+    means = [_number(e.get("visual_attention_mean_head")) for e in layers]
+    uppers = [_number(e.get("visual_attention_upper_bound")) for e in layers]
+    ax.bar(x, means, color=ATTENTION_COLOR, alpha=0.8, width=0.6, label="VAR_l / H (mean over examples)")
+    ax.plot(x, uppers, "v", color="black", ms=5, label="upper confidence bound")
     ax.axhline(s["attention_threshold"], color="black", lw=1, ls=":",
                label=f"threshold = {s['attention_threshold']:g}")
-    ax.set_ylim(0, 1.0)
+    # room above the largest value (a bound of 1.0 is common): a marker on the edge is cut in half
+    ax.set_ylim(0, max([1.0, s["attention_threshold"]] + [v for v in means + uppers if math.isfinite(v)])
+                * ATTENTION_HEADROOM)
     ax.set_ylabel("VAR_l / H (head-mean vision share)")
     ax.set_title(f"{_title_name(certificate)}: {ATTENTION_LABEL}", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")

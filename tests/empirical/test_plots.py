@@ -128,3 +128,42 @@ def test_plotting_sets_no_global_backend_and_never_imports_pyplot(tmp_path, monk
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # any import of pyplot raises ImportError
     write_plots(_certificate(), tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["attention.png", "redundancy.png"]
+
+
+def _marker_tops_px(fig, ax, line):
+    """Display-space top of every finite marker of ``line`` (its centre plus half its size)."""
+    fig.draw_without_rendering()
+    half = line.get_markersize() / 2 * fig.dpi / 72
+    return [ax.transData.transform((x, y))[1] + half for x, y in zip(line.get_xdata(), line.get_ydata()) if y == y]
+
+
+@pytest.mark.parametrize("top", [1.0, 1.1])
+def test_attention_upper_bound_markers_are_not_cut_off_at_the_top(top):
+    """An upper bound of 1.0 (the common saturated case) or above draws its whole marker:
+    the y-axis ends above the largest marker, not at 1.0."""
+    cert = _certificate()
+    cert["layers"][-1]["visual_attention_upper_bound"] = top
+    fig = attention_figure(cert)
+    ax = fig.axes[0]
+    bound = [line for line in ax.lines if line.get_label() == "upper confidence bound"][0]
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > top
+    assert max(_marker_tops_px(fig, ax, bound)) <= ax.get_window_extent().y1
+
+
+def test_evaluation_figure_labels_both_y_axes_of_its_lower_panel(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from skipit.empirical.evaluate_report import plot_report
+
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: drawn.append(self))
+    monkeypatch.setattr("skipit.empirical.evaluate_report.atomic_write_bytes", lambda path, data: None)
+    rows = [{"mode": "late-entry", "layer": l, "accuracy": 0.9, "certified": l == 1} for l in (1, 2)]
+    stats = [{"layer": l, "D_vision": 0.01 * l, "p005_vision": 0.9, "visual_attention_ratio": 0.2} for l in (1, 2)]
+    report = {"settings": {"layers": [1, 2], "tolerance": 0.05, "modes": ["late-entry"]},
+              "full": {"accuracy": 0.9}, "rows": rows, "layer_statistics": stats}
+    plot_report(report, str(tmp_path / "evaluation.png"))
+    (fig,) = drawn
+    upper, lower, right = fig.axes
+    assert upper.get_ylabel() == "accuracy" and right.get_ylabel() == "visual attention ratio"
+    assert "D_l" in lower.get_ylabel() and "p_l(0.05)" in lower.get_ylabel()
