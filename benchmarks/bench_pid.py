@@ -1,4 +1,13 @@
-"""Benchmark: skipit's BROJA solver against dit's (scipy, admui, cone) and a plain scipy SLSQP.
+"""Benchmark: skipit's BROJA solver against its dense Newton solve, dit's solvers and a plain SLSQP.
+
+Part 1 (``--newton-sizes``): skipit's structured Newton step (a Schur complement the size
+of the marginal constraints, ``broja``'s default) against the obvious dense
+factorisation of the Hessian in the kernel coordinates (``broja(..., _dense_newton=True)``),
+each with 1 and with 2 BLAS threads (threadpoolctl), on the same Dirichlet(1) pmfs, in
+one run. The dense solve is skipped above ``--dense-max-n`` (its cost grows as ~n^9).
+Every time line is printed with the 1-minute load average (/proc/loadavg) beside it.
+
+Part 2 (``--sizes``): skipit against dit's three solvers and SLSQP.
 
 Same random pmfs p[target, s1, s2] (Dirichlet(1), fixed seeds) for every solver, alphabet
 size n = |T| = |S1| = |S2| increasing. Reported per size: median wall time of one
@@ -12,7 +21,7 @@ dit is optional and lives in its own environment (it is not a skipit dependency)
 It runs in a subprocess of that interpreter (``--dit-python``); without it only the
 scipy baseline is compared.
 
-    .venv/bin/python benchmarks/bench_pid.py [--sizes 2 3 4 5 6 8] [--reps 3]
+    .venv/bin/python benchmarks/bench_pid.py [--newton-sizes 10 20] [--sizes 2 3 4 5 6 8] [--reps 3]
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
+
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from skipit.theory.entropy import conditional_entropy  # noqa: E402
 from skipit.theory.pid import _problem, broja  # noqa: E402
@@ -68,7 +79,7 @@ json.dump(out, sys.stdout)
 
 def scipy_baseline(p):
     """Straightforward formulation: SLSQP on the kernel parametrisation, Q >= 0 as constraints."""
-    cells, q0, g, s, yz, pxy, pxz = _problem(p)
+    cells, q0, g, s, yz, pxy, pxz, _a, _b = _problem(p)
     gd = g.toarray()
     if gd.shape[1] == 0:
         return 0.0
@@ -96,9 +107,46 @@ def timed(fn, *args, **kw):
     return time.perf_counter() - t0, v
 
 
+def load1():
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def newton_table(sizes, reps, dense_max_n):
+    """Structured vs dense Newton solve, 1 and 2 BLAS threads, same pmfs."""
+    ln2 = math.log(2)
+    print(f"# Newton step: structured (default) vs dense, median over {reps} Dirichlet(1) pmfs per size; "
+          "times in s; load = 1-min load average after the runs\n")
+    print(f"{'n':>3} {'cells':>6} {'struct@1':>9} {'struct@2':>9} {'dense@1':>9} {'dense@2':>9} "
+          f"{'dense@2/struct':>14} {'max|dUni|':>9} {'gap(bits)':>9} {'steps':>6} {'load':>5}")
+    for n in sizes:
+        rng = np.random.default_rng(1000 + n)
+        pmfs = [rng.dirichlet(np.ones(n**3)).reshape(n, n, n) for _ in range(reps)]
+        runs = {}
+        for label, dense, threads in [("struct@1", False, 1), ("struct@2", False, 2),
+                                      ("dense@1", True, 1), ("dense@2", True, 2)]:
+            if dense and n > dense_max_n:
+                continue
+            with threadpool_limits(limits=threads):
+                runs[label] = [timed(broja, p, _dense_newton=dense) for p in pmfs]
+        med = {k: float(np.median([t for t, _ in v])) for k, v in runs.items()}
+        vals = {k: np.array([s.unique for _, s in v]) / ln2 for k, v in runs.items()}
+        diff = max(float(np.max(np.abs(v - vals["struct@1"]))) for v in vals.values())
+        gap = max(s.gap for v in runs.values() for _, s in v) / ln2
+        steps = int(np.median([s.newton_steps for _, s in runs["struct@1"]]))
+        cols = [f"{n:>3} {n**3:>6}"] + [f"{med[k]:9.3f}" if k in med else f"{'-':>9}"
+                                        for k in ("struct@1", "struct@2", "dense@1", "dense@2")]
+        ratio = f"{med['dense@2'] / med['struct@2']:14.1f}" if "dense@2" in med else f"{'-':>14}"
+        print(" ".join(cols), ratio, f"{diff:9.1e} {gap:9.1e} {steps:6d} {load1():5.2f}", flush=True)
+    print()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 3, 4, 5, 6, 8])
+    ap.add_argument("--newton-sizes", type=int, nargs="*", default=[10, 20],
+                    help="sizes for the structured vs dense Newton table (none: skip it)")
+    ap.add_argument("--dense-max-n", type=int, default=12, help="largest n for the dense Newton solve")
+    ap.add_argument("--newton-reps", type=int, default=3, help="random pmfs per size in the Newton table")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[2, 3, 4, 5, 6, 8])
     ap.add_argument("--reps", type=int, default=3, help="random pmfs per size")
     ap.add_argument("--dit-python", default="/tmp/dit-venv/bin/python")
     ap.add_argument("--no-scipy", action="store_true")
@@ -106,6 +154,10 @@ def main(argv=None):
                     help="run dit's scipy and admui solvers only up to this size (minutes per pmf beyond)")
     args = ap.parse_args(argv)
     have_dit = Path(args.dit_python).exists()
+    if args.newton_sizes:
+        newton_table(args.newton_sizes, args.newton_reps, args.dense_max_n)
+    if not args.sizes:
+        return 0
     ln2 = math.log(2)
     print(f"# BROJA Uni(T : S1 \\ S2), median over {args.reps} Dirichlet(1) pmfs per size; times in s, "
           f"errors in bits vs skipit (certified)\n")
