@@ -14,7 +14,6 @@ The table in ``tests/empirical/test_parsing.py`` pins each parser on the same in
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Sequence
 
 __all__ = ["PARSERS", "parse_answer", "check_parser", "mmmu_open_candidates", "mmmu_normalise"]
@@ -189,6 +188,14 @@ def _lower_no_period(generated, letters, options):
     return generated.lower().strip().rstrip(".")
 
 
+def _evalai(generated, letters, options):
+    """LLaVA-1.5 ``scripts/convert_vqav2_for_submission.py``: the EvalAI answer processor
+    (:func:`skipit.empirical.metrics.evalai_process`) before the answer is submitted."""
+    from skipit.empirical.metrics import evalai_process
+
+    return evalai_process(generated)
+
+
 def _gqa_llava(generated, letters, options):
     """LLaVA-1.5 ``scripts/convert_gqa_for_eval.py``: trailing periods removed, lower-cased (of the
     stripped answer, as ``model_vqa_loader`` strips it)."""
@@ -199,6 +206,7 @@ PARSERS: dict[str, Callable[[str, Sequence[str], Sequence[str]], str]] = {
     "text": _text, "mmbench": _mmbench, "mcq-extract": _mcq_extract, "ai2d": _ai2d, "scienceqa": _scienceqa,
     "scienceqa-llava": _scienceqa_llava, "first-char": _first_char, "pope": _pope, "pope-llava": _pope_llava,
     "mme": _mme, "mmmu-choice": _mmmu_choice, "lower-no-period": _lower_no_period, "gqa-llava": _gqa_llava,
+    "evalai": _evalai,
 }
 
 
@@ -260,5 +268,3 @@ def mmmu_open_candidates(generated: str) -> list:
                 out.append(norm)
     return out
 
-
-_PUNCT = string.punctuation

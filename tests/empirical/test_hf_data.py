@@ -133,7 +133,9 @@ def test_bad_rows_are_reported_with_their_index(tmp_path):
     text = str(info.value)
     assert "3 bad row(s)" in text and "--skip-bad" in text
     assert "row 1: no image in column 'image'" in text
-    assert "row 2: unreadable image (UnidentifiedImageError" in text
+    assert ("row 2: unreadable image in column 'image' (UnidentifiedImageError: cannot identify image file "
+            "row 2, column 'image')") in text
+    assert "BytesIO" not in text  # the row and the column, not <_io.BytesIO object at 0x...>
     assert "row 3: missing question" in text
     assert "row 0:" not in text and "row 4:" not in text
 

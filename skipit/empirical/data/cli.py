@@ -7,6 +7,8 @@ import argparse
 from skipit.empirical.data.columns import ANSWER_COLUMNS, CHOICES_COLUMNS, IMAGE_COLUMNS, QUESTION_COLUMNS
 from skipit.empirical.data.examples import DEFAULT_MAX_NEW_TOKENS, METRIC_CHOICES, ColumnMap, Example, LoadReport
 from skipit.empirical.data.load import load_examples
+from skipit.empirical.data.presets import ANSWER_MODES
+from skipit.empirical.tasks import PROMPT_STYLES, TASKS
 from skipit.empirical.data.prompts import MCQ_INSTRUCTION, MCQ_TEMPLATE
 
 
@@ -16,12 +18,23 @@ def add_data_arguments(parser: argparse.ArgumentParser,
     command). ``--data`` and ``--skip-bad`` are added only when ``parser`` (or a parent parser)
     does not define them already."""
     group = parser.add_argument_group("data")
-    known = set(getattr(parser, "_option_string_actions", {}))
+    known = set(getattr(parser, "_option_string_actions", {})) | {f"--{a.dest.replace('_', '-')}" for a in parser._actions}
     if "--data" not in known:
         group.add_argument("--data", default=None, metavar="PATH|NAME|HUB_ID",
                            help="JSONL file (image, question, answer[, choices]), bundled set, Hugging Face "
                                 "dataset (save_to_disk directory, parquet/arrow files or a folder of them, or a hub "
                                 f"dataset id in the local cache, read offline) (default: {default_data})")
+    group.add_argument("--task", default=None, choices=list(TASKS), metavar="NAME",
+                       help="read --data as a benchmark preset: columns, prompt, answer parsing and metric as its "
+                            "reference (lmms-eval or LLaVA-1.5) does; without --data, the preset's hub dataset id "
+                            f"(from the local cache). Presets: {', '.join(TASKS)}")
+    group.add_argument("--prompt-style", default=None, choices=PROMPT_STYLES,
+                       help="with --task: whose prompt and parsing to follow where lmms-eval and LLaVA-1.5 differ "
+                            "(default: lmms-eval)")
+    group.add_argument("--answer", default="auto", choices=ANSWER_MODES,
+                       help="how an answer is read: generate (the greedy text, parsed as the reference parses it), "
+                            "one-token (the argmax of the first token for multiple choice, the paper's; cheaper); "
+                            "auto: generate with --task, else one-token for letter answers")
     group.add_argument("--split", default=None, help="dataset split (needed when the dataset has several)")
     group.add_argument("--subset", default=None, metavar="NAME",
                        help="dataset configuration (subset) of a hub dataset or of a folder of data files")
@@ -54,7 +67,9 @@ def examples_from_args(args: argparse.Namespace,
         return getattr(args, name, default)
 
     columns = ColumnMap(get("image_column"), get("question_column"), get("answer_column"), get("choices_column"))
-    return load_examples(get("data") or default_data, skip_bad=bool(get("skip_bad", False)),
+    task = get("task")
+    return load_examples(get("data") or ("" if task else default_data), skip_bad=bool(get("skip_bad", False)),
                          limit=get("samples", 0) or None, split=get("split"), subset=get("subset"), columns=columns,
                          metric=get("metric", "auto"), mcq_template=get("mcq_template", MCQ_TEMPLATE),
-                         max_new_tokens=get("max_new_tokens"))
+                         max_new_tokens=get("max_new_tokens"), task=task, prompt_style=get("prompt_style"),
+                         answer=get("answer", "auto"))

@@ -21,6 +21,7 @@ from skipit.empirical.data.examples import (
     _raise_bad,
 )
 from skipit.empirical.data.prompts import MCQ_INSTRUCTION, render_mcq
+from skipit.empirical.metrics import METRICS
 from skipit.empirical.data.sources import (
     _image_cells,
     _image_digest,
@@ -110,22 +111,34 @@ def _choices_list(value):
     return [str(v) for v in value]
 
 
+def _is_index(value):
+    return not isinstance(value, bool) and str(value).strip().isdigit()
+
+
 def _answer_kind(rows):
     """How the answers of multiple-choice rows name the right option, decided over all of them:
-    ``letter`` (``"B"``), ``index`` (``1`` or ``"1"``, AI2D) or ``text`` (the option itself)."""
+    ``letter`` (``"B"``, every row), ``index`` (``1`` or ``"1"``, AI2D) or ``text`` (the option itself).
+
+    Answers that are all whole numbers are indices; a row whose index is out of range is a bad row
+    (:func:`_mcq_answer` gives None, and the row is named), never a reason to read the other rows as
+    option text. Only when some index is out of range AND every row's answer is exactly one of its
+    options' texts (numeric options such as ``["10", "20", "30"]``) are the answers read as text."""
     mcq = [(answers[0], choices) for answers, choices in rows if choices]
     if mcq and all(a in LETTERS[:len(c)] for a, c in mcq):
         return "letter"
-    if mcq and all(str(a).strip().isdigit() and int(a) < len(c) for a, c in mcq):
-        return "index"
+    if mcq and all(_is_index(a) for a, _ in mcq):
+        in_range = all(int(a) < len(c) for a, c in mcq)
+        as_text = all(sum(o.strip() == str(a).strip() for o in c) == 1 for a, c in mcq)
+        return "text" if (not in_range and as_text) else "index"
     return "text"
 
 
 def _mcq_answer(answer, choices, kind):
+    """The letter of the right option, or None when ``answer`` names none of ``choices``."""
     if kind == "letter":
         return answer
     if kind == "index":
-        return LETTERS[int(answer)]
+        return LETTERS[int(answer)] if int(answer) < len(choices) else None
     matches = [i for i, c in enumerate(choices) if c.strip() == str(answer).strip()]
     return LETTERS[matches[0]] if len(matches) == 1 else None
 
@@ -156,7 +169,7 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
         batch = batch.to_pydict()
         for i in range(len(batch[wanted_columns[0]])):
             row = {c: batch[c][i] for c in wanted_columns}
-            problem, parsed = _check_row(row, cols, extra_images, root)
+            problem, parsed = _check_row(row, cols, extra_images, root, index)
             digest.update(json.dumps([index, parsed[1:] if parsed else None, problem], default=str).encode())
             for cell in _image_cells(row[cols["image"]]):
                 digest.update(_image_digest(cell))
@@ -173,7 +186,9 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
         if choices:
             letter = _mcq_answer(answers[0], choices, kind)
             if letter is None:
-                unmatched.append((index, f"answer {answers[0]!r} is none of the options {choices!r}"))
+                why = (f"answer index {answers[0]!r} is out of range for {len(choices)} options"
+                       if kind == "index" else f"answer {answers[0]!r} is none of the options {choices!r}")
+                unmatched.append((index, f"{why} (column {cols['answer']!r})"))
                 continue
             row_metric = metric if metric != "auto" else "letter"
             question = render_mcq(question, choices, template)
@@ -201,10 +216,11 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
         if not wanted:
             break  # the rest were verified by _check_row
         try:
-            example.image = _open_image(_image_file(_image_cells(image_column[index].as_py())[0], root))
+            where = f"row {index}, column {cols['image']!r}"
+            example.image = _open_image(_image_file(_image_cells(image_column[index].as_py())[0], root, where))
             kept.append(example)
         except Exception as err:  # PIL raises many kinds: all mean "unreadable image"
-            _bad(skipped, index, f"unreadable image ({type(err).__name__}: {err})")
+            _bad(skipped, index, _unreadable(err, cols["image"]))
     skipped.sort()
     report = LoadReport(name, skipped, digest.hexdigest(), unit="row",
                         columns={k: v for k, v in cols.items() if v is not None})
@@ -215,7 +231,13 @@ def _load_dataset_examples(source, split, subset, columns, skip_bad, limit, metr
     return kept, report
 
 
-def _check_row(row, cols, extra_images, root):
+def _unreadable(err, column):
+    """One line for an image PIL cannot read, naming the column (the row is named by the listing)."""
+    detail = str(err).splitlines()[0] if str(err) else ""
+    return f"unreadable image in column {column!r} ({type(err).__name__}: {detail})"
+
+
+def _check_row(row, cols, extra_images, root, index=0):
     """``(problem, None)`` or ``(None, (image cell, question, answers, choices))`` for one dataset row."""
     cells = _image_cells(row[cols["image"]])
     others = [c for c in extra_images if row.get(c) is not None]
@@ -226,9 +248,9 @@ def _check_row(row, cols, extra_images, root):
     if not cells:
         return f"no image in column {cols['image']!r}", None
     try:
-        _verify_image(_image_file(cells[0], root))
+        _verify_image(_image_file(cells[0], root, f"row {index}, column {cols['image']!r}"))
     except Exception as err:  # PIL raises many kinds: all mean "unreadable image"
-        return f"unreadable image ({type(err).__name__}: {err})", None
+        return _unreadable(err, cols["image"]), None
     question = row[cols["question"]]
     if not isinstance(question, str) or not question.strip():
         return f"missing question (column {cols['question']!r} holds {question!r})", None
@@ -251,7 +273,7 @@ def _resolve_metric(examples, report, metric, max_new_tokens):
     for ex in examples:
         if not ex.metric:
             ex.metric = "letter" if metric == "auto" else metric
-    used = sorted({ex.metric for ex in examples}, key=("letter", "exact", "vqa", "anls").index)
+    used = sorted({ex.metric for ex in examples}, key=METRICS.index)
     report.metric = "+".join(used)
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                        or max_new_tokens < 1):

@@ -8,8 +8,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from skipit.empirical.metrics import METRICS
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-METRIC_CHOICES = ("auto", "letter", "exact", "vqa", "anls")
+METRIC_CHOICES = ("auto", *METRICS)
 DEFAULT_MAX_NEW_TOKENS = 16
 """Greedy tokens generated for a free-form answer when ``--max-new-tokens`` is not given
 (lmms-eval's ``generation_kwargs.max_new_tokens`` for AI2D and RealWorldQA). The letter metric
@@ -23,7 +25,12 @@ class Example:
     """One visual question: a PIL RGB image, the question as the model sees it, the answer,
     optional choices (the allowed answers: letters for a multiple-choice row), where it came
     from, the reference answers of a free-form question (empty: ``[answer]``) and the metric
-    that scores it (:data:`skipit.empirical.metrics.METRICS`; empty: ``letter``)."""
+    that scores it (:data:`skipit.empirical.metrics.METRICS`; empty: ``letter``). ``parser``
+    (:data:`skipit.empirical.parsing.PARSERS`) says how the answer is read from the greedy
+    generation; empty: a ``letter`` example reads its first token only (the paper's one-token
+    answer), any other example its generated text. ``options`` are the texts of the options
+    lettered by ``choices`` (for parsers matching option text), ``meta`` what a benchmark-level
+    score needs (MME's category and image)."""
 
     image: object
     question: str
@@ -32,6 +39,9 @@ class Example:
     source: str = ""  # "file.jsonl:12", "bundled:name[12]" or "dataset[12]"
     references: list = field(default_factory=list)
     metric: str = ""
+    parser: str = ""
+    options: list = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
 
     def image_bytes(self):
         """Mode, size and raw pixels: what the sha256 of a data set covers."""
@@ -61,7 +71,8 @@ class LoadReport:
     """What :func:`load_examples` read: the source, the skipped ``(line or row, reason)``
     pairs (``unit`` says which: 1-based JSONL lines, 0-based dataset rows), the sha256 of the
     whole source, the metric(s) scoring it (``letter``, ``exact``, ``vqa``, ``anls``, or several
-    joined by ``+``), the tokens generated per answer, and the dataset columns used."""
+    joined by ``+``), the tokens generated per answer, the dataset columns used, and the
+    preset and prompt style (``--task``, ``--prompt-style``) when one was used."""
 
     source: str
     skipped: list = field(default_factory=list)
@@ -70,6 +81,8 @@ class LoadReport:
     metric: str = "letter"
     max_new_tokens: int = 1
     columns: dict = field(default_factory=dict)
+    task: str = ""
+    prompt_style: str = ""
 
 
 def _bad(skipped, line, reason):

@@ -203,8 +203,9 @@ def _hub_snapshot(dataset_id):
             f"  (detail: {str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
 
 
-def _open_dataset(source, split, subset):
-    """``(datasets.Dataset, description, root folder)`` for a saved dataset, data files or a hub id."""
+def _open_dataset(source, split, subset, default_split=None):
+    """``(datasets.Dataset, description, root folder)`` for a saved dataset, data files or a hub id;
+    with several splits and no ``split``, ``default_split`` (a preset's) is taken when present."""
     from skipit.errors import SkipitError
 
     datasets = _import_datasets()
@@ -227,6 +228,9 @@ def _open_dataset(source, split, subset):
             datasets.enable_progress_bars()
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
+        if split is None and default_split is not None and (default_split in loaded
+                                                            or _SPLIT_ALIASES.get(default_split) in loaded):
+            split = default_split
         if split is None:
             if len(splits) != 1:
                 raise SkipitError(f"--data {source} has splits {', '.join(splits)}; choose one with --split")
@@ -251,10 +255,23 @@ def _image_cells(value):
     return [value]
 
 
-def _image_file(cell, root):
+class _NamedBytes(io.BytesIO):
+    """Image bytes whose repr names where they came from: PIL's "cannot identify image file %r"
+    then says ``row 12, column 'image'`` instead of ``<_io.BytesIO object at 0x...>``."""
+
+    def __init__(self, data, where):
+        super().__init__(data)
+        self.where = where
+
+    def __repr__(self):
+        return self.where
+
+
+def _image_file(cell, root, where="the image cell"):
+    """A path or a file object for one image cell; ``where`` names the row and column in errors."""
     if isinstance(cell, dict):
         if cell.get("bytes"):
-            return io.BytesIO(cell["bytes"])
+            return _NamedBytes(cell["bytes"], where)
         cell = cell.get("path")
     if not isinstance(cell, str) or not cell:
         raise ValueError("empty image cell (no bytes, no path)")
