@@ -32,6 +32,8 @@ COMMANDS = {
                 "with --certificate, how often the certificate's verdicts were right",
     "skip": "run a model once with late entry or early exit of the vision tokens: accuracy and time "
             "against the full model",
+    "data": "show what a data set or --task benchmark preset hands the model: the text, the templated prompt, "
+            "the target(s) and the metric of each example (no model weights)",
     "bounds": "print every result of the paper with its hypotheses, its status (proven, corrected) and "
               "its value at example arguments; no torch needed",
 }
