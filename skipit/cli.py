@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from skipit import __version__
 from skipit.commands._common import output_options
+from skipit.empirical.settings import SettingError, flag_of
 from skipit.errors import SkipitError
 
 COMMANDS = {
@@ -82,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with output_options(args):
             return int(module.run(args) or 0)
+    except SettingError as err:  # a library parameter, printed as its flag
+        print(f"skipit {args.command}: error: {err.render(flag_of)}", file=sys.stderr)
+        return err.exit_code
     except SkipitError as err:
         print(f"skipit {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code

@@ -116,8 +116,10 @@ def _command_parser(**defaults):
 
 def test_parent_parser_gives_each_command_its_own_defaults():
     """Two commands' parents do not share option objects: one's defaults never leak into the other's."""
-    certify = _command_parser(samples=512, batch_size=16).parse_args(["x"])
-    evaluate = _command_parser().parse_args(["x"])
+    from skipit.empirical.settings import CertifySettings, EvaluateSettings
+
+    certify = _command_parser(samples=512, settings=CertifySettings).parse_args(["x"])
+    evaluate = _command_parser(settings=EvaluateSettings).parse_args(["x"])
     assert (certify.samples, certify.batch_size) == (512, 16)
     assert (evaluate.samples, evaluate.batch_size) == (200, 32)
     assert vars(certify).keys() == vars(evaluate).keys() >= {

@@ -43,7 +43,7 @@ EMPIRICAL_FUNCTIONS = {
     "certificate": ("certificate_layers", "decide", "split_indices", "freeze_order", "candidate_chains",
                     "binomial_p_value", "fixed_sequence", "verification_block", "build_certificate",
                     "certificate_schema", "load_certificate", "check_certificate_model"),
-    "certify": ("certify", "write_certificate", "layer_contributions", "run_versions"),
+    "certify_run": ("certify", "learn", "write_certificate", "layer_contributions", "run_versions"),
     "evaluate": ("predict", "evaluate", "validate", "certificate_verdicts", "accuracy", "layer_statistics",
                  "parse_layer_grid", "token_counts"),
     "flops": ("tokens_per_layer", "keys_per_layer", "prefill_flops", "decode_flops", "generation_flops",

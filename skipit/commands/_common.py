@@ -3,7 +3,7 @@
 A command adopts the shared options with one argument to ``add_parser`` (and drops its own
 copies of these options, which argparse would otherwise reject as conflicting)::
 
-    p = subparsers.add_parser("certify", parents=[model_options(samples=512, batch_size=16)], ...)
+    p = subparsers.add_parser("certify", parents=[model_options(samples=512, settings=CertifySettings)], ...)
 
 :func:`skipit.cli.main` applies ``-q/--quiet`` around every command (:func:`output_options`),
 so a command only reads ``args.no_progress`` (true under ``--quiet`` too) and ``args.quiet``.
@@ -24,14 +24,18 @@ DEFAULT_DATA = "digits-test"
 SMALL_MODEL_PARAMETERS = 50_000_000
 
 
-def model_options(*, samples: int = 200, batch_size: int = 32) -> argparse.ArgumentParser:
+def model_options(*, samples: int = 200, settings: type | None = None) -> argparse.ArgumentParser:
     """A fresh parent parser (``add_help=False``) with the options every model-running command shares.
 
-    Options: ``--model``, ``--data``, ``--samples``, ``--batch-size``, ``--skip-bad``,
-    ``--device``, ``--dtype``, ``--threads``, ``-q/--quiet`` and ``--no-progress``. The
-    command's own defaults for ``--samples`` and ``--batch-size`` are arguments; a new parser
-    is built on each call because argparse shares a parent's option objects with its children.
+    Options: ``--model``, ``--data``, ``--samples``, ``--batch-size``, ``--max-batch-tokens``,
+    ``--skip-bad``, ``--device``, ``--dtype``, ``--threads``, ``-q/--quiet`` and
+    ``--no-progress``. The command's default for ``--samples`` is an argument; ``--batch-size``
+    and ``--max-batch-tokens`` come from the fields of the command's ``settings`` class
+    (:class:`skipit.empirical.settings.RunSettings` by default). A new parser is built on each
+    call because argparse shares a parent's option objects with its children.
     """
+    from skipit.empirical.settings import RunSettings, add_setting_options
+
     p = argparse.ArgumentParser(add_help=False)
     run = p.add_argument_group("model and data")
     run.add_argument("--model", default=None, metavar="NAME|HUB_ID|PATH",
@@ -39,8 +43,7 @@ def model_options(*, samples: int = 200, batch_size: int = 32) -> argparse.Argum
                           "(default: the bundled demo model)")
     run.add_argument("--samples", type=int, default=samples, metavar="N",
                      help=f"use the first N examples (default: {samples}; 0 = all)")
-    run.add_argument("--batch-size", type=int, default=batch_size, metavar="B",
-                     help=f"examples per forward (default: {batch_size})")
+    add_setting_options(run, settings or RunSettings, only=("batch_size", "max_batch_tokens"))
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:0 ... (default: auto)")
     run.add_argument("--dtype", default="auto", choices=DTYPES,
                      help="model dtype (default: auto = float32 on CPU, bfloat16 on CUDA)")
@@ -181,8 +184,6 @@ def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None,
     ``--model`` (the bundled data set fits the demo model only)."""
     if args.samples < 0:
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
-    if args.batch_size < 1:
-        raise SkipitError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.data is None and args.model is not None:
         raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
     parse_threads(getattr(args, "threads", "auto"))

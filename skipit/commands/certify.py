@@ -8,7 +8,7 @@ inside :func:`run`.
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import sys
 
@@ -16,11 +16,15 @@ DEFAULT_OUT = "skipit-certify-output"
 CHECKPOINT_SUBDIR = "checkpoint"
 
 
+SHARED = ("batch_size", "max_batch_tokens")  # added by model_options
+
+
 def add_parser(subparsers):
     from skipit.commands._common import model_options
+    from skipit.empirical.settings import CertifySettings, add_setting_options
 
     p = subparsers.add_parser(
-        "certify", parents=[model_options(samples=512, batch_size=16)],
+        "certify", parents=[model_options(samples=512, settings=CertifySettings)],
         help="measure a VLM's per-layer statistics, certify skippable layers and verify answer changes",
         description="Measure per-layer redundancy and visual attention of a VLM on a data set, give the "
                     "paper's verdicts (late entry, early exit, freeze of vision tokens) with examples as the "
@@ -29,72 +33,20 @@ def add_parser(subparsers):
                     "answers, all together with probability >= --confidence. "
                     "Without --model: the bundled demo model on its bundled test data.")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
-    p.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.02, 0.05, 0.1], metavar="T",
-                   help="proximal thresholds t captured for p_l(t) (default: 0.01 0.02 0.05 0.1)")
-    p.add_argument("--confidence", type=float, default=0.95, metavar="C",
-                   help="joint confidence of all bounds used by the verdicts, and of all verified "
-                        "configurations (default: 0.95)")
-    p.add_argument("--eps", type=float, default=0.05,
-                   help="redundancy level: U_l < eps and P_l(t) > 1 - eps (default: 0.05)")
-    p.add_argument("--proximal-t", type=float, default=0.05, metavar="T",
-                   help="the t of the proximal test, one of --thresholds (default: 0.05)")
-    p.add_argument("--attention-threshold", type=float, default=0.1, metavar="TAU",
-                   help="largest allowed visual attention share (mean over heads) of the answer query "
-                        "(default: 0.1)")
-    v = p.add_argument_group("verification (Learn-then-Test on held-out calibration examples)")
-    v.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
-                   help="verify candidates by their answer-change rate (default: on; --no-verify: every "
-                        "example goes to the statistics and only the paper's verdicts are given)")
-    v.add_argument("--tolerance", type=float, default=0.05, metavar="TAU",
-                   help="largest allowed fraction of changed answers (default: 0.05)")
-    v.add_argument("--calibration-fraction", type=float, default=0.5, metavar="F",
-                   help="fraction of the examples held out for verification (default: 0.5)")
-    v.add_argument("--split-seed", type=int, default=0, metavar="S",
-                   help="seed of the statistics/calibration split (default: 0)")
-    v.add_argument("--freeze-order", default="contribution", choices=["redundancy", "contribution"],
-                   help="order of the freeze chain: the certified vision redundancy U_l (the paper's statistic) or "
-                        "ShortV's layer contribution (output KL when the layer's vision update is removed, on "
-                        "--order-samples statistics examples); either is computed on the statistics split only "
-                        "(default: contribution, which predicts harm far better on the demo model; see README)")
-    v.add_argument("--order-samples", type=int, default=64, metavar="K",
-                   help="statistics examples used by --freeze-order contribution (default: 64)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="resume from the checkpoint in --out when there is one (default: on)")
-    p.add_argument("--checkpoint-every", type=int, default=8, metavar="K",
-                   help="save the statistics every K batches (default: 8)")
-    p.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
-                   help="at most N padded prompt tokens (batch size x longest prompt) per statistics batch, "
-                        "so long image sequences (LLaVA-NeXT, Qwen2.5-VL) fit in memory; a longer example runs "
-                        "alone (default: no cap, --batch-size examples per batch)")
+    p.add_argument("--json", action="store_true",
+                   help="print the certificate as JSON (the content of certificate.json) instead of the table")
+    add_setting_options(p, CertifySettings, skip=SHARED,
+                        groups={"verification": "verification (Learn-then-Test on held-out calibration examples)"})
     return p
 
 
-_FLAGS = {"eps": "--eps", "proximal_t": "--proximal-t", "attention_threshold": "--attention-threshold",
-          "confidence": "--confidence", "thresholds": "--thresholds", "tolerance": "--tolerance",
-          "calibration_fraction": "--calibration-fraction", "max_new_tokens": "--max-new-tokens",
-          "batch_size": "--batch-size", "checkpoint_every": "--checkpoint-every",
-          "freeze_order": "--freeze-order", "order_examples": "--order-samples"}
-
-
 def settings_from_args(args):
-    """The :class:`CertifySettings` of the command line; a bad value is a one-line SkipitError
-    naming the option."""
-    from skipit.empirical.certificate import CertifySettings
-    from skipit.errors import SkipitError
+    """The :class:`~skipit.empirical.settings.CertifySettings` of the command line (a bad value is a
+    :class:`~skipit.empirical.settings.SettingError` naming the parameter; the CLI prints its flag)."""
+    from skipit.empirical.settings import CertifySettings
+    from skipit.empirical.settings import settings_from_args as from_args
 
-    try:
-        return CertifySettings(eps=args.eps, proximal_t=args.proximal_t,
-                               attention_threshold=args.attention_threshold, confidence=args.confidence,
-                               thresholds=tuple(args.thresholds), verify=args.verify, tolerance=args.tolerance,
-                               calibration_fraction=args.calibration_fraction, split_seed=args.split_seed,
-                               freeze_order=args.freeze_order,
-                               order_examples=args.order_samples, batch_size=args.batch_size,
-                               checkpoint_every=args.checkpoint_every, resume=args.resume)
-    except ValueError as err:
-        text = str(err)
-        for name, flag in _FLAGS.items():
-            text = text.replace(f"`{name}`", flag)
-        raise SkipitError(text) from None
+    return from_args(CertifySettings, args)
 
 
 def _num(value):
@@ -177,11 +129,7 @@ def run(args):
     settings = settings_from_args(args)
     if args.samples < 0:
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
-    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
-        raise SkipitError(f"--max-batch-tokens must be >= 1, got {args.max_batch_tokens}")
     parse_threads(args.threads)  # checked before any work
-
-    import dataclasses
 
     from skipit.commands._common import load_data, load_model
     from skipit.empirical.distributed import context_from_environment, distributed, run_on_main
@@ -189,7 +137,7 @@ def run(args):
     placement_from_args(args, context_from_environment())  # --device, --device-map, --max-memory: before any work
     examples, report = load_data(args, "certify")
     # answers compared by the verification: one token, or the greedy generation free-form data need
-    settings = dataclasses.replace(settings, max_new_tokens=int(report.max_new_tokens or 1))
+    settings = settings.replace(max_new_tokens=int(report.max_new_tokens or 1))
 
     import contextlib
 
@@ -202,15 +150,14 @@ def run(args):
         offload = stack.enter_context(offload_folder(out_dir, ctx))
         import torch  # only now: the data and --out are checked before any model work
 
-        from skipit.empirical.certify import certify, write_certificate
+        from skipit.empirical.certify_run import certify
         from skipit.empirical.loading import input_device
-        from skipit.empirical.plots import write_plots
 
         model, processor, info, examples = load_model(args, "certify", examples, ctx, offload)
         if not args.no_progress and ctx.is_main:
             ranks = f", {ctx.world_size} processes" if ctx.world_size > 1 else ""
             print(f"certifying {info['name']} ({info['model_type']}, {info['source']}) on {report.source}: "
-                  f"{len(examples)} examples, batch size {args.batch_size}{ranks}", file=sys.stderr)
+                  f"{len(examples)} examples, batch size {settings.batch_size}{ranks}", file=sys.stderr)
         checkpoint_dir = os.path.join(out_dir, CHECKPOINT_SUBDIR)
         run_info = {"device": str(input_device(model)), "dtype": str(model.dtype).replace("torch.", ""),
                     "samples": len(examples), "threads": torch.get_num_threads()}
@@ -223,15 +170,46 @@ def run(args):
                 data_info={"source": report.source, "file_sha256": report.sha256,
                            "skipped_lines": [n for n, _ in report.skipped], "metric": report.metric,
                            "columns": report.columns},
-                run_info=run_info, ctx=ctx, max_batch_tokens=args.max_batch_tokens)
+                run_info=run_info, ctx=ctx)
         except KeyboardInterrupt:
             if ctx.is_main:
-                print(f"skipit certify: the statistics up to the last checkpoint are in {checkpoint_dir}; "
-                      "rerun the same command to resume", file=sys.stderr)
+                print(f"skipit certify: {interrupted_message(checkpoint_dir, settings)}", file=sys.stderr)
             raise
-        path, pngs = run_on_main(lambda: (write_certificate(certificate, out_dir),
-                                          write_plots(certificate, out_dir)), ctx)
+        path, pngs = run_on_main(lambda: write_outputs(certificate, out_dir), ctx)
     if ctx.is_main:
-        print(format_table(certificate))
-        print(f"wrote {path}, {', '.join(pngs)}")
+        if args.json:
+            print(json.dumps(certificate, indent=2))
+        else:
+            print(format_table(certificate))
+        print(f"wrote {path}, {', '.join(pngs)}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def interrupted_message(checkpoint_dir, settings):
+    """What an interrupted run leaves, truly: the examples in the checkpoint (and how to resume),
+    or that no checkpoint was written yet."""
+    from skipit.empirical.certify_run import CHECKPOINT_STATE
+
+    try:
+        with open(os.path.join(checkpoint_dir, CHECKPOINT_STATE), encoding="utf-8") as fh:
+            done = len(json.load(fh)["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return (f"interrupted before the first checkpoint (one is saved every {settings.checkpoint_every} "
+                "batches of statistics): nothing was saved; rerun the same command to start again")
+    return (f"the statistics of {done} examples (up to the last checkpoint) are in {checkpoint_dir}; rerun the "
+            "same command to resume")
+
+
+def write_outputs(certificate, out_dir):
+    """Write ``certificate.json`` and the plots into ``out_dir``: ``(path, [png paths])``. A write
+    that fails (a full disk, an --out made unwritable) is a one-line :class:`skipit.errors.RunError`."""
+    from skipit.empirical.certify_run import write_certificate
+    from skipit.empirical.plots import write_plots
+    from skipit.errors import RunError
+
+    try:
+        return write_certificate(certificate, out_dir), write_plots(certificate, out_dir)
+    except OSError as err:
+        raise RunError(f"cannot write the results into --out {out_dir} ({err.strerror or type(err).__name__}); "
+                       "the checkpoint in it is kept: fix the directory and rerun the same command "
+                       "(it resumes from the checkpoint)") from None

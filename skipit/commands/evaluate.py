@@ -14,40 +14,26 @@ import sys
 DEFAULT_OUT = "skipit-evaluate-output"
 
 
+SHARED = ("batch_size", "max_batch_tokens")  # added by model_options
+
+
 def add_parser(subparsers):
     from skipit.commands._common import model_options
-    from skipit.empirical.modes import EVALUATE_MODES as all_modes
-    from skipit.empirical.modes import SKIP_MODES as skip_modes
+    from skipit.empirical.settings import EvaluateSettings, add_setting_options
+
     p = subparsers.add_parser(
-        "evaluate", parents=[model_options(samples=200, batch_size=32)],
+        "evaluate", parents=[model_options(samples=200, settings=EvaluateSettings)],
         help="accuracy of full versus skipped models; precision and recall of a certificate",
         description="Accuracy of a VLM with late entry / early exit / freezing of vision tokens at every layer "
                     "of a grid, against the full model; per-layer statistics; Theorem 6 on real numbers; and, "
                     "with --certificate, precision and recall of the certificate's paper verdicts and of its "
                     "verified configurations, on these (held-out) examples.")
-    p.add_argument("--modes", nargs="+", default=list(skip_modes), choices=all_modes,
-                   help=f"skipping modes (default: {' '.join(skip_modes)}; freeze at L freezes layer L alone; "
-                        "late-entry-oracle: vision enters with the full pass's layer-(L-1) state, an analysis "
-                        "reference)")
-    p.add_argument("--layers", default="all", metavar="GRID",
-                   help="layers L to try: all, 1,2,8, 2-12 or 2-12:2 (default: all)")
     p.add_argument("--certificate", default=None, metavar="PATH",
                    help="certificate.json from `skipit certify` to validate (refused if made for another model)")
-    p.add_argument("--tolerance", type=float, default=1.0, metavar="POINTS",
-                   help="accuracy drop (in points) still counted as kept (default: 1)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory (default: {DEFAULT_OUT})")
-    p.add_argument("--theorem6-samples", type=int, default=4, metavar="K",
-                   help="examples for Theorem 6's bound vs the measured error (default: 4; 0 = skip)")
-    p.add_argument("--theorem6-iters", type=int, default=8, metavar="I",
-                   help="power iterations per Lipschitz constant (default: 8)")
-    p.add_argument("--baselines", action="store_true",
-                   help="also FastV at matched FLOPs and visual token withdrawal by the KL rule")
-    p.add_argument("--fastv-layer", type=int, default=2, metavar="K", help="FastV's pruning layer (default: 2)")
-    p.add_argument("--vtw-kl", type=float, default=0.01, metavar="KL",
-                   help="VTW's output-KL threshold (default: 0.01)")
-    p.add_argument("--max-batch-tokens", type=int, default=None, metavar="N",
-                   help="at most N padded prompt tokens (batch size x longest prompt) per batch; a longer "
-                        "example runs alone (default: no cap)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON (the content of evaluation.json) instead of the table")
+    add_setting_options(p, EvaluateSettings, skip=SHARED)
     return p
 
 
@@ -56,16 +42,9 @@ def run(args):
 
     from skipit.commands._common import load_model_and_data, offload_folder, placement_from_args
     from skipit.empirical.distributed import context_from_environment, distributed, run_on_main
-    from skipit.errors import SkipitError
+    from skipit.empirical.settings import EvaluateSettings, SettingError, settings_from_args
 
-    if not 0 <= args.tolerance <= 100:
-        raise SkipitError(f"--tolerance must be in [0, 100] points, got {args.tolerance}")
-    if args.theorem6_samples < 0 or args.theorem6_iters < 1:
-        raise SkipitError("--theorem6-samples must be >= 0 and --theorem6-iters >= 1")
-    if args.vtw_kl < 0:
-        raise SkipitError(f"--vtw-kl must be >= 0, got {args.vtw_kl}")
-    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
-        raise SkipitError(f"--max-batch-tokens must be >= 1, got {args.max_batch_tokens}")
+    settings = settings_from_args(EvaluateSettings, args)
     placement_from_args(args, context_from_environment())  # --device, --device-map, --max-memory: before any work
     from skipit.empirical.certificate import load_certificate
 
@@ -79,10 +58,11 @@ def run(args):
             output_directory(args.out, what="--out", command="skipit evaluate")), ctx)
         offload = stack.enter_context(offload_folder(out_dir, ctx))
         model, processor, info, examples, data_report = load_model_and_data(args, "evaluate", ctx, offload)
+        settings = settings.replace(max_new_tokens=data_report.max_new_tokens)
 
         from skipit.empirical.adapters import get_adapter
         from skipit.empirical.certificate import check_certificate_model
-        from skipit.empirical.evaluate import evaluate, parse_layer_grid
+        from skipit.empirical.evaluate import evaluate
         from skipit.empirical.evaluate_report import format_table, plot_report
         from skipit.empirical.weights import weights_fingerprint
 
@@ -92,20 +72,13 @@ def run(args):
             check_certificate_model(certificate, {"model_type": adapter.model_type, "num_layers": n,
                                                   "weights": weights_fingerprint(model)},
                                     what=f"--certificate {args.certificate}")
-        try:
-            layers = parse_layer_grid(args.layers, n)
-        except ValueError as err:
-            raise SkipitError(str(err).replace("`layers`", "--layers")) from None
-        if args.baselines and not 1 <= args.fastv_layer <= n:
-            raise SkipitError(f"--fastv-layer must be in [1, {n}], got {args.fastv_layer}")
+        settings.layer_list(n)  # checked against the model before any work
+        if settings.baselines and not 1 <= settings.fastv_layer <= n:
+            raise SettingError(f"{{fastv_layer}} must be in [1, {n}], got {settings.fastv_layer}")
         quiet = args.no_progress or not ctx.is_main
         say = (lambda msg: None) if quiet else (lambda msg: print(f"skipit evaluate: {msg}", file=sys.stderr))
-        report = evaluate(model, processor, examples, modes=args.modes, layers=layers, certificate=certificate,
-                          tolerance=args.tolerance / 100.0, batch_size=args.batch_size,
-                          theorem6_examples=args.theorem6_samples, theorem6_iters=args.theorem6_iters,
-                          adapter=adapter, progress=say, baselines=args.baselines,
-                          fastv_layer=args.fastv_layer, vtw_kl_threshold=args.vtw_kl, ctx=ctx,
-                          max_batch_tokens=args.max_batch_tokens, max_new_tokens=data_report.max_new_tokens)
+        report = evaluate(model, processor, examples, settings, certificate=certificate, adapter=adapter,
+                          progress=say, ctx=ctx)
         report["model"] = info
         report["run"] = {"world_size": ctx.world_size}
         report["data"] = {"source": data_report.source, "num_examples": len(examples),
@@ -118,12 +91,22 @@ def run(args):
                                                                  "evaluation.png")}
 
         def write():
-            atomic_write_text(paths["evaluation.json"], json.dumps(report, indent=2, allow_nan=True) + "\n")
-            atomic_write_text(paths["evaluation.txt"], text + "\n")
-            plot_report(report, paths["evaluation.png"])
+            try:
+                atomic_write_text(paths["evaluation.json"], json.dumps(report, indent=2, allow_nan=True) + "\n")
+                atomic_write_text(paths["evaluation.txt"], text + "\n")
+                plot_report(report, paths["evaluation.png"])
+            except OSError as err:
+                from skipit.errors import RunError
+
+                raise RunError(f"cannot write the results into --out {out_dir} "
+                               f"({err.strerror or type(err).__name__})") from None
 
         run_on_main(write, ctx)
     if not ctx.is_main:
+        return 0
+    if args.json:
+        print(json.dumps(report, indent=2, allow_nan=True))
+        print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
         return 0
     print(f"skipit evaluate: {info['name']} ({info['model_type']}, {n} layers) on {data_report.source}")
     print(text)

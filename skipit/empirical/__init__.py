@@ -26,7 +26,7 @@ _LAZY = {
     "fastv_prune": "skipit.empirical.baselines",
     "visual_token_withdrawal": "skipit.empirical.baselines",
     # certificate
-    "certify": "skipit.empirical.certify",
+    "certify": "skipit.empirical.certify_run",
     "theorem6_measurements": "skipit.empirical.lipschitz",
 }
 

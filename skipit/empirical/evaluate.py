@@ -46,6 +46,7 @@ from skipit.empirical.loading import input_device, to_model_inputs
 from skipit.empirical.metrics import letter_score, normalise_answer
 from skipit.empirical.modes import MODES as MODE_REGISTRY
 from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, VERIFY_MODES, skip_context
+from skipit.empirical.settings import EvaluateSettings, SettingError, parse_layer_grid
 from skipit.empirical.skipping import resolve_adapter
 from skipit.empirical.stats import threshold_key
 
@@ -66,32 +67,8 @@ ALL_MODES = EVALUATE_MODES
 """``late-entry-oracle``: late entry with the full pass's layer-(L-1) vision states (an
 analysis reference, not a speed-up: separates the text's missing vision from the vision
 tokens' missing processing); it is never validated against a certificate."""
-DEFAULT_TOLERANCE = 0.01
+DEFAULT_TOLERANCE = EvaluateSettings.tolerance  # the one default: EvaluateSettings
 SCHEMA = "skipit.evaluation/2"
-
-
-def parse_layer_grid(text: str, num_layers: int) -> list[int]:
-    """Layers from a grid string: ``all``, ``1,2,8``, ``2-12``, ``2-12:2`` or a mix (``1,4-6``).
-
-    Returns the sorted distinct layers; each must lie in [1, num_layers].
-    """
-    if text is None or str(text).strip().lower() == "all":
-        return list(range(1, num_layers + 1))
-    layers: set[int] = set()
-    for part in str(text).replace(" ", "").split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
-        if not m:
-            raise ValueError(f"`layers` must look like 'all', '1,2,8', '2-12' or '2-12:2', got {text!r}")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) else lo
-        step = int(m.group(3)) if m.group(3) else 1
-        if step < 1 or hi < lo:
-            raise ValueError(f"`layers` range {part!r} must have lo <= hi and step >= 1")
-        layers.update(range(lo, hi + 1, step))
-    bad = sorted(l for l in layers if not 1 <= l <= num_layers)
-    if bad:
-        raise ValueError(f"`layers` must lie in [1, {num_layers}], got {bad}")
-    return sorted(layers)
 
 
 def _mode_layer(mode, layer):
@@ -320,43 +297,41 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
     return rows
 
 
-def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example], modes: Iterable[str] = MODES,
-             layers: Iterable[int] | None = None, certificate: Mapping[str, Any] | None = None,
-             tolerance: float = DEFAULT_TOLERANCE, batch_size: int = 16, theorem6_examples: int = 4,
-             theorem6_iters: int = 8, statistics: bool = True, adapter: VLMAdapter | None = None,
-             progress: Callable[[str], object] | None = None, baselines: bool = False, fastv_layer: int = 2,
-             vtw_kl_threshold: float = 0.01, ctx: DistributedContext | None = None,
-             max_batch_tokens: int | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
-    """Full vs skipped accuracy for every layer of ``layers`` in each mode, the per-layer
-    statistics, Theorem 6 on ``theorem6_examples`` examples, and the validation of
-    ``certificate`` (a dict from ``load_certificate``): precision and recall of the paper's
-    verdicts (truth: accuracy within ``tolerance``) and of the verified configurations
-    (truth: answer-change rate within the certificate's tolerance). With ``baselines``:
-    FastV at ``fastv_layer`` with the keep ratio matched to each skipping setting's prefill
-    FLOPs, and VTW at the layer of the output-KL rule (``vtw_kl_threshold``). Returns the
-    report.
+def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
+             settings: EvaluateSettings | None = None, *, certificate: Mapping[str, Any] | None = None,
+             statistics: bool = True, adapter: VLMAdapter | None = None,
+             progress: Callable[[str], object] | None = None, ctx: DistributedContext | None = None,
+             **changes: Any) -> dict[str, Any]:
+    """Full vs skipped accuracy for every layer of ``settings.layers`` in each of ``settings.modes``,
+    the per-layer statistics, Theorem 6 on ``settings.theorem6_examples`` examples, and the
+    validation of ``certificate`` (a dict from ``load_certificate``): precision and recall of the
+    paper's verdicts (truth: accuracy within ``settings.tolerance``) and of the verified
+    configurations (truth: answer-change rate within the certificate's tolerance). With
+    ``settings.baselines``: FastV at ``fastv_layer`` with the keep ratio matched to each
+    skipping setting's prefill FLOPs, and VTW at the layer of the output-KL rule (``vtw_kl``).
+    Returns the report.
+
+    ``settings``: an :class:`~skipit.empirical.settings.EvaluateSettings` (default: its
+    defaults); keyword ``changes`` replace its fields (``evaluate(..., layers=[2, 3],
+    batch_size=4)``) and are checked as the settings check them.
 
     Under torchrun (``ctx``): every prediction and the statistics are split by whole batches
     over the ranks and gathered (:func:`predict`), so every rank returns the report of one
-    process; Theorem 6 and VTW's layer choice run on rank 0 and are shared.
-    ``max_batch_tokens`` caps a batch's padded prompt tokens; ``max_new_tokens`` is the greedy
-    tokens of a free-form answer (:func:`predict`)."""
+    process; Theorem 6 and VTW's layer choice run on rank 0 and are shared."""
     from skipit.empirical.distributed import SINGLE_PROCESS, run_on_main
 
+    settings = (EvaluateSettings() if settings is None else settings).replace(**changes)
     ctx = SINGLE_PROCESS if ctx is None else ctx
-    run: dict[str, Any] = {"ctx": ctx, "max_batch_tokens": max_batch_tokens}
-    answering = dict(run, max_new_tokens=max_new_tokens)
+    batch_size, tolerance, modes = settings.batch_size, settings.tolerance, settings.modes
+    theorem6_examples = settings.theorem6_examples
+    run: dict[str, Any] = {"ctx": ctx, "max_batch_tokens": settings.max_batch_tokens}
+    answering = dict(run, max_new_tokens=settings.max_new_tokens)
     ad = resolve_adapter(model, adapter)
     n = ad.num_layers(model)
-    layers = list(range(1, n + 1)) if layers is None else list(layers)
-    for mode in modes:
-        if mode not in ALL_MODES:
-            raise ValueError(f"`modes` must be among {', '.join(ALL_MODES)}, got {mode!r}")
-    if not 0 <= tolerance <= 1:
-        raise ValueError(f"`tolerance` must be in [0, 1] (a fraction of examples), got {tolerance}")
+    layers = settings.layer_list(n)
     say = progress or (lambda msg: None)
     if not examples:
-        raise ValueError("`examples` must not be empty")
+        raise SettingError("{examples} must not be empty")
 
     say(f"full model on {len(examples)} examples")
     full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad,
@@ -406,13 +381,13 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
         say("per-layer statistics")
         report["layer_statistics"] = layer_statistics(model, processor, examples, batch_size, ad, **run)
         report["layer_statistics_source"] = "measured"
-    if baselines:
+    if settings.baselines:
         say("baselines at matched FLOPs")
         report["baselines"] = _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, ad,
-                                         fastv_layer, vtw_kl_threshold, **answering)
+                                         settings.fastv_layer, settings.vtw_kl, **answering)
     if theorem6_examples and "late-entry" in modes:
         report["theorem6"] = run_on_main(lambda: _theorem6(model, processor, examples[:theorem6_examples], layers,
-                                                           ad, theorem6_iters, say), ctx)
+                                                           ad, settings.theorem6_iters, say), ctx)
     return report
 
 

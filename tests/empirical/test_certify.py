@@ -16,6 +16,7 @@ import os
 import pytest
 
 from skipit.empirical.certificate import SCHEMA, CertifySettings
+from skipit.empirical.settings import flag_of
 
 # --------------------------------------------------------------------------- the run
 
@@ -41,7 +42,7 @@ _RUN_ARGUMENTS = ("checkpoint_dir", "data_info", "run_info", "max_batches", "mod
 def _run(tiny_llava, examples, **kwargs):
     """``certify`` on the tiny LLaVA: keywords of CertifySettings (default batch_size=3,
     verify=False: these tests are about the statistics) or of ``certify`` itself."""
-    from skipit.empirical.certify import certify
+    from skipit.empirical.certify_run import certify
 
     model, processor, info = tiny_llava
     run = {k: kwargs.pop(k) for k in _RUN_ARGUMENTS if k in kwargs}
@@ -159,13 +160,13 @@ def test_resume_with_another_batch_size_gives_the_uninterrupted_certificate(tiny
     assert len(forwards) == 3  # examples 6..10 in batches of 2
     assert json.loads((tmp_path / "checkpoint.json").read_text())["done"] == list(range(11))
     assert resumed["run"]["batch_size"] == 2
-    _assert_same_certificate(resumed, whole)
+    _assert_same_certificate(resumed, whole, rel=1e-6)  # float32 forwards padded differently: ~1e-7 apart
 
 
 def test_crash_between_statistics_and_state_resumes_exactly(tiny_llava, tmp_path, monkeypatch):
     """Killed after writing the second statistics file but before the state naming it: the
     resume uses the first checkpoint and the certificate equals an uninterrupted run's."""
-    import skipit.empirical.certify as certify_module
+    import skipit.empirical.certify_run as certify_module
     from tests.empirical.certify_helpers import digit_examples
 
     examples = digit_examples(9)
@@ -195,8 +196,11 @@ def test_resume_on_different_data_is_refused(tiny_llava, tmp_path):
          data_info={"source": "a.jsonl"})
     with pytest.raises(SkipitError, match=r"the checkpoint in .* holds statistics of 3 on 6 examples of a\.jsonl "
                                           r"whose content differs from this run's 6 examples of b\.jsonl .*"
-                                          r"use another --out directory or --no-resume$"):
+                                          r"use another `checkpoint_dir` or `resume=False`$") as refused:
         _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path, data_info={"source": "b.jsonl"})
+    # the command line names its flags instead (skipit.cli maps each parameter to its flag)
+    assert refused.value.render(flag_of).endswith("(the data file, its images or --data changed?); use another "
+                                                  "--out directory or --no-resume")
     # without resuming, the old checkpoint is replaced
     cert = _run(tiny_llava, digit_examples(6, offset=1), checkpoint_dir=tmp_path, resume=False)
     assert cert["data"]["num_examples"] == 6
@@ -204,14 +208,14 @@ def test_resume_on_different_data_is_refused(tiny_llava, tmp_path):
 
 
 def test_resume_with_another_model_is_refused(tiny_llava, tmp_path):
-    from skipit.empirical.certify import certify
+    from skipit.empirical.certify_run import certify
     from skipit.errors import SkipitError
     from tests.empirical.certify_helpers import digit_examples
 
     model, processor, info = tiny_llava
     _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
     with pytest.raises(SkipitError, match=r"was made with another model: its location was '.*', this run's "
-                                          r"is '/elsewhere'; use another --out directory or --no-resume$"):
+                                          r"is '/elsewhere'; use another `checkpoint_dir` or `resume=False`$"):
         certify(model, processor, digit_examples(6), CertifySettings(batch_size=3, verify=False),
                 checkpoint_dir=tmp_path, progress=False, model_info=dict(info, location="/elsewhere"))
 
@@ -225,8 +229,8 @@ def test_resume_with_another_number_of_examples_says_so_first(tiny_llava, tmp_pa
     _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1,
          data_info=source)
     with pytest.raises(SkipitError, match=r"the checkpoint in .* covers 6 examples of bundled:digits-test; this "
-                                          r"run has 4 of bundled:digits-test \(--samples changed\?\); use "
-                                          r"another --out directory or --no-resume$"):
+                                          r"run has 4 of bundled:digits-test \(`num_examples` changed\?\); use "
+                                          r"another `checkpoint_dir` or `resume=False`$"):
         _run(tiny_llava, digit_examples(4), checkpoint_dir=tmp_path, data_info=source)
 
 
@@ -247,8 +251,8 @@ def test_resume_with_other_thresholds_names_them(tiny_llava, tmp_path):
 
     _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1)
     with pytest.raises(SkipitError, match=r"captured with thresholds \[0\.01, 0\.02, 0\.05, 0\.1\]; this "
-                                          r"run asks for \[0\.05, 0\.2\] \(--thresholds changed\?\); use "
-                                          r"another --out directory or --no-resume$"):
+                                          r"run asks for \[0\.05, 0\.2\] \(`thresholds` changed\?\); use "
+                                          r"another `checkpoint_dir` or `resume=False`$"):
         _run(tiny_llava, digit_examples(6), checkpoint_dir=tmp_path, thresholds=(0.05, 0.2))
 
 
@@ -262,7 +266,7 @@ def test_resume_with_another_split_is_refused(tiny_llava, tmp_path, change):
     _run(tiny_llava, digit_examples(8), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1, verify=True)
     assert len(json.loads((tmp_path / "checkpoint.json").read_text())["done"]) == 3
     with pytest.raises(SkipitError, match=r"captured with split \[True, 0\.5, 0\]; this run asks for \[.*\] "
-                                          r"\(--calibration-fraction, --split-seed or --verify changed\?\)"):
+                                          r"\(`calibration_fraction`, `split_seed` or `verify` changed\?\)"):
         _run(tiny_llava, digit_examples(8), checkpoint_dir=tmp_path, **{"verify": True, **change})
 
 
@@ -279,7 +283,7 @@ def test_checkpoint_statistics_are_mergeable_run_statistics(tiny_llava, tmp_path
 
 def test_certificate_write_is_atomic(tmp_path, monkeypatch):
     """A write that fails midway leaves the previous certificate.json intact and no temp file."""
-    from skipit.empirical.certify import write_certificate
+    from skipit.empirical.certify_run import write_certificate
 
     write_certificate({"schema": SCHEMA, "n": 1}, tmp_path)
 
@@ -325,7 +329,7 @@ def test_atomic_write_gives_the_mode_of_a_new_file(tmp_path, umask, mode):
     """Like ``open(path, "w")``: 0o666 less the umask, not the temporary file's 0o600."""
     import stat
 
-    from skipit.empirical.certify import write_certificate
+    from skipit.empirical.certify_run import write_certificate
     from skipit.empirical.files import atomic_write_text
 
     old = os.umask(umask)
@@ -344,7 +348,7 @@ def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llav
     must not be resumed, or the certificate would mix two models' statistics."""
     import torch
 
-    from skipit.empirical.certify import certify
+    from skipit.empirical.certify_run import certify
     from skipit.errors import SkipitError
     from tests.empirical.certify_helpers import digit_examples
 
@@ -356,7 +360,7 @@ def test_resume_with_retrained_weights_at_the_same_location_is_refused(tiny_llav
         with torch.no_grad():
             layer_norm.mul_(1.5)
         with pytest.raises(SkipitError, match=r"was made with other weights: same location, type, layers and "
-                                              r"dtype, but the parameters' values differ.*--no-resume$"):
+                                              r"dtype, but the parameters' values differ.*`resume=False`$"):
             certify(model, processor, digit_examples(6), CertifySettings(batch_size=3, verify=False),
                     checkpoint_dir=tmp_path, progress=False, model_info=info)
     finally:
@@ -476,7 +480,7 @@ def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, t
     """Killed during verification after the reference answers and one candidate: the resume
     reuses both from the checkpoint (no statistics forward, two answer passes fewer) and gives
     the uninterrupted certificate."""
-    import skipit.empirical.certify as certify_module
+    import skipit.empirical.certify_run as certify_module
     from tests.empirical.certify_helpers import digit_examples
 
     model = quiet_llava[0]
@@ -503,7 +507,7 @@ def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, t
     monkeypatch.setattr(certify_module, "_answers", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         _run(quiet_llava, examples, verify=True, checkpoint_dir=tmp_path / "b", **VERIFY_SETTINGS)
-    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())["verification"]
     assert len(state["reference"]) == 6 and list(state["results"]) == ["late-entry:2"]
 
     calls.clear()

@@ -259,7 +259,7 @@ def test_offloaded_model_has_the_plain_weights_fingerprint(models):
 def test_certify_on_an_offloaded_model_gives_the_plain_certificate(models):
     """certify's statistics and verification under CPU + disk offload equal the plain model's (1e-5)."""
     from skipit.empirical.certificate import CertifySettings
-    from skipit.empirical.certify import certify
+    from skipit.empirical.certify_run import certify
     from tests.empirical.certify_helpers import digit_examples
     from tests.empirical.test_certify import _assert_same_certificate
 

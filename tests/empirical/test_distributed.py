@@ -278,11 +278,12 @@ def _settings(**kwargs):
     return CertifySettings(**{"batch_size": 2, "checkpoint_every": 1, "calibration_fraction": 0.4, **kwargs})
 
 
-def _certify(model_bundle, examples, ctx=None, **kwargs):
-    from skipit.empirical.certify import certify
+def _certify(model_bundle, examples, ctx=None, max_batch_tokens=None, **kwargs):
+    from skipit.empirical.certify_run import certify
 
     model, processor, info = model_bundle
-    return certify(model, processor, examples, _settings(), progress=False, model_info=info, ctx=ctx, **kwargs)
+    return certify(model, processor, examples, _settings(max_batch_tokens=max_batch_tokens), progress=False,
+                   model_info=info, ctx=ctx, **kwargs)
 
 
 def _certify_worker(rank, world, port, out_dir, model_bundle, examples, steps):
@@ -475,7 +476,7 @@ def test_torchrun_certify_command_writes_once_with_world_size_2(tiny_run, tmp_pa
                                                          out / "checkpoint" / "rank-1" / "checkpoint.json")]
     assert sorted(ranks[0] + ranks[1]) == list(range(6)) and ranks[0] and ranks[1]
     from skipit.empirical.certificate import CertifySettings
-    from skipit.empirical.certify import certify
+    from skipit.empirical.certify_run import certify
     from skipit.empirical.data import load_examples
     from tests.empirical.test_certify import _assert_same_certificate
 

@@ -317,7 +317,7 @@ def test_certify_answers_are_the_comparable_answers_evaluate_compares(tiny_dir):
     :func:`comparable_answers` of evaluate's predictions on the same examples."""
     from skipit.empirical.answers import comparable_answers
     from skipit.empirical.certificate import CertifySettings
-    from skipit.empirical.certify import _answers
+    from skipit.empirical.certify_run import _answers
     from skipit.empirical.data import load_examples
     from skipit.empirical.evaluate import predict
     from skipit.empirical.loading import load_model_and_processor

@@ -1,0 +1,602 @@
+"""The run of ``skipit certify``: :func:`certify`, step by step, and its :class:`Checkpoint`.
+
+The pure half (bounds, verdicts, verification maths, schema) is
+:mod:`skipit.empirical.certificate`; the settings are
+:class:`skipit.empirical.settings.CertifySettings`. :func:`certify` runs the method's steps:
+
+1. **split** the examples into a statistics part and a disjoint calibration part
+   (:func:`~skipit.empirical.certificate.split_indices`);
+2. **statistics**: per-layer statistics of the statistics part, one forward per batch
+   (:func:`skipit.empirical.capture_statistics`), checkpointed so that a killed run resumes;
+3. **learn**: the candidate chains, ordered from the statistics part alone (:func:`learn`);
+4. **verify**: the full model's answers on the calibration part, then each candidate of the
+   three chains in its fixed order until a chain stops; every count is checkpointed;
+5. **decide**: the paper's verdicts and the verified configurations
+   (:func:`~skipit.empirical.certificate.build_certificate`);
+6. **write**: :func:`write_certificate` (the command writes what :func:`certify` returns).
+
+This module is ``certify_run`` and not ``certify`` so that ``skipit.empirical.certify`` is the
+function, whatever was imported before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from skipit.empirical.certificate import (
+    CERTIFICATE_FILE,
+    build_certificate,
+    candidate_chains,
+    certificate_layers,
+    config_arg,
+    config_key,
+    freeze_order,
+    run_chains,
+    split_indices,
+    verification_block,
+)
+from skipit.empirical.data import data_sha256
+from skipit.empirical.distributed import (
+    SINGLE_PROCESS,
+    batch_positions,
+    gather_objects,
+    merge_statistics,
+    other_rank_dirs,
+    rank_checkpoint_dir,
+    run_everywhere,
+    run_on_main,
+    shard,
+    sum_counts,
+)
+from skipit.empirical.files import atomic_write_text
+from skipit.empirical.settings import CertifySettings, SettingError
+from skipit.empirical.weights import weights_fingerprint
+from skipit.errors import RunError
+
+if TYPE_CHECKING:
+    import torch
+
+    from skipit.empirical.adapters.base import VLMAdapter
+    from skipit.empirical.data import Example
+    from skipit.empirical.distributed import DistributedContext
+    from skipit.empirical.stats import RunStatistics
+
+__all__ = ["certify", "learn", "write_certificate", "layer_contributions", "run_versions", "Checkpoint",
+           "CertifySettings", "CHECKPOINT_STATE"]
+
+CHECKPOINT_STATE = "checkpoint.json"
+CHECKPOINT_FORMAT = "skipit.checkpoint/2"
+
+
+def write_certificate(certificate: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> str:
+    """Write ``certificate.json`` atomically into ``out_dir``; returns its path."""
+    path = os.path.join(os.fspath(out_dir), CERTIFICATE_FILE)
+    atomic_write_text(path, json.dumps(certificate, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# the checkpoint
+# --------------------------------------------------------------------------------------
+
+_MODEL_FIELDS = {
+    "model": ("location", ""),
+    "model_type": ("model type", ""),
+    "num_layers": ("number of decoder layers", ""),
+    "dtype": ("dtype", " ({dtype} or {device} changed?)"),
+}
+
+
+@dataclass
+class Checkpoint:
+    """One rank's checkpoint: ``checkpoint.json`` and the statistics file it names, in ``directory``.
+
+    ``identity`` is what a resume must match (``data``: sha256, count and source of the
+    examples; ``capture``: thresholds and split; ``model``: location, type, layers, dtype,
+    weights fingerprint); ``done`` the example indices in ``statistics``;
+    ``verification`` the learned order, the reference answers and every candidate's count,
+    kept while ``verification["key"]`` (answer length, freeze order) is unchanged. With
+    ``directory`` None nothing is saved. :meth:`save` writes a new statistics file, then the
+    state naming it (atomically), then removes the old file: a crash at any point leaves a
+    state whose statistics file is complete and holds exactly ``done``.
+    """
+
+    directory: str | None
+    identity: dict[str, Any]
+    verification_key: dict[str, Any]
+    done: list[int] = field(default_factory=list)
+    statistics: RunStatistics | None = None
+    statistics_file: str = ""
+    verification: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, directory: str | None, identity: Mapping[str, Any], verification_key: Mapping[str, Any],
+             resume: bool = True) -> Checkpoint:
+        """The checkpoint in ``directory``, loaded when ``resume`` and there is one (else empty).
+        A checkpoint this run may not continue is refused (:class:`SettingError` saying what
+        changed)."""
+        from skipit.empirical.stats import RunStatistics
+
+        out = cls(directory, dict(identity), dict(verification_key))
+        saved = out._read() if resume else None
+        if saved is not None:
+            out.done = list(saved["done"])
+            out.statistics_file = saved["statistics"]
+            if out.statistics_file:
+                out.statistics = RunStatistics.load(os.path.join(directory, out.statistics_file))
+            if saved["verification"].get("key") == out.verification_key:
+                out.verification = {k: v for k, v in saved["verification"].items() if k != "key"}
+        return out
+
+    def _read(self):
+        path = os.path.join(self.directory, CHECKPOINT_STATE) if self.directory else None
+        if path is None or not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        problem = self._resume_problem(saved)
+        if problem:
+            raise SettingError(f"the checkpoint in {self.directory} {problem}; use another {{checkpoint_dir}} or "
+                               "{resume=False}")
+        return saved
+
+    def _resume_problem(self, saved):
+        """Why the saved state ``saved`` (a dict) cannot be continued by this run, in words; None if it can."""
+        if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+            return "was written by another version of skipit"
+        old, new = saved["identity"], self.identity
+        mine = new["data"]["source"] or "this run's data"
+        theirs = old["data"]["source"] or "its data"
+        n_saved, n = old["data"]["num_examples"], new["data"]["num_examples"]
+        if n_saved != n:
+            hint = " ({num_examples} changed?)" if theirs == mine or not old["data"]["source"] else ""
+            return f"covers {n_saved} examples of {theirs}; this run has {n} of {mine}{hint}"
+        if old["data"]["sha256"] != new["data"]["sha256"]:
+            finished = len(saved["done"]) >= n_saved
+            done = "a finished run's statistics" if finished else f"statistics of {len(saved['done'])}"
+            return (f"holds {done} on {n} examples of {theirs} whose content differs from this run's {n} "
+                    f"examples of {mine} (the data file, its images or {{examples}} changed?)")
+        for key, names in (("thresholds", "{thresholds}"),
+                           ("split", "{calibration_fraction}, {split_seed} or {verify}")):
+            if old["capture"][key] != new["capture"][key]:
+                return (f"captured with {key} {old['capture'][key]}; this run asks for {new['capture'][key]} "
+                        f"({names} changed?)")
+        if old["model"] != new["model"]:
+            for key, (words, hint) in _MODEL_FIELDS.items():
+                if old["model"].get(key) != new["model"].get(key):
+                    return (f"was made with another model: its {words} was {old['model'].get(key)!r}, this run's "
+                            f"is {new['model'].get(key)!r}{hint}")
+            return ("was made with other weights: same location, type, layers and dtype, but the "
+                    "parameters' values differ (a retrained or re-saved model?)")
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """The content of ``checkpoint.json``."""
+        return {"format": CHECKPOINT_FORMAT, "identity": self.identity, "statistics": self.statistics_file,
+                "done": self.done, "verification": dict(self.verification, key=self.verification_key)}
+
+    def add(self, indices: Sequence[int], part: RunStatistics) -> None:
+        """Merge the statistics ``part`` of the examples ``indices`` into the checkpoint (not saved)."""
+        self.statistics = part if self.statistics is None else self.statistics.merge(part)
+        self.done.extend(indices)
+
+    def save(self) -> None:
+        """Save the statistics and the state (see the class docstring for the order)."""
+        if self.directory is None or self.statistics is None:
+            return
+        old, new = self.statistics_file, f"statistics-{len(self.done):09d}.json"
+        self._write(lambda: self.statistics.save(os.path.join(self.directory, new)))
+        self.statistics_file = new
+        self.save_state()
+        if old and old != new and os.path.exists(os.path.join(self.directory, old)):
+            os.unlink(os.path.join(self.directory, old))
+
+    def save_state(self) -> None:
+        """Save the state alone (the verification's progress)."""
+        if self.directory is not None:
+            self._write(lambda: atomic_write_text(os.path.join(self.directory, CHECKPOINT_STATE),
+                                                  json.dumps(self.state(), indent=1)))
+
+    def _write(self, write: Callable[[], None]) -> None:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            write()
+        except OSError as err:
+            what = err.strerror or type(err).__name__
+            raise RunError(f"cannot write the checkpoint in {self.directory} ({what}); the last good checkpoint "
+                           f"({self._last_good()}) is kept: free space or fix the permissions, then rerun the "
+                           "same command to resume") from None
+
+    def _last_good(self):
+        path = os.path.join(self.directory, CHECKPOINT_STATE)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return f"statistics of {len(json.load(fh)['done'])} examples"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "none yet"
+
+    def saved_examples(self) -> int | None:
+        """How many examples the checkpoint on disk holds (None: no checkpoint written)."""
+        if self.directory is None:
+            return None
+        try:
+            with open(os.path.join(self.directory, CHECKPOINT_STATE), encoding="utf-8") as fh:
+                return len(json.load(fh)["done"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def _other_ranks(checkpoint_dir, identity, verification_key, ctx, resume):
+    """Rank 0's view of the checkpoints of ranks beyond this run's world size (left by a run with
+    more processes): ``[(done, statistics), ...]`` in rank order; the other ranks get ``[]``."""
+    if checkpoint_dir is None or not resume or not ctx.is_main:
+        return []
+    found = []
+    for directory in other_rank_dirs(checkpoint_dir, ctx.world_size):
+        other = Checkpoint.open(directory, identity, verification_key)
+        if other.statistics is not None:
+            found.append((other.done, other.statistics))
+    return found
+
+
+def _done_by_any_rank(own, others, ctx):
+    """Every example index done by any checkpoint: this rank's ``own`` list, gathered from every
+    rank, and ``others`` (rank 0's view of the directories of ranks beyond the world size).
+    An index in two checkpoints is refused: its statistics would count twice."""
+    parts = [part for rank_parts in gather_objects([list(own)] + [list(o) for o in others], ctx)
+             for part in rank_parts]
+    done: set[int] = set()
+    for part in parts:
+        twice = done.intersection(part)
+        if twice:
+            raise SettingError(f"two rank checkpoints both hold example {min(twice)}; the checkpoint is "
+                               "inconsistent: use another {checkpoint_dir} or {resume=False}")
+        done.update(part)
+    return done
+
+
+# --------------------------------------------------------------------------------------
+# the steps
+# --------------------------------------------------------------------------------------
+
+def _identity(model, adapter, examples, settings, model_info, data_info):
+    """What a checkpoint must match to be continued (see :class:`Checkpoint`)."""
+    info = model_info or {}
+    return {
+        "data": {"sha256": data_sha256(examples), "num_examples": len(examples),
+                 "source": str((data_info or {}).get("source") or "")},
+        "capture": {"thresholds": list(settings.thresholds),
+                    "split": [settings.verify, settings.calibration_fraction, settings.split_seed]},
+        "model": {"model": info.get("location") or info.get("name"), "model_type": adapter.model_type,
+                  "num_layers": adapter.num_layers(model), "dtype": str(next(model.parameters()).dtype),
+                  "weights": weights_fingerprint(model)},
+    }
+
+
+def _statistics(model, processor, examples, indices, settings, adapter, checkpoint, others, ctx, progress,
+                max_batches):
+    """Step 2: the merged statistics of ``examples[indices]`` over every rank and every
+    checkpoint, capturing only the examples no checkpoint holds; None when ``max_batches``
+    stopped the run first."""
+    import torch
+
+    from skipit.empirical.capture import capture_statistics
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.loading import to_model_inputs
+    from skipit.empirical.stats import RunStatistics
+
+    done = run_everywhere(lambda: _done_by_any_rank(checkpoint.done, [d for d, _ in others], ctx), ctx)
+    todo = [i for i in indices if i not in done]
+    batches = [[todo[p] for p in batch] for batch in batch_positions(
+        processor, [examples[i] for i in todo], model, settings.batch_size, settings.max_batch_tokens)]
+    # Whole batches are dealt to the ranks, so each example runs in the batch it has in one
+    # process (same padding, same float32 arithmetic): the merged sums differ only in order.
+    batches = shard(batches, ctx)
+    bar = _progress_bar(progress and ctx.is_main, ctx, len(indices), len(indices) - len(todo),
+                        sum(map(len, batches)))
+    every = settings.checkpoint_every
+    try:
+        for start in range(0, len(batches), every):
+            chunk = batches[start:start + every]
+            if max_batches is not None:
+                chunk = chunk[:max(0, max_batches - start)]
+                if not chunk:
+                    return None
+            with torch.inference_mode(), capture_statistics(model, adapter=adapter, thresholds=settings.thresholds,
+                                                            cka=True, attention=True) as cap:
+                for idx in chunk:
+                    inputs = to_model_inputs(build_inputs(processor, [examples[i] for i in idx], model=model), model)
+                    model(**inputs, logits_to_keep=1)  # the statistics never read the logits: B x S x vocab saved
+                    if bar is not None:
+                        bar.update(len(idx))
+            checkpoint.add([i for idx in chunk for i in idx], cap.statistics)
+            checkpoint.save()
+            if max_batches is not None and start + len(chunk) >= max_batches:
+                return None
+    finally:
+        if bar is not None:
+            bar.close()
+
+    total = merge_statistics(checkpoint.statistics, ctx)
+    for part in run_on_main(lambda: [statistics.to_dict() for _, statistics in others], ctx):
+        part = RunStatistics.from_dict(part)
+        total = part if total is None else total.merge(part)
+    return total
+
+
+def _progress_bar(show, ctx, total, initial, mine):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    if ctx.world_size == 1:
+        return tqdm(total=total, initial=initial, unit="ex", desc="statistics", leave=True)
+    return tqdm(total=mine, unit="ex", desc=f"statistics (rank 0 of {ctx.world_size})", leave=True)
+
+
+@dataclass
+class Learned:
+    """What :func:`learn` gives the verification: the candidate ``chains``
+    (:func:`~skipit.empirical.certificate.candidate_chains`) and how the freeze chain was
+    ordered (``order``: ``{"by", "scores", "layers"}``, recorded in the certificate)."""
+
+    chains: dict[str, list[dict[str, Any]]]
+    order: dict[str, Any]
+
+
+def learn(model: torch.nn.Module, processor: Any, ordering: Sequence[Example], layers: Sequence[Mapping[str, Any]],
+          settings: CertifySettings, adapter: VLMAdapter, checkpoint: Checkpoint,
+          ctx: DistributedContext = SINGLE_PROCESS, say: Callable[[str], None] = lambda msg: None) -> Learned:
+    """Step 3 (Learn-then-Test's *learn*): the candidate chains, fixed from the statistics split
+    alone, so that fixed-sequence testing on the calibration split stays valid.
+
+    Today: late entry and early exit in layer order; freeze sets grown in the order of
+    ``settings.freeze_order`` (ShortV's layer contribution on ``ordering``, the first
+    ``order_examples`` statistics examples, or the certified redundancy ``U_l`` of
+    ``layers``; :func:`~skipit.empirical.certificate.freeze_order`). The contributions are
+    checkpointed (``checkpoint.verification["order_scores"]``)."""
+    if settings.freeze_order == "contribution":
+        # rank 0's checkpoint decides, so every rank takes the same (collective) path
+        if run_on_main(lambda: checkpoint.verification.get("order_scores") is None, ctx):
+            say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
+            checkpoint.verification["order_scores"] = {str(k): v for k, v in layer_contributions(
+                model, processor, ordering, adapter, settings.batch_size, ctx, settings.max_batch_tokens).items()}
+            checkpoint.save_state()
+        saved = run_on_main(lambda: checkpoint.verification["order_scores"], ctx)
+        scores = {int(k): float(v) for k, v in saved.items()}
+        by = ("ShortV layer contribution: mean KL(full || layer frozen) of the answer distribution on "
+              f"{len(ordering)} statistics examples")
+    else:
+        scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
+        by = "certified vision redundancy U_l (example-level upper bound on D_l)"
+    order = freeze_order(layers, scores)
+    return Learned(candidate_chains(layers, order),
+                   {"by": by, "scores": {str(k): v for k, v in scores.items()}, "layers": order})
+
+
+def _verify(model, processor, calibration, layers, learned, settings, adapter, checkpoint, ctx, say):
+    """Step 4: the full model's answers on ``calibration``, then the chains of ``learned`` walked
+    (fixed-sequence: a chain stops at its first candidate not rejected); returns the
+    ``verification`` block. Under ``ctx`` each rank answers its shard of ``calibration``; the
+    changed counts are added over ranks, so every rank walks the same chains."""
+    from skipit.empirical.answers import answers_changed
+    from skipit.empirical.evaluate import token_counts as example_token_counts
+
+    n = len(calibration)
+    state = checkpoint.verification
+    mine = [i for batch in shard(batch_positions(processor, calibration, model, settings.batch_size), ctx)
+            for i in batch]
+    own = [calibration[i] for i in mine]
+    if state.get("reference") is None or len(state["reference"]) != len(mine) or (
+            state.get("calibration") is not None and state["calibration"] != mine):
+        say(f"verification: full model on {n} calibration examples")
+        state["reference"] = _answers(model, processor, own, settings, adapter)
+        state["token_counts"] = example_token_counts(model, processor, own, settings.batch_size, adapter)
+        state["results"] = {}
+        state["calibration"] = mine
+        checkpoint.save_state()
+    token_counts = [c for part in gather_objects(state["token_counts"], ctx) for c in part]
+    results = state.setdefault("results", {})
+
+    def changed(config):
+        key = config_key(config)
+        if key not in results:  # counted once, checkpointed, reused on resume
+            say(f"verification: {key}")
+            answers = _answers(model, processor, own, settings, adapter, context=_skip_context(model, config, adapter))
+            results[key] = sum(answers_changed(state["reference"], answers))
+            checkpoint.save_state()
+        return sum_counts(int(results[key]), ctx)
+
+    chains = run_chains(learned.chains, n, changed, lambda config: _flops_fraction(model, config, token_counts),
+                        settings)
+    return verification_block(chains, settings, n, order=learned.order)
+
+
+def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
+            settings: CertifySettings | None = None, *, checkpoint_dir: str | os.PathLike[str] | None = None,
+            progress: bool = True, model_info: Mapping[str, Any] | None = None,
+            data_info: Mapping[str, Any] | None = None, run_info: Mapping[str, Any] | None = None,
+            max_batches: int | None = None, ctx: DistributedContext | None = None) -> dict[str, Any] | None:
+    """Measure per-layer statistics of ``model`` on ``examples``, verify the candidates, and
+    return the ``skipit.certificate/2`` dict (not written: see :func:`write_certificate`).
+
+    ``examples``: :class:`skipit.empirical.data.Example` list. ``settings``: a
+    :class:`~skipit.empirical.settings.CertifySettings` (default: its defaults). The steps are
+    those of the module docstring: split, statistics, learn, verify, decide.
+
+    With ``checkpoint_dir``, a :class:`Checkpoint` keeps the merged statistics, the examples
+    done, the reference answers and every verified candidate's count as the run goes; a later
+    call with the same directory and ``settings.resume`` continues from there with any batch
+    size. A resume is refused (:class:`~skipit.empirical.settings.SettingError` saying what
+    changed) if the number of examples, their sha256, the captured thresholds or split, or
+    the model (location, type, layers, dtype, weights fingerprint) differ. A checkpoint that
+    cannot be written is a :class:`skipit.errors.RunError` (the last good one is kept).
+    ``max_batches`` stops after that many new statistics batches and returns None (used to
+    test resumption). ``model_info`` / ``data_info`` / ``run_info`` are copied into the
+    certificate's model, data and run blocks.
+
+    Data-parallel (``ctx``, a :class:`skipit.empirical.distributed.DistributedContext` under
+    torchrun): each rank captures a disjoint shard of the statistics examples (whole batches)
+    and answers one of the calibration examples; the statistics are merged exactly in rank
+    order and the changed-answer counts summed, so every rank returns the same certificate,
+    ``run.world_size`` = the number of ranks. Rank K checkpoints into its own directory
+    (:func:`~skipit.empirical.distributed.rank_checkpoint_dir`); a rerun with any world size
+    resumes: the examples done by any rank's checkpoint are skipped, and the checkpoints of
+    ranks beyond the new world size are merged by rank 0. ``settings.max_batch_tokens`` caps
+    the padded prompt tokens of every batch (:func:`~skipit.empirical.distributed.token_budget_batches`).
+    """
+    from skipit.empirical.adapters import get_adapter
+
+    ctx = SINGLE_PROCESS if ctx is None else ctx
+    settings = CertifySettings() if settings is None else settings
+    if not isinstance(settings, CertifySettings):
+        raise TypeError(f"`settings` must be a CertifySettings, got {type(settings).__name__}")
+    if not examples:
+        raise SettingError("{examples} must not be empty: no examples to certify on")
+    if settings.verify and len(examples) < 2:
+        raise SettingError(f"verification needs at least 2 examples (statistics and calibration), got "
+                           f"{len(examples)}; add {{examples}} or set {{verify=False}}")
+    adapter = get_adapter(model)
+    say = _sayer(progress and ctx.is_main)
+
+    # 1. split
+    stats_idx, calib_idx = split_indices(len(examples), settings)
+    identity = _identity(model, adapter, examples, settings, model_info, data_info)
+    verification_key = {"max_new_tokens": settings.max_new_tokens, "order": settings.freeze_order,
+                        "order_examples": settings.order_examples}
+    rank_dir = None if checkpoint_dir is None else rank_checkpoint_dir(os.fspath(checkpoint_dir), ctx.rank)
+    checkpoint, others = run_everywhere(lambda: (
+        Checkpoint.open(rank_dir, identity, verification_key, settings.resume),
+        _other_ranks(None if checkpoint_dir is None else os.fspath(checkpoint_dir), identity, verification_key,
+                     ctx, settings.resume)), ctx)
+
+    # 2. statistics
+    total = _statistics(model, processor, examples, stats_idx, settings, adapter, checkpoint, others, ctx,
+                        progress, max_batches)
+    if total is None:
+        return None
+    layers = certificate_layers(total.layers(), total.num_examples, settings)
+
+    verification = None
+    if settings.verify:
+        import torch
+
+        with torch.inference_mode():
+            # 3. learn
+            learned = learn(model, processor, [examples[i] for i in stats_idx[:settings.order_examples]], layers,
+                            settings, adapter, checkpoint, ctx, say)
+            # 4. verify
+            verification = _verify(model, processor, [examples[i] for i in calib_idx], layers, learned, settings,
+                                   adapter, checkpoint, ctx, say)
+
+    # 5. decide
+    return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
+                             model_info=_model_block(model, adapter, model_info, identity),
+                             data_info=_data_block(data_info, identity, stats_idx, calib_idx, settings),
+                             run_info=_run_block(run_info, model_info, settings, ctx), verification=verification)
+
+
+def _model_block(model, adapter, model_info, identity):
+    out = dict(model_info or {})
+    out.setdefault("model_type", adapter.model_type)
+    out.setdefault("hidden_size", getattr(adapter.text_config(model.config), "hidden_size", None))
+    out["weights"] = identity["model"]["weights"]
+    return out
+
+
+def _data_block(data_info, identity, stats_idx, calib_idx, settings):
+    return dict(data_info or {}, sha256=identity["data"]["sha256"], num_examples=identity["data"]["num_examples"],
+                statistics_examples=len(stats_idx), calibration_examples=len(calib_idx),
+                split={"calibration_fraction": settings.calibration_fraction, "seed": settings.split_seed,
+                       "rule": "seeded permutation; the first round((1 - f) n) for the statistics, "
+                               "the rest for calibration"})
+
+
+def _run_block(run_info, model_info, settings, ctx):
+    run = {"world_size": ctx.world_size, "versions": run_versions(), "revision": (model_info or {}).get("revision"),
+           "batch_size": settings.batch_size}
+    if settings.max_batch_tokens is not None:
+        run["max_batch_tokens"] = int(settings.max_batch_tokens)
+    run.update(run_info or {})
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# helpers of the steps
+# --------------------------------------------------------------------------------------
+
+def _skip_context(model, config, adapter):
+    """A zero-argument factory of the skipping context of a verification candidate."""
+    from skipit.empirical.modes import skip_context
+
+    return lambda: skip_context(model, config["mode"], config_arg(config), adapter)
+
+
+def _answers(model, processor, examples, settings, adapter, context=None):
+    """Answers of the model (under ``context``) on ``examples``, as :func:`skipit.empirical.evaluate.predict`
+    gives them (the one-token argmax for letter-scored examples, the greedy generation of up to
+    ``settings.max_new_tokens`` tokens for free-form ones), normalised as ``skipit evaluate``
+    compares them too (:func:`skipit.empirical.answers.comparable_answers`)."""
+    from skipit.empirical.answers import comparable_answers
+    from skipit.empirical.evaluate import predict
+
+    preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
+                          max_new_tokens=settings.max_new_tokens, max_batch_tokens=settings.max_batch_tokens)
+    return comparable_answers(preds, examples)
+
+
+def _flops_fraction(model, config, token_counts):
+    """Predicted prefill FLOPs of ``config`` over those of the full model, summed over the
+    calibration examples' own token counts (:func:`skipit.empirical.flops.config_flops_fraction`)."""
+    from skipit.empirical.flops import config_flops_fraction
+
+    return float(config_flops_fraction(model.config, config["mode"], config_arg(config), token_counts))
+
+
+def run_versions() -> dict[str, str | None]:
+    """Versions of skipit, torch and transformers (None when not importable)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("skipit", "torch", "transformers"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def layer_contributions(model: torch.nn.Module, processor: Any, examples: Sequence[Example], adapter: VLMAdapter,
+                        batch_size: int, ctx: DistributedContext = SINGLE_PROCESS,
+                        max_batch_tokens: int | None = None) -> dict[int, float]:
+    """ShortV's layer contribution: ``{l: mean KL(full || layer l frozen)}`` of the answer
+    distribution over ``examples``, for ``l = 1..N``. Under ``ctx`` each rank takes whole
+    batches and the per-rank sums (mean x count) are added over ranks before dividing."""
+    from skipit.empirical.baselines import answer_kl
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.loading import to_model_inputs
+
+    mine = shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx)
+    batches = [to_model_inputs(build_inputs(processor, [examples[i] for i in idx], model=model), model)
+               for idx in mine]
+    n = adapter.num_layers(model)
+    contexts = [_skip_context(model, {"mode": "freeze", "layers": [l]}, adapter) for l in range(1, n + 1)]
+    kls = answer_kl(model, batches, contexts) if batches else [0.0] * n
+    if ctx.is_distributed:
+        count = sum(map(len, mine))
+        parts = gather_objects((count, [k * count for k in kls]), ctx)
+        total = sum(c for c, _ in parts)
+        kls = [sum(p[1][l] for p in parts) / total for l in range(n)]
+    return {l: float(k) for l, k in zip(range(1, n + 1), kls)}
+
+
+def _sayer(show):
+    import sys
+
+    if not show:
+        return lambda msg: None
+    return lambda msg: print(f"skipit certify: {msg}", file=sys.stderr)
