@@ -1,7 +1,9 @@
 """Model weights: a fingerprint that changes when any weight does, and up-front checks of weight files.
 
-* :func:`weights_fingerprint` hashes *every* byte: the ``.safetensors`` files of a local
-  checkpoint directory (streamed SHA-256, cached per file by ``(path, size, mtime)``), or
+* :func:`weights_fingerprint` hashes *every* byte: the names and contents of the
+  ``.safetensors`` files of a local checkpoint directory (streamed SHA-256 of each whole
+  file, cached per file by ``(path, device, inode, size, mtime, ctime)``, so a file
+  rewritten or renamed into place is hashed again), or
   every tensor of an in-memory model (name, dtype, shape and raw bytes of its state dict).
   A sample of values per tensor (what certify used before) misses a change in the middle
   of a tensor; this does not.
@@ -25,7 +27,7 @@ __all__ = ["weights_fingerprint", "check_weight_files", "PICKLED_SUFFIXES"]
 
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CHUNK = 1 << 22
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int, int, int], str] = {}
 
 # Bytes per element of the dtypes safetensors writes (its format spec).
 _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "U16": 2, "I16": 2,
@@ -34,7 +36,9 @@ _ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0":
 
 def _file_sha256(path):
     stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    # the inode and ctime too: a file renamed into place (a swap of two shards written in the
+    # same clock tick) has the old path, size and mtime but other bytes
+    key = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _FILE_HASHES:
         digest = hashlib.sha256()
         with open(path, "rb") as fh:

@@ -62,6 +62,48 @@ def test_fingerprint_cache_is_keyed_by_size_and_mtime(tmp_path):
     assert weights_fingerprint(tmp_path) != before
 
 
+def _flip(path, offset):
+    """Flip one bit at byte ``offset`` (negative: from the end), same size, a later mtime."""
+    stat = os.stat(path)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+
+@pytest.mark.parametrize("where", ["at the 4 MiB chunk boundary", "in the last byte"])
+def test_fingerprint_of_a_checkpoint_larger_than_one_read_chunk_sees_every_byte(tmp_path, where):
+    """A 5 MiB file is read in more than one chunk (``_CHUNK`` = 4 MiB): a change past the
+    first chunk (its first byte, or the file's last) changes the fingerprint."""
+    import skipit.empirical.weights as weights
+
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(5 * (1 << 20) // 4)}, path)
+    assert os.path.getsize(path) > weights._CHUNK + 1
+    before = weights_fingerprint(tmp_path)
+    _flip(path, weights._CHUNK if where.startswith("at") else -1)
+    assert weights_fingerprint(tmp_path) != before
+
+
+def test_renaming_a_weight_file_changes_the_fingerprint(tmp_path):
+    """The docstring's "by name and content": the same bytes under another file name, or two
+    files' names swapped, are another checkpoint. The two files have one size and one mtime
+    (written in the same clock tick), so a cache keyed by path, size and mtime alone would
+    return each path's old hash after the swap."""
+    save_file({"a": torch.zeros(8)}, tmp_path / "model-1.safetensors")
+    save_file({"a": torch.ones(8)}, tmp_path / "model-2.safetensors")
+    for name in ("model-1.safetensors", "model-2.safetensors"):
+        os.utime(tmp_path / name, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    before = weights_fingerprint(tmp_path)
+    os.rename(tmp_path / "model-2.safetensors", tmp_path / "model-3.safetensors")
+    renamed = weights_fingerprint(tmp_path)
+    assert renamed != before
+    os.rename(tmp_path / "model-1.safetensors", tmp_path / "swap.safetensors")
+    os.rename(tmp_path / "model-3.safetensors", tmp_path / "model-1.safetensors")
+    os.rename(tmp_path / "swap.safetensors", tmp_path / "model-3.safetensors")
+    assert weights_fingerprint(tmp_path) not in (before, renamed)
+
+
 def test_fingerprint_of_a_directory_without_safetensors_is_refused(tmp_path):
     with pytest.raises(SkipitError, match="holds no .safetensors files"):
         weights_fingerprint(tmp_path)
