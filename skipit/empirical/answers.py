@@ -24,6 +24,7 @@ import torch
 
 from skipit.empirical.hooks import LeftPadding
 from skipit.empirical.metrics import check_metric, normalise_for, score_one
+from skipit.empirical.parsing import read_answer, reads_one_token
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -61,7 +62,8 @@ def predict_answers_timed(model: torch.nn.Module, processor: Any, examples: Sequ
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]
             metrics = [_metric(ex, metric) for ex in chunk]
-            steps = 1 if all(m == "letter" for m in metrics) else (max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+            one = [reads_one_token(ex, m) for ex, m in zip(chunk, metrics)]
+            steps = 1 if all(one) else (max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
             inputs = to_model_inputs(build_inputs(processor, chunk, model), model)
             prompt_length = inputs["input_ids"].shape[1]
             with (context() if context is not None else contextlib.nullcontext()):
@@ -72,9 +74,8 @@ def predict_answers_timed(model: torch.nn.Module, processor: Any, examples: Sequ
                 _synchronize(device)
                 seconds += time.perf_counter() - t0
             new = out[:, prompt_length:] if out.shape[1] > prompt_length else out[:, -1:]
-            for row, m in zip(new.tolist(), metrics):
-                tokens = row[:1] if m == "letter" else row
-                answers.append(normalise_for(m, tok.decode(tokens, skip_special_tokens=True)))
+            for row, m, first, ex in zip(new.tolist(), metrics, one, chunk):
+                answers.append(read_answer(ex, tok.decode(row[:1] if first else row, skip_special_tokens=True), m))
     return answers, seconds
 
 

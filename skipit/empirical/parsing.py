@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-__all__ = ["PARSERS", "parse_answer", "check_parser", "mmmu_open_candidates", "mmmu_normalise"]
+__all__ = ["PARSERS", "parse_answer", "check_parser", "read_answer", "reads_one_token", "mmmu_open_candidates",
+           "mmmu_normalise"]
 
 
 def _text(generated: str, letters: Sequence[str], options: Sequence[str]) -> str:
@@ -268,3 +269,20 @@ def mmmu_open_candidates(generated: str) -> list:
                 out.append(norm)
     return out
 
+
+
+def reads_one_token(example, metric: str | None = None) -> bool:
+    """Whether ``example`` is answered by its first token alone: a ``letter`` example without a parser
+    (the paper's one-token answer, ``--answer one-token``); every other example reads its generation."""
+    return (metric or example.metric or "letter") == "letter" and not getattr(example, "parser", "")
+
+
+def read_answer(example, generated: str, metric: str | None = None) -> str:
+    """The answer scored and compared (certify's verification, evaluate's change rate) for one
+    generation: the example's parser applied (:func:`parse_answer`), then normalised for its metric
+    (:func:`skipit.empirical.metrics.normalise_for`)."""
+    from skipit.empirical.metrics import normalise_for
+
+    parser = getattr(example, "parser", "")
+    text = parse_answer(parser, generated, example.choices, getattr(example, "options", ())) if parser else generated
+    return normalise_for(metric or example.metric or "letter", text)

@@ -347,3 +347,38 @@ def test_subset_of_a_source_without_configurations_is_refused(tmp_path):
     assert len(examples) == 2 and report.source.endswith(":default[test]")
     with pytest.raises(SkipitError, match="BuilderConfig 'first' not found"):
         load_examples(str(tmp_path / "pq"), subset="first")
+
+
+def _numeric_options_dataset(answers):
+    from PIL import Image
+
+    def png(v):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (v, v, v)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    n = len(answers)
+    return datasets.Dataset.from_dict({
+        "image": [png(i) for i in range(n)], "question": [f"How many? {i}" for i in range(n)],
+        "options": [["1", "2", "3", "4"]] * n, "answer": answers}).cast_column("image", datasets.Image())
+
+
+def test_one_out_of_range_index_is_named_and_never_flips_the_other_rows_to_option_text(tmp_path):
+    """AI2D-style: numeric options, answers as indices, row 9 out of range. The other rows stay
+    indices (were all refused, or lettered by text with --skip-bad)."""
+    answers = ["0", "1", "2", "3", "1", "2", "0", "3", "2", "7", "1"]
+    _numeric_options_dataset(answers).save_to_disk(tmp_path / "num")
+    with pytest.raises(SkipitError, match=r"1 bad row.*\n  row 9: answer index '7' is out of range for 4 options"):
+        load_examples(str(tmp_path / "num"))
+    examples, report = load_examples(str(tmp_path / "num"), skip_bad=True)
+    assert [ex.answer for ex in examples] == ["ABCDBCADCB"[i] for i in range(10)]
+    assert [n for n, _ in report.skipped] == [9]
+
+
+def test_answers_that_are_all_option_texts_are_read_as_text_even_when_numeric(tmp_path):
+    """Options 10, 20, 30: answers "20" (out of range as an index, exactly one option's text) are texts."""
+    ds = _numeric_options_dataset(["1"] * 3)
+    ds = ds.remove_columns(["options", "answer"]).add_column("options", [["10", "20", "30"]] * 3)
+    ds.add_column("answer", ["20", "30", "10"]).save_to_disk(tmp_path / "text")
+    examples, _ = load_examples(str(tmp_path / "text"))
+    assert [ex.answer for ex in examples] == ["B", "C", "A"]

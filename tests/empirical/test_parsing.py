@@ -85,3 +85,17 @@ def test_every_parser_is_in_the_table_or_has_its_own_test():
     assert set(PARSERS) == tested
     with pytest.raises(ValueError, match=r"`parser` must be one of text, .*, got 'nope'"):
         parse_answer("nope", "B")
+
+
+def test_read_answer_parses_then_normalises_and_one_token_only_without_a_parser():
+    from PIL import Image
+
+    from skipit.empirical.data import Example
+    from skipit.empirical.parsing import read_answer, reads_one_token
+
+    img = Image.new("RGB", (8, 8))
+    parsed = Example(img, "q", "B", list("ABCD"), metric="letter", parser="mmbench", options=OPTIONS)
+    plain = Example(img, "q", "B", list("ABCD"), metric="letter")
+    assert read_answer(parsed, "The answer is B") == "b" and read_answer(parsed, "A cat is sitting") == "a"
+    assert read_answer(plain, "(B)") == "b"
+    assert not reads_one_token(parsed) and reads_one_token(plain)
