@@ -73,8 +73,9 @@ def _distance_row(rho: torch.Tensor, keep: torch.Tensor, example: torch.Tensor, 
     ``rho`` (n,) distances, ``keep`` (n,) bool (False: a zero-norm state, no distance),
     ``example`` (n,) the example of each token in ``0..batch-1``. The row is
     ``[tokens, sum, sum_sq, m2, zero_norm, examples, sum m_e, m2 of m_e,
-    #{rho < t} (T), sum f_e(t) (T), m2 of f_e(t) (T)]`` over kept tokens and over the examples
-    with at least one kept token (``m_e``: an example's mean distance, ``f_e(t)`` its fraction
+    #{rho < t} (T), sum f_e(t) (T), m2 of f_e(t) (T), m_e (batch), f_e(t) (batch x T),
+    has (batch)]`` over kept tokens and over the examples with at least one kept token (the
+    per-example values close the row; ``has`` is 1 for an example with a kept token) (``m_e``: an example's mean distance, ``f_e(t)`` its fraction
     of distances strictly below ``t``).
     """
     w = keep.to(torch.float64)
@@ -95,7 +96,7 @@ def _distance_row(rho: torch.Tensor, keep: torch.Tensor, example: torch.Tensor, 
     sf = (frac_e * has[:, None]).sum(0)
     m2f = (((frac_e - sf / examples.clamp_min(1.0)) ** 2) * has[:, None]).sum(0)
     head = torch.stack([n, s, (r * r).sum(), m2, float(rho.numel()) - n, examples, sm, m2m])
-    return torch.cat([head, below.sum(0), sf, m2f])
+    return torch.cat([head, below.sum(0), sf, m2f, mean_e, frac_e.reshape(-1), has])
 
 
 class _Gram:
@@ -287,12 +288,18 @@ class StatisticsCapture(HookSet):
         if not self._active:
             return
         stats = self._stats
+        per_example = {}  # [group] -> (B, N, 1 + T) values of this forward's examples
+        shares = np.full((self._shape[0], self.num_layers), np.nan)  # (B, N) head-mean attention shares
         if self._pending_dist:
             rows = _to_host([row for *_, row in self._pending_dist])
-            T = len(self.thresholds)
+            T, B = len(self.thresholds), self._shape[0]
             for (layer, group, _), row in zip(self._pending_dist, rows):
                 n, zero, examples = (int(v) for v in np.rint(row[[0, 4, 5]]))
-                below, fraction_sum, fraction_m2 = row[8:8 + T], row[8 + T:8 + 2 * T], row[8 + 2 * T:]
+                below, fraction_sum, fraction_m2 = row[8:8 + T], row[8 + T:8 + 2 * T], row[8 + 2 * T:8 + 3 * T]
+                values = per_example.setdefault(group, np.full((B, self.num_layers, 1 + T), np.nan))
+                has = row[8 + 3 * T + B * (1 + T):] > 0.5
+                values[has, layer - 1, 0] = row[8 + 3 * T:8 + 3 * T + B][has]
+                values[has, layer - 1, 1:] = row[8 + 3 * T + B:8 + 3 * T + B * (1 + T)].reshape(B, T)[has]
                 stats.add_distance_sums(layer, group, n, row[1], row[2], row[3], np.rint(below).astype(np.int64),
                                         zero_norm=zero)
                 stats.add_example_sums(layer, group, examples, row[6], row[7], fraction_sum, fraction_m2)
@@ -306,6 +313,8 @@ class StatisticsCapture(HookSet):
             masses = _to_host([m for _, m in self._pending_att])
             for (layer, _), mass in zip(self._pending_att, masses):
                 stats.add_attention(layer, mass)
+                shares[:, layer - 1] = np.asarray(mass, dtype=np.float64).mean(1)
+        stats.add_example_values(per_example, shares)
         stats.num_examples += self._shape[0]
         self._clear_forward()
 

@@ -3,27 +3,29 @@
 numpy + scipy only (no torch): :mod:`skipit.empirical.certify` runs the model and calls
 these functions. Certificate schema ``skipit.certificate/2``.
 
-**The independent unit is the example** (one image with its question). Tokens of one
-image are dependent (the design effect recorded per layer is the ratio of the variance of
-per-example means to what independent tokens would give), so every bound below treats
-the *per-example* statistic as one i.i.d. draw: the per-example mean cosine distance
-``rho_e = mean over the example's vision tokens of rho(h_l, h_{l-1})`` in ``[0, 2]`` and the
-per-example fraction ``f_e(t)`` of its vision tokens with ``rho < t`` in ``[0, 1]``. The
-distribution the certificate speaks about is "draw an example like these, then a token of
-it uniformly": ``E[rho_e]`` and ``E[f_e(t)]`` are its mean distance and proximal
-probability.
+**The independent unit.** Tokens of one image are dependent (the design effect recorded
+per layer is the ratio of the variance of per-example means to what independent tokens
+would give), and the questions of one image share its vision statistics, so every bound
+below takes one value per **unit** as its i.i.d. draw (:func:`certificate_layers`:
+``units`` maps each example to its unit, its image; a unit's value is the mean over its
+examples): the mean cosine distance ``rho_e = mean over the vision tokens of
+rho(h_l, h_{l-1})`` in ``[0, 2]``, the fraction ``f_e(t)`` of vision tokens with
+``rho < t`` in ``[0, 1]`` and the head-mean attention share in ``[0, 1]``. The distribution
+the certificate speaks about is "draw a unit like these, then a token of it uniformly".
 
-**The paper's verdicts** (statistics alone). With ``N`` decoder layers, every bound is
-taken at ``delta = (1 - c) / (3 N)`` (Bonferroni over the ``3 N`` tests below), so all hold
-together with probability ``>= c``:
+**The paper's verdicts** (statistics alone). Every bound is the betting bound of
+Waudby-Smith & Ramdas (:func:`skipit.theory.betting_upper_bound`; it needs every unit's
+value, which the capture engine keeps) at level ``a = (1 - c) / 3``
+(:func:`paper_test_level`): three families of claims (late-entry chain, early-exit chain,
+freeze) share ``1 - c``, and within a family fixed-sequence testing (the chains) or Holm's
+rule (freeze) keeps its error at ``a`` (:func:`decide` states the argument):
 
-* geometric test of layer ``l``: ``U_l < eps``, ``U_l`` the upper bound
-  (:func:`skipit.theory.mean_upper_bound`: min of Hoeffding and empirical Bernstein on
-  ``[0, 2]``) on ``E[rho_e]`` (Definition 1);
-* proximal test: ``P_l > 1 - eps``, ``P_l`` the lower bound
-  (:func:`skipit.theory.mean_lower_bound` on ``[0, 1]``) on ``E[f_e(t)]`` (Definition 2);
+* geometric test of layer ``l``: ``U_l < eps``, ``U_l`` the upper bound on ``E[rho_e]``
+  on ``[0, 2]`` (Definition 1);
+* proximal test: ``P_l > 1 - eps``, ``P_l`` the lower bound on ``E[f_e(t)]`` on ``[0, 1]``
+  (Definition 2);
 * attention test: ``A_l < tau_att``, ``A_l`` the upper bound on the mean head-averaged share
-  of the answer query's attention on vision tokens (examples as draws in ``[0, 1]``).
+  of the answer query's attention on vision tokens (on ``[0, 1]``).
 
 Late entry at ``L`` iff every ``l < L`` passes all three (Theorem 6's hypotheses). Early
 exit after ``L`` iff every ``l > L`` passes the attention test (Section 4). Freeze of layer
@@ -65,7 +67,7 @@ from scipy import stats as _scipy_stats
 from skipit.empirical.modes import VERIFY_MODES
 from skipit.empirical.settings import COSINE_DISTANCE_RANGE, FREEZE_ORDERS, CertifySettings
 from skipit.empirical.stats import DEFAULT_THRESHOLDS, threshold_key
-from skipit.theory import clopper_pearson_upper, mean_lower_bound, mean_upper_bound
+from skipit.theory import betting_lower_bound, betting_p_value, betting_upper_bound, clopper_pearson_upper
 
 __all__ = [
     "SCHEMA", "CertifySettings", "DEFAULT_THRESHOLDS", "COSINE_DISTANCE_RANGE", "VERIFY_MODES",
@@ -76,6 +78,8 @@ __all__ = [
 ]
 
 SCHEMA = "skipit.certificate/2"
+PAPER_FAMILIES = ("late-entry", "early-exit", "freeze")
+"""The families of the paper's verdicts; each gets ``(1 - confidence) / 3`` of the error budget."""
 CERTIFICATE_FILE = "certificate.json"
 SCHEMA_FILE = os.path.join(os.path.dirname(__file__), "certificate.schema.json")
 
@@ -95,18 +99,90 @@ def _lookup(mapping, t):
 # certificate layers (example-level bounds) and the paper's verdicts
 # --------------------------------------------------------------------------------------
 
-def _token_block(block, delta, thresholds):
-    """One group's entry: token-level point estimates, example-level bounds."""
+def paper_test_level(settings: CertifySettings) -> float:
+    """Level of each of the paper's tests: ``(1 - confidence) / 3``, the share of one of the
+    three families (late-entry chain, early-exit chain, freeze family) of the error budget."""
+    return (1.0 - settings.confidence) / len(PAPER_FAMILIES)
+
+
+def _unit_rows(values, labels, units):
+    """Per-unit means of per-example ``values`` (``(E,)`` or ``(E, T)``): examples whose labels map
+    to the same unit (``units[label]``) are one unit; unlabelled examples (label < 0) or
+    ``units=None``: each example is its own unit. Returns ``(U,)`` or ``(U, T)``."""
+    v = np.asarray(values, dtype=np.float64)
+    lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if v.shape[0] != lab.size:
+        raise ValueError(f"per-example values ({v.shape[0]}) and their labels ({lab.size}) must match")
+    if units is None or not v.shape[0]:
+        return v
+    table = np.asarray(units, dtype=np.int64).reshape(-1) if not isinstance(units, Mapping) else None
+    if table is not None and lab.size and lab.max() >= table.size:
+        raise ValueError(f"`units` must name the unit of every example label, got {table.size} for label "
+                         f"{int(lab.max())}")
+    key = np.array([(table[l] if table is not None else units[int(l)]) if l >= 0 else -1 - i
+                    for i, l in enumerate(lab)], dtype=np.int64)
+    _, inverse = np.unique(key, return_inverse=True)
+    sizes = np.bincount(inverse).astype(np.float64)
+    if v.ndim == 1:
+        return np.bincount(inverse, weights=v) / sizes
+    return np.stack([np.bincount(inverse, weights=v[:, j]) / sizes for j in range(v.shape[1])], axis=1)
+
+
+class _Bounds:
+    """Betting bounds requested one by one and computed in batches (rows of equal ``n`` and
+    kind stacked: many layers in one call of :func:`skipit.theory.betting_upper_bound`)."""
+
+    def __init__(self, level):
+        self.level = level
+        self.requests = {}
+        self.results = {}
+
+    def ask(self, key, kind, values, lo, hi, null=None):
+        """``kind``: ``upper`` / ``lower`` bound, or ``p_less`` / ``p_greater`` at ``null``."""
+        self.requests[key] = (kind, np.asarray(values, dtype=np.float64), lo, hi, null)
+
+    def run(self):
+        buckets = {}
+        for key, (kind, values, lo, hi, null) in self.requests.items():
+            buckets.setdefault((kind, values.size, lo, hi), []).append((key, values, null))
+        for (kind, n, lo, hi), items in buckets.items():
+            rows = np.stack([v for _, v, _ in items]) if n else np.zeros((len(items), 0))
+            if kind == "upper":
+                got = betting_upper_bound(rows, self.level, lo, hi)
+            elif kind == "lower":
+                got = betting_lower_bound(rows, self.level, lo, hi)
+            else:
+                nulls = np.array([m for _, _, m in items], dtype=np.float64)
+                got = betting_p_value(rows, nulls, lo, hi, alternative=kind[2:], delta=self.level)
+            for (key, _, _), value in zip(items, np.atleast_1d(got)):
+                self.results[key] = float(value)
+        return self.results
+
+
+def _ask_group(bounds, where, block, thresholds, units):
+    """Request the bounds of one group's block: ``U`` on the unit means of ``m_e`` on ``[0, 2]``
+    and ``P(t)`` on the unit means of ``f_e(t)`` on ``[0, 1]``; returns the number of units."""
+    means = _unit_rows(block.get("example_values") or [], block.get("example_value_ids") or [], units)
+    fractions = np.asarray(block.get("example_fraction_values") or np.zeros((0, len(thresholds))), dtype=np.float64)
+    fractions = _unit_rows(fractions.reshape(-1, len(thresholds)), block.get("example_value_ids") or [], units)
+    bounds.ask(where + ("mean",), "upper", means, 0.0, COSINE_DISTANCE_RANGE)
+    for j, t in enumerate(thresholds):
+        bounds.ask(where + ("fraction", threshold_key(t)), "lower", fractions[:, j], 0.0, 1.0)
+    return int(means.size), means, fractions
+
+
+def _token_block(block, bound_of, thresholds, units):
+    """One group's entry: token-level point estimates, unit-level betting bounds (``bound_of(name)``)."""
     tokens = int(block["tokens"])
     n = int(block.get("examples") or 0)
     ex_mean = block.get("example_mean_cosine_distance")
     ex_var = block.get("example_mean_variance")
     fractions = block.get("example_proximal_fraction") or {}
-    frac_vars = block.get("example_proximal_variance") or {}
     keys = [threshold_key(t) for t in thresholds]
-    out = {
+    return {
         "tokens": tokens,
         "examples": n,
+        "units": units,
         "design_effect": block.get("design_effect"),
         "zero_norm_tokens": int(block.get("zero_norm_tokens") or 0),
         "mean_cosine_distance": float(block["mean_cosine_distance"]) if tokens else None,
@@ -118,61 +194,82 @@ def _token_block(block, delta, thresholds):
         "example_variance": None if ex_var is None or not n else float(ex_var),
         "example_proximal_fraction": {k: (float(_lookup(fractions, t)) if n else None)
                                       for k, t in zip(keys, thresholds)},
+        "mean_upper_bound": bound_of(("mean",)),
+        "proximal_lower_bound": {k: bound_of(("fraction", k)) for k in keys},
     }
-    if n:
-        out["mean_upper_bound"] = float(mean_upper_bound(float(ex_mean), float(ex_var), n, delta,
-                                                         COSINE_DISTANCE_RANGE))
-        out["proximal_lower_bound"] = {
-            k: float(mean_lower_bound(float(_lookup(fractions, t)), float(_lookup(frac_vars, t)), n, delta, 1.0))
-            for k, t in zip(keys, thresholds)}
-    else:
-        out["mean_upper_bound"] = COSINE_DISTANCE_RANGE
-        out["proximal_lower_bound"] = {k: 0.0 for k in keys}
-    return out
 
 
-def _attention_upper(layer, num_examples, delta):
-    """Upper confidence bound on the mean head-averaged visual attention share (values in [0, 1]).
+def _attention_upper(layer, bounds, units):
+    """Request the upper bound on the mean head-averaged visual attention share (values in [0, 1]).
 
-    Per example the share is ``VAR / H`` (eq. 3 divided by the number of heads). With the
-    capture engine's variance of VAR, :func:`skipit.theory.mean_upper_bound` on ``[0, 1]``
-    (Hoeffding and empirical Bernstein); without it, Hoeffding alone. No attention
-    statistics: 1 (the test fails).
+    Per example the share is ``VAR / H`` (eq. 3 divided by the number of heads); a unit's value
+    is the mean over its examples; the bound is :func:`skipit.theory.betting_upper_bound` on
+    ``[0, 1]``. No per-example shares: 1 (no units, the test fails). Returns the number of units.
     """
-    mean = layer.get("visual_attention_mean_head")
-    if mean is None:
-        return 1.0
-    n = int(layer.get("visual_attention_examples") or num_examples)
-    variance = layer.get("visual_attention_ratio_variance")
-    heads = len(layer.get("visual_attention_per_head") or []) or None
-    head_variance = None if variance is None or heads is None else float(variance) / heads ** 2
-    return float(mean_upper_bound(float(mean), head_variance, n, delta, 1.0))
+    shares = _unit_rows(layer.get("visual_attention_example_values") or [],
+                        layer.get("visual_attention_example_ids") or [], units)
+    if layer.get("visual_attention_mean_head") is None:
+        shares = np.zeros(0)
+    bounds.ask((int(layer["layer"]), "attention"), "upper", shares, 0.0, 1.0)
+    return int(shares.size)
 
 
 def certificate_layers(stats_layers: Sequence[Mapping[str, Any]], num_examples: int,
-                       settings: CertifySettings) -> list[dict[str, Any]]:
+                       settings: CertifySettings,
+                       units: Sequence[int] | Mapping[int, int] | None = None) -> list[dict[str, Any]]:
     """Per-layer certificate entries from ``RunStatistics.layers()`` (l = 1..N).
 
-    Point estimates are copied unchanged from the capture engine; each gets its one-sided,
-    example-level confidence bound at level ``settings.delta(N)``.
+    Point estimates are copied unchanged from the capture engine. Each gets a one-sided
+    confidence bound at level :func:`paper_test_level` by betting
+    (:func:`skipit.theory.betting_upper_bound` / ``betting_lower_bound``), whose i.i.d. draws
+    are the **units**: ``units[label]`` is the unit of the example labelled ``label`` (the
+    statistics' ``example_value_ids``; :func:`skipit.empirical.certify` labels examples by
+    their index in the data), and a unit's value is the mean of its examples' values; with
+    ``units=None`` each example is its own unit. The bounds need per-example values
+    (``example_values``, ``example_fraction_values``, ``visual_attention_example_values``):
+    without them a group has no units and gets the trivial bounds (2, 0, 1). The vision
+    block also carries the p-values of the geometric and proximal tests at ``eps``
+    (``p_values``, :func:`skipit.theory.betting_p_value`), which the freeze family combines
+    by Holm's rule (:func:`decide`). ``num_examples``: the examples of the run (recorded by
+    :func:`build_certificate`; the bounds count units).
     """
-    num_layers = len(stats_layers)
-    delta = settings.delta(num_layers)
-    out = []
+    level = paper_test_level(settings)
+    t_key = threshold_key(settings.proximal_t)
+    bounds = _Bounds(level)
+    counts = {}
     for expected, layer in enumerate(stats_layers, start=1):
         if int(layer["layer"]) != expected:
             raise ValueError(f"statistics layers must be numbered 1..N in order, got layer {layer['layer']} "
                              f"at position {expected}")
+        for group in ("vision", "text", "answer"):
+            if group in layer:
+                n, means, fractions = _ask_group(bounds, (expected, group), layer[group], settings.thresholds, units)
+                counts[(expected, group)] = n
+                if group == "vision":
+                    j = [threshold_key(t) for t in settings.thresholds].index(t_key)
+                    bounds.ask((expected, "p", "geometric"), "p_less", means, 0.0, COSINE_DISTANCE_RANGE,
+                               settings.eps)
+                    bounds.ask((expected, "p", "proximal"), "p_greater", fractions[:, j], 0.0, 1.0,
+                               1.0 - settings.eps)
+        counts[(expected, "attention")] = _attention_upper(layer, bounds, units)
+    results = bounds.run()
+    out = []
+    for expected, layer in enumerate(stats_layers, start=1):
         entry: dict[str, Any] = {"layer": expected}
         for group in ("vision", "text", "answer"):
             if group in layer:
-                entry[group] = _token_block(layer[group], delta, settings.thresholds)
+                entry[group] = _token_block(layer[group], lambda name, g=group: results[(expected, g) + name],
+                                            settings.thresholds, counts[(expected, group)])
+        entry["vision"]["p_values"] = {"geometric": results[(expected, "p", "geometric")],
+                                       "proximal": results[(expected, "p", "proximal")]}
         ratio = layer.get("visual_attention_ratio")
         attention = layer.get("visual_attention_mean_head")
         entry.update({
             "visual_attention_ratio": None if ratio is None else float(ratio),
             "visual_attention_mean_head": None if attention is None else float(attention),
-            "visual_attention_upper_bound": _attention_upper(layer, num_examples, delta),
+            "visual_attention_upper_bound": results[(expected, "attention")],
+            "visual_attention_units": counts[(expected, "attention")],
+            "bound_level": level,
             "cka": {k: (None if v is None else float(v)) for k, v in layer.get("cka", {}).items()},
         })
         out.append(entry)
@@ -204,7 +301,9 @@ def _layer_tests(entry, settings, hidden_size=None):
             "pass": bool(upper < settings.eps),
             "mean_cosine_distance": vision["example_mean_cosine_distance"],
             "upper_bound": upper, "eps": settings.eps, "examples": vision["examples"],
-            "cites": f"Definition 1 (E[rho] <= {upper:.4g}, {vision['examples']} examples as the units); "
+            "units": vision.get("units"), "level": entry.get("bound_level"),
+            "p_value": (vision.get("p_values") or {}).get("geometric"),
+            "cites": f"Definition 1 (E[rho] <= {upper:.4g}, {vision.get('units')} units); "
                      f"Theorem 1 with eps = 2U: E||E[Z|X_l] - E[Z|X_(l-1)]||^2 <= {functional:.4g} "
                      f"(alpha^2 + beta^2), sharp form {functional_sharp:.4g} (alpha + beta)^2",
             "theorem1_coefficient": functional,
@@ -213,6 +312,8 @@ def _layer_tests(entry, settings, hidden_size=None):
             "pass": bool(lower > 1.0 - settings.eps),
             "probability": vision["example_proximal_fraction"][t_key],
             "lower_bound": lower, "t": settings.proximal_t, "required": 1.0 - settings.eps,
+            "units": vision.get("units"), "level": entry.get("bound_level"),
+            "p_value": (vision.get("p_values") or {}).get("proximal"),
             "cites": f"Definition 2 (P[rho < {settings.proximal_t:g}] >= {lower:.4g}); Proposition 1 on [0, 2]: "
                      f"E[rho] <= {prop1:.4g}; Theorem 4 / Corollary 4: proximal implies informational "
                      "redundancy" + informational,
@@ -223,10 +324,30 @@ def _layer_tests(entry, settings, hidden_size=None):
             "pass": bool(attention < settings.attention_threshold),
             "visual_attention_mean_head": entry["visual_attention_mean_head"],
             "upper_bound": attention, "threshold": settings.attention_threshold,
+            "units": entry.get("visual_attention_units"), "level": entry.get("bound_level"),
             "cites": "Theorem 6 hypothesis ||f_text(V, T) - f_text(0, T)|| <= delta: vision barely moves the "
                      "text when the text barely attends to it",
         },
     }
+
+
+def _p(test):
+    """A test's p-value (1 when it has none: nothing is rejected)."""
+    p = test.get("p_value")
+    return 1.0 if p is None else float(p)
+
+
+def _holm(p_values, level):
+    """Holm's step-down rule at family-wise level ``level``: ``{key: {"p_value", "threshold",
+    "rejected"}}``; sorted ascending (ties by key), the ``j``-th is rejected at
+    ``level / (m - j + 1)`` while every smaller one was rejected."""
+    order = sorted(p_values, key=lambda k: (p_values[k], k))
+    out, going = {}, True
+    for j, key in enumerate(order):
+        threshold = level / (len(order) - j)
+        going = going and p_values[key] <= threshold
+        out[key] = {"p_value": p_values[key], "threshold": threshold, "rejected": bool(going)}
+    return out
 
 
 def decide(layers: Sequence[Mapping[str, Any]], settings: CertifySettings,
@@ -242,8 +363,28 @@ def decide(layers: Sequence[Mapping[str, Any]], settings: CertifySettings,
     nothing skipped); its ``certified_layers`` are ``1..L-1``.
     ``early_exit["min_exit_layer"]``: the smallest ``L`` such that every ``l > L`` passes
     the attention test (``L = N``: nothing skipped); ``certified_layers`` are ``L+1..N``.
-    ``freeze["certified_layers"]``: the layers that pass the geometric and the proximal
-    test, each on its own.
+    ``freeze["certified_layers"]``: the layers ``1..L-1`` of the late-entry chain, and the
+    layers whose geometric and proximal tests Holm's rule rejects.
+
+    **Error budget (why each test may use ``(1 - c) / 3``).** The verdicts are three families
+    of claims, each at level ``a = (1 - c) / 3`` (:func:`paper_test_level`), so that all claims
+    hold together with probability ``>= c`` (a union bound over the three):
+
+    * *late entry*: the claim "layer ``l`` satisfies Definitions 1-2 and the attention bound"
+      has the null ``H_l`` = "one of the three fails"; it is rejected only when all three tests
+      reject at level ``a`` (an intersection-union test, level ``a``). The claims are tested in
+      the fixed order ``l = 1, 2, ...`` and the walk stops at the first not rejected.
+      Fixed-sequence testing (Maurer, Hothorn & Lehmacher 1995; as Learn-then-Test's chains
+      below): a false claim is made only if the first true null in the order is rejected,
+      which has probability ``<= a``; so each test takes the whole ``a``, not ``a / N``;
+    * *early exit*: the attention claims in the order ``l = N, N-1, ...``, the same argument;
+    * *freeze*: each layer is its own claim, with no order; Holm's step-down rule (Holm 1979)
+      on the p-values ``p_l = max(p_geometric, p_proximal)`` (the intersection-union p-value;
+      betting p-values, :func:`skipit.theory.betting_p_value`) controls the family-wise error
+      at ``a`` under any dependence: sorted ascending, the ``j``-th smallest is rejected at
+      ``a / (N - j + 1)`` while all before it were. The layers ``1..L-1`` of the late-entry
+      chain are certified freezable as well: their claims are implied by the late-entry
+      claims, whose error that family already counts.
     """
     num_layers = len(layers)
     tests = {e["layer"]: _layer_tests(e, settings, hidden_size) for e in layers}
@@ -261,8 +402,10 @@ def decide(layers: Sequence[Mapping[str, Any]], settings: CertifySettings,
         "max_entry_layer": max_entry,
         "reasons": {
             "rule": "late entry at L iff every layer l < L has U_l < eps (geometric), P_l > 1 - eps "
-                    "(proximal, t = proximal_t) and A_l < attention_threshold, all at the settings' "
-                    "joint confidence, examples as the independent units",
+                    "(proximal, t = proximal_t) and A_l < attention_threshold; fixed-sequence testing in "
+                    "the order l = 1, 2, ... at (1 - confidence)/3 per test (betting bounds, units as "
+                    "the independent draws)",
+            "level_per_test": paper_test_level(settings),
             "theorem": "Theorem 6 (App. A.2): ||Y_true - Y_skip|| <= mu((L-1) eps_6 + delta_6 "
                        "(lambda^L - 1)/(lambda - 1)) under Lipschitz hypotheses (mu, lambda not measured)",
             "theorem6_eps_estimate": (math.sqrt(2 * max(steps)) if steps else 0.0),
@@ -286,7 +429,9 @@ def decide(layers: Sequence[Mapping[str, Any]], settings: CertifySettings,
         "min_exit_layer": min_exit,
         "reasons": {
             "rule": "early exit after L iff every layer l > L has A_l < attention_threshold "
-                    "(upper confidence bound of the head-mean visual attention share)",
+                    "(upper confidence bound of the head-mean visual attention share); fixed-sequence "
+                    "testing in the order l = N, N-1, ... at (1 - confidence)/3 per test",
+            "level_per_test": paper_test_level(settings),
             "theorem": "Section 4 (Visual Attention Ratio, Jiang et al. 2025): the output is text, so "
                        "vision tokens the text does not attend to can leave; the paper states no error "
                        "bound for early exit",
@@ -295,12 +440,17 @@ def decide(layers: Sequence[Mapping[str, Any]], settings: CertifySettings,
         },
     }
 
-    freeze_ok = {l: tests[l]["geometric"]["pass"] and tests[l]["proximal"]["pass"] for l in tests}
+    level = paper_test_level(settings)
+    holm = _holm({l: max(_p(tests[l]["geometric"]), _p(tests[l]["proximal"])) for l in tests}, level)
     freeze = {
-        "certified_layers": [l for l in range(1, num_layers + 1) if freeze_ok[l]],
+        "certified_layers": sorted(set(late_certified) | {l for l, h in holm.items() if h["rejected"]}),
         "reasons": {
             "rule": "freeze layer l (vision tokens keep their input state in layer l; text still attends "
-                    "to them) iff U_l < eps and P_l > 1 - eps: the vision change the freeze removes is D_l",
+                    "to them) iff E[rho] < eps and P[rho < t] > 1 - eps are certified: by Holm's rule at "
+                    "(1 - confidence)/3 on p_l = max(p_geometric, p_proximal) (betting p-values), or by the "
+                    "late-entry chain (layers 1..L-1); the vision change the freeze removes is D_l",
+            "level": level,
+            "holm": {str(l): holm[l] for l in range(1, num_layers + 1)},
             "theorem": "Definitions 1-2 with Theorem 1: a layer whose vision update is eps-redundant changes "
                        "what the rest of the model can compute from it by at most Theorem 1's bound "
                        "(Lipschitz constants not measured); per layer only: effects of several frozen "
@@ -462,29 +612,35 @@ def verification_block(chains: Mapping[str, Sequence[Mapping[str, Any]]], settin
 def build_certificate(stats_layers: Sequence[Mapping[str, Any]], *, num_examples: int, settings: CertifySettings,
                       model_info: Mapping[str, Any], data_info: Mapping[str, Any],
                       run_info: Mapping[str, Any] | None = None,
-                      verification: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      verification: Mapping[str, Any] | None = None,
+                      units: Sequence[int] | Mapping[int, int] | None = None) -> dict[str, Any]:
     """The ``skipit.certificate/2`` dict from per-layer statistics (pure; no torch).
 
     ``num_examples``: the examples behind the statistics (the attention bound's ``n`` when
     the statistics do not say); ``data.num_examples`` is ``data_info``'s when given (all the
     examples of the run, statistics and calibration), else this. ``verification``: the block of :func:`verification_block`, or None (``--no-verify``).
+    ``units``: the unit of each example label (:func:`certificate_layers`).
     """
-    layers = certificate_layers(stats_layers, num_examples, settings)
+    layers = certificate_layers(stats_layers, num_examples, settings, units=units)
     late_entry, early_exit, freeze = decide(layers, settings, hidden_size=model_info.get("hidden_size"))
     num_layers = len(layers)
     settings_out = dict(settings.decision_dict(), **{
         "attention_statistic": "visual_attention_mean_head",
-        "bonferroni_tests": 3 * num_layers,
-        "delta_per_test": settings.delta(num_layers),
+        "bonferroni_tests": len(PAPER_FAMILIES),
+        "delta_per_test": paper_test_level(settings),
+        "paper_procedure": "three families at (1 - confidence)/3 each (union bound): the late-entry chain "
+                           "(l = 1, 2, ...) and the early-exit chain (l = N, N-1, ...) by fixed-sequence "
+                           "testing, each test at the family's full level; the freeze family by Holm's rule "
+                           "on betting p-values, plus the layers of the late-entry chain",
         "independent_unit": "example (one image with its question)",
         "bounds": {
-            "mean_upper_bound": "min(Hoeffding, empirical Bernstein (Maurer & Pontil 2009, Thm 4)) at "
-                                "delta/2 each on the per-example mean cosine distance, examples as i.i.d. "
-                                "draws in [0, 2]",
-            "proximal_lower_bound": "min(Hoeffding, empirical Bernstein) lower bound on the per-example "
-                                    "fraction of vision tokens with rho < t, examples as i.i.d. draws in [0, 1]",
-            "visual_attention_upper_bound": "min(Hoeffding, empirical Bernstein) at delta/2 each on the "
-                                            "head-mean share VAR/H, examples as i.i.d. draws in [0, 1]",
+            "mean_upper_bound": "betting upper bound (Waudby-Smith & Ramdas 2024, predictable plug-in bets, "
+                                "one-sided; skipit.theory.betting_upper_bound) at delta_per_test on the "
+                                "per-unit mean cosine distance, units as i.i.d. draws in [0, 2] in a seeded order",
+            "proximal_lower_bound": "betting lower bound on the per-unit fraction of vision tokens with "
+                                    "rho < t, units as i.i.d. draws in [0, 1]",
+            "visual_attention_upper_bound": "betting upper bound on the per-unit head-mean share VAR/H, "
+                                            "units as i.i.d. draws in [0, 1]",
         },
     })
     run = dict(run_info or {})

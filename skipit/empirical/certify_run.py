@@ -180,7 +180,9 @@ class Checkpoint:
                 "done": self.done, "verification": dict(self.verification, key=self.verification_key)}
 
     def add(self, indices: Sequence[int], part: RunStatistics) -> None:
-        """Merge the statistics ``part`` of the examples ``indices`` into the checkpoint (not saved)."""
+        """Merge the statistics ``part`` of the examples ``indices`` (in capture order) into the
+        checkpoint (not saved); its per-example rows are labelled with ``indices``."""
+        part.label_examples(indices)
         self.statistics = part if self.statistics is None else self.statistics.merge(part)
         self.done.extend(indices)
 

@@ -29,6 +29,13 @@ statistics of the cosine distances ``rho = 1 - <h_l, h_{l-1}> / (|h_l| |h_{l-1}|
   groups are skipped and counted). This choice makes the estimate independent of how
   examples are batched or padded, so a batched run equals one example at a time and
   merging two runs equals one run on both;
+* **per-example values** (for confidence bounds that need every unit's value, not only
+  sums: :mod:`skipit.theory.confidence`): per group, ``m_e`` and ``f_e(t)`` of every example at
+  every layer (NaN where the example has no distance there), and its head-mean visual
+  attention share, with an integer label per example (``-1`` until the caller labels the
+  rows, :meth:`RunStatistics.label_examples`; :func:`skipit.empirical.certify` labels them
+  with the example's index in its data, so that questions of one image can be joined into
+  one unit);
 * eq. (3) the visual attention ratio at the answer position: per layer and head, the sum
   over examples of the answer query's attention mass on vision tokens, so that
   ``VAR_l = mean over examples of sum over heads`` (the paper's head-wise sum) and the
@@ -149,6 +156,12 @@ class RunStatistics:
     attention_head_sum: np.ndarray | None = None
     attention_ratio_sq: np.ndarray | None = None   # float64 (N,): sum over examples of VAR^2
     attention_examples: np.ndarray | None = None   # int64 (N,)
+    # per-example values, rows in capture order: [group] -> float64 (E, N, 1 + T) with column 0 the
+    # example's mean distance m_e and columns 1.. its fractions f_e(t) (NaN: no distance there);
+    # the head-mean visual attention share (E, N) (NaN: not captured); int64 labels (E,), -1 unset
+    example_values: dict = field(default_factory=dict)
+    example_attention: np.ndarray | None = None
+    example_ids: np.ndarray | None = None
 
     def __post_init__(self):
         if int(self.num_layers) < 1:
@@ -168,6 +181,11 @@ class RunStatistics:
             self.example_m2.setdefault(g, _zeros(N))
             self.example_proximal.setdefault(g, _zeros(N, T))
             self.example_proximal_m2.setdefault(g, _zeros(N, T))
+            self.example_values.setdefault(g, _zeros(0, N, 1 + T))
+        if self.example_attention is None:
+            self.example_attention = _zeros(0, N)
+        if self.example_ids is None:
+            self.example_ids = _zeros(0, dtype=np.int64)
         for g in CKA_GROUPS:
             self.cka_hsic.setdefault(g, _zeros(N, 3))
             self.cka_minibatches.setdefault(g, _zeros(N, dtype=np.int64))
@@ -253,6 +271,41 @@ class RunStatistics:
         self.attention_ratio_sq[i] += (head_mass.sum(1) ** 2).sum()
         self.attention_examples[i] += head_mass.shape[0]
 
+    def add_example_values(self, values: dict[str, np.ndarray], attention: np.ndarray | None = None,
+                           ids: Sequence[int] | None = None) -> None:
+        """Append the per-example values of ``B`` examples (the rows of one forward, in order).
+
+        ``values[group]``: float64 ``(B, N, 1 + T)``, column 0 the example's mean distance at
+        each layer, then its fraction below each threshold, NaN where it has no distance (a
+        group missing from ``values`` is all NaN). ``attention``: ``(B, N)`` head-mean visual
+        attention shares (None: NaN). ``ids``: the examples' labels (None: -1, unlabelled)."""
+        N, T = self.num_layers, len(self.thresholds)
+        sizes = {np.shape(v)[0] for v in values.values()} | ({np.shape(attention)[0]} if attention is not None else set())
+        if len(sizes) != 1:
+            raise ValueError(f"`values` and `attention` must hold the same number of examples, got {sorted(sizes)}")
+        b = sizes.pop()
+        for g in GROUPS:
+            v = np.full((b, N, 1 + T), np.nan) if g not in values else np.asarray(values[g], dtype=np.float64)
+            if v.shape != (b, N, 1 + T):
+                raise ValueError(f"`values[{g!r}]` must have shape {(b, N, 1 + T)}, got {v.shape}")
+            self.example_values[g] = np.concatenate([self.example_values[g], v])
+        a = np.full((b, N), np.nan) if attention is None else np.asarray(attention, dtype=np.float64)
+        if a.shape != (b, N):
+            raise ValueError(f"`attention` must have shape {(b, N)}, got {a.shape}")
+        self.example_attention = np.concatenate([self.example_attention, a])
+        labels = np.full(b, -1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
+        if labels.shape != (b,):
+            raise ValueError(f"`ids` must hold {b} labels, got {labels.size}")
+        self.example_ids = np.concatenate([self.example_ids, labels])
+
+    def label_examples(self, ids: Sequence[int]) -> None:
+        """Label the per-example rows, in capture order (e.g. with each example's index in the data)."""
+        labels = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if labels.shape != self.example_ids.shape:
+            raise ValueError(f"`ids` must hold one label per captured example ({self.example_ids.size}), "
+                             f"got {labels.size}")
+        self.example_ids = labels
+
     def _layer_index(self, layer: int) -> int:
         if not 1 <= int(layer) <= self.num_layers:
             raise ValueError(f"`layer` must lie in 1..{self.num_layers}, got {layer}")
@@ -284,6 +337,10 @@ class RunStatistics:
             out.cka_hsic[g] = self.cka_hsic[g] + other.cka_hsic[g]
             out.cka_minibatches[g] = self.cka_minibatches[g] + other.cka_minibatches[g]
             out.cka_skipped[g] = self.cka_skipped[g] + other.cka_skipped[g]
+        for g in GROUPS:
+            out.example_values[g] = np.concatenate([self.example_values[g], other.example_values[g]])
+        out.example_attention = np.concatenate([self.example_attention, other.example_attention])
+        out.example_ids = np.concatenate([self.example_ids, other.example_ids])
         if other.num_heads is not None:
             out._init_attention(other.num_heads)
             out.attention_head_sum = out.attention_head_sum + other.attention_head_sum
@@ -295,7 +352,9 @@ class RunStatistics:
     def group(self, layer: int, group: str) -> dict[str, Any]:
         """Eqs. (1)-(2) for one layer and group, over tokens and over examples.
 
-        Token level: ``tokens``, ``mean_cosine_distance``, ``variance`` (unbiased), ``sum``,
+        Per-example values (when captured): ``example_values`` (``m_e``),
+        ``example_fraction_values`` ``(E, T)`` and ``example_value_ids``, numpy arrays over the
+        examples with a distance at that layer, as lists. Token level: ``tokens``, ``mean_cosine_distance``, ``variance`` (unbiased), ``sum``,
         ``sum_sq``, ``proximal_probability`` and ``proximal_count`` per threshold key, and
         ``zero_norm_tokens`` (left out of all of these). Example level (the independent units):
         ``examples``, ``example_mean_cosine_distance`` (mean of the per-example means),
@@ -332,7 +391,14 @@ class RunStatistics:
             "example_proximal_variance": {key: (float(m) / (e - 1) if e > 1 else 0.0)
                                           for key, m in zip(keys, self.example_proximal_m2[group][i])},
             "design_effect": design_effect,
+            **self._example_rows(self.example_values[group][:, i, :]),
         }
+
+    def _example_rows(self, rows: np.ndarray) -> dict[str, list]:
+        """The per-example values of one layer and group, rows without a distance left out."""
+        has = ~np.isnan(rows[:, 0])
+        return {"example_values": rows[has, 0].tolist(), "example_fraction_values": rows[has, 1:].tolist(),
+                "example_value_ids": self.example_ids[has].tolist()}
 
     def cka(self, layer: int, group: str) -> float | None:
         """Minibatch-unbiased linear CKA between hidden states ``layer - 1`` and ``layer`` of ``group``."""
@@ -345,8 +411,12 @@ class RunStatistics:
     def attention(self, layer: int) -> dict[str, Any]:
         """Eq. (3) at the answer position: VAR (head sum), its head mean, per-head means, variance of VAR."""
         i = self._layer_index(layer)
+        shares = self.example_attention[:, i]
+        has = ~np.isnan(shares)
+        values = {"visual_attention_example_values": shares[has].tolist(),
+                  "visual_attention_example_ids": self.example_ids[has].tolist()}
         if self.attention_head_sum is None or self.attention_examples[i] == 0:
-            return {"visual_attention_ratio": None, "visual_attention_mean_head": None,
+            return {**values,"visual_attention_ratio": None, "visual_attention_mean_head": None,
                     "visual_attention_per_head": None, "visual_attention_examples": 0,
                     "visual_attention_ratio_variance": None}
         n = int(self.attention_examples[i])
@@ -355,7 +425,7 @@ class RunStatistics:
         variance = None
         if n > 1:
             variance = max(float(self.attention_ratio_sq[i]) - n * ratio * ratio, 0.0) / (n - 1)
-        return {"visual_attention_ratio": ratio, "visual_attention_mean_head": ratio / self.num_heads,
+        return {**values, "visual_attention_ratio": ratio, "visual_attention_mean_head": ratio / self.num_heads,
                 "visual_attention_per_head": [float(v) for v in per_head], "visual_attention_examples": n,
                 "visual_attention_ratio_variance": variance}
 
@@ -387,6 +457,9 @@ class RunStatistics:
             "cka": {g: {"hsic": self.cka_hsic[g].tolist(), "minibatches": self.cka_minibatches[g].tolist(),
                         "skipped": self.cka_skipped[g].tolist()} for g in CKA_GROUPS},
             "attention": None,
+            "example_values": {"ids": self.example_ids.tolist(),
+                               "groups": {g: _nan_to_none(self.example_values[g]) for g in GROUPS},
+                               "attention": _nan_to_none(self.example_attention)},
         }
         if self.attention_head_sum is not None:
             d["attention"] = {"head_sum": self.attention_head_sum.tolist(),
@@ -418,6 +491,13 @@ class RunStatistics:
             out.example_proximal[g] = np.asarray(src["example_proximal_sum"], dtype=np.float64).reshape(out.num_layers, -1)
             out.example_proximal_m2[g] = np.asarray(src["example_proximal_m2"],
                                                     dtype=np.float64).reshape(out.num_layers, -1)
+        rows = d.get("example_values")  # absent in dicts written before the per-example values
+        if rows is not None:
+            N, T = out.num_layers, len(out.thresholds)
+            out.example_ids = np.asarray(rows["ids"], dtype=np.int64).reshape(-1)
+            for g in GROUPS:
+                out.example_values[g] = _none_to_nan(rows["groups"][g]).reshape(-1, N, 1 + T)
+            out.example_attention = _none_to_nan(rows["attention"]).reshape(-1, N)
         for g in CKA_GROUPS:
             src = d["cka"][g]
             out.cka_hsic[g] = np.asarray(src["hsic"], dtype=np.float64).reshape(out.num_layers, 3)
@@ -442,6 +522,15 @@ class RunStatistics:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunStatistics) and self.to_dict() == other.to_dict()
+
+
+def _nan_to_none(a: np.ndarray) -> list:
+    """Nested lists with None for NaN (strict JSON has no NaN)."""
+    return np.where(np.isnan(a), None, a).tolist()
+
+
+def _none_to_nan(rows: list) -> np.ndarray:
+    return np.asarray(rows, dtype=object).astype(np.float64) if len(rows) else np.zeros(0)
 
 
 def _chan_m2(n_a: int, s_a, m2_a, n_b: int, s_b, m2_b):

@@ -159,3 +159,62 @@ def test_lock_on_a_missing_directory_is_refused_in_one_line(tmp_path):
     with pytest.raises(SkipitError, match=r"^--out .*missing: cannot open the lock file \.skipit\.lock \("):
         with output_lock(tmp_path / "missing"):
             pass  # pragma: no cover
+
+
+def _race(monkeypatch, lock_path, then=None):
+    """The previous owner removes the lock file between our open and our flock (once); ``then()``
+    runs right after, as a third run would (it may put a new lock file at the path)."""
+    import skipit.empirical.files as files
+
+    flock, raced = files._flock, []
+
+    def racing(fd):
+        if not raced:
+            raced.append(fd)
+            os.unlink(lock_path)
+            if then is not None:
+                then()
+        return flock(fd)
+
+    monkeypatch.setattr(files, "_flock", racing)
+    return raced
+
+
+def test_a_lock_file_removed_before_our_flock_is_replaced_by_the_one_at_the_path(tmp_path, monkeypatch):
+    """Locked, the removed file is an unlinked inode nobody else can see: we lock the new file
+    at the path instead, so the path names us and a second run is refused."""
+    _plant_lock(tmp_path, _dead_pid())
+    raced = _race(monkeypatch, tmp_path / LOCK_NAME)
+    with output_lock(tmp_path, command="ours") as lock:
+        assert raced
+        assert json.loads(open(lock).read())["command"] == "ours"
+        monkeypatch.undo()
+        with pytest.raises(SkipitError, match=r"in use by another skipit run .*command: ours"):
+            with output_lock(tmp_path, command="second"):
+                pass  # pragma: no cover
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_run_that_locks_the_new_file_first_keeps_the_lock(tmp_path, monkeypatch):
+    """Previous owner gone, a third run created and locked a new file at the path before our
+    flock: our flock on the old inode succeeds, but the path is the third run's, so we refuse."""
+    import fcntl
+
+    third = []
+
+    def third_run():
+        fd = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now",
+                                 "command": "third"}).encode())
+        third.append(fd)
+
+    _plant_lock(tmp_path, _dead_pid())
+    _race(monkeypatch, tmp_path / LOCK_NAME, then=third_run)
+    try:
+        with pytest.raises(SkipitError, match=r"in use by another skipit run .*command: third"):
+            with output_lock(tmp_path, command="ours"):
+                pass  # pragma: no cover
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["command"] == "third"
+    finally:
+        os.close(third[0])
