@@ -205,7 +205,7 @@ def test_certify_a_saved_tiny_model_of_each_family(family, data, tmp_path, capsy
     out = tmp_path / "out"
     assert main(["certify", "--model", model_dir, "--data", data, "--out", str(out), *FAST]) == 0
     cert = json.loads((out / "certificate.json").read_text())
-    assert cert["schema"] == "skipit.certificate/2"
+    assert cert["schema"] == "skipit.certificate/3"
     assert cert["model"]["model_type"] == family and cert["model"]["source"] == "local"
     assert cert["model"]["num_layers"] == 4 and len(cert["layers"]) == 4
     assert _examples_used(cert) == 4 and len(cert["data"]["sha256"]) == 64

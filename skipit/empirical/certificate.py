@@ -1,7 +1,7 @@
 """The certificate, pure: settings, confidence bounds, decisions, verification maths, schema.
 
 numpy + scipy only (no torch): :mod:`skipit.empirical.certify` runs the model and calls
-these functions. Certificate schema ``skipit.certificate/2``.
+these functions. Certificate schema ``skipit.certificate/3`` (``/2`` still read).
 
 **The independent unit.** Tokens of one image are dependent (the design effect recorded
 per layer is the ratio of the variance of per-example means to what independent tokens
@@ -77,7 +77,10 @@ __all__ = [
     "load_certificate", "check_certificate_model", "certificate_schema",
 ]
 
-SCHEMA = "skipit.certificate/2"
+SCHEMA = "skipit.certificate/3"
+SCHEMAS_READ = ("skipit.certificate/2", SCHEMA)
+"""Schemas :func:`load_certificate` reads: /3 adds fields to /2 (units and levels of the betting
+bounds, p-values, Holm steps) and renames none, so a /2 certificate still reads."""
 PAPER_FAMILIES = ("late-entry", "early-exit", "freeze")
 """The families of the paper's verdicts; each gets ``(1 - confidence) / 3`` of the error budget."""
 CERTIFICATE_FILE = "certificate.json"
@@ -121,11 +124,12 @@ def _unit_rows(values, labels, units):
                          f"{int(lab.max())}")
     key = np.array([(table[l] if table is not None else units[int(l)]) if l >= 0 else -1 - i
                     for i, l in enumerate(lab)], dtype=np.int64)
-    _, inverse = np.unique(key, return_inverse=True)
-    sizes = np.bincount(inverse).astype(np.float64)
+    from skipit.empirical.units import unit_means
+
+    ids = np.unique(key, return_inverse=True)[1].reshape(-1)
     if v.ndim == 1:
-        return np.bincount(inverse, weights=v) / sizes
-    return np.stack([np.bincount(inverse, weights=v[:, j]) / sizes for j in range(v.shape[1])], axis=1)
+        return unit_means(v, ids)
+    return np.stack([unit_means(v[:, j], ids) for j in range(v.shape[1])], axis=1).reshape(-1, v.shape[1])
 
 
 class _Bounds:
@@ -614,7 +618,7 @@ def build_certificate(stats_layers: Sequence[Mapping[str, Any]], *, num_examples
                       run_info: Mapping[str, Any] | None = None,
                       verification: Mapping[str, Any] | None = None,
                       units: Sequence[int] | Mapping[int, int] | None = None) -> dict[str, Any]:
-    """The ``skipit.certificate/2`` dict from per-layer statistics (pure; no torch).
+    """The ``skipit.certificate/3`` dict from per-layer statistics (pure; no torch).
 
     ``num_examples``: the examples behind the statistics (the attention bound's ``n`` when
     the statistics do not say); ``data.num_examples`` is ``data_info``'s when given (all the
@@ -673,7 +677,7 @@ def build_certificate(stats_layers: Sequence[Mapping[str, Any]], *, num_examples
 # --------------------------------------------------------------------------------------
 
 def certificate_schema() -> dict[str, Any]:
-    """The JSON Schema of ``skipit.certificate/2`` (shipped as ``certificate.schema.json``)."""
+    """The JSON Schema of ``skipit.certificate/3`` and ``/2`` (shipped as ``certificate.schema.json``)."""
     with open(SCHEMA_FILE, encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -695,7 +699,7 @@ def load_certificate(path: str | os.PathLike[str], model_info: Mapping[str, Any]
                      what: str = "--certificate") -> dict[str, Any]:
     """Read and validate a ``certificate.json`` written by ``skipit certify``.
 
-    The file must be JSON, of schema ``skipit.certificate/2`` and valid against
+    The file must be JSON, of a schema in :data:`SCHEMAS_READ` (``skipit.certificate/3`` or ``/2``) and valid against
     :func:`certificate_schema`. With ``model_info`` (``model_type``, ``num_layers``,
     ``weights`` fingerprint; any subset), a certificate made for another model is refused
     (:func:`check_certificate_model`). Errors are :class:`skipit.errors.SkipitError` with one
@@ -710,13 +714,13 @@ def load_certificate(path: str | os.PathLike[str], model_info: Mapping[str, Any]
         raise SkipitError(f"{what} {path}: cannot read it ({err.strerror})") from None
     except json.JSONDecodeError as err:
         raise SkipitError(f"{what} {path}: not JSON ({err})") from None
-    if not isinstance(cert, dict) or cert.get("schema") != SCHEMA:
+    if not isinstance(cert, dict) or cert.get("schema") not in SCHEMAS_READ:
         found = cert.get("schema") if isinstance(cert, dict) else type(cert).__name__
-        raise SkipitError(f"{what} {path}: schema {found!r} is not {SCHEMA!r}; rerun `skipit certify` with "
-                          "this version")
+        raise SkipitError(f"{what} {path}: schema {found!r} is not {SCHEMA!r} (or {SCHEMAS_READ[0]!r}); rerun "
+                          "`skipit certify` with this version")
     problem = _schema_problem(cert)
     if problem:
-        raise SkipitError(f"{what} {path}: not a valid {SCHEMA} certificate ({problem})")
+        raise SkipitError(f"{what} {path}: not a valid {cert['schema']} certificate ({problem})")
     if model_info:
         check_certificate_model(cert, model_info, what=f"{what} {path}")
     return cert

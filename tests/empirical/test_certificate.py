@@ -630,7 +630,7 @@ def test_certificate_validates_against_the_shipped_schema_and_is_strict_json(ver
     import jsonschema
 
     cert = _verified_certificate() if verified else _certificate(stats_layers(redundant_upto=2))
-    assert cert["schema"] == SCHEMA == "skipit.certificate/2"
+    assert cert["schema"] == SCHEMA == "skipit.certificate/3"
     jsonschema.Draft202012Validator(certificate_schema()).validate(cert)
     text = json.dumps(cert, allow_nan=False)
     assert json.loads(text) == cert
@@ -664,6 +664,17 @@ def test_load_certificate_returns_a_valid_certificate(tmp_path):
     assert load_certificate(path, model_info={"model_type": "llava", "num_layers": N_LAYERS, "weights": "abc"}) == cert
 
 
+def test_load_certificate_still_reads_schema_2(tmp_path):
+    """A /2 certificate (written before the betting bounds; /3 only adds fields) still loads."""
+    cert = _verified_certificate()
+    cert["schema"] = "skipit.certificate/2"
+    for layer in cert["layers"]:
+        for key in ("bound_level", "visual_attention_units"):
+            del layer[key]
+        del layer["vision"]["units"], layer["vision"]["p_values"]
+    assert load_certificate(_write(tmp_path, cert)) == cert
+
+
 def _missing_freeze():
     cert = _verified_certificate()
     del cert["freeze"]
@@ -673,9 +684,10 @@ def _missing_freeze():
 @pytest.mark.parametrize("content,match", [
     ("{not json", r"^--certificate .*certificate\.json: not JSON \(Expecting property name"),
     ({"schema": "skipit.certificate/1", "layers": []},
-     r"^--certificate .*: schema 'skipit\.certificate/1' is not 'skipit\.certificate/2'; rerun `skipit certify`"),
-    ("[1, 2]", r"^--certificate .*: schema 'list' is not 'skipit\.certificate/2'"),
-    (_missing_freeze, r"^--certificate .*: not a valid skipit\.certificate/2 certificate \(at \(top level\): "
+     r"^--certificate .*: schema 'skipit\.certificate/1' is not 'skipit\.certificate/3' \(or "
+     r"'skipit\.certificate/2'\); rerun `skipit certify`"),
+    ("[1, 2]", r"^--certificate .*: schema 'list' is not 'skipit\.certificate/3'"),
+    (_missing_freeze, r"^--certificate .*: not a valid skipit\.certificate/3 certificate \(at \(top level\): "
                       r"'freeze' is a required property\)$"),
 ])
 def test_load_certificate_refuses_in_one_line(tmp_path, content, match):
