@@ -181,10 +181,10 @@ def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None,
     Layers a device map sends to disk go to the folder ``offload`` (from :func:`offload_folder`,
     whose block the caller keeps open while it uses the model).
     Returns ``(model, processor, info, examples, report)``. ``--data`` is required with
-    ``--model`` (the bundled data set fits the demo model only)."""
+    ``--model`` unless ``--task`` names a preset (whose dataset id is then read from the cache)."""
     if args.samples < 0:
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
-    if args.data is None and args.model is not None:
+    if args.data is None and args.model is not None and getattr(args, "task", None) is None:
         raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
     parse_threads(getattr(args, "threads", "auto"))
     placement_from_args(args, ctx)
