@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Task", "Style", "Target", "TASKS", "PROMPT_STYLES", "get_task", "SHORT_ANSWER", "OPTION_LETTER"]
+__all__ = ["Task", "Style", "Target", "TASKS", "PROMPT_STYLES", "get_task", "benchmark_score", "SHORT_ANSWER",
+           "OPTION_LETTER"]
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 """The short-answer instruction of LLaVA-1.5 (``docs/Evaluation.md``) and lmms-eval's free-form tasks."""
@@ -71,7 +72,10 @@ class Task:
     """A benchmark preset: see the module docstring. ``columns`` are the columns :attr:`read` and the
     prompts use (the image column apart); ``keep`` selects the rows the reference evaluates (SEED-Bench's
     image questions); ``aggregate`` names a benchmark-level score beyond the mean (``mme``:
-    :func:`skipit.empirical.metrics.mme_score`); ``max_new_tokens`` is the reference's generation cap."""
+    :func:`skipit.empirical.metrics.mme_score`); ``max_new_tokens`` is the reference's generation cap
+    (the task YAML's ``generation_kwargs.max_new_tokens``; where it sets none, lmms-eval's model
+    default of 1024, ``models/simple/llava_hf.py``). Greedy generation stops at the end-of-sequence
+    token, so the cap costs only where an answer runs on; ``--max-new-tokens`` overrides it."""
 
     name: str
     title: str
@@ -318,6 +322,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("mmstar", "MMStar", "Lin-Chen/MMStar", "val", ("question", "answer"), _letter_read, {
         "lmms-eval": Style(_mmstar, "mcq-extract", "letter", _lmms("mmstar", "mmstar/utils.py mmstar_doc_to_text, "
                                                                     "exact_match via _task_utils/mcq_extract.py"))},
+         max_new_tokens=1024,
          note="lmms-eval's post-prompt has no final period; LLaVA-1.5 did not evaluate MMStar."),
     Task("ai2d", "AI2D", "lmms-lab-encoder/ai2d", "test", ("question", "options", "answer"), _index_read("options"), {
         "lmms-eval": Style(_ai2d, "ai2d", "em-nopunct", _lmms("ai2d", "ai2d/utils.py ai2d_doc_to_text (mcq), "
@@ -334,13 +339,14 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          + _SEED_COLUMNS, _seed_read, {
              "lmms-eval": Style(_seed, "first-char", "match", _lmms("seedbench", "seedbench/utils.py seed_doc_to_text, "
                                                                     "seed_process_result (first character)"))},
-         keep=lambda row: row.get("data_type") == "image",
+         keep=lambda row: row.get("data_type") == "image", max_new_tokens=1024,
          note="Image questions only (data_type == 'image'); LLaVA-1.5's option format (docs/Evaluation.md) is the "
               "same text."),
     Task("pope", "POPE", "lmms-lab-encoder/POPE", "test", ("question", "answer"), _yes_no_read, {
         "lmms-eval": Style(_short, "pope", "match", _lmms("pope", "pope/utils.py pope_doc_to_text, pope_process_results")),
         "llava": Style(_short, "pope-llava", "match", "prompt: LLaVA-1.5 docs/Evaluation.md short-answer format "
-                       "(llava_pope_test.jsonl is not in the stored copy); parsing: llava/eval/eval_pope.py")}),
+                       "(llava_pope_test.jsonl is not in the stored copy); parsing: llava/eval/eval_pope.py")},
+         max_new_tokens=128),
     Task("mme", "MME", "lmms-lab-encoder/MME", "test", ("question", "answer", "category", "question_id"), _yes_no_read, {
         "lmms-eval": Style(_mme, "mme", "match", _lmms("mme", "mme/utils.py mme_doc_to_text, parse_pred_ans, "
                                                         "mme_aggregate_results"))},
@@ -380,10 +386,12 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                                 _lmms("textvqa_val", "textvqa/utils.py (ocr: false)")),
              "llava": Style(_plain(_FREE), "text", "vqa-evalai",
                             "LLaVA-1.5 docs/Evaluation.md short-answer prompt without the OCR tokens "
-                            "(llava_textvqa_val_v051_ocr.jsonl is not in the stored copy); llava/eval/m4c_evaluator.py")}),
+                            "(llava_textvqa_val_v051_ocr.jsonl is not in the stored copy); llava/eval/m4c_evaluator.py")},
+         max_new_tokens=1024),
     Task("vizwiz", "VizWiz-VQA (val)", "lmms-lab-encoder/VizWiz-VQA", "val", ("question", "answers"),
          _answers_read("answers"), {
              "lmms-eval": Style(_capitalised(_VIZWIZ), "text", "vqa-evalai", _lmms("vizwiz_vqa_val", "vizwiz_vqa/utils.py"))},
+         max_new_tokens=1024,
          note="LLaVA-1.5 scored VizWiz on the test server (llava_test.jsonl not in the stored copy)."),
     Task("docvqa", "DocVQA (val)", "lmms-lab-encoder/DocVQA", "validation", ("question", "answers"),
          _answers_read("answers"), {
@@ -403,3 +411,20 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"`task` must be one of {', '.join(TASKS)}, got {name!r}")
     return TASKS[name]
+
+
+def benchmark_score(task: Task, examples, scores) -> dict[str, float]:
+    """The preset's headline numbers from per-example ``scores`` (in [0, 1], one per example, in order):
+    ``{"accuracy": mean}`` (times 100 as ``percent``), and for ``aggregate == "mme"`` MME's own sums
+    (:func:`skipit.empirical.metrics.mme_score` over each example's ``meta`` category and image)."""
+    from skipit.empirical.metrics import mme_score
+
+    scores = [float(s) for s in scores]
+    if len(scores) != len(examples) or not scores:
+        raise ValueError(f"`scores` must have one value per example ({len(examples)}), got {len(scores)}")
+    out = {"accuracy": sum(scores) / len(scores)}
+    out["percent"] = 100 * out["accuracy"]
+    if task.aggregate == "mme":
+        out.update(mme_score(scores, [ex.meta["category"] for ex in examples],
+                             [ex.meta["question_id"] for ex in examples]))
+    return out

@@ -137,3 +137,15 @@ def test_a_saved_mmbench_layout_loads_with_the_preset_prompt_and_one_token_on_re
     assert examples[0].parser == "mmbench" and examples[0].options == ["cat", "dog", "cow"]
     cheap, report = load_examples(str(tmp_path / "mmb"), task="mmbench", answer="one-token")
     assert cheap[0].parser == "" and report.max_new_tokens == 1
+
+
+def test_mme_reports_its_own_sum_beside_the_accuracy():
+    from types import SimpleNamespace
+
+    from skipit.empirical.tasks import benchmark_score
+
+    examples = [SimpleNamespace(meta={"category": c, "question_id": q})
+                for c, q in [("existence", "a"), ("existence", "a"), ("OCR", "b"), ("OCR", "b")]]
+    got = benchmark_score(get_task("mme"), examples, [1, 1, 1, 0])
+    assert got["accuracy"] == 0.75 and got["perception"] == 200 + 50 and got["cognition"] == 0
+    assert benchmark_score(get_task("pope"), examples, [1, 0, 0, 0]) == {"accuracy": 0.25, "percent": 25.0}
