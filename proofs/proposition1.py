@@ -38,7 +38,7 @@ from skipit.theory import (
 )
 from skipit.theory.functional import SYMBOLIC
 
-t, R, eps, p, s = sp.symbols("t rho_max eps p s", positive=True)
+t, R, eps, p = sp.symbols("t rho_max eps p", positive=True)
 
 
 def _laws(R_value):
@@ -52,6 +52,23 @@ def _laws(R_value):
     return laws
 
 
+def _exact_laws():
+    """Finite laws of D on [0, R] with rational atoms, as (R, [(value, probability), ...])."""
+    R_ = sp.Rational
+    return [(1, [(R_(0), R_(1, 2)), (R_(1), R_(1, 2))]),
+            (2, [(R_(1, 3), R_(1, 5)), (R_(3, 4), R_(1, 2)), (R_(7, 4), R_(3, 10))]),
+            (2, [(R_(2), R_(49, 100)), (R_(0), R_(51, 100))]),
+            (2, [(R_(1, 10), R_(1, 7)), (R_(1, 10), R_(2, 7)), (R_(19, 10), R_(4, 7))])]
+
+
+def _exact_survival_integral(atoms, lo, hi):
+    """int_lo^hi P[D > s] ds for rational atoms [(value, probability), ...], exactly: s -> P[D > s]
+    is constant on [a, b) between consecutive breakpoints (lo, hi and the atoms between), where
+    it equals P[D > a]."""
+    cuts = sorted({lo, hi} | {v for v, _ in atoms if lo < v < hi})
+    return sum((b - a) * sum(pr for v, pr in atoms if v > a) for a, b in zip(cuts, cuts[1:]))
+
+
 def _survival_integral(values, probs, lo, hi):
     """int_lo^hi P[D > s] ds for a finite law, exactly: sum_i p_i |[lo, hi] cap [0, v_i)|."""
     return float(probs @ np.clip(np.minimum(values, hi) - lo, 0.0, None))
@@ -61,9 +78,8 @@ def test_step_1_tail_integration_formula():
     for R_value in (1.0, 2.0):
         for values, probs in _laws(R_value):
             assert abs(_survival_integral(values, probs, 0.0, R_value) - probs @ values) < 1e-12
-    v = sp.Symbol("v", positive=True)  # one atom: int_0^R 1{s < v} ds = v
-    assert sp.integrate(sp.Piecewise((1, s < v), (0, True)), (s, 0, R)).subs(R, 2).subs(v, sp.Rational(3, 4)) \
-        == sp.Rational(3, 4)
+    for R_value, atoms in _exact_laws():  # the same on rational atoms, exactly
+        assert _exact_survival_integral(atoms, 0, R_value) == sum(pr * v for v, pr in atoms)
 
 
 def test_step_2_split_at_t():
@@ -86,15 +102,46 @@ def test_step_3_threshold_gives_the_mean_bound():
     assert proposition1_tail_threshold_bounded(0.3, 0.8, 1.0) == proposition1_tail_threshold(0.3, 0.8)
 
 
+def _mean_and_tail(atoms, threshold):
+    """E[D] and P[D > threshold] of a finite law given as [(value, probability), ...]."""
+    return (sum(pr * v for v, pr in atoms),
+            sum(pr for v, pr in atoms if sp.simplify(v - threshold).is_positive))
+
+
 def test_step_4_two_point_law_attains_the_bound():
-    mean = (1 - p) * t + p * R
-    assert sp.expand(mean - (t + (R - t) * p)) == 0
-    for t_value, p_value in [(0.0, 0.3), (0.05, 0.01), (1.5, 0.9)]:
-        assert abs((1 - p_value) * t_value + 2 * p_value - proposition1_mean_bound(t_value, p_value, 2.0)) < 1e-15
+    """D = R w.p. p, D = t otherwise (t < R, written R = t + r with r > 0): the mean and the tail,
+    computed from the atoms, make the bound an equality; so do both halves of Step 2."""
+    r = sp.Symbol("r", positive=True)
+    atoms = [(t + r, p), (t, 1 - p)]
+    mean, tail = _mean_and_tail(atoms, t)
+    assert tail == p
+    bound = SYMBOLIC["proposition1_mean_bound"]
+    names = {sym.name: sym for sym in bound.free_symbols}
+    assert sp.expand(mean - bound.subs({names["t"]: t, names["tail_prob"]: tail, names["rho_max"]: t + r})) == 0
+    for t_value, r_value, p_value in [(0, sp.Rational(2), sp.Rational(3, 10)), (sp.Rational(1, 20), sp.Rational(39, 20),
+                                      sp.Rational(1, 100)), (sp.Rational(3, 2), sp.Rational(1, 2), sp.Rational(9, 10))]:
+        at = {t: t_value, r: r_value, p: p_value}
+        law = [(v.subs(at), pr.subs(at)) for v, pr in atoms]
+        assert _exact_survival_integral(law, 0, t_value) == t_value  # [0, t]: integrand 1
+        assert _exact_survival_integral(law, t_value, t_value + r_value) == r_value * p_value
+        assert abs(float(mean.subs(at)) - proposition1_mean_bound(float(t_value), float(p_value), 2.0)) < 1e-15
 
 
 def test_step_5_paper_threshold_fails_on_the_cosine_range():
-    t_value, eps_value, p_value = 0.5, 0.75, 0.49
-    assert p_value < proposition1_tail_threshold(t_value, eps_value) == 0.5
-    assert p_value * 2.0 > eps_value
-    assert p_value > proposition1_tail_threshold_bounded(t_value, eps_value, 2.0)
+    """D = 2 w.p. 49/100, 0 otherwise (a cosine distance law: antipodal or equal points), t = 1/2,
+    eps = 3/4: the paper's threshold (eps - t)/(1 - t) admits it, its mean exceeds eps, and the
+    corrected threshold (eps - t)/(R - t) with R = 2 rejects it; exact rationals throughout."""
+    t_value, eps_value = sp.Rational(1, 2), sp.Rational(3, 4)
+    atoms = [(sp.Integer(2), sp.Rational(49, 100)), (sp.Integer(0), sp.Rational(51, 100))]
+    mean, tail = _mean_and_tail(atoms, t_value)
+
+    def threshold(name, **extra):
+        expr = SYMBOLIC[name]
+        names = {sym.name: sym for sym in expr.free_symbols}
+        return expr.subs({names["t"]: t_value, names["eps"]: eps_value, **{names[k]: v for k, v in extra.items()}})
+
+    paper, corrected = threshold("proposition1_tail_threshold"), threshold("proposition1_tail_threshold_bounded", rho_max=2)
+    assert tail < paper and mean > eps_value  # the paper's implication fails
+    assert not tail < corrected  # the corrected one does not apply
+    assert float(tail) < proposition1_tail_threshold(float(t_value), float(eps_value))
+    assert not float(tail) < proposition1_tail_threshold_bounded(float(t_value), float(eps_value), 2.0)

@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 
 from skipit.theory import theorem2_bound, theorem2_bound_sharp
 from skipit.theory.functional import SYMBOLIC
+from skipit.theory.lemmas import SYMBOLIC as LEMMA_SYMBOLIC
 from skipit.theory.testing import finite_pairs, linear_tasks
 
 u, v, w = sp.symbols("u v w", nonnegative=True)
@@ -71,19 +72,33 @@ def test_step_2_minkowski_on_exact_laws(pairs, task, data):
     assert lhs <= theorem2_bound_sharp(task.alpha, task.beta, 2 * m, eta_l, eta_prev) * (1 + 1e-9) + TOL
 
 
-def test_step_3_both_forms_are_the_three_term_split_with_theorem1_substituted():
-    """Minkowski with sqrt(T) <= (alpha + beta) sqrt(eps) gives the sharp form; Lemma 3 with
-    T <= 2(alpha^2 + beta^2) eps gives the paper's. The library's sympy forms must be exactly these."""
-    a, b = sp.Symbol("alpha", nonnegative=True), sp.Symbol("beta", nonnegative=True)
-    e = sp.Symbol("eps", positive=True)
-    el, ep = sp.Symbol("eta_l", nonnegative=True), sp.Symbol("eta_prev", nonnegative=True)
-    minkowski = (sp.sqrt(el) + sp.sqrt(ep) + sp.sqrt((a + b) ** 2 * e)) ** 2
-    lemma3 = 3 * (el + ep + 2 * (a**2 + b**2) * e)
-    assert sp.simplify(SYMBOLIC["theorem2_bound_sharp"] - minkowski) == 0
-    assert sp.expand(SYMBOLIC["theorem2_bound"] - lemma3) == 0
-    args = (1.3, 0.4, 0.2, 0.05, 0.01)
-    assert abs(theorem2_bound_sharp(*args) - float(minkowski.subs(dict(zip((a, b, e, el, ep), args))))) < 1e-14
-    assert abs(theorem2_bound(*args) - float(lemma3.subs(dict(zip((a, b, e, el, ep), args))))) < 1e-14
+def _symbol(expr, name):
+    return next(s for s in expr.free_symbols if s.name == name)
+
+
+def test_step_3_both_forms_are_lemma3_with_theorem1_substituted():
+    """Lemma 3's two forms in (eta_l, eta_prev, T) (Minkowski squared, and 3 x the sum of
+    squares) are non-decreasing in T, so Theorem 1's two bounds on T may be put in; the results
+    are, symbol for symbol, the library's two forms of Theorem 2."""
+    sharp2, paper2 = SYMBOLIC["theorem2_bound_sharp"], SYMBOLIC["theorem2_bound"]
+    el, ep = _symbol(sharp2, "eta_l"), _symbol(sharp2, "eta_prev")
+    T = sp.Symbol("T", positive=True)  # T = 0 follows by continuity
+    a_sq, b_sq, c_sq = (_symbol(LEMMA_SYMBOLIC["lemma3_bound"], n) for n in ("a_sq", "b_sq", "c_sq"))
+    split = {a_sq: el, b_sq: ep, c_sq: T}
+    minkowski = LEMMA_SYMBOLIC["lemma3_bound_sharp"].subs(split)
+    lemma3 = LEMMA_SYMBOLIC["lemma3_bound"].subs(split)
+    assert sp.diff(minkowski, T).is_nonnegative and sp.diff(lemma3, T).is_nonnegative
+    sharp = minkowski.subs(T, SYMBOLIC["theorem1_bound_sharp"])
+    paper = lemma3.subs(T, SYMBOLIC["theorem1_bound"])
+    assert sp.simplify(sharp2 - sharp) == 0
+    assert sp.expand(paper2 - paper) == 0
+    # the numeric functions are these expressions, at an exact rational point
+    point = dict(zip(("alpha", "beta", "eps", "eta_l", "eta_prev"),
+                     (sp.Rational(13, 10), sp.Rational(2, 5), sp.Rational(1, 5), sp.Rational(1, 20), sp.Rational(1, 100))))
+    args = [float(v) for v in point.values()]
+    for fn, expr in ((theorem2_bound_sharp, sharp), (theorem2_bound, paper)):
+        exact = expr.subs({_symbol(sharp2, n): v for n, v in point.items()})
+        assert abs(fn(*args) - float(exact)) <= 1e-15 * float(exact)
 
 
 def test_step_4_sharp_form_never_exceeds_the_papers():
@@ -100,7 +115,34 @@ def test_step_4_sharp_form_never_exceeds_the_papers():
 
 
 def test_step_5_opposite_errors_attain_the_sharp_form():
-    uvec = np.array([0.6, -0.8])
-    lhs = float(np.sum((2 * uvec) ** 2))
-    assert abs(lhs - theorem2_bound_sharp(0.0, 0.0, 0.5, 1.0, 1.0)) < 1e-12
-    assert abs(lhs / theorem2_bound(0.0, 0.0, 0.5, 1.0, 1.0) - 2 / 3) < 1e-12
+    """One atom x (X_l = X_prev = x a.s.), Z = c constant, f_l = c + u, f_prev = c - u: every
+    quantity computed from that law in exact arithmetic. The left side equals the sharp form
+    (alpha = beta = 0: h is constant) and is 2/3 of the paper's."""
+    R = sp.Rational
+    x = sp.Matrix([R(3, 5), R(4, 5)])
+    law = [(x, x, 1)]  # atoms (X_l, X_prev, probability)
+    c, u_vec = sp.Matrix([R(1, 3), 2]), sp.Matrix([R(3, 5), R(-4, 5)])
+
+    def f_star(_x):  # E[Z | X_l = x] = E[Z | X_prev = x]: Z is the constant c
+        return c
+
+    def f_l(_x):
+        return c + u_vec
+
+    def f_prev(_y):
+        return c - u_vec
+
+    def sq(v):
+        return v.dot(v)
+
+    lhs = sum(pr * sq(f_l(a) - f_prev(b)) for a, b, pr in law)
+    eta_l = sum(pr * sq(f_l(a) - f_star(a)) for a, _b, pr in law)
+    eta_prev = sum(pr * sq(f_prev(b) - f_star(b)) for _a, b, pr in law)
+    mean_rho = sum(pr * (1 - a.dot(b)) for a, b, pr in law)  # unit vectors: rho = 1 - <a, b>
+    assert mean_rho == 0 and lhs == 4 * sq(u_vec) == 4
+    sharp2, paper2 = SYMBOLIC["theorem2_bound_sharp"], SYMBOLIC["theorem2_bound"]
+    at = {_symbol(sharp2, "alpha"): 0, _symbol(sharp2, "beta"): 0, _symbol(sharp2, "eps"): R(1, 2),
+          _symbol(sharp2, "eta_l"): eta_l, _symbol(sharp2, "eta_prev"): eta_prev}
+    assert lhs == sharp2.subs(at)
+    assert lhs / paper2.subs(at) == R(2, 3)
+    assert float(lhs) == theorem2_bound_sharp(0.0, 0.0, 0.5, float(eta_l), float(eta_prev))

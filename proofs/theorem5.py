@@ -131,15 +131,56 @@ def test_step_6_bounded_density_gives_c_log_m():
         assert abs(law["h_given_z"] - (-math.log(law["M"]))) < 1e-9
 
 
+def _fair_bit_law(dl, B):
+    """Step 7's law as atoms: X_prev constant, X_l a fair bit, Z = +-B with
+    P(Z = B | X_l = 0) = 1/2 + delta, P(Z = B | X_l = 1) = 1/2 - delta. Returns
+    {(x_l, z): probability}."""
+    half = sp.Rational(1, 2)
+    return {(0, B): half * (half + dl), (0, -B): half * (half - dl),
+            (1, B): half * (half - dl), (1, -B): half * (half + dl)}
+
+
+def _left_and_right(law, B):
+    """E||E[Z|X_l] - E[Z|X_prev]||^2 and 2 B^2 I(Z; X_l | X_prev), from the atoms (X_prev constant)."""
+    p_l = {a: sum(v for (x, _z), v in law.items() if x == a) for a in (0, 1)}
+    p_z = {c: sum(v for (_x, z), v in law.items() if z == c) for c in (B, -B)}
+    mean_z = sum(z * v for (_x, z), v in law.items())  # E[Z | X_prev] = E[Z]
+    mean_given = {a: sum(z * v for (x, z), v in law.items() if x == a) / p_l[a] for a in (0, 1)}
+    lhs = sum(p_l[a] * (mean_given[a] - mean_z) ** 2 for a in (0, 1))
+    info = sum(v * sp.log(v / (p_l[x] * p_z[z])) for (x, z), v in law.items())
+    return sp.simplify(lhs), 2 * B**2 * info
+
+
 def test_step_7_constant_two_is_sharp():
+    """On the fair-bit law, built as atoms: the left side is 4 B^2 delta^2 and the right side
+    2 B^2 I with I = log 2 - h(1/2 + delta) = 2 delta^2 + O(delta^4), so their ratio -> 1 as
+    delta -> 0. The bound holds for every delta in (0, 1/2): right - left vanishes at 0 and its
+    derivative 2 B^2 g, g = log((1 + 2 delta)/(1 - 2 delta)) - 4 delta, is >= 0 (g(0) = 0,
+    g' = 16 delta^2/(1 - 4 delta^2))."""
     dl, B = sp.symbols("delta B", positive=True)
-    lhs = 4 * B**2 * dl**2
-    rhs = 2 * B**2 * (sp.log(2) + (sp.Rational(1, 2) + dl) * sp.log(sp.Rational(1, 2) + dl)
-                      + (sp.Rational(1, 2) - dl) * sp.log(sp.Rational(1, 2) - dl))
+    lhs, rhs = _left_and_right(_fair_bit_law(dl, B), B)
+    assert sp.simplify(lhs - 4 * B**2 * dl**2) == 0
+    entropy_form = 2 * B**2 * (sp.log(2) + (sp.Rational(1, 2) + dl) * sp.log(sp.Rational(1, 2) + dl)
+                               + (sp.Rational(1, 2) - dl) * sp.log(sp.Rational(1, 2) - dl))
+    # force=True merges the logs: every argument is positive for delta in (0, 1/2)
+    assert sp.simplify(sp.logcombine(sp.expand(rhs - entropy_form), force=True)) == 0
+    series = sp.series(rhs, dl, 0, 6).removeO()
+    assert sp.expand(series - (4 * B**2 * dl**2 + sp.Rational(8, 3) * B**2 * dl**4)) == 0
     assert sp.limit(lhs / rhs, dl, 0) == 1
-    for delta in (0.1, 0.01):
-        i = math.log(2) - float(binary_entropy(0.5 + delta))
-        assert 4 * delta**2 <= theorem5_bound(1.0, i) and 4 * delta**2 / theorem5_bound(1.0, i) > 1 - 2 * delta**2
+    slack = rhs - lhs
+    g = sp.log(1 + 2 * dl) - sp.log(1 - 2 * dl) - 4 * dl  # = 2 (atanh(2 delta) - 2 delta)
+    assert slack.subs(dl, 0) == 0 and g.subs(dl, 0) == 0
+    assert sp.simplify(sp.diff(slack, dl) - 2 * B**2 * g) == 0
+    assert sp.simplify(sp.diff(g, dl) - 16 * dl**2 / (1 - 4 * dl**2)) == 0  # >= 0 on (0, 1/2)
+    for delta in (sp.Rational(1, 10), sp.Rational(1, 100)):  # the library's numbers on the same law
+        law = _fair_bit_law(delta, 1)
+        p = np.zeros((1, 2, 2))  # p[x_prev, x_l, z], z index 0 <-> Z = +1
+        for (x, z), v in law.items():
+            p[0, x, 0 if z == 1 else 1] = float(v)
+        exact_lhs, exact_rhs = _left_and_right(law, 1)
+        assert abs(conditional_mean_gap(p, np.array([[1.0], [-1.0]])) - float(exact_lhs)) < 1e-15
+        assert abs(theorem5_bound(1.0, conditional_mutual_information(p, 2, 1, 0)) - float(exact_rhs)) < 1e-15
+        assert exact_lhs < exact_rhs and float(exact_lhs / exact_rhs) > 1 - 2 * float(delta) ** 2
 
 
 def _two_arcs(w):
