@@ -13,7 +13,9 @@ with probability at least ``confidence`` over the sample (i.i.d. samples assumed
   Clopper-Pearson *lower* bound on ``P[rho < t]``.
 * :func:`mean_upper_bound`, :func:`mean_lower_bound`, :func:`clopper_pearson_lower`,
   :func:`clopper_pearson_upper`: the same bounds from sufficient statistics (mean,
-  variance, count), for runs that stream sums; the estimators above call them.
+  variance, count), for runs that stream sums; the estimators above call them. With every
+  unit's value at hand, the betting bounds of :mod:`skipit.theory.confidence` are sharper
+  (no range term ``7 R log(2/delta) / (3(n-1))``); the certificate uses those.
 * :func:`functional_redundancy` (Definition 3): cross-fitted estimate of
   ``E||f_l(X_l) - f_prev(X_prev)||^2`` with regressors fit on held-out folds.
 * :func:`is_informationally_redundant` (Definition 4) takes a conditional entropy value.
