@@ -137,6 +137,9 @@ def test_a_saved_mmbench_layout_loads_with_the_preset_prompt_and_one_token_on_re
     assert examples[0].parser == "mmbench" and examples[0].options == ["cat", "dog", "cow"]
     cheap, report = load_examples(str(tmp_path / "mmb"), task="mmbench", answer="one-token")
     assert cheap[0].parser == "" and report.max_new_tokens == 1
+    from skipit.empirical.data import data_sha256
+
+    assert data_sha256(cheap) != data_sha256(examples)  # a resumed run cannot mix the two answer readings
 
 
 def test_mme_reports_its_own_sum_beside_the_accuracy():

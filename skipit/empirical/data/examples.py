@@ -106,12 +106,14 @@ def _raise_bad(skipped, source, unit, header=None):
 
 def data_sha256(examples: Iterable[Example]) -> str:
     """sha256 of the examples' content (question, answer, choices, reference answers when there
-    are any, image pixels), order included."""
+    are any, the parser and metric when a parser reads the answers, image pixels), order included."""
     h = hashlib.sha256()
     for ex in examples:
         fields = [ex.question, ex.answer, list(ex.choices or [])]
         if ex.references:
             fields.append(list(ex.references))
+        if ex.parser:  # how answers are read and scored changes what a run measures
+            fields.append(["parser", ex.parser, ex.metric])
         h.update(json.dumps(fields).encode())
         h.update(ex.image_bytes())
     return h.hexdigest()
