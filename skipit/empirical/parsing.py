@@ -25,6 +25,12 @@ def _text(generated: str, letters: Sequence[str], options: Sequence[str]) -> str
     return generated.strip()
 
 
+def _raw(generated: str, letters: Sequence[str], options: Sequence[str]) -> str:
+    """The generation exactly as decoded (ChartQA, DocVQA and GQA in lmms-eval score it unstripped:
+    ANLS counts padding in the length, relaxed accuracy and exact match compare it as is)."""
+    return generated
+
+
 def _mmbench(generated, letters, options):
     """MMBench's rule-based matching (lmms-eval ``MMBench_Evaluator.can_infer``, from OpenCompass):
     over the whitespace-separated words, exactly one of ``A``-``E`` standing alone (unless ``A`` is
@@ -204,7 +210,7 @@ def _gqa_llava(generated, letters, options):
 
 
 PARSERS: dict[str, Callable[[str, Sequence[str], Sequence[str]], str]] = {
-    "text": _text, "mmbench": _mmbench, "mcq-extract": _mcq_extract, "ai2d": _ai2d, "scienceqa": _scienceqa,
+    "text": _text, "raw": _raw, "mmbench": _mmbench, "mcq-extract": _mcq_extract, "ai2d": _ai2d, "scienceqa": _scienceqa,
     "scienceqa-llava": _scienceqa_llava, "first-char": _first_char, "pope": _pope, "pope-llava": _pope_llava,
     "mme": _mme, "mmmu-choice": _mmmu_choice, "lower-no-period": _lower_no_period, "gqa-llava": _gqa_llava,
     "evalai": _evalai,

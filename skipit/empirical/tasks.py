@@ -373,7 +373,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                             "LLaVA-1.5 docs/Evaluation.md short-answer prompt; scripts/convert_vqav2_for_submission.py "
                             "(EvalAI processor) then the official VQA script")}),
     Task("gqa", "GQA (testdev balanced)", "lmms-lab-encoder/GQA", "testdev", ("question", "answer"), _single_read, {
-        "lmms-eval": Style(_plain(_FREE), "text", "em-nopunct", _lmms("gqa", "gqa/utils.py gqa_doc_to_text, "
+        "lmms-eval": Style(_plain(_FREE), "raw", "em-nopunct", _lmms("gqa", "gqa/utils.py gqa_doc_to_text, "
                                                                      "exact_match ignore case/punct")),
         "llava": Style(_plain(_FREE), "gqa-llava", "match", "LLaVA-1.5 scripts/convert_gqa_for_eval.py then GQA's "
                        "eval.py (exact match)")},
@@ -395,10 +395,10 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          note="LLaVA-1.5 scored VizWiz on the test server (llava_test.jsonl not in the stored copy)."),
     Task("docvqa", "DocVQA (val)", "lmms-lab-encoder/DocVQA", "validation", ("question", "answers"),
          _answers_read("answers"), {
-             "lmms-eval": Style(_plain(_FREE), "text", "anls", _lmms("docvqa_val", "docvqa/utils.py; api/metrics.py anls"))},
+             "lmms-eval": Style(_plain(_FREE), "raw", "anls", _lmms("docvqa_val", "docvqa/utils.py; api/metrics.py anls"))},
          subset="DocVQA", max_new_tokens=32),
     Task("chartqa", "ChartQA (test)", "lmms-lab-encoder/ChartQA", "test", ("question", "answer"), _single_read, {
-        "lmms-eval": Style(_plain("\nAnswer the question with a single word."), "text", "relaxed",
+        "lmms-eval": Style(_plain("\nAnswer the question with a single word."), "raw", "relaxed",
                            _lmms("chartqa", "chartqa/utils.py relaxed_correctness"))}),
     Task("ocrbench", "OCRBench", "echo840/OCRBench", "test", ("question", "answer", "dataset"), _ocrbench_read, {
         "lmms-eval": Style(_realworldqa, "text", "contains", _lmms("ocrbench", "ocrbench/utils.py"))},

@@ -69,6 +69,7 @@ def test_yes_no_parsers(text, pope, pope_llava, mme):
 
 def test_free_form_parsers():
     assert parse_answer("text", "  Two dogs \n") == "Two dogs"
+    assert parse_answer("raw", " 12 \n") == " 12 \n"
     assert parse_answer("lower-no-period", " Downhill.. ") == "downhill"
     assert parse_answer("gqa-llava", "Yes.") == "yes"
     assert parse_answer("evalai", "Red, white?") == "red white"
@@ -81,7 +82,7 @@ def test_mmmu_open_candidates_keep_the_tail_after_an_indicator_and_its_numbers()
 
 
 def test_every_parser_is_in_the_table_or_has_its_own_test():
-    tested = set(TABLE) | {"ai2d", "pope", "pope-llava", "mme", "text", "lower-no-period", "gqa-llava", "evalai"}
+    tested = set(TABLE) | {"ai2d", "pope", "pope-llava", "mme", "text", "raw", "lower-no-period", "gqa-llava", "evalai"}
     assert set(PARSERS) == tested
     with pytest.raises(ValueError, match=r"`parser` must be one of text, .*, got 'nope'"):
         parse_answer("nope", "B")
