@@ -247,3 +247,36 @@ def test_skip_early_exit_on_free_form_parquet_scores_generated_answers(world, ca
     examples, exited = _answers(world["models"]["free"], data,
                                 context=lambda model: skip_context(model, "early-exit", 2, None))
     assert result["skipped"]["accuracy"] == pytest.approx(score(exited, examples))
+
+
+AI2D_PROMPT = ("which digit is shown?\nA. {}\nB. {}\nC. {}\nD. {}\n"
+               "Answer with the option's letter from the given choices directly.")
+
+
+def test_skipit_data_shows_the_ai2d_preset_prompt_target_and_metric(world, capsys):
+    """The AI2D-layout rows read by ``--task ai2d``: lmms-eval's prompt, the letter target, its
+    parser and metric, with the demo processor's chat template around the text."""
+    from tests.empirical.hf_helpers import OPTION_SHIFTS
+
+    data = _data_argument(world, "saved", "mcq")
+    assert main(["data", data, "--task", "ai2d", "--limit", "2", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    labels = digits(ROWS)[1]
+    assert (shown["task"], shown["prompt_style"], shown["metric"]) == ("ai2d", "lmms-eval", "em-nopunct")
+    first = shown["examples"][0]
+    assert first["text"] == AI2D_PROMPT.format(*(WORDS[(labels[0] + k) % 10] for k in OPTION_SHIFTS))
+    assert first["text"] in first["prompt"] and first["target"] == "A" and first["parser"] == "ai2d"
+    assert [ex["target"] for ex in shown["examples"]] == ["A", "B"]
+    assert main(["data", data, "--task", "ai2d", "--prompt-style", "llava"]) == 2
+    assert "--prompt-style must be one of lmms-eval for task 'ai2d', got 'llava'" in capsys.readouterr().err
+
+
+def test_evaluate_with_a_task_scores_the_parsed_generation(world, tmp_path):
+    """``--task ai2d`` on the letter model: one generated token "a" read by AI2D's filter and scored
+    with case and punctuation ignored is right on the two A rows, as the one-token letter is."""
+    argv = ["evaluate", "--model", world["models"]["mcq"], "--data", _data_argument(world, "saved", "mcq"),
+            "--task", "ai2d", "--max-new-tokens", "1", *QUIET, *EVALUATE_FAST]
+    assert main([*argv, "--out", str(tmp_path / "ev")]) == 0
+    evaluation = _read(tmp_path / "ev" / "evaluation.json")
+    assert evaluation["data"]["metric"] == "em-nopunct"
+    assert evaluation["full"]["accuracy"] == pytest.approx(LETTER_ACCURACY)
