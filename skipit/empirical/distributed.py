@@ -317,7 +317,10 @@ def merge_statistics(statistics, ctx: DistributedContext = SINGLE_PROCESS):
     """The :class:`~skipit.empirical.stats.RunStatistics` of every rank merged, the same on every rank.
 
     ``statistics`` is this rank's (None: it saw no example). Gathered as ``to_dict()`` and
-    merged with ``RunStatistics.merge`` in rank order; None when no rank saw an example.
+    merged with ``RunStatistics.merge`` in rank order; None when no rank saw an example. The
+    result is exactly (to the bit) ``rank 0 .merge(rank 1) .merge(...)`` on every rank. Runs
+    with different world sizes group the float sums differently: their statistics agree to
+    round-off (counts exactly), not bit for bit.
     """
     from skipit.empirical.stats import RunStatistics
 
