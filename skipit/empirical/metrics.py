@@ -40,7 +40,7 @@ __all__ = [
     "METRICS", "ANLS_THRESHOLD", "RELAXED_TOLERANCE", "normalise_answer", "normalise_vqa", "evalai_process",
     "letter_score", "exact_score", "vqa_score", "vqa_evalai_score", "vqa_lmms_score", "anls_score",
     "relaxed_score", "contains_score", "match_score", "em_nopunct_score", "mmmu_open_score", "mme_score",
-    "score_one", "check_metric", "normalise_for",
+    "score_one", "check_metric", "normalise_for", "mmmu_normalise", "mmmu_open_candidates",
 ]
 
 ANLS_THRESHOLD = 0.5
@@ -311,17 +311,61 @@ def em_nopunct_score(prediction: str, references: Iterable[str]) -> float:
     return float(any(pred == str(r).lower().translate(_NO_PUNCTUATION) for r in references))
 
 
+# --------------------------------------------------------------------------------------------
+# MMMU open questions (MMMU-Benchmark eval_utils: parse_open_response, normalize_str)
+# --------------------------------------------------------------------------------------------
+
+_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
+_NUMBERS = (re.compile(r"-?\b\d{1,3}(?:,\d{3})+\b"), re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+"),
+            re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])"))
+
+
+def mmmu_normalise(text: str) -> list:
+    """MMMU ``normalize_str``: a number (commas dropped) as a float rounded to 2 decimals; else the
+    lower-cased string, a single character padded both ways (``[" a", "a "]``) to avoid trivial matches."""
+    text = text.strip()
+    try:
+        return [round(float(text.replace(",", "")), 2)]
+    except ValueError:
+        text = text.lower()
+        return [" " + text, text + " "] if len(text) == 1 else [text]
+
+
+def mmmu_open_candidates(generated: str) -> list:
+    """MMMU ``parse_open_response``: the key sub-responses (the shortest tail after an indicator such as
+    ``is ``, ``so ``, ``therefore ``; ``=`` in the last sentence), the numbers in them, all normalised
+    (:func:`mmmu_normalise`), duplicates removed (first occurrence kept, so the result is ordered)."""
+    response = generated.strip().strip(".").lower()
+    parts = re.split(r"\.\s(?=[A-Z])|\n", response)
+    keys = []
+    for i, part in enumerate(parts):
+        indicators = _INDICATORS + (("=",) if i == len(parts) - 1 else ())
+        tails = [part.split(ind)[-1].strip() for ind in indicators if ind in part]
+        shortest = min(tails, key=len) if tails else None
+        if shortest and shortest.strip() not in (":", ",", ".", "!", "?", ";", "'"):
+            keys.append(shortest)
+    keys = keys or [response]
+    found = list(keys)
+    for key in keys:
+        for pattern in _NUMBERS:
+            found += pattern.findall(key)
+    out = []
+    for item in found:
+        for norm in mmmu_normalise(item):
+            if norm not in out:
+                out.append(norm)
+    return out
+
+
 def mmmu_open_score(prediction: str, references: Iterable[str]) -> float:
     """MMMU's open-question rule (MMMU-Benchmark ``eval_utils.eval_open``): the prediction parsed into
-    candidate strings and numbers (:func:`skipit.empirical.parsing.mmmu_open_candidates`); correct when
+    candidate strings and numbers (:func:`mmmu_open_candidates`); correct when
     a normalised gold number equals a candidate number or a normalised gold string is contained in a
     candidate string.
 
     Deliberate difference: lmms-eval's ``mmmu_process_results`` keeps only the first element of the
     (unordered) candidate set as a string, so its ``eval_open`` iterates that string's characters; skipit
     follows MMMU's own evaluation over all candidates."""
-    from skipit.empirical.parsing import mmmu_normalise, mmmu_open_candidates
-
     golds = []
     for r in references:
         golds += mmmu_normalise(str(r))

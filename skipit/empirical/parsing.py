@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from skipit.empirical.metrics import mmmu_normalise, mmmu_open_candidates  # re-exported; their home is metrics
+
 __all__ = ["PARSERS", "parse_answer", "check_parser", "read_answer", "reads_one_token", "mmmu_open_candidates",
            "mmmu_normalise"]
 
@@ -228,53 +230,6 @@ def parse_answer(parser: str, generated: str, letters: Sequence[str] = (), optio
     """The answer ``parser`` reads from ``generated``; ``letters`` are the row's option letters
     (``A``, ``B`` ...), ``options`` their texts (same order). ``""``: no answer found."""
     return PARSERS[check_parser(parser)](str(generated), list(letters), list(options))
-
-
-# --------------------------------------------------------------------------------------------
-# MMMU open questions (MMMU-Benchmark eval_utils: parse_open_response, normalize_str)
-# --------------------------------------------------------------------------------------------
-
-_INDICATORS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
-_NUMBERS = (re.compile(r"-?\b\d{1,3}(?:,\d{3})+\b"), re.compile(r"-?\d+(?:\.\d+)?[eE][+-]?\d+"),
-            re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])"))
-
-
-def mmmu_normalise(text: str) -> list:
-    """MMMU ``normalize_str``: a number (commas dropped) as a float rounded to 2 decimals; else the
-    lower-cased string, a single character padded both ways (``[" a", "a "]``) to avoid trivial matches."""
-    text = text.strip()
-    try:
-        return [round(float(text.replace(",", "")), 2)]
-    except ValueError:
-        text = text.lower()
-        return [" " + text, text + " "] if len(text) == 1 else [text]
-
-
-def mmmu_open_candidates(generated: str) -> list:
-    """MMMU ``parse_open_response``: the key sub-responses (the shortest tail after an indicator such as
-    ``is ``, ``so ``, ``therefore ``; ``=`` in the last sentence), the numbers in them, all normalised
-    (:func:`mmmu_normalise`), duplicates removed (first occurrence kept, so the result is ordered)."""
-    response = generated.strip().strip(".").lower()
-    parts = re.split(r"\.\s(?=[A-Z])|\n", response)
-    keys = []
-    for i, part in enumerate(parts):
-        indicators = _INDICATORS + (("=",) if i == len(parts) - 1 else ())
-        tails = [part.split(ind)[-1].strip() for ind in indicators if ind in part]
-        shortest = min(tails, key=len) if tails else None
-        if shortest and shortest.strip() not in (":", ",", ".", "!", "?", ";", "'"):
-            keys.append(shortest)
-    keys = keys or [response]
-    found = list(keys)
-    for key in keys:
-        for pattern in _NUMBERS:
-            found += pattern.findall(key)
-    out = []
-    for item in found:
-        for norm in mmmu_normalise(item):
-            if norm not in out:
-                out.append(norm)
-    return out
-
 
 
 def reads_one_token(example, metric: str | None = None) -> bool:
