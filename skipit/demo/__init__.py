@@ -1,13 +1,17 @@
-"""The bundled demo VLM and its visual question answering data over sklearn's digits.
+"""The bundled demo VLMs and their visual question answering data over sklearn's digits.
 
-The model is a real ``LlavaForConditionalGeneration`` (CLIP vision tower, projector, Llama
-decoder) trained by :mod:`skipit.demo.train` on questions about the 8x8 handwritten digits
-that ship with scikit-learn, so ``skipit certify`` runs offline on any machine. The weights,
-tokenizer and processor are package data in :data:`DEMO_MODEL_DIR`; ``MODEL_CARD.md`` beside
-this file gives the task, the split and the held-out accuracy.
+Two real ``LlavaForConditionalGeneration`` models (CLIP vision tower, projector, Llama decoder)
+ship as package data, so ``skipit certify`` runs offline on any machine (:data:`DEMO_MODELS`):
 
-Every question is answered by ONE token, read at the last prompt position: accuracy is the
-argmax of the next-token logits there, as the paper scores multiple choice.
+* ``demo`` (the default): a 16-layer decoder pretrained as a language model on a synthetic
+  text corpus (arithmetic on number words, comparisons, counting, copying), then aligned to the
+  vision tower with the decoder frozen, then tuned on visual questions that need the image and
+  then text reasoning (:mod:`skipit.demo.questions`); answers are words, some several;
+* ``demo-dense``: a 12-layer decoder trained only on four one-token question types, never a
+  language model: its answer position reads the image in every layer (the negative control).
+
+:mod:`skipit.demo.train` retrains either; each model directory holds its ``MODEL_CARD.md``
+(task, recipe, split, held-out accuracy). The images are split once, by image, for both.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "model"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEMO_MODELS = {"demo": MODELS_DIR / "demo", "demo-dense": MODELS_DIR / "demo-dense"}
+"""``--model`` name -> directory of each bundled demo model; ``demo`` is the default."""
+DEFAULT_DEMO = "demo-dense"  # TEMPORARY until the demo weights land
+DEMO_MODEL_DIR = DEMO_MODELS[DEFAULT_DEMO]
 
 QUESTION_TYPES = ("digit", "even", "greater", "choice")
 SPLITS = ("train", "val", "test")
@@ -31,10 +39,22 @@ CHOICE_LETTERS = ("A", "B", "C", "D")
 DIGIT_WORDS = tuple(str(d) for d in range(10))
 
 BUNDLED_DATASETS = {
-    "digits-test": {"split": "test", "question_types": QUESTION_TYPES, "seed": 0},
-    "digits-val": {"split": "val", "question_types": QUESTION_TYPES, "seed": 0},
+    "digits-reason-test": {"model": "demo", "split": "test", "question_types": None, "seed": 0},
+    "digits-reason-val": {"model": "demo", "split": "val", "question_types": None, "seed": 0},
+    "digits-test": {"model": "demo-dense", "split": "test", "question_types": QUESTION_TYPES, "seed": 0},
+    "digits-val": {"model": "demo-dense", "split": "val", "question_types": QUESTION_TYPES, "seed": 0},
 }
-"""Named data sets for ``skipit certify --data NAME``: keyword arguments of :func:`load_digits_vqa`."""
+"""Named data sets for ``skipit certify --data NAME``: keyword arguments of :func:`load_digits_vqa`
+(``model`` names the demo model whose questions they are)."""
+DEMO_DATA = {"demo": "digits-reason-test", "demo-dense": "digits-test"}
+"""The bundled data set each demo model is certified on when ``--data`` is not given."""
+
+
+def demo_model_dir(name: str = DEFAULT_DEMO) -> Path:
+    """The directory of the bundled demo model ``name`` (a key of :data:`DEMO_MODELS`)."""
+    if name not in DEMO_MODELS:
+        raise ValueError(f"`name` must be one of {tuple(DEMO_MODELS)}, got {name!r}")
+    return DEMO_MODELS[name]
 
 
 def _require_torch():
@@ -107,19 +127,23 @@ def make_question(label: int, qtype: str, rng: np.random.Generator) -> dict:
     raise ValueError(f"`qtype` must be one of {QUESTION_TYPES}, got {qtype!r}")
 
 
-def _check_types(question_types) -> tuple[str, ...]:
+def _check_types(question_types, known=QUESTION_TYPES) -> tuple[str, ...]:
     if question_types is None:
-        return QUESTION_TYPES
+        return tuple(known)
     if isinstance(question_types, str):
         question_types = (question_types,)
-    bad = [q for q in question_types if q not in QUESTION_TYPES]
+    bad = [q for q in question_types if q not in known]
     if bad:
-        raise ValueError(f"`question_types` must be among {QUESTION_TYPES}, got {bad!r}")
+        raise ValueError(f"`question_types` must be among {tuple(known)}, got {bad!r}")
     return tuple(question_types)
 
 
-def digits_vqa_records(split: str = "test", question_types=None, seed: int = 0) -> list[dict]:
+def digits_vqa_records(split: str = "test", question_types=None, seed: int = 0,
+                       model: str = "demo-dense") -> list[dict]:
     """Like :func:`load_digits_vqa` but with ``image_index`` instead of the PIL image (cheap)."""
+    demo_model_dir(model)
+    if model == "demo":
+        return reasoning_records(split, question_types, seed)
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
     types = _check_types(question_types)
@@ -134,25 +158,56 @@ def digits_vqa_records(split: str = "test", question_types=None, seed: int = 0) 
     return records
 
 
-def load_digits_vqa(split: str = "test", question_types=None, seed: int = 0) -> list[dict]:
+def reasoning_records(split: str = "test", question_types=None, seed: int = 0) -> list[dict]:
+    """The ``demo`` model's visual questions over the ``split`` images, one per (image, type).
+
+    Like :func:`digits_vqa_records` (same image split, images in index order, types in the
+    order given, ``seed`` draws only the numbers in the questions) over
+    :data:`skipit.demo.questions.VISUAL_TYPES`. Each record also names its ``metric``:
+    ``exact`` (greedy generation) for the types whose answer can be several words, else ``letter``.
+    """
+    from skipit.demo.questions import MULTI_WORD_TYPES, VISUAL_TYPES, question
+
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
+    types = _check_types(question_types, VISUAL_TYPES)
+    _, labels = _digits()
+    rng = np.random.default_rng([seed, SPLITS.index(split), 1])
+    records = []
+    for index in split_indices()[split]:
+        for qtype in types:
+            record = question(qtype, int(labels[index]), rng)
+            records.append({"image_index": int(index), "label": int(labels[index]), "type": qtype,
+                            "metric": "exact" if qtype in MULTI_WORD_TYPES else "letter", **record})
+    return records
+
+
+def load_digits_vqa(split: str = "test", question_types=None, seed: int = 0,
+                    model: str = "demo-dense") -> list[dict]:
     """Visual question answering examples over the ``split`` images of sklearn's digits.
 
-    One example per (image, question type), images in index order, types in the order given.
-    The image split is fixed (:func:`split_indices`); ``seed`` only draws the thresholds of
-    ``greater`` and the options of ``choice``, so the same arguments give the same list.
+    One example per (image, question type), images in index order, types in the order given:
+    the four one-token types of ``demo-dense`` (:data:`QUESTION_TYPES`) or, with
+    ``model="demo"``, the eight of :data:`skipit.demo.questions.VISUAL_TYPES`
+    (:func:`reasoning_records`). The image split is fixed (:func:`split_indices`); ``seed`` only
+    draws the numbers and options in the questions, so the same arguments give the same list.
 
-    Returns a list of ``{"image": PIL.Image, "question", "answer", "choices", "type"}``;
-    ``question`` is the bare question (wrap it with :func:`prompt` for the model).
+    Returns a list of ``{"image": PIL.Image, "question", "answer", "choices", "type"}`` (plus
+    ``"metric"`` for ``demo``); ``question`` is the bare question (wrap it with :func:`prompt`).
     """
     out = []
-    for rec in digits_vqa_records(split, question_types, seed):
-        out.append({"image": digit_image(rec["image_index"]), "question": rec["question"],
-                    "answer": rec["answer"], "choices": rec["choices"], "type": rec["type"]})
+    for rec in digits_vqa_records(split, question_types, seed, model):
+        ex = {"image": digit_image(rec["image_index"]), "question": rec["question"],
+              "answer": rec["answer"], "choices": rec["choices"], "type": rec["type"]}
+        if "metric" in rec:
+            ex["metric"] = rec["metric"]
+        out.append(ex)
     return out
 
 
 def prompt(question: str) -> str:
-    """The model's prompt for ``question``; the processor expands ``<image>`` to 16 image tokens."""
+    """The prompt of either demo model for ``question``; the processor expands ``<image>`` to 16
+    image tokens (and ``demo``'s tokenizer puts ``<s>`` in front)."""
     return PROMPT_TEMPLATE.format(question=question)
 
 
@@ -180,22 +235,23 @@ def export_jsonl(examples, directory) -> Path:
     return path
 
 
-def load_demo_model(dtype=None, model_dir=None):
-    """The bundled demo model and processor, loaded offline from package data.
+def load_demo_model(dtype=None, model_dir=None, name: str = DEFAULT_DEMO):
+    """The bundled demo model ``name`` (``demo`` or ``demo-dense``) and its processor, offline.
 
-    Returns ``(model, processor)``: a ``LlavaForConditionalGeneration`` in eval mode (12-layer
-    Llama decoder) and its ``LlavaProcessor``. ``dtype`` (a ``torch.dtype`` or name such as
-    ``"float32"``) defaults to float32.
+    Returns ``(model, processor)``: a ``LlavaForConditionalGeneration`` in eval mode (16-layer
+    decoder for ``demo``, 12-layer for ``demo-dense``) and its ``LlavaProcessor``. ``dtype`` (a
+    ``torch.dtype`` or name such as ``"float32"``) defaults to float32; ``model_dir`` overrides
+    the directory (a retrained copy).
     """
     _require_torch()
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    model_dir = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
+    model_dir = Path(model_dir) if model_dir is not None else demo_model_dir(name)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"no demo model in {model_dir}: retrain it with "
-            f"`python -m skipit.demo.train --out {model_dir}`"
+            f"`python -m skipit.demo.train --model {name} --out {model_dir}`"
         )
     if dtype is None:
         dtype = torch.float32

@@ -1,4 +1,4 @@
-"""The bundled demo VLM and its digits VQA data (skipit.demo)."""
+"""The bundled demo VLMs and their digits VQA data (skipit.demo)."""
 
 import hashlib
 import json
@@ -10,7 +10,8 @@ import pytest
 from skipit.demo import (
     BUNDLED_DATASETS,
     CHOICE_LETTERS,
-    DEMO_MODEL_DIR,
+    DEMO_DATA,
+    DEMO_MODELS,
     QUESTION_TYPES,
     digits_vqa_records,
     export_jsonl,
@@ -18,6 +19,7 @@ from skipit.demo import (
     split_indices,
 )
 
+DENSE_DIR = DEMO_MODELS["demo-dense"]
 N_DIGITS = 1797
 STD_ERRORS = 3.0
 """Margin, in binomial standard errors on the subset, below the card's test accuracy."""
@@ -83,9 +85,15 @@ def test_question_types_filter_and_bad_arguments_raise():
         load_digits_vqa("test", question_types=["odd"])
 
 
-def test_bundled_datasets_name_the_held_out_splits():
-    assert set(BUNDLED_DATASETS) == {"digits-test", "digits-val"}
+def test_bundled_datasets_name_the_held_out_splits_of_each_model():
+    from skipit.demo.questions import VISUAL_TYPES
+
+    assert set(BUNDLED_DATASETS) == {"digits-test", "digits-val", "digits-reason-test", "digits-reason-val"}
     assert len(load_digits_vqa(**BUNDLED_DATASETS["digits-test"])) == 359 * len(QUESTION_TYPES)
+    assert len(digits_vqa_records(**BUNDLED_DATASETS["digits-reason-val"])) == 180 * len(VISUAL_TYPES)
+    assert set(DEMO_DATA) == set(DEMO_MODELS)
+    for model, data in DEMO_DATA.items():
+        assert BUNDLED_DATASETS[data]["model"] == model and BUNDLED_DATASETS[data]["split"] == "test"
 
 
 def test_export_jsonl_round_trips(tmp_path):
@@ -114,25 +122,25 @@ def demo():
     pytest.importorskip("transformers")
     from skipit.demo import load_demo_model
 
-    model, processor = load_demo_model()
-    metrics = json.loads((DEMO_MODEL_DIR / "metrics.json").read_text())
+    model, processor = load_demo_model(name="demo-dense")
+    metrics = json.loads((DENSE_DIR / "metrics.json").read_text())
     return model, processor, metrics
 
 
-def test_packaged_model_is_a_llava_with_12_decoder_layers_under_20_mb(demo):
+def test_dense_model_is_a_llava_with_12_decoder_layers_under_20_mb(demo):
     from transformers import LlavaForConditionalGeneration
 
     model, processor, _ = demo
     assert isinstance(model, LlavaForConditionalGeneration)
-    assert len(model.model.language_model.layers) >= 12
-    assert (DEMO_MODEL_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
+    assert len(model.model.language_model.layers) == 12
+    assert (DENSE_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
     tok = processor.tokenizer
     for answer in [*map(str, range(10)), "yes", "no", *CHOICE_LETTERS]:
         assert len(tok(answer, add_special_tokens=False)["input_ids"]) == 1, answer
 
 
-def test_packaged_model_reaches_its_card_accuracy_on_the_fixed_test_subset(demo):
-    from skipit.demo.train import TEST_SUBSET, deterministic, evaluate_examples
+def test_dense_model_reaches_its_card_accuracy_on_the_fixed_test_subset(demo):
+    from skipit.demo.train_dense import TEST_SUBSET, deterministic, evaluate_examples
 
     model, processor, metrics = demo
     examples = load_digits_vqa("test", seed=0)[:TEST_SUBSET]
@@ -153,9 +161,9 @@ def _weights_sha(directory):
     return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
 
 
-def test_short_training_run_is_bit_identical(tmp_path):
+def test_short_dense_training_run_is_bit_identical(tmp_path):
     pytest.importorskip("torch")
-    from skipit.demo.train import main
+    from skipit.demo.train_dense import main
 
     tiny = ["--no-eval", "--max-steps", "2", "--set", "text_layers=2", "--set", "text_hidden=32", "--set", "text_intermediate=64",
             "--set", "vision_layers=1", "--set", "vision_hidden=32", "--set", "vision_intermediate=64",
@@ -170,7 +178,7 @@ def test_short_training_run_is_bit_identical(tmp_path):
 
 def test_train_rejects_unknown_config_keys_and_bad_type_weights(tmp_path):
     pytest.importorskip("torch")
-    from skipit.demo.train import train
+    from skipit.demo.train_dense import train
 
     with pytest.raises(ValueError, match=r"unknown config keys \['text_depth'\]"):
         train({"text_depth": 3})
@@ -182,7 +190,7 @@ def test_train_rejects_unknown_config_keys_and_bad_type_weights(tmp_path):
 
 def test_deterministic_restores_the_callers_torch_settings():
     torch = pytest.importorskip("torch")
-    from skipit.demo.train import deterministic
+    from skipit.demo.train_dense import deterministic
 
     threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     state = torch.get_rng_state()
@@ -195,9 +203,9 @@ def test_deterministic_restores_the_callers_torch_settings():
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_model_card_states_the_accuracy_in_metrics_json():
-    metrics = json.loads((DEMO_MODEL_DIR / "metrics.json").read_text())
-    card = (DEMO_MODEL_DIR.parent / "MODEL_CARD.md").read_text()
+def test_dense_model_card_states_the_accuracy_in_metrics_json():
+    metrics = json.loads((DENSE_DIR / "metrics.json").read_text())
+    card = (DENSE_DIR / "MODEL_CARD.md").read_text()
     test_row = next(line for line in card.splitlines() if line.startswith("| test (1436)"))
     for qtype in QUESTION_TYPES:
         assert f"**{metrics['test'][qtype]:.3f}**" in test_row, qtype
@@ -207,8 +215,10 @@ def test_load_demo_model_errors_name_the_fix(tmp_path):
     pytest.importorskip("torch")
     from skipit.demo import load_demo_model
 
-    with pytest.raises(FileNotFoundError, match=r"no demo model in .*python -m skipit.demo.train --out"):
-        load_demo_model(model_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no demo model in .*python -m skipit.demo.train --model demo-dense --out"):
+        load_demo_model(model_dir=tmp_path, name="demo-dense")
+    with pytest.raises(ValueError, match=r"`name` must be one of \('demo', 'demo-dense'\), got 'demo-x'"):
+        load_demo_model(name="demo-x")
     with pytest.raises(ValueError, match=r"`dtype` must name a torch dtype such as 'float32', got 'float33'"):
         load_demo_model(dtype="float33")
 
@@ -217,12 +227,102 @@ def test_load_demo_model_in_bfloat16_keeps_the_digit_answers(demo):
     import torch
 
     from skipit.demo import load_demo_model
-    from skipit.demo.train import deterministic, evaluate_examples
+    from skipit.demo.train_dense import deterministic, evaluate_examples
 
-    model16, processor = load_demo_model(dtype="bfloat16")
+    model16, processor = load_demo_model(dtype="bfloat16", name="demo-dense")
     assert next(model16.parameters()).dtype == torch.bfloat16
     examples = load_digits_vqa("test", question_types=["digit"])[:40]
     with deterministic(seed=0, threads=1):
         acc16 = evaluate_examples(model16, processor, examples)["digit"]
         acc32 = evaluate_examples(demo[0], processor, examples)["digit"]
     assert acc16 >= acc32 - 0.1
+
+
+def test_reasoning_answers_follow_from_the_digit_label():
+    from skipit.demo.questions import NUMBER_WORDS, number
+
+    labels = _digit_labels()
+    value = {w: i for i, w in enumerate(NUMBER_WORDS)}
+
+    def read(text):
+        words = text.split()
+        return -value[words[1]] if words[0] == "minus" else value[" ".join(words)]
+
+    for r in digits_vqa_records(**BUNDLED_DATASETS["digits-reason-val"]):
+        d, q, a = int(labels[r["image_index"]]), r["question"].rstrip("?"), r["answer"]
+        words = q.split()
+        if r["type"] == "digit":
+            assert a == number(d)
+        elif r["type"] == "even":
+            assert a == ("yes" if d % 2 == 0 else "no")
+        elif r["type"] == "greater":
+            assert a == ("yes" if d > value[words[-1]] else "no")
+        elif r["type"] == "choice":
+            options = q.split("? ")[1].split()[1::2]  # "A) three B) seven ..."
+            assert len(set(options)) == 4 and options[CHOICE_LETTERS.index(a)] == number(d)
+        elif r["type"] == "plus":
+            assert read(a) == d + value[words[-1]]
+        elif r["type"] == "minus":
+            assert read(a) == d - value[words[-1]]
+            assert (r["metric"] == "exact") and (len(a.split()) == 2) == (d < value[words[-1]])
+        elif r["type"] == "larger":
+            k = value[words[-1]]
+            assert k != d and a == ("the digit" if d > k else number(k))
+        else:  # sum_greater: "is the digit plus k greater than m"
+            assert a == ("yes" if d + value[words[4]] > value[words[-1]] else "no")
+        assert r["metric"] == ("exact" if r["type"] in ("minus", "larger") else "letter")
+
+
+def test_number_words_cover_every_answer_and_reject_the_rest():
+    from skipit.demo.questions import number
+
+    assert number(0) == "zero" and number(18) == "eighteen" and number(-9) == "minus nine"
+    with pytest.raises(ValueError, match=r"`value` must be in -18..18, got 19"):
+        number(19)
+
+
+def _tiny_demo_args(out, *extra):
+    steps = [f"--set={k}_steps=2" for k in ("vision", "lm", "align", "tune")]
+    warm = [f"--set={k}_warmup=1" for k in ("vision", "lm", "align", "tune")]
+    size = ["--set=text_layers=2", "--set=text_hidden=32", "--set=text_intermediate=64", "--set=vision_layers=1",
+            "--set=vision_hidden=32", "--set=vision_intermediate=64", "--set=batch_size=8", "--set=augment=false"]
+    return ["--out", str(out), "--no-eval", *steps, *warm, *size, *extra]
+
+
+def test_short_demo_training_run_is_bit_identical(tmp_path):
+    pytest.importorskip("torch")
+    from skipit.demo.train import main
+
+    main(_tiny_demo_args(tmp_path / "a"))
+    main(_tiny_demo_args(tmp_path / "b"))
+    main(_tiny_demo_args(tmp_path / "c", "--set=seed=1"))
+    assert _weights_sha(tmp_path / "a") == _weights_sha(tmp_path / "b")
+    assert _weights_sha(tmp_path / "a") != _weights_sha(tmp_path / "c")
+
+
+def test_demo_alignment_changes_only_the_projector(tmp_path):
+    """Phase 2 trains the projector alone: with every other phase at 0 steps, only the projector's
+    weights differ from a run that skips alignment too."""
+    pytest.importorskip("torch")
+    from skipit.demo.train import train
+
+    base = {"vision_steps": 0, "lm_steps": 0, "tune_steps": 0, "align_warmup": 1, "batch_size": 4,
+            "text_layers": 2, "text_hidden": 32, "text_intermediate": 64, "augment": False}
+    before, _, _ = train({**base, "align_steps": 0}, evaluate=False, log=lambda m: None)
+    after, _, _ = train({**base, "align_steps": 2}, evaluate=False, log=lambda m: None)
+    import torch
+
+    moved = {n for (n, p), q in zip(before.named_parameters(), after.parameters()) if not torch.equal(p, q)}
+    assert moved and all(n.startswith("model.multi_modal_projector") for n in moved), sorted(moved)
+
+
+def test_demo_train_rejects_unknown_keys_and_bad_weights():
+    pytest.importorskip("torch")
+    from skipit.demo.train import train
+
+    with pytest.raises(ValueError, match=r"unknown config keys \['text_depth'\]"):
+        train({"text_depth": 3})
+    with pytest.raises(ValueError, match=r"`tune_type_weights` must be 8 non-negative weights"):
+        train({"tune_type_weights": [1.0]})
+    with pytest.raises(ValueError, match=r"`tune_text_fraction` must be in \[0, 1\), got 1.0"):
+        train({"tune_text_fraction": 1.0})

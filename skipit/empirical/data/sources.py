@@ -148,7 +148,7 @@ def _from_bundled(name, limit=None):
 
     records = digits_vqa_records(**BUNDLED_DATASETS[name])[:limit]
     return [Example(digit_image(rec["image_index"]).convert("RGB"), str(rec["question"]), str(rec["answer"]),
-                    list(rec.get("choices") or []), source=f"bundled:{name}[{i}]")
+                    list(rec.get("choices") or []), source=f"bundled:{name}[{i}]", metric=rec.get("metric", ""))
             for i, rec in enumerate(records)]
 
 
