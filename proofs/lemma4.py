@@ -17,9 +17,13 @@ Code: ``lemma4_expected_kl``, ``lemma4_gap``.
 """
 
 import math
+from collections import defaultdict
+from fractions import Fraction
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sympy import factorint
 
 from skipit.theory.entropy import conditional_mutual_information
 from skipit.theory.informational import lemma4_expected_kl, lemma4_gap
@@ -36,15 +40,75 @@ def _cond(p):
     return z_l, z_prev
 
 
-@given(markov_chains())
-def test_step_1_expected_kl_is_an_expected_log_ratio(p):
-    z_l, z_prev = _cond(p)
-    joint_ab = p.sum(2)
-    total = 0.0
-    for a, b in zip(*np.nonzero(joint_ab)):
-        for c in np.flatnonzero(z_l[b] > 0):
-            total += joint_ab[a, b] * z_l[b, c] * math.log(z_l[b, c] / z_prev[a, c])
-    assert abs(total - lemma4_expected_kl(p)) < TOL
+def _weights(n, m):
+    """Rows of small integer weights (at least one positive per row) for an n x m kernel."""
+    row = st.lists(st.integers(0, 4), min_size=m, max_size=m).filter(any)
+    return st.lists(row, min_size=n, max_size=n)
+
+
+@st.composite
+def exact_markov_chains(draw):
+    """p[a, b, c] = p(a) p(b | a) p(c | b) (X_prev - X_l - Z) with rational entries (Fractions)."""
+    na, nb, nc = (draw(st.integers(2, 3)) for _ in range(3))
+    pa = draw(_weights(1, na))[0]
+    pba, pcb = draw(_weights(na, nb)), draw(_weights(nb, nc))
+    return {(a, b, c): Fraction(pa[a], sum(pa)) * Fraction(pba[a][b], sum(pba[a])) * Fraction(pcb[b][c], sum(pcb[b]))
+            for a in range(na) for b in range(nb) for c in range(nc)}
+
+
+def _log_coefficients(terms):
+    """sum_i w_i log r_i (rational w_i, r_i > 0) as {prime: coefficient}: logs of primes are
+    linearly independent over Q, so two such sums are equal iff these maps are equal."""
+    out = defaultdict(Fraction)
+    for w, r in terms:
+        for prime, e in factorint(r.numerator).items():
+            out[prime] += w * e
+        for prime, e in factorint(r.denominator).items():
+            out[prime] -= w * e
+    return {k: v for k, v in out.items() if v != 0}
+
+
+def _marginal(p, keep):
+    out = defaultdict(Fraction)
+    for key, v in p.items():
+        out[tuple(key[i] for i in keep)] += v
+    return out
+
+
+def _three_sides(p):
+    """Steps 1-3's three sums, as lists of (weight, ratio) for sum weight * log(ratio)."""
+    pab, pa, pb = _marginal(p, (0, 1)), _marginal(p, (0,)), _marginal(p, (1,))
+    pac, pbc = _marginal(p, (0, 2)), _marginal(p, (1, 2))
+    zs = sorted({c for _a, _b, c in p})
+
+    def z_given_l(c, b):
+        return pbc[(b, c)] / pb[(b,)]
+
+    def z_given_prev(c, a):
+        return pac[(a, c)] / pa[(a,)]
+
+    expected_kl = [(pab[(a, b)] * z_given_l(c, b), z_given_l(c, b) / z_given_prev(c, a))
+                   for (a, b), v in pab.items() if v > 0 for c in zs if z_given_l(c, b) > 0]
+    joint_log_ratio = [(v, z_given_l(c, b) / z_given_prev(c, a)) for (a, b, c), v in p.items() if v > 0]
+    cmi = [(v, v * pa[(a,)] / (pab[(a, b)] * pac[(a, c)])) for (a, b, c), v in p.items() if v > 0]
+    return expected_kl, joint_log_ratio, cmi
+
+
+@settings(max_examples=30)
+@given(exact_markov_chains())
+def test_step_1_to_3_expected_kl_is_the_conditional_mutual_information_exactly(p):
+    """Exact rationals: E over (X_prev, X_l) of D(p(.|X_l) || p(.|X_prev)), built pair by pair from
+    the conditionals (Step 1), equals E over the joint law of log p(Z|X_l)/p(Z|X_prev) (Step 2,
+    the Markov property puts p(a, b) p(c | b) = p(a, b, c)), equals I(Z; X_l | X_prev) from its
+    definition (Step 3); the library's number is the same."""
+    expected_kl, joint_log_ratio, cmi = _three_sides(p)
+    assert _log_coefficients(expected_kl) == _log_coefficients(joint_log_ratio) == _log_coefficients(cmi)
+    value = sum(float(w) * math.log(r) for w, r in cmi)
+    shape = tuple(1 + max(k[i] for k in p) for i in range(3))
+    dense = np.zeros(shape)
+    for key, v in p.items():
+        dense[key] = float(v)
+    assert abs(lemma4_expected_kl(dense / dense.sum()) - value) < TOL
 
 
 @given(markov_chains())
@@ -68,3 +132,7 @@ def test_step_4_markov_hypothesis_is_needed():
             p[a, b, a ^ b] = 0.25
     assert lemma4_expected_kl(p, require_markov=False) == 0.0
     assert abs(conditional_mutual_information(p, 2, 1, 0) - math.log(2)) < TOL
+    # exactly: the expected KL is 0, the conditional mutual information log 2 (p(z | x_l) != p(z | x_l, x_prev))
+    xor = {(a, b, a ^ b): Fraction(1, 4) for a in range(2) for b in range(2)}
+    expected_kl, joint_log_ratio, cmi = _three_sides(xor)
+    assert _log_coefficients(expected_kl) == {} and _log_coefficients(cmi) == {2: 1}

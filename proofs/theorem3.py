@@ -33,6 +33,7 @@ Code: ``theorem3_mi_lower_bound``, ``theorem3_mi_lower_bound_sharp``, ``log_cap_
 import math
 
 import numpy as np
+import sympy as sp
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import integrate
@@ -105,18 +106,80 @@ def test_step_3_binary_entropy_at_most_log2(a):
     assert binary_entropy(a) <= math.log(2) + 1e-15
 
 
+def _exact_max(expr, x, lo, hi):
+    """max of a smooth expr(x) on [lo, hi]: at an end point or where the derivative vanishes."""
+    critical = sp.solveset(sp.diff(expr, x), x, sp.Interval(lo, hi))
+    return max((expr.subs(x, c) for c in [lo, hi, *critical]), key=lambda v: float(v))
+
+
+def _exact_measure(expr, x, lo, hi):
+    """Length of {x in [lo, hi) : expr(x) <= 0}: expr keeps its sign between consecutive roots."""
+    roots = sorted(sp.solveset(expr, x, sp.Interval.Ropen(lo, hi)), key=float)
+    cuts = [lo, *roots, hi]
+    return sum((b - a) for a, b in zip(cuts, cuts[1:]) if expr.subs(x, (a + b) / 2) <= 0)
+
+
+def _circle_quantizer(k):
+    """Step 4's law in sympy: X_l uniform on the circle (angle theta, measure dtheta / 2 pi),
+    X_prev the centre of X_l's arc among k equal arcs. Returns the pmf of X_prev (the arcs'
+    measures) and sup rho(X_l, X_prev) = max over arcs of max_theta 1 - cos(theta - centre)."""
+    phi = sp.Symbol("phi", real=True)  # theta - centre: rho = 1 - cos(phi) on the arc shifted to its centre
+    arcs = [(2 * sp.pi * j / k, 2 * sp.pi * (j + 1) / k) for j in range(k)]
+    pmf = [(b - a) / (2 * sp.pi) for a, b in arcs]
+    shifted = {(a - (a + b) / 2, b - (a + b) / 2) for a, b in arcs}  # one interval per distinct shape
+    sup_rho = max((_exact_max(1 - sp.cos(phi), phi, lo, hi) for lo, hi in shifted), key=float)
+    return pmf, sup_rho
+
+
+def _circle_cap_measure(t):
+    """sigma({theta : 1 - cos theta <= t}) on the circle, theta in [0, 2 pi)."""
+    th = sp.Symbol("theta", real=True)
+    return _exact_measure(1 - sp.cos(th) - t, th, 0, 2 * sp.pi) / (2 * sp.pi)
+
+
 def test_step_4_circle_quantizer_attains_the_sharp_form():
-    for k in (3, 10, 100):
-        t = 1 - math.cos(math.pi / k)
-        assert abs(cap_fraction(t, 2) - 1 / k) < 1e-12
-        assert abs(theorem3_mi_lower_bound_sharp(0.0, t, 2) - math.log(k)) < 1e-9
+    """X_prev is a function of X_l, so I = H(X_prev), computed from the arcs' measures; at
+    t = 1 - cos(pi/k) no point is farther than t from its centre (P_t = 0) and the cap has measure
+    1/k, so the sharp form d(1 - P_t || F) = log(1/F) equals I: the bound is attained."""
+    for k in (3, 10):
+        pmf, sup_rho = _circle_quantizer(k)
+        info = sp.simplify(sp.expand_log(-sum(q * sp.log(q) for q in pmf), force=True))
+        t = 1 - sp.cos(sp.pi / k)
+        assert sp.simplify(sup_rho - t) == 0  # rho <= t everywhere: P[rho > t] = 0
+        p_t = 0
+        cap = _circle_cap_measure(t)
+        sharp = (1 - p_t) * sp.log((1 - p_t) / cap)  # d(1 - P_t || F) at P_t = 0
+        assert sp.simplify(sharp - info) == 0 and sp.simplify(info - sp.log(k)) == 0
+        assert abs(cap_fraction(float(t), 2) - float(cap)) < 1e-12
+        assert abs(theorem3_mi_lower_bound_sharp(float(p_t), float(t), 2) - float(info)) < 1e-9
+
+
+def _hemisphere_law(d):
+    """X_l uniform on S^{d-1}, X_prev = sign(<X_l, e>) e: u = <X_l, e> has density proportional to
+    (1 - u^2)^((d-3)/2) on [-1, 1] and rho(X_l, X_prev) = 1 - |u|. Returns the mass of u >= 0 and
+    t -> P_t = P[1 - |u| > t] = P[|u| < 1 - t], both by quadrature of that density."""
+    def dens(u):
+        return math.exp((d - 3) / 2 * math.log1p(-u * u)) if abs(u) < 1 else 0.0
+
+    def mass(a, b):
+        pts = [c for c in (-0.05, 0.0, 0.05) if a < c < b]
+        return integrate.quad(dens, a, b, points=pts or None, epsabs=0, epsrel=1e-12, limit=200)[0]
+
+    total = mass(-1, 1)
+    return mass(0, 1) / total, (lambda t: mass(-(1 - t), 1 - t) / total)
 
 
 def test_step_4_hemisphere_quantizer_respects_the_bound_in_high_dimension():
+    """I = H(X_prev) = log 2 (the hemispheres' masses are 1/2 each) and the sharp form with the
+    law's own P_t stays below it for every t."""
     d = 5120
+    upper, p_t_of = _hemisphere_law(d)
+    assert abs(upper - 0.5) < 1e-12
+    info = -2 * upper * math.log(upper)
     for t in np.linspace(0.01, 0.999, 25):
-        p_t = float(betainc(0.5, (d - 1) / 2, (1 - t) ** 2))
-        assert theorem3_mi_lower_bound_sharp(p_t, t, d) <= math.log(2) + TOL
+        p_t = p_t_of(t)
+        assert abs(p_t - float(betainc(0.5, (d - 1) / 2, (1 - t) ** 2))) < 1e-9  # u^2 ~ Beta(1/2, (d-1)/2)
+        assert theorem3_mi_lower_bound_sharp(p_t, t, d) <= info + TOL
 
 
 @given(st.floats(0, 1), st.floats(0, 1), st.floats(1e-6, 1.99), st.integers(2, 1000))
