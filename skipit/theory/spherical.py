@@ -12,9 +12,12 @@ theta has ``sin^2 theta = 1 - (1 - t)^2 = t (2 - t)``). For the hidden sizes of
 vision-language models ``F`` underflows double precision (falls below the smallest
 normal double, 2.2e-308) for every ``t`` below about 0.46 at d = 4096 and 0.51 at
 d = 5120 (it rounds to exactly 0 below about 0.45 and 0.50), so everything here is
-computed in log space: a Lentz continued
-fraction for ``log I_x(a, b)`` where it converges fast, the symmetry
-``I_x(a, b) = 1 - I_{1-x}(b, a)`` elsewhere.
+computed in log space. Around the hemisphere (``(1 - t)^2 <= 1/2``) at ``d >= 31``,
+``log I_x(a, 1/2)`` comes from DiDonato & Morris's large-a expansion (BGRAT) written in
+``y = (1 - t)^2``, never in ``x = 1 - y``: x carries an absolute rounding error of one ulp,
+which the continued fraction in x turned into a relative error of ``a * eps`` (1.6e-10 at
+d = 3e6, t = 1.001). Elsewhere a Lentz continued fraction for ``log I_x(a, b)`` where it
+converges fast, the symmetry ``I_x(a, b) = 1 - I_{1-x}(b, a)`` otherwise.
 
 Used by Theorem 3 (``skipit.theory.informational.theorem3_mi_lower_bound``): with
 ``X_l`` uniform on the sphere, ``sup_x sigma(cap(x, t)) = F(t, d)``.
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import math
+
 import numpy as np
-from scipy.special import betaln
+from scipy.special import betaln, erfcx
 
 from skipit.theory import _validation as _v
 
@@ -123,27 +128,68 @@ def _log_betainc_cf(a, b, x, one_minus_x):
     return a * log_x + b * log_1mx - _betaln(a, b) - np.log(a) + np.log(h)
 
 
-def _log_betainc_and_complement(a, b, x, one_minus_x):
-    """(log I_x(a, b), I_{1-x}(b, a)) for 0 < x < 1, each accurate where it matters.
+def _bgrat_coefficients(b, count):
+    """The p_n of DiDonato & Morris (1992, ACM TOMS 18(3), eq. 9.3) for a given b, n < count."""
+    fact = [math.factorial(k) for k in range(2 * count + 2)]
+    p = [1.0]
+    for n in range(1, count):
+        s = sum((m * b - n) * p[n - m] / fact[2 * m + 1] for m in range(1, n))
+        p.append(s / n + (b - 1.0) / fact[2 * n + 1])
+    return p
 
-    ``one_minus_x`` is passed separately so that it keeps full relative precision.
-    Returns log I and the complement J = 1 - I (J is exact to rounding only where the
-    symmetric branch was used; elsewhere it is computed as -expm1(log I)).
+
+#: p_n of the BGRAT expansion for b = 1/2 (30 terms, as Boost's ``beta_small_b_large_a_series``).
+_BGRAT_P = _bgrat_coefficients(0.5, 30)
+#: From this a = (d - 1)/2 on, I_{1-y}(a, 1/2) for y <= 1/2 comes from BGRAT, not the continued fraction.
+_BGRAT_FROM = 15.0
+
+
+def _log_betainc_bgrat(a, y):
+    """log I_{1-y}(a, 1/2) for a >= 15 and 0 < y <= 1/2, from y (never from x = 1 - y).
+
+    DiDonato & Morris's BGRAT (1992, eq. 9), the expansion for large a and small b that
+    Boost's ``ibeta`` uses, with b = 1/2: with T = a - 1/4 and u = -T log(1 - y),
+    ``I = Gamma(a + 1/2) / (Gamma(a) sqrt(T)) sum_n p_n K_n``, ``K_0 = Q(1/2, u) = erfc(sqrt u)``
+    and ``K_n`` from eq. 9.6. Everything is scaled by ``e^u`` (``erfcx``), so nothing
+    underflows. Near t = 1 at large d the continued fraction in x loses ``a * eps``
+    relative (x = 1 - y carries an absolute rounding error of eps, and I is exp(-a y)-like);
+    here y enters only through ``log1p(-y)``.
+    """
+    t = a - 0.25
+    lx = np.log1p(-y)
+    u = -t * lx
+    h = np.sqrt(u / np.pi)  # e^u u^(1/2) / Gamma(1/2)
+    k = erfcx(np.sqrt(u))  # e^u Q(1/2, u)
+    total = k.copy()
+    lx2 = (0.5 * lx) ** 2
+    lxp = np.ones_like(y)
+    t4 = 4.0 * t * t
+    b2n = 0.5
+    for p_n in _BGRAT_P[1:]:
+        k = (b2n * (b2n + 1.0) * k + (u + b2n + 1.0) * h * lxp) / t4
+        lxp = lxp * lx2
+        b2n += 2.0
+        r = p_n * k
+        total = total + r
+        if np.all(np.abs(r) <= 1e-17 * np.abs(total)):
+            break
+    return 0.5 * np.log(np.pi) - _log_beta_half(a) - 0.5 * np.log(t) - u + np.log(total)
+
+
+def _log_betainc(a, b, x, one_minus_x):
+    """log I_x(a, b) for 0 < x < 1 by the continued fraction, in x or (symmetry) in 1 - x.
+
+    ``one_minus_x`` is passed separately so that it keeps full relative precision. Used
+    where x is far from 1 or a is small (the caller takes the rest to :func:`_log_betainc_bgrat`).
     """
     direct = x < (a + 1.0) / (a + b + 2.0)
     log_i = np.empty_like(x)
-    comp = np.empty_like(x)
     if direct.any():
-        li = _log_betainc_cf(a[direct], b[direct], x[direct], one_minus_x[direct])
-        log_i[direct] = li
-        comp[direct] = -np.expm1(li)
+        log_i[direct] = _log_betainc_cf(a[direct], b[direct], x[direct], one_minus_x[direct])
     sym = ~direct
     if sym.any():
-        lj = _log_betainc_cf(b[sym], a[sym], one_minus_x[sym], x[sym])
-        j = np.exp(lj)
-        comp[sym] = j
-        log_i[sym] = np.log1p(-j)
-    return log_i, comp
+        log_i[sym] = np.log1p(-np.exp(_log_betainc_cf(b[sym], a[sym], one_minus_x[sym], x[sym])))
+    return log_i
 
 
 def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
@@ -154,11 +200,16 @@ def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"])
     ``-inf`` at ``t = 0`` (a point has measure zero), ``log(1/2)`` at ``t = 1`` (a
     hemisphere), ``0`` for every ``t >= 2`` (the cosine distance never exceeds 2: the cap
     is the whole sphere). Never underflows: for ``d = 8192, t = 1e-6`` the value is about
-    -5.2e4. Never positive. Relative accuracy better than 1e-12 for ``d`` up to 10^6 (worst
-    8.9e-13 vs mpmath in ``tests/theory/data/cap_reference.json``, 195 points, d = 2 to
-    10^6; checked in ``tests/theory/test_spherical.py``). scipy's ``betaln`` alone would
-    give 2.1e-10 at d = 10^6 (cancellation between two log-gammas near 6e6);
-    :func:`_log_beta_half` avoids it.
+    -5.2e4. Never positive. Relative error below 2e-13 for ``d`` up to 10^7 and every ``t``
+    (worst 1.3e-13 against mpmath at 60 digits, ``tests/theory/data/cap_reference.json``:
+    628 points, d = 2 to 10^7, t from 1e-6 to 1.99 and dense around 1: 1 +- 10^-k for
+    k = 1..6 and both sides of the old branch switch; checked in
+    ``tests/theory/test_spherical.py``). Where it exceeds 3e-14, t > 1 and ``|log F| < 1e-60``:
+    there ``log F ~ -I/2`` with ``I ~ exp(-u)``, u in the hundreds, and rounding u alone
+    costs ``u eps``.
+    Values of ``|log F|`` below 1e-300 (t > 1 at large d) are not representable and come out
+    as 0 or subnormal. scipy's ``betaln`` alone would give 2.1e-10 at d = 10^6 (cancellation
+    between two log-gammas near 6e6); :func:`_log_beta_half` avoids it.
 
     Round-off: ``t`` below 0 by round-off of its own dtype is read at the tolerance above 0
     (finite; ``skipit.theory._validation``); only ``t = 0`` exactly gives ``-inf``.
@@ -183,12 +234,18 @@ def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"])
     inner = ~(zero | full | half)
     if inner.any():
         ti = t[inner]
-        log_i, comp = _log_betainc_and_complement(a[inner], b[inner], x[inner], one_minus_x[inner])
+        ai, yi = a[inner], one_minus_x[inner]
+        log_i = np.empty_like(ti)
+        near = (yi <= 0.5) & (ai >= _BGRAT_FROM)  # around the hemisphere at d >= 31: in y
+        if near.any():
+            log_i[near] = _log_betainc_bgrat(ai[near], yi[near])
+        far = ~near
+        if far.any():
+            log_i[far] = _log_betainc(ai[far], b[inner][far], x[inner][far], yi[far])
         small = ti <= 1.0
         res = np.empty_like(ti)
         res[small] = np.log(0.5) + log_i[small]
-        # t > 1: F = 1 - I/2, and I = 1 - comp
-        big = ~small
+        big = ~small  # t > 1: F = 1 - I/2
         i_val = np.where(log_i[big] > -745.0, np.exp(log_i[big]), 0.0)
         res[big] = np.log1p(-0.5 * i_val)
         out[inner] = np.minimum(res, 0.0)  # a measure <= 1 under round-off too
