@@ -60,7 +60,7 @@ from skipit.theory.distances import COSINE_DISTANCE_MAX
 from skipit.theory.entropy import _log_base as _lb
 from skipit.theory.redundancy import clopper_pearson_lower, clopper_pearson_upper
 from skipit.theory.entropy import binary_entropy, binary_kl, conditional_mutual_information, validate_pmf
-from skipit.theory.spherical import log_cap_fraction
+from skipit.theory.spherical import LogCapFraction, log_cap_fraction
 
 if TYPE_CHECKING:  # shapes for readers and type checkers; jaxtyping is not a runtime dependency
     from jaxtyping import ArrayLike, Float, Int
@@ -113,19 +113,22 @@ _P, _pmin, _pmax, _hx, _B, _cmi, _hc, _C = sp.symbols("p_t p_min p_max h_x B cmi
 _t, _d = sp.symbols("t d", positive=True)
 
 
-def _xlogy_over(x, y):
-    """x log(x / y) with the convention 0 log(0 / y) = 0 (sympy's x log x is NaN at x = 0)."""
-    return sp.Piecewise((0, sp.Eq(x, 0)), (x * sp.log(x / y), True))
+def _xlog_ratio(x, log_y):
+    """x (log x - log_y), with the convention 0 log(0 / y) = 0 (sympy's x log x is NaN at x = 0).
+
+    Written with two logs, never ``log(x / y)``: numpy's ``select`` (the lambdified
+    Piecewise) evaluates both branches, and ``x / y`` of Python floats raises
+    ZeroDivisionError at y = 0, where ``log`` only gives -inf.
+    """
+    return sp.Piecewise((0, sp.Eq(x, 0)), (x * (sp.log(x) - log_y), True))
 
 
-_h2 = -_xlogy_over(_P, 1) - _xlogy_over(1 - _P, 1)
-_F = sp.Piecewise(
-    (sp.betainc_regularized((_d - 1) / 2, sp.Rational(1, 2), 0, _t * (2 - _t)) / 2, _t <= 1),
-    (1 - sp.betainc_regularized((_d - 1) / 2, sp.Rational(1, 2), 0, _t * (2 - _t)) / 2, True),
-)
+_h2 = -_xlog_ratio(_P, 0) - _xlog_ratio(1 - _P, 0)
+_logF = LogCapFraction(_t, _d)
+_log1mF = LogCapFraction(sp.Max(2 - _t, 0), _d)  # 1 - F(t) = F(2 - t): the complement of a cap is a cap
 
 SYMBOLIC = {
-    "theorem3_mi_lower_bound": sp.Piecewise((0, sp.Eq(_P, 1)), ((1 - _P) * (-sp.log(_F)), True)) - sp.log(2),
+    "theorem3_mi_lower_bound": sp.Piecewise((0, sp.Eq(_P, 1)), ((1 - _P) * (-_logF), True)) - sp.log(2),
     "theorem4_mi_lower_bound": (1 - _P) * sp.log(1 / _pmax) - _P * sp.log(1 - _pmin) - _h2,
     "corollary4_conditional_entropy_upper_bound": _hx + sp.log(_pmax) + _h2 + _P * sp.log((1 - _pmin) / _pmax),
     "theorem5_bound": 2 * _B**2 * _cmi,
@@ -133,8 +136,8 @@ SYMBOLIC = {
 }
 _a = 1 - _P
 _q4 = sp.Max(_pmin, sp.Min(_a, _pmax))
-SYMBOLIC["theorem3_mi_lower_bound_sharp"] = _xlogy_over(_a, _F) + _xlogy_over(_P, 1 - _F)
-SYMBOLIC["theorem4_mi_lower_bound_sharp"] = _xlogy_over(_a, _q4) + _xlogy_over(_P, 1 - _q4)
+SYMBOLIC["theorem3_mi_lower_bound_sharp"] = _xlog_ratio(_a, _logF) + _xlog_ratio(_P, _log1mF)
+SYMBOLIC["theorem4_mi_lower_bound_sharp"] = _xlog_ratio(_a, sp.log(_q4)) + _xlog_ratio(_P, sp.log(1 - _q4))
 ARGUMENTS = {
     "theorem3_mi_lower_bound": (_P, _t, _d),
     "theorem4_mi_lower_bound": (_P, _pmin, _pmax),

@@ -45,7 +45,11 @@ __all__ = ["geometric_sum", "theorem6_bound", "theorem6_bound_sqrt"]
 _mu, _lam, _eps, _delta = sp.symbols("mu lam eps delta", nonnegative=True)
 _L = sp.Symbol("L", positive=True, integer=True)
 _entry = sp.Symbol("entry", nonnegative=True, integer=True)
-_S = sp.Piecewise((_L, sp.Eq(_lam, 1)), ((_lam**_L - 1) / (_lam - 1), True))  # the limit at lam = 1
+# S_L(lam), with its limit L at lam = 1. numpy's select (the lambdified Piecewise) evaluates both
+# branches, so the general one divides by lam - 1 + [lam = 1]: 1 there, where its value is not
+# used (a Python-float lam = 1 must not raise ZeroDivisionError), lam - 1 everywhere else.
+_S = sp.Piecewise((_L, sp.Eq(_lam, 1)),
+                  ((_lam**_L - 1) / (_lam - 1 + sp.Piecewise((1, sp.Eq(_lam, 1)), (0, True))), True))
 
 SYMBOLIC = {
     "theorem6_bound": _mu * ((_L - _entry) * _eps + _delta * _S),

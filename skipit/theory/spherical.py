@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import math
 
 import numpy as np
+import sympy as sp
 from scipy.special import betaln, erfcx
 
 from skipit.theory import _validation as _v
@@ -255,6 +256,44 @@ def log_cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"])
 def cap_fraction(t: Float[ArrayLike, "*batch"], d: Int[ArrayLike, "*batch"]) -> Float[np.ndarray, "*batch"] | float:
     """The normalised cap measure F(t, d) itself (``exp(log_cap_fraction(t, d))``; underflows to 0 for large d)."""
     return _v.result(np.exp(log_cap_fraction(t, d)), t, d)
+
+
+class LogCapFraction(sp.Function):
+    """``log F(t, d)`` as a sympy function, for the sympy forms of the bounds that use it (Theorem 3).
+
+    Symbolically it is the closed form of the module docstring:
+    ``LogCapFraction(t, d).rewrite(sp.betainc_regularized)`` is ``log`` of the Piecewise
+    incomplete-beta expression, and ``evalf`` goes through it (mpmath, any precision). It
+    evaluates itself at ``t = 0`` (``-oo``), ``t = 1`` (``-log 2``) and ``t >= 2`` (0).
+    ``sp.lambdify(..., "numpy")`` prints a call of :func:`log_cap_fraction`: numpy has no
+    incomplete beta function, and F itself underflows (d = 4096, t < 0.46) where its log
+    is finite, so a lambdified bound is finite wherever the numeric one is.
+    """
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, t, d):
+        if t.is_zero:
+            return sp.S.NegativeInfinity
+        if t == 1:
+            return -sp.log(2)
+        if (t - 2).is_nonnegative:
+            return sp.S.Zero
+        return None
+
+    def _eval_rewrite_as_betainc_regularized(self, t, d, **kwargs):
+        i = sp.betainc_regularized((d - 1) / 2, sp.Rational(1, 2), 0, t * (2 - t))
+        return sp.log(sp.Piecewise((i / 2, t <= 1), (1 - i / 2, True)))
+
+    def _eval_evalf(self, prec):
+        if not all(a.is_number for a in self.args):
+            return None
+        return self.rewrite(sp.betainc_regularized)._eval_evalf(prec)
+
+    def _numpycode(self, printer):
+        t, d = (printer._print(a) for a in self.args)
+        return f"{printer._module_format('skipit.theory.spherical.log_cap_fraction')}({t}, {d})"
 
 
 SYMBOLIC: dict = {}

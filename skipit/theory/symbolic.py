@@ -3,6 +3,13 @@
 Each theory module keeps its expressions next to its numeric functions in a dict
 ``SYMBOLIC = {name: sympy.Expr}`` (the numeric function is lambdified from it or
 tested against it). ``EXPRESSIONS`` merges them; ``expr(name)`` returns one.
+
+Every form lambdifies, ``sp.lambdify(args, expr(name), "numpy")`` with ``args`` the module's
+``ARGUMENTS[name]``, and evaluates to its numeric function at the ends of its arguments' ranges
+and inside, for Python numbers, numpy scalars and arrays
+(``tests/theory/test_symbolic_lambdify.py``). numpy's ``select`` evaluates every branch of a
+Piecewise, so no branch divides by a Python zero where it is not taken; the cap measure enters
+as :class:`skipit.theory.spherical.LogCapFraction`, which lambdifies to ``log_cap_fraction``.
 """
 
 from __future__ import annotations
