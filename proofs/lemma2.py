@@ -17,6 +17,7 @@ Code: ``skipit.theory.lemma2_mean_squared_distance``.
 import numpy as np
 import sympy as sp
 from hypothesis import given
+from sympy.solvers.inequalities import solve_univariate_inequality
 
 from skipit.theory import cosine_distance, lemma2_mean_squared_distance
 from skipit.theory.testing import finite_pairs
@@ -61,21 +62,21 @@ def _exact_finite_law():
 
 
 def test_step_4_strictness_is_preserved():
-    """On an exact finite law: E||X - Y||^2 = 2 E[rho] in exact arithmetic, so every eps
-    with E[rho] < eps/2 (down to eps = 2 E[rho] + 10^-40) has E||X - Y||^2 < eps, while
-    eps = 2 E[rho] itself does not give strictness."""
+    """On an exact finite law: E||X - Y||^2 = 2 E[rho] in exact arithmetic, and the set of eps
+    where the hypothesis E[rho] < eps/2 holds, solved for eps, is the set where the conclusion
+    E||X - Y||^2 < eps holds: the open ray (2 E[rho], oo), boundary excluded from both."""
     v, p = _exact_finite_law()
     n = len(v)
     msd = sum(p[i, j] * (v[i] - v[j]).dot(v[i] - v[j]) for i in range(n) for j in range(n))
     mean_rho = sum(p[i, j] * (1 - v[i].dot(v[j]) / (sp.sqrt(v[i].dot(v[i])) * sp.sqrt(v[j].dot(v[j]))))
                    for i in range(n) for j in range(n))
     assert msd == 2 * mean_rho and mean_rho > 0  # exact rationals
-    for eps in (2 * mean_rho + sp.Rational(1, 10**40), 2 * mean_rho + sp.Rational(1, 100), 3 * mean_rho):
-        assert mean_rho < eps / 2 and msd < eps
-    assert not msd < 2 * mean_rho  # at eps = 2 E[rho] the hypothesis fails and so does strictness
+    eps = sp.Symbol("eps", real=True)
+    hypothesis = solve_univariate_inequality(mean_rho < eps / 2, eps, relational=False)
+    conclusion = solve_univariate_inequality(msd < eps, eps, relational=False)
+    assert hypothesis == conclusion == sp.Interval.open(2 * mean_rho, sp.oo)
     # the numeric path (cosine_distance, lemma2_mean_squared_distance) on the same law
     pts = np.array([[float(c) for c in u] for u in v])
     pf = np.array(p.tolist(), dtype=float)
     rho = cosine_distance(pts[:, None, :], pts[None, :, :])
     assert abs(lemma2_mean_squared_distance(float(np.sum(pf * rho))) - float(msd)) < 1e-14
-    assert lemma2_mean_squared_distance(np.nextafter(0.05, 0)) < 0.1

@@ -61,4 +61,9 @@ def test_step_4_sharp_form_never_exceeds_the_papers():
     s = {sp.Symbol(n, nonnegative=True): v**2 for n, v in zip(("a_sq", "b_sq", "c_sq"), (p, q, r))}
     assert sp.simplify(SYMBOLIC["lemma3_bound_sharp"].subs(s) - (p + q + r) ** 2) == 0
     assert sp.simplify(SYMBOLIC["lemma3_bound"].subs(s) - 3 * (p**2 + q**2 + r**2)) == 0
-    assert lemma3_bound(1.0, 1.0, 1.0) == lemma3_bound_sharp(1.0, 1.0, 1.0) == 9.0
+    # equality iff the sum of squares vanishes, p = q = r: three equal vectors attain both forms
+    gap = SYMBOLIC["lemma3_bound"].subs(s) - SYMBOLIC["lemma3_bound_sharp"].subs(s)
+    assert sp.simplify(gap.subs({q: p, r: p})) == 0
+    u = np.array([1.0, -2.0, 2.0])
+    attained = float(np.sum((u + u + u) ** 2))
+    assert lemma3_bound(u @ u, u @ u, u @ u) == lemma3_bound_sharp(u @ u, u @ u, u @ u) == attained

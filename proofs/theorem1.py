@@ -190,9 +190,41 @@ def test_step_8_alpha_beta_zero_both_sides_are_zero(triple, data):
     h = np.divide(np.einsum("ijm,mk->ijk", joint, triple.zs), pairs.probs[:, :, None],
                   out=np.broadcast_to(law_z @ triple.zs, pairs.probs.shape + (triple.zs.shape[1],)).copy(), where=cell)
     lhs = pairs.functional_redundancy(h)
-    eps = max(2 * pairs.mean_cosine_distance(), 1e-3)
-    assert lhs <= 1e-28 and theorem1_bound(0.0, 0.0, eps) == 0.0 == theorem1_bound_sharp(0.0, 0.0, eps)
-    assert not theorem1_bound(0.0, 0.0, eps) > 0.0  # "lhs < bound" would need 0 < 0
+    assert lhs <= 1e-28  # zero up to rounding; the exact law below compares it with the bound
+
+
+def test_step_8_exact_law_with_z_independent_gives_equality_at_zero():
+    """Exact rationals: X_l, X_prev on rational points of S^2, Z independent of them. h, its
+    Lipschitz constants over the atoms, f = E[Z|X_l], g = E[Z|X_prev], the left side and
+    eps = 2 E[rho] are all computed from the law; both forms of the bound are then 0 = the left
+    side, so "<" fails and "<=" holds with equality."""
+    R = sp.Rational
+    xs = [sp.Matrix([R(3, 5), R(4, 5), 0]), sp.Matrix([0, R(5, 13), R(12, 13)])]
+    ys = [sp.Matrix([R(2, 3), R(1, 3), R(2, 3)]), sp.Matrix([1, 0, 0])]
+    p_xy = {(0, 0): R(1, 3), (0, 1): R(1, 6), (1, 0): R(1, 8), (1, 1): R(3, 8)}
+    zs, p_z = [sp.Matrix([1, -2]), sp.Matrix([R(1, 2), 3])], [R(2, 7), R(5, 7)]
+    joint = {(i, j, m): p_xy[(i, j)] * p_z[m] for (i, j) in p_xy for m in range(2)}  # Z independent
+
+    def mean_z(where):
+        mass = sum(v for key, v in joint.items() if where(*key))
+        return sum((v * zs[m] for (i, j, m), v in joint.items() if where(i, j, m)), sp.zeros(2, 1)) / mass
+
+    h = {(i, j): mean_z(lambda a, b, _m, i=i, j=j: (a, b) == (i, j)) for (i, j) in p_xy}
+    f = [mean_z(lambda a, _b, _m, i=i: a == i) for i in range(2)]
+    g = [mean_z(lambda _a, b, _m, j=j: b == j) for j in range(2)]
+    alpha = max(sp.sqrt((h[(i, 0)] - h[(i, 1)]).dot(h[(i, 0)] - h[(i, 1)]) / (ys[0] - ys[1]).dot(ys[0] - ys[1]))
+                for i in range(2))
+    beta = max(sp.sqrt((h[(0, j)] - h[(1, j)]).dot(h[(0, j)] - h[(1, j)]) / (xs[0] - xs[1]).dot(xs[0] - xs[1]))
+               for j in range(2))
+    lhs = sum(v * (f[i] - g[j]).dot(f[i] - g[j]) for (i, j), v in p_xy.items())
+    eps = 2 * sum(v * (1 - xs[i].dot(ys[j])) for (i, j), v in p_xy.items())
+    assert alpha == 0 and beta == 0 and eps > 0
+    for name in ("theorem1_bound", "theorem1_bound_sharp"):
+        form = SYMBOLIC[name]
+        names = {s.name: s for s in form.free_symbols}
+        bound = form.subs({names["alpha"]: alpha, names["beta"]: beta, names["eps"]: eps})
+        assert lhs == bound == 0 and not lhs < bound
+    assert theorem1_bound(0.0, 0.0, float(eps)) == theorem1_bound_sharp(0.0, 0.0, float(eps)) == float(lhs)
 
 
 @given(finite_pairs(dim=3, max_atoms=4), st.one_of(linear_tasks(dim=3, k=2), nonlinear_tasks(dim=3)))

@@ -78,7 +78,9 @@ def test_step_1_vision_drift_telescopes():
         for k in range(L + 1):
             steps = [np.linalg.norm(V[l] - V[l - 1]) for l in range(k + 1, L + 1)]
             assert np.linalg.norm(V[L] - V[k]) <= sum(steps) + TOL
-            assert sum(steps) <= (L - k) * max(steps, default=0.0) + TOL
+    # each of the steps l = k+1..L is <= eps: the count of terms is L - k (no off-by-one)
+    eps, l_, k_, L_ = sp.Symbol("eps", positive=True), *sp.symbols("l k L", integer=True)
+    assert sp.simplify(sp.summation(eps, (l_, k_ + 1, L_)) - (L_ - k_) * eps) == 0
 
 
 def test_step_2_text_error_recurrence():
@@ -89,7 +91,6 @@ def test_step_2_text_error_recurrence():
             e_l = np.linalg.norm(T[l] - Ts[l])
             d_l = np.linalg.norm(f_text(l, V[l - 1], T[l - 1]) - f_text(l, 0 * V[0], T[l - 1]))
             assert e_l <= d_l + lams[l - 1] * np.linalg.norm(T[l - 1] - Ts[l - 1]) + TOL
-        assert np.linalg.norm(T[0] - Ts[0]) == 0.0  # E_0 = 0: the recurrence starts at l = 1
 
 
 def test_step_3_closed_form_of_the_recurrence():
@@ -101,17 +102,21 @@ def test_step_3_closed_form_of_the_recurrence():
     assert isinstance(total, sp.Piecewise) and total.subs(lam, 1) == L
     assert sp.simplify(total.args[-1][0] - (lam**L - 1) / (lam - 1)) == 0
     assert sp.limit((lam**L - 1) / (lam - 1), lam, 1) == L
-    for L_value in (1, 2, 5, 9):  # off-by-one guard: S_L has L terms
-        assert abs(geometric_sum(2.0, L_value) - (2.0**L_value - 1)) <= 1e-14 * 2.0**L_value
+    for L_value in (1, 2, 5, 9):  # off-by-one guard: the library's S_L is sympy's sum of L terms
+        for lam_value in (sp.Rational(1, 2), 1, 2):
+            exact = total.subs({lam: lam_value, L: L_value})
+            assert abs(geometric_sum(float(lam_value), L_value) - float(exact)) <= 1e-14 * float(exact)
 
 
 def test_step_4_lipschitz_tail_on_the_stacked_vector():
     rng = np.random.default_rng(0)
     M = rng.normal(size=(6, 6))
     mu = float(np.linalg.norm(M, 2))
+    a_sym, b_sym = sp.Matrix(sp.symbols("a1:4", real=True)), sp.Matrix(sp.symbols("b1:4", real=True))
+    stacked = a_sym.col_join(b_sym)  # ||(a, b)||^2 = ||a||^2 + ||b||^2, symbol by symbol
+    assert sp.expand(stacked.dot(stacked) - a_sym.dot(a_sym) - b_sym.dot(b_sym)) == 0
     for _ in range(50):
         a, b = rng.normal(size=3), rng.normal(size=3)
-        assert np.isclose(np.linalg.norm(np.r_[a, b]) ** 2, a @ a + b @ b)
         assert np.linalg.norm(M @ np.r_[a, b]) <= mu * np.hypot(np.linalg.norm(a), np.linalg.norm(b)) * (1 + 1e-12)
     for seed in range(10):
         L = 1 + seed % 5
