@@ -15,10 +15,12 @@ traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from skipit import __version__
 from skipit.commands._common import output_options
@@ -68,6 +70,21 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(command: str) -> Iterator[None]:
+    """Inside the block, a Python warning prints as one line, ``skipit COMMAND: warning: MESSAGE``,
+    without the source path and code line of Python's default format (restored after)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"skipit {command}: warning: {message}", file=file or sys.stderr)
+
+    saved = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``skipit`` on ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
 
@@ -81,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"skipit.commands.{args.command}")
     try:
-        with output_options(args):
+        with output_options(args), one_line_warnings(args.command):
             return int(module.run(args) or 0)
     except SettingError as err:  # a library parameter, printed as its flag
         print(f"skipit {args.command}: error: {err.render(flag_of)}", file=sys.stderr)
