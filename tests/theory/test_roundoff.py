@@ -106,6 +106,15 @@ def test_bfloat16_cosine_distance_from_a_tensor_like_object_is_accepted():
         exact_proximal_quantities(np.eye(2) / 2, [[-2.0**-9, 2.0], [2.0, 0.0]], 0.0)  # the same value in float64
 
 
+def test_bfloat16_torch_tensor_is_read_by_its_dtype_name():
+    """The theory never imports torch; a tensor's dtype is read by name and its values through float()."""
+    torch = pytest.importorskip("torch")
+    rho = torch.tensor([[-2.0**-9, 2.0], [2.0, 0.0]], dtype=torch.bfloat16)
+    assert tolerance(rho) == 2.0**-4
+    q = exact_proximal_quantities(np.eye(2) / 2, rho, 0.0)
+    assert q.p_t == 0.0 and q.p_max == 0.5
+
+
 def test_cosine_distance_just_above_2_is_read_as_2():
     d = np.array([2.0 + 2e-15, 1.0])
     est = geometric_redundancy(d, method="hoeffding")
