@@ -42,6 +42,7 @@ import sympy as sp
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from skipit.theory.distances import cosine_distance
 from skipit.theory.entropy import binary_entropy, binary_kl, kl_divergence, mutual_information
 from skipit.theory.informational import (
     ARGUMENTS, SYMBOLIC, exact_proximal_quantities, theorem4_mi_lower_bound, theorem4_mi_lower_bound_sharp,
@@ -75,11 +76,15 @@ def test_step_3_product_probability_of_the_ball_lies_in_p_min_p_max(law, t):
     assert abs(pq.p_t - law.p[law.rho > t].sum()) < TOL
 
 
+def _binary_kl_expansion():
+    """d(a || q) = a log(1/q) + (1 - a) log(1/(1 - q)) - h(a): the three terms."""
+    return a * sp.log(1 / q), (1 - a) * sp.log(1 / (1 - q)), -a * sp.log(a) - (1 - a) * sp.log(1 - a)
+
+
 def test_step_4_expansion_of_binary_kl():
     d = a * sp.log(a / q) + (1 - a) * sp.log((1 - a) / (1 - q))
-    h = -a * sp.log(a) - (1 - a) * sp.log(1 - a)
-    expansion = a * sp.log(1 / q) + (1 - a) * sp.log(1 / (1 - q)) - h
-    assert sp.simplify(sp.expand_log(d - expansion, force=True)) == 0
+    first, second, h = _binary_kl_expansion()
+    assert sp.simplify(sp.expand_log(d - (first + second - h), force=True)) == 0
 
 
 def test_step_5_monotonicity_and_the_sharper_minimiser():
@@ -89,7 +94,12 @@ def test_step_5_monotonicity_and_the_sharper_minimiser():
     # (for 0 < P_t < 1: the general branch of the Piecewise that makes 0 log 0 = 0)
     interior = SYMBOLIC["theorem4_mi_lower_bound"].replace(lambda e: isinstance(e, sp.Piecewise), lambda e: e.args[-1][0])
     paper = interior.subs(P, 1 - a)
-    ref = a * sp.log(1 / pmax) + (1 - a) * sp.log(1 / (1 - pmin)) + a * sp.log(a) + (1 - a) * sp.log(1 - a)
+    # Step 4's three terms: a log(1/q) falls with q (so q <= p_max bounds it below by its value
+    # at p_max), (1 - a) log(1/(1 - q)) rises with q (bounded below at p_min), h(a) is kept
+    first, second, h = _binary_kl_expansion()
+    b, s = sp.symbols("b s", positive=True)  # b = 1 - a, s = 1 - q
+    assert sp.diff(first, q).is_negative and sp.diff(second.subs({a: 1 - b, q: 1 - s}), s).is_negative
+    ref = first.subs(q, pmax) + second.subs(q, pmin) - h
     assert sp.simplify(sp.expand_log(paper - ref, force=True)) == 0
     # adversarial numeric points: sharp >= paper everywhere on a grid including the edges
     g = np.array([0.0, 1e-9, 0.01, 0.3, 0.5, 0.7, 0.99, 1 - 1e-9])
@@ -108,8 +118,9 @@ def test_step_6_bound_holds_whether_or_not_p_min_plus_p_max_below_one(law, t):
 
 
 def test_step_7_strict_inequality_in_p_t_is_needed():
+    vectors = np.eye(2)  # X_l uniform on two orthogonal unit vectors, X_prev = X_l flipped w.p. 1/4
     p = np.array([[0.75, 0.25], [0.25, 0.75]]) / 2
-    rho = np.array([[0.0, 1.0], [1.0, 0.0]])
+    rho = cosine_distance(vectors[:, None, :], vectors[None, :, :])
     mi = mutual_information(p, 0, 1)
     assert abs(mi - (math.log(2) - float(binary_entropy(0.25)))) < TOL
     pq = exact_proximal_quantities(p, rho, 0.0)
