@@ -44,6 +44,9 @@ ALIASES = {
     "deepseek-vl-1.3b": ("deepseek-community/deepseek-vl-1.3b-chat", "deepseek_vl"),
     "deepseek-vl-7b": ("deepseek-community/deepseek-vl-7b-chat", "deepseek_vl"),
 }
+DEMO_NAMES = ("demo", "demo-dense")
+"""``--model`` names of the bundled demo models (:data:`skipit.demo.DEMO_MODELS`); they win over a
+local directory of the same name."""
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -70,22 +73,24 @@ def supported_aliases() -> dict[str, tuple[str, str]]:
 
 
 def resolve_model(name: str | None) -> ResolvedModel:
-    """Resolve a ``--model`` value (alias | local dir | hub id | None = demo model).
+    """Resolve a ``--model`` value (alias | local dir | hub id | demo name | None = the default demo).
 
     A local directory wins over a hub id of the same spelling. Raises
     :class:`skipit.errors.SkipitError` for anything else, listing the aliases.
     """
     from skipit.errors import SkipitError
 
-    if name is None:
+    if name is None or str(name) in DEMO_NAMES:
         try:
-            from skipit.demo import DEMO_MODEL_DIR
+            from skipit import demo
         except ImportError:
             raise SkipitError("the bundled demo model (skipit.demo) is not installed; pass --model") from None
-        if not os.path.isfile(os.path.join(DEMO_MODEL_DIR, "config.json")):
-            raise SkipitError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; retrain it with "
-                              f"`python -m skipit.demo.train --out {DEMO_MODEL_DIR}` or pass --model")
-        return ResolvedModel("skipit-demo", "demo", os.fspath(DEMO_MODEL_DIR))
+        name = demo.DEFAULT_DEMO if name is None else str(name)
+        directory = demo.DEMO_MODEL_DIR if name == demo.DEFAULT_DEMO else demo.DEMO_MODELS[name]
+        if not os.path.isfile(os.path.join(directory, "config.json")):
+            raise SkipitError(f"the bundled demo model is missing from {directory}; retrain it with "
+                              f"`python -m skipit.demo.train --model {name} --out {directory}` or pass --model")
+        return ResolvedModel(name, "demo", os.fspath(directory))
     name = str(name)
     if name in ALIASES:
         return ResolvedModel(name, "alias", ALIASES[name][0])
