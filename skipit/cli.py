@@ -73,16 +73,17 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def one_line_warnings(command: str) -> Iterator[None]:
     """Inside the block, a Python warning prints as one line, ``skipit COMMAND: warning: MESSAGE``,
-    without the source path and code line of Python's default format (restored after)."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"skipit {command}: warning: {message}", file=file or sys.stderr)
+    without the source path and code line of Python's default format (restored after). Only the
+    format changes: which warnings show, and where (a caller recording them), does not."""
+    def one_line(message, category, filename, lineno, line=None):
+        return f"skipit {command}: warning: {message}\n"
 
-    saved = warnings.showwarning
-    warnings.showwarning = show
+    saved = warnings.formatwarning
+    warnings.formatwarning = one_line
     try:
         yield
     finally:
-        warnings.showwarning = saved
+        warnings.formatwarning = saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
