@@ -53,6 +53,23 @@ def _num(value):
     return float("nan") if value is None else value
 
 
+def units_note(layers):
+    """The independent units behind the table's vision bounds: the most examples any layer measured,
+    and the layers that measured none, with the reason (their vision states all zero, norm 0, as
+    from a zero-initialised projector; or no vision token), instead of a count of 0."""
+    counts = {e["layer"]: e["vision"]["examples"] for e in layers}
+    empty = [e for e in layers if not e["vision"]["examples"]]
+    if not empty:
+        return f"{max(counts.values())} examples as the independent units"
+    why = ("vision states all zero (norm 0)" if all(e["vision"].get("zero_norm_tokens") for e in empty)
+           else "no vision tokens")
+    if len(empty) == len(layers):
+        return f"no vision statistics in any layer: {why}"
+    which = ", ".join(str(e["layer"]) for e in empty)
+    return (f"{max(counts.values())} examples as the independent units; layer{'s' if len(empty) > 1 else ''} "
+            f"{which}: none, {why}")
+
+
 def format_table(certificate):
     """The per-layer table, the paper's three verdicts and the verified configurations, as printed."""
     from skipit.empirical.certificate import config_label
@@ -65,10 +82,9 @@ def format_table(certificate):
     frozen = set(certificate["freeze"]["certified_layers"])
     head = (f"{'layer':>5} | {'D vision':>9} {'<= U':>9} {'deff':>5} | {'p vision':>8} {'>= P':>8} | "
             f"{'D text':>9} {'p text':>7} | {'attn':>6} {'<= A':>6} | late exit frz")
-    first = certificate["layers"][0]["vision"]
     lines = [f"eps = {s['eps']:g}, t = {s['proximal_t']:g}, attention threshold = {s['attention_threshold']:g}, "
              f"joint confidence = {s['confidence']:g} (Bonferroni over {s['bonferroni_tests']} tests; "
-             f"{first['examples']} examples as the independent units)",
+             f"{units_note(certificate['layers'])})",
              head, "-" * len(head)]
     for e in certificate["layers"]:
         v, t = e["vision"], e["text"]
