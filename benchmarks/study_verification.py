@@ -1,26 +1,29 @@
-"""Does a verified "yes" hold on new data?  Certify + verify on many random splits of the demo data.
+"""Does the verified guarantee hold for the population, and how much does it certify?
 
-Run by hand (minutes on 2 CPU cores); its figures go into the README ("Validation of the
-verified guarantee"). For each of ``--splits`` random splits of the bundled test questions
-into a certify part (statistics + calibration, exactly as ``skipit certify`` splits it) and a
-held-out part, it:
+Run by hand (minutes on 2 CPU cores; the first run fills a cache); its figures go into
+``benchmarks/README.md`` and the top-level README. The population is every bundled test
+question of ``--data`` (default ``digits-test``). The study:
 
-1. builds the certificate's layers from the statistics examples (the capture engine's
-   per-example statistics, merged exactly), orders the freeze chain, and runs the three
-   fixed-sequence chains on the calibration examples with the same pure functions
-   ``skipit certify`` uses (:mod:`skipit.empirical.certificate`);
-2. measures, on the held-out examples, the answer-change rate of every certified
-   configuration; a split *violates* the guarantee when some certified configuration
-   changes more than ``tau`` of the held-out answers;
-3. compares the FLOPs saved by the recommended configuration with those of the oracle:
-   the candidate with the fewest FLOPs whose held-out change rate is within ``tau``.
+1. computes, once, the full model's answer and every candidate's answer on every question
+   of the population, and caches the per-question change indicators per candidate
+   (``--cache``); a candidate first asked for by a split (a freeze set or composition the
+   learn step builds) is run on the whole population then and cached too;
+2. for each of ``--splits`` random splits (``split_seed = 0, 1, ...``) of the population's
+   images into a statistics and a calibration part at the default calibration fraction,
+   runs the real learn / choose / verify steps of ``skipit certify``
+   (:func:`skipit.empirical.verification.verify_splits` with the cached indicators: pure
+   arithmetic), for each ``tau`` of ``--taus``;
+3. judges every certified configuration against the **population**: a split *violates*
+   the guarantee when some certified configuration's population change rate exceeds
+   ``tau``. It reports the violation rate with its exact (Clopper-Pearson) two-sided 95%
+   interval, the share of splits with no recommendation, and the oracle ratio: the mean
+   FLOPs saved by the recommendation over those saved by the hindsight oracle (the
+   candidate with the fewest FLOPs whose population change rate is at most ``tau``);
+4. a hard case: ``tau`` just below the population rate of the candidate the learn step
+   most often puts first (so testing it is a true null), where the violation rate must
+   stay at most the chain's level.
 
-Answers of every candidate on every example are computed once (the model is
-deterministic), so the splits only re-count. It also reports how well each freeze order
-predicts harm: Spearman's rank correlation between a layer's score (``U_l``, or ShortV's
-contribution) and the change rate of freezing that layer alone, over all examples.
-
-Usage: ``python benchmarks/study_verification.py [--splits 20] [--holdout 0.5] [--freeze-order redundancy]``
+Usage: ``python benchmarks/study_verification.py [--model DIR] [--splits 200] [--taus 0.02 0.05 0.1]``
 """
 
 from __future__ import annotations
@@ -34,169 +37,246 @@ import time
 import numpy as np
 
 
+def population(args, say):
+    """``(model, processor, examples, units, counts, changed_of)``: the population and a
+    function giving a candidate's per-question change indicators (bool array, cached)."""
+    import torch
+
+    from skipit.empirical.adapters import get_adapter
+    from skipit.empirical.answers import answers_changed, comparable_answers
+    from skipit.empirical.candidates import candidate_context
+    from skipit.empirical.data import data_sha256, load_examples
+    from skipit.empirical.evaluate import predict, token_counts
+    from skipit.empirical.loading import load_model_and_processor
+    from skipit.empirical.units import unit_ids
+    from skipit.empirical.verification import config_key
+    from skipit.empirical.weights import weights_fingerprint
+
+    torch.set_num_threads(args.threads)
+    model, processor, info = load_model_and_processor(args.model, device="cpu")
+    adapter = get_adapter(model)
+    examples, _ = load_examples(args.data)
+    units = np.array(unit_ids(examples))
+    tag = json.dumps({"weights": weights_fingerprint(model), "data": data_sha256(examples)})
+    cache = {}
+    if os.path.exists(args.cache):
+        with np.load(args.cache, allow_pickle=False) as saved:
+            if str(saved["__tag__"]) == tag:
+                cache = {k: saved[k] for k in saved.files if k != "__tag__"}
+    say(f"{info['name']}: {len(examples)} questions on {units.max() + 1} images, {len(cache) - 2 if cache else 0} "
+        f"candidates cached")
+
+    def answers(context=None):
+        with torch.inference_mode():
+            preds, _, _ = predict(model, processor, examples, args.batch_size, adapter=adapter, context=context)
+        return np.array(comparable_answers(preds, examples))
+
+    def save():
+        os.makedirs(os.path.dirname(args.cache) or ".", exist_ok=True)
+        tmp = args.cache + ".tmp.npz"
+        np.savez(tmp, __tag__=np.array(tag), **cache)
+        os.replace(tmp, args.cache)
+
+    if "__full__" not in cache:
+        say("full model on the population")
+        cache["__full__"] = answers()
+        cache["__counts__"] = np.array(token_counts(model, processor, examples, args.batch_size, adapter))
+        save()
+    full = cache["__full__"]
+
+    def changed_of(config):
+        key = config_key(config)
+        if key not in cache:
+            t = time.perf_counter()
+            got = answers(lambda: candidate_context(model, config, adapter))
+            cache[key] = np.array(answers_changed(list(full), list(got)))
+            save()
+            say(f"{key}: population rate {cache[key].mean():.4f} ({time.perf_counter() - t:.0f} s)")
+        return cache[key]
+
+    return model, examples, units, [tuple(c) for c in cache["__counts__"]], changed_of
+
+
+def clopper_pearson(k, n, level=0.95):
+    """Exact two-sided ``level`` interval of a binomial proportion ``k / n``."""
+    from skipit.theory import clopper_pearson_lower, clopper_pearson_upper
+
+    a = (1.0 - level) / 2.0
+    return float(clopper_pearson_lower(k, n, a)), float(clopper_pearson_upper(k, n, a))
+
+
+def study(units, counts, changed_of, num_layers, model_config, tau, args, splits, say, margin=None):
+    """Rows of ``splits`` random splits at ``tau``: each runs the learn / choose / verify steps
+    on the cached indicators and judges them against the population."""
+    from skipit.empirical.candidates import candidate_flops_fraction
+    from skipit.empirical.units import sample_units, split_units, unit_means
+    from skipit.empirical.verification import config_key, learn_candidates, learn_then_test
+
+    margin = args.margin if margin is None else margin
+    population_rate = {}
+
+    def pop_rate(config):
+        key = config_key(config)
+        if key not in population_rate:
+            population_rate[key] = float(unit_means(changed_of(config), units).mean())
+        return population_rate[key]
+
+    flops_cache = {}
+
+    def saved(config):
+        key = config_key(config)
+        if key not in flops_cache:
+            flops_cache[key] = 1.0 - candidate_flops_fraction(model_config, config, counts)
+        return flops_cache[key]
+
+    # the hindsight candidates: the learn step run on the population itself (no margin)
+    learn_candidates(num_layers, pop_rate, lambda c: 1.0 - saved(c), tau, 1.0)
+    rows = []
+    everyone = np.arange(units.size)
+    for seed in range(splits):
+        # as `skipit certify --samples N --sample-seed S --split-seed S` draws and splits the population
+        drawn = np.asarray(sample_units(units, args.samples, seed)) if args.samples else everyone
+        stats_local, calib_local = split_units(units[drawn], args.calibration_fraction, seed)
+        stats_idx, calib_idx = drawn[stats_local], drawn[calib_local]
+        stats_counts = [counts[i] for i in stats_idx]
+        calib_counts = [counts[i] for i in calib_idx]
+        out = learn_then_test(
+            num_layers,
+            learn_rate=lambda c: float(unit_means(changed_of(c)[stats_idx], units[stats_idx]).mean()),
+            learn_flops=lambda c: candidate_flops_fraction(model_config, c, stats_counts),
+            changed=lambda c: changed_of(c)[calib_idx], units=units[calib_idx],
+            flops=lambda c: candidate_flops_fraction(model_config, c, calib_counts),
+            tolerance=tau, confidence=args.confidence, margin=margin)
+        certified = [c for c in out["tested"] if c["certified"]]
+        rec = out["recommended"]
+        rows.append({"seed": seed, "statistics_units": len(set(units[stats_idx])), "calibration_units":
+                     len(set(units[calib_idx])), "chain": [config_key(c) for c in out["chain"]],
+                     "certified": [config_key(c) for c in certified],
+                     "violation": any(pop_rate(c) > tau for c in certified),
+                     "recommended": None if rec is None else config_key(rec),
+                     "saved": 0.0 if rec is None else saved(rec)})
+    return rows, pop_rate, saved
+
+
+def summarise(rows, tau, candidates, pop_rate, saved):
+    """Violation rate (with its exact 95% interval), oracle ratio, share without a recommendation."""
+    ok = [c for c in candidates if pop_rate(c) <= tau]
+    oracle = max(ok, key=saved) if ok else None
+    oracle_saved = saved(oracle) if oracle else 0.0
+    v = sum(r["violation"] for r in rows)
+    lo, hi = clopper_pearson(v, len(rows))
+    mean_saved = float(np.mean([r["saved"] for r in rows]))
+    from skipit.empirical.verification import config_key
+
+    return {"tau": tau, "splits": len(rows), "violations": v, "violation_rate": v / len(rows),
+            "violation_ci95": [lo, hi], "mean_saved_recommended": mean_saved,
+            "oracle": None if oracle is None else config_key(oracle), "oracle_saved": oracle_saved,
+            "oracle_ratio": mean_saved / oracle_saved if oracle_saved > 0 else None,
+            "no_recommendation": float(np.mean([r["recommended"] is None for r in rows])),
+            "mean_certified": float(np.mean([len(r["certified"]) for r in rows])),
+            "mean_chain": float(np.mean([len(r["chain"]) for r in rows]))}
+
+
+def certify_defaults():
+    """``skipit certify``'s defaults for ``--samples``, the calibration fraction and the learn margin."""
+    from skipit.commands import certify
+    from skipit.empirical.settings import CertifySettings
+
+    parser = argparse.ArgumentParser()
+    certify.add_parser(parser.add_subparsers())
+    settings = CertifySettings()
+    return {"samples": parser.parse_args(["certify"]).samples, "calibration_fraction": settings.calibration_fraction,
+            "learn_margin": settings.learn_margin}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--splits", type=int, default=20)
-    p.add_argument("--holdout", type=float, default=0.5, help="fraction of the questions held out")
-    p.add_argument("--tolerance", type=float, default=0.05)
+    p.add_argument("--model", default=None, help="model directory or hub id (default: the bundled demo model)")
+    p.add_argument("--data", default="digits-test")
+    p.add_argument("--splits", type=int, default=200)
+    p.add_argument("--taus", type=float, nargs="+", default=[0.02, 0.05, 0.10])
     p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--freeze-order", default="contribution", choices=["redundancy", "contribution"])
-    p.add_argument("--samples", type=int, default=0, help="first N bundled test questions (0 = all)")
+    defaults = certify_defaults()
+    p.add_argument("--samples", type=int, default=defaults["samples"],
+                   help="questions drawn by image per split, as certify's --samples (default: certify's)")
+    p.add_argument("--calibration-fraction", type=float, default=defaults["calibration_fraction"])
+    p.add_argument("--margin", type=float, default=defaults["learn_margin"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", default="benchmarks/results/study_verification.json")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", default=None, help="per-question change indicators (default: benchmarks/results/"
+                                                 "study_verification_cache-<model>.npz)")
+    p.add_argument("--pool-only", action="store_true", help="only fill the cache with the candidate pool")
+    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    name = os.path.basename(os.path.normpath(args.model)) if args.model else "demo"
+    args.cache = args.cache or f"benchmarks/results/study_verification_cache-{name}.npz"
+    args.out = args.out or f"benchmarks/results/study_verification-{name}.json"
 
-    import torch
-    from scipy import stats as sps
+    from skipit.empirical.verification import candidate_pool
 
-    from skipit.empirical import capture_statistics
-    from skipit.empirical.certificate import (
-        CertifySettings, candidate_chains, certificate_layers, freeze_order, split_indices,
-        run_chains, verification_block,
-    )
-    from skipit.empirical.certify import layer_contributions
-    from skipit.empirical.data import build_inputs, load_examples
-    from skipit.empirical.evaluate import normalise_answer, predict, token_counts
-    from skipit.empirical.flops import config_flops_fraction
-    from skipit.empirical.loading import load_model_and_processor
-    from skipit.empirical.modes import skip_context
-
-    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    model, processor, info = load_model_and_processor(None, device="cpu")
-    examples, _ = load_examples("digits-test", limit=args.samples or None)
-    n_all = len(examples)
-    from skipit.empirical.adapters import get_adapter
-
-    adapter = get_adapter(model)
-    N = adapter.num_layers(model)
-    settings = CertifySettings(tolerance=args.tolerance, confidence=args.confidence, freeze_order=args.freeze_order)
 
     def say(msg):
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    # per-example statistics (merged exactly for any subset) and per-example layer contributions
-    say(f"per-example statistics of {n_all} examples")
-    per_example = []
-    with torch.inference_mode():
-        for i, ex in enumerate(examples):
-            with capture_statistics(model, adapter=adapter, thresholds=settings.thresholds, cka=False,
-                                    attention=True) as cap:
-                model(**build_inputs(processor, [ex], model=model))
-            per_example.append(cap.statistics)
-    contributions = {}
+    model, examples, units, counts, changed_of = population(args, say)
+    from skipit.empirical.adapters import get_adapter
 
-    def contribution(i):
-        """ShortV layer contributions of example i (KL(full || layer l frozen), l = 1..N), cached."""
-        if i not in contributions:
-            with torch.inference_mode():
-                scores = layer_contributions(model, processor, [examples[i]], adapter, 1)
-            contributions[i] = np.array([scores[l] for l in range(1, N + 1)])
-        return contributions[i]
+    num_layers = get_adapter(model).num_layers(model)
+    for config in candidate_pool(num_layers):
+        changed_of(config)
+    if args.pool_only:
+        return 0
+    from collections import Counter
 
-    def merged(indices):
-        total = per_example[indices[0]]
-        for i in indices[1:]:
-            total = total.merge(per_example[i])
-        return total
+    from skipit.empirical.verification import config_key
 
-    answers = {}
+    known = {}
 
-    def answers_of(mode, arg):
-        key = (mode, tuple(arg) if isinstance(arg, list) else arg)
-        if key not in answers:
-            say(f"answers of {mode} {arg} on {n_all} examples")
-            preds, _, _ = predict(model, processor, examples, args.batch_size, adapter=adapter,
-                                  context=(None if mode == "full" else (lambda: skip_context(model, mode, arg, adapter))))
-            answers[key] = np.array([normalise_answer(p) for p in preds])
-        return answers[key]
+    def remember(config):
+        known.setdefault(config_key(config), config)
+        return changed_of(config)
 
-    full = answers_of("full", None)
-    counts = token_counts(model, processor, examples, args.batch_size, adapter)
-
-    def changed(config, idx):
-        arg = config.get("layers", config.get("layer"))
-        return int((answers_of(config["mode"], arg)[idx] != full[idx]).sum())
-
-    def flops(config, idx):
-        arg = config.get("layers", config.get("layer"))
-        return config_flops_fraction(model.config, config["mode"], arg, [counts[i] for i in idx])
-
-    # how well each order predicts harm: single-layer freeze change rate over all examples
-    everything = list(range(n_all))
-    single = {l: changed({"mode": "freeze", "layers": [l]}, everything) / n_all for l in range(1, N)}
-    layers_all = certificate_layers(merged(everything).layers(), n_all, settings)
-    u_all = {l: layers_all[l - 1]["vision"]["mean_upper_bound"] for l in range(1, N)}
-    d_all = {l: layers_all[l - 1]["vision"]["example_mean_cosine_distance"] for l in range(1, N)}
-    ranks = {"U_l": sps.spearmanr([u_all[l] for l in range(1, N)], [single[l] for l in range(1, N)]).statistic,
-             "D_l": sps.spearmanr([d_all[l] for l in range(1, N)], [single[l] for l in range(1, N)]).statistic}
-    if args.freeze_order == "contribution":
-        say("layer contributions (ShortV) of every example")
-        c_all = np.mean([contribution(i) for i in everything], axis=0)
-        ranks["contribution"] = sps.spearmanr([c_all[l - 1] for l in range(1, N)],
-                                              [single[l] for l in range(1, N)]).statistic
-
-    rng = np.random.default_rng(12345)
-    rows = []
-    for s in range(args.splits):
-        perm = rng.permutation(n_all)
-        n_hold = int(round(args.holdout * n_all))
-        held = np.sort(perm[:n_hold])
-        certify_part = np.sort(perm[n_hold:])
-        stats_local, calib_local = split_indices(len(certify_part), settings)
-        stats_idx, calib_idx = certify_part[stats_local], certify_part[calib_local]
-        layers = certificate_layers(merged(list(stats_idx)).layers(), len(stats_idx), settings)
-        if args.freeze_order == "contribution":
-            mean = np.mean([contribution(i) for i in stats_idx[:settings.order_examples]], axis=0)
-            scores = {l: float(mean[l - 1]) for l in range(1, N + 1)}
-        else:
-            scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
-        order = freeze_order(layers, scores)
-        chains = run_chains(candidate_chains(layers, order), len(calib_idx), lambda c: changed(c, calib_idx),
-                            lambda c: flops(c, calib_idx), settings)
-        block = verification_block(chains, settings, len(calib_idx))
-        certified = [c for c in block["configs"] if c["certified"]]
-        held_rates = [changed(c, held) / len(held) for c in certified]
-        violation = any(r > settings.tolerance for r in held_rates)
-        # oracle with hindsight: every candidate of the three chains, held-out rate within tau
-        all_cands = [c for cands in candidate_chains(layers, order).values() for c in cands]
-        ok = [c for c in all_cands if changed(c, held) / len(held) <= settings.tolerance]
-        oracle = min((flops(c, held) for c in ok), default=1.0)
-        rec = block["recommended"]
-        rec_f = flops(rec, held) if rec else 1.0
-        rows.append({"split": s, "certified": len(certified), "violation": violation,
-                     "max_held_rate": max(held_rates, default=None),
-                     "recommended": None if rec is None else {k: rec.get(k) for k in ("mode", "layer", "layers")},
-                     "saved_recommended": 1.0 - rec_f, "saved_oracle": 1.0 - oracle})
-        say(f"split {s}: {len(certified)} certified, violation {violation}, saved {1 - rec_f:.3f} "
-            f"(oracle {1 - oracle:.3f}), recommended {rows[-1]['recommended']}")
-
-    violations = sum(r["violation"] for r in rows)
-    saved_rec = float(np.mean([r["saved_recommended"] for r in rows]))
-    saved_orc = float(np.mean([r["saved_oracle"] for r in rows]))
-    # a one-sided 95% upper bound on the violation probability from the splits (they overlap, so this
-    # treats them as independent draws, which they are not quite)
-    upper = float(sps.beta.ppf(0.95, violations + 1, len(rows) - violations)) if violations < len(rows) else 1.0
-    summary = {
-        "examples": n_all, "splits": len(rows), "holdout": args.holdout, "tolerance": settings.tolerance,
-        "confidence": settings.confidence, "freeze_order": args.freeze_order,
-        "violation_rate": violations / len(rows), "violation_rate_upper95": upper,
-        "mean_flops_saved_recommended": saved_rec, "mean_flops_saved_oracle": saved_orc,
-        "oracle_ratio": saved_rec / saved_orc if saved_orc > 0 else None,
-        "single_layer_freeze_change_rate": single, "spearman_order_vs_harm": ranks,
-        "seconds": time.perf_counter() - t0, "rows": rows,
-    }
+    for config in candidate_pool(num_layers):
+        remember(config)
+    report = {"model": name, "questions": len(examples), "images": int(units.max()) + 1, "samples": args.samples,
+              "calibration_fraction": args.calibration_fraction, "margin": args.margin,
+              "confidence": args.confidence, "taus": [], "hard": []}
+    for tau in args.taus:
+        rows, pop_rate, saved = study(units, counts, remember, num_layers, model.config, tau, args, args.splits, say)
+        summary = summarise(rows, tau, list(known.values()), pop_rate, saved)
+        report["taus"].append(dict(summary, rows=rows))
+        say(json.dumps(summary))
+    # hard case: tau just below the population rate of the candidate most often recommended at the middle tau
+    middle = report["taus"][len(report["taus"]) // 2]["rows"]
+    common = Counter(r["recommended"] for r in middle if r["recommended"]).most_common(1)
+    if common:
+        key = common[0][0]
+        rate = float(np.mean(changed_of(known[key])))
+        tau_h = rate - 0.5 / len(examples)
+        for margin in sorted({args.margin, 1.0}):
+            rows, pop_rate, saved = study(units, counts, remember, num_layers, model.config, tau_h, args,
+                                          args.splits, say, margin=margin)
+            summary = summarise(rows, tau_h, list(known.values()), pop_rate, saved)
+            summary.update(candidate=key, candidate_rate=rate, margin=margin,
+                           tested_share=float(np.mean([key in r["chain"] for r in rows])))
+            report["hard"].append(dict(summary, rows=rows))
+            say("hard: " + json.dumps(summary))
+    report["seconds"] = time.perf_counter() - t0
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump(summary, fh, indent=1, default=float)
-    print(f"{len(rows)} splits of {n_all} bundled test questions ({args.holdout:.0%} held out), tau = "
-          f"{settings.tolerance:g}, confidence {settings.confidence:g}, freeze order {args.freeze_order}")
-    print(f"realized violation rate: {violations}/{len(rows)} = {violations / len(rows):.3f} "
-          f"(target <= {1 - settings.confidence:.3f}; 95% upper bound {upper:.3f})")
-    print(f"mean FLOPs saved: recommended {saved_rec:.3f}, oracle with hindsight {saved_orc:.3f}"
-          + (f" (ratio {saved_rec / saved_orc:.2f})" if saved_orc > 0 else ""))
-    print("Spearman rank correlation of a layer's score with its single-layer freeze change rate: "
-          + ", ".join(f"{k} {v:+.2f}" for k, v in ranks.items()))
+        json.dump(report, fh, indent=1)
+    print(f"{name}: population {len(examples)} questions on {report['images']} images; per split --samples "
+          f"{args.samples or 'all'} drawn by image; calibration fraction "
+          f"{args.calibration_fraction:g}, margin {args.margin:g}, confidence {args.confidence:g}, "
+          f"{args.splits} splits")
+    print(f"{'tau':>6} {'violations':>10} {'95% CI':>15} {'saved':>7} {'oracle':>7} {'ratio':>6} {'none':>6}")
+    for s in report["taus"] + report["hard"]:
+        ratio = "-" if s["oracle_ratio"] is None else f"{s['oracle_ratio']:.2f}"
+        print(f"{s['tau']:6.4f} {s['violations']:>4}/{s['splits']:<5} [{s['violation_ci95'][0]:.3f}, "
+              f"{s['violation_ci95'][1]:.3f}] {s['mean_saved_recommended']:7.3f} {s['oracle_saved']:7.3f} "
+              f"{ratio:>6} {s['no_recommendation']:6.2f}" + (f"  hard ({s['candidate']}, margin {s['margin']:g})"
+                                                            if "candidate" in s else ""))
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -42,7 +42,10 @@ def model_options(*, samples: int = 200, settings: type | None = None) -> argpar
                      help="alias (e.g. llava-1.5-7b), hub id, or directory saved with save_pretrained "
                           "(default: the bundled demo model)")
     run.add_argument("--samples", type=int, default=samples, metavar="N",
-                     help=f"use the first N examples (default: {samples}; 0 = all)")
+                     help=f"a random sample of at least N questions, drawn by image: every question of a drawn "
+                          f"image comes along (default: {samples}; 0 = all)")
+    run.add_argument("--sample-seed", type=int, default=0, metavar="S",
+                     help="seed of the --samples draw (default: 0)")
     add_setting_options(run, settings or RunSettings, only=("batch_size", "max_batch_tokens"))
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:0 ... (default: auto)")
     run.add_argument("--dtype", default="auto", choices=DTYPES,
@@ -209,14 +212,21 @@ def load_model(args: argparse.Namespace, command: str, examples: list, ctx: Any 
 
 def load_data(args: argparse.Namespace, command: str) -> tuple:
     """``(examples, report)`` of the data options (:func:`skipit.empirical.data.add_data_arguments`),
-    every line or row checked before any model work; skipped ones (``--skip-bad``) reported."""
+    every line or row checked before any model work; skipped ones (``--skip-bad``) reported.
+    ``--samples N`` (N > 0) keeps a seeded random sample of whole images (``--sample-seed``) with
+    at least N questions (:func:`skipit.empirical.units.sample_units`), never the first N rows:
+    every row is read, and its image decoded, to know the images."""
     import sys
 
     from skipit.empirical.data import examples_from_args
+    from skipit.empirical.units import sample_units, unit_ids
 
-    examples, report = examples_from_args(args, default_data=DEFAULT_DATA)
+    everything = argparse.Namespace(**dict(vars(args), samples=0))
+    examples, report = examples_from_args(everything, default_data=DEFAULT_DATA)
     for n, why in report.skipped:
         print(f"skipit {command}: skipped {report.unit} {n} of {report.source}: {why}", file=sys.stderr)
+    if args.samples:
+        examples = [examples[i] for i in sample_units(unit_ids(examples), args.samples, args.sample_seed)]
     return examples, report
 
 

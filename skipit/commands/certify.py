@@ -72,8 +72,8 @@ def units_note(layers):
 
 def format_table(certificate):
     """The per-layer table, the paper's three verdicts and the verified configurations, as printed."""
-    from skipit.empirical.certificate import config_label
     from skipit.empirical.stats import threshold_key
+    from skipit.empirical.verification import config_label
 
     s = certificate["settings"]
     t_key = threshold_key(s["proximal_t"])
@@ -122,15 +122,25 @@ def format_table(certificate):
     if ver is None:
         lines.append("verification: off (--no-verify)")
         return "\n".join(lines)
-    lines.append(f"verified on {ver['examples']} calibration examples (tolerance {ver['tolerance']:g} of answers "
-                 f"changed, joint confidence {ver['confidence']:g}):")
-    lines.append(f"  {'configuration':<28} {'changed':>9} {'upper':>7} {'FLOPs':>6}  verdict")
+    units = ver.get("units")
+    cost = ver.get("cost") or {}
+    where = (f"{units} calibration images ({ver['examples']} questions; images as the units)" if units is not None
+             else f"{ver['examples']} calibration examples")
+    lines.append(f"verified on {where}, tolerance {ver['tolerance']:g} of answers changed, joint confidence "
+                 f"{ver['confidence']:g}:")
+    if cost:
+        lines.append(f"  learned on {cost['learn_units']} statistics images ({cost['learn_examples']} questions, "
+                     f"{cost['learn_passes']} candidates measured); one chain of {len(ver.get('chain') or [])} "
+                     "candidates worth testing, smallest saving first")
+    lines.append(f"  {'configuration':<32} {'learned':>7} {'changed':>9} {'upper':>7} {'FLOPs':>6}  verdict")
     for c in ver["configs"]:
-        lines.append(f"  {config_label(c):<28} {c['changed']:>4}/{c['examples']:<4} {c['upper_bound']:7.4f} "
-                     f"{c['flops_fraction']:6.3f}  {'certified' if c['certified'] else 'stop'}")
+        learned = "" if c.get("learned_rate") is None else f"{c['learned_rate']:.4f}"
+        lines.append(f"  {config_label(c):<32} {learned:>7} {c['changed']:>4}/{c['examples']:<4} "
+                     f"{c['upper_bound']:7.4f} {c['flops_fraction']:6.3f}  {'certified' if c['certified'] else 'stop'}")
     rec = ver["recommended"]
     if rec is None:
-        lines.append("recommended: none (no candidate keeps the change rate under the tolerance)")
+        lines.append("recommended: none (no candidate worth testing, or the first one tested kept the change rate "
+                     "above the tolerance)")
     else:
         lines.append(f"recommended: {config_label(rec)}: at most {ver['tolerance']:g} of answers change "
                      f"(upper bound {rec['upper_bound']:.4f}, {rec['changed']}/{rec['examples']} changed), "
@@ -185,7 +195,11 @@ def run(args):
                 model_info=info,
                 data_info={"source": report.source, "file_sha256": report.sha256,
                            "skipped_lines": [n for n, _ in report.skipped], "metric": report.metric,
-                           "columns": report.columns},
+                           "columns": report.columns,
+                           "sample": {"questions": args.samples, "seed": args.sample_seed,
+                                      "rule": "all" if not args.samples else
+                                      "seeded random sample of whole images (all their questions) with at least "
+                                      "`questions` questions"}},
                 run_info=run_info, ctx=ctx)
         except KeyboardInterrupt:
             if ctx.is_main:

@@ -34,23 +34,14 @@ exit after ``L`` iff every ``l > L`` passes the attention test (Section 4). Free
 freeze removes. Each freeze verdict is about one layer alone; effects of several frozen
 layers add up, which only the verification below measures.
 
-**Verification (Learn-then-Test, Angelopoulos et al. 2021; fixed-sequence testing as
-CALM, Schuster et al. 2022).** Calibration examples are disjoint from the statistics
-examples (:func:`split_indices`). Three chains of candidates are ordered from the
-statistics alone (:func:`candidate_chains`): late entry by ``L`` ascending, early exit by
-``L`` descending, freeze sets grown one layer at a time in the order of ``freeze_order``
-(:data:`FREEZE_ORDERS`: ShortV's layer contribution by default, or the certified redundancy
-``U_l``, both ascending). For each candidate the answer of the skipped model is compared with
-the full model's on every calibration example (label-free). Null hypothesis
-``H_0: change rate > tau``; its exact binomial p-value is ``P[Bin(n, tau) <= k]`` for ``k``
-changed answers out of ``n``. Each chain is tested at level ``delta_v / 3`` with
-``delta_v = 1 - c`` (``c`` the confidence), stopping at the first candidate not rejected;
-every rejected candidate is certified. Fixed-sequence testing controls the family-wise
-error of a chain at its level for any order fixed before the calibration data are seen,
-and the three levels add to ``delta_v``: with probability ``>= c`` **every** certified
-configuration changes at most ``tau`` of the answers on data drawn like the calibration
-examples. ``upper_bound`` is the one-sided Clopper-Pearson bound at the chain's level, so
-``certified`` iff the chain had not stopped and ``upper_bound <= tau``.
+**Verification** (Learn-then-Test: :mod:`skipit.empirical.verification`). The statistics
+and calibration examples are disjoint by image. Candidates are measured on the statistics
+split (their change rate against the full model), ONE chain of candidates worth testing is
+chosen from those rates alone, and the chain is tested on the calibration split by
+fixed-sequence testing at level ``1 - c`` on per-image change fractions: with probability
+``>= c`` **every** certified configuration changes at most ``tau`` of the answers (per image)
+on images drawn like the calibration images. This module only writes the block into the
+certificate (:func:`build_certificate`).
 """
 
 from __future__ import annotations
@@ -67,6 +58,7 @@ from scipy import stats as _scipy_stats
 from skipit.empirical.modes import VERIFY_MODES
 from skipit.empirical.settings import COSINE_DISTANCE_RANGE, FREEZE_ORDERS, CertifySettings
 from skipit.empirical.stats import DEFAULT_THRESHOLDS, threshold_key
+from skipit.empirical.units import UNIT_RULE
 from skipit.theory import betting_lower_bound, betting_p_value, betting_upper_bound, clopper_pearson_upper
 
 __all__ = [
@@ -636,7 +628,7 @@ def build_certificate(stats_layers: Sequence[Mapping[str, Any]], *, num_examples
                            "(l = 1, 2, ...) and the early-exit chain (l = N, N-1, ...) by fixed-sequence "
                            "testing, each test at the family's full level; the freeze family by Holm's rule "
                            "on betting p-values, plus the layers of the late-entry chain",
-        "independent_unit": "example (one image with its question)",
+        "independent_unit": UNIT_RULE if units is not None else "example (one image with its question)",
         "bounds": {
             "mean_upper_bound": "betting upper bound (Waudby-Smith & Ramdas 2024, predictable plug-in bets, "
                                 "one-sided; skipit.theory.betting_upper_bound) at delta_per_test on the "
@@ -658,8 +650,9 @@ def build_certificate(stats_layers: Sequence[Mapping[str, Any]], *, num_examples
         "settings": settings_out,
         "run": run,
         "hypotheses": [
-            "examples (not tokens) are i.i.d. draws from the distribution the certificate speaks about; "
-            "the tokens of one example may be dependent in any way",
+            "units (images, with all their questions; see settings.independent_unit) are i.i.d. draws from the "
+            "distribution the certificate speaks about; the tokens and the questions of one image may be "
+            "dependent in any way",
             "Theorem 1 additionally needs E[Z | X_l, X_{l-1}] Lipschitz; Theorem 6 needs the tail of the "
             "model mu-Lipschitz and each text update lambda-Lipschitz; neither constant is measured, so "
             "the paper's verdicts are backed by `verification`, which measures answer changes directly",

@@ -4,13 +4,15 @@ The pure half (bounds, verdicts, verification maths, schema) is
 :mod:`skipit.empirical.certificate`; the settings are
 :class:`skipit.empirical.settings.CertifySettings`. :func:`certify` runs the method's steps:
 
-1. **split** the examples into a statistics part and a disjoint calibration part
-   (:func:`~skipit.empirical.certificate.split_indices`);
+1. **split** the examples by image into a statistics part and a disjoint calibration part
+   (:func:`~skipit.empirical.verification.split_indices`; images identified by their pixels,
+   :mod:`skipit.empirical.units`);
 2. **statistics**: per-layer statistics of the statistics part, one forward per batch
    (:func:`skipit.empirical.capture_statistics`), checkpointed so that a killed run resumes;
-3. **learn**: the candidate chains, ordered from the statistics part alone (:func:`learn`);
+3. **learn**: every candidate's change rate on the statistics part, and from them ONE chain
+   of candidates worth testing (:func:`learn`);
 4. **verify**: the full model's answers on the calibration part, then each candidate of the
-   three chains in its fixed order until a chain stops; every count is checkpointed;
+   chain in its fixed order until the first not rejected; every answer change is checkpointed;
 5. **decide**: the paper's verdicts and the verified configurations
    (:func:`~skipit.empirical.certificate.build_certificate`);
 6. **write**: :func:`write_certificate` (the command writes what :func:`certify` returns).
@@ -27,18 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skipit.empirical.certificate import (
-    CERTIFICATE_FILE,
-    build_certificate,
-    candidate_chains,
-    certificate_layers,
-    config_arg,
-    config_key,
-    freeze_order,
-    run_chains,
-    split_indices,
-    verification_block,
-)
+from skipit.empirical.certificate import CERTIFICATE_FILE, build_certificate, certificate_layers
 from skipit.empirical.data import data_sha256
 from skipit.empirical.distributed import (
     SINGLE_PROCESS,
@@ -50,10 +41,11 @@ from skipit.empirical.distributed import (
     run_everywhere,
     run_on_main,
     shard,
-    sum_counts,
 )
 from skipit.empirical.files import atomic_write_text
 from skipit.empirical.settings import CertifySettings, SettingError
+from skipit.empirical.units import unit_ids
+from skipit.empirical.verification import config_key, learn_chain, split_indices, test_chain, verification_block
 from skipit.empirical.weights import weights_fingerprint
 from skipit.errors import RunError
 
@@ -340,82 +332,120 @@ def _progress_bar(show, ctx, total, initial, mine):
     return tqdm(total=mine, unit="ex", desc=f"statistics (rank 0 of {ctx.world_size})", leave=True)
 
 
-@dataclass
-class Learned:
-    """What :func:`learn` gives the verification: the candidate ``chains``
-    (:func:`~skipit.empirical.certificate.candidate_chains`) and how the freeze chain was
-    ordered (``order``: ``{"by", "scores", "layers"}``, recorded in the certificate)."""
+def _flags_everywhere(mine, flags, n, ctx):
+    """Per-question flags in the order of all ``n`` questions, from every rank's positions
+    ``mine`` and its ``flags`` there."""
+    out = [False] * n
+    for positions, part in gather_objects((list(mine), [bool(f) for f in flags]), ctx):
+        for p, f in zip(positions, part):
+            out[p] = f
+    return out
 
-    chains: dict[str, list[dict[str, Any]]]
-    order: dict[str, Any]
+
+class _Answers:
+    """A split's questions as the verification measures them: each rank answers its shard
+    (whole batches), the full model's answers and every candidate's changed flags are kept
+    in ``state`` (a dict of the checkpoint, saved by ``save``) and gathered over ranks."""
+
+    def __init__(self, name, model, processor, examples, settings, adapter, state, save, ctx, say):
+        from skipit.empirical.evaluate import token_counts as example_token_counts
+
+        self.name, self.model, self.processor, self.settings, self.adapter = name, model, processor, settings, adapter
+        self.state, self.save, self.ctx, self.say, self.n = state, save, ctx, say, len(examples)
+        self.mine = [i for batch in shard(batch_positions(processor, examples, model, settings.batch_size,
+                                                          settings.max_batch_tokens), ctx) for i in batch]
+        self.own = [examples[i] for i in self.mine]
+        if state.get("reference") is None or state.get("positions") != self.mine:
+            say(f"verification: full model on {self.n} {name} examples")
+            state.update(reference=self._answers(None), positions=self.mine, results={},
+                         token_counts=example_token_counts(model, processor, self.own, settings.batch_size, adapter))
+            save()
+        counts = gather_objects((self.mine, state["token_counts"]), ctx)
+        self.token_counts = [None] * self.n
+        for positions, part in counts:
+            for p, c in zip(positions, part):
+                self.token_counts[p] = tuple(c)
+
+    def _answers(self, config):
+        from skipit.empirical.candidates import candidate_context
+
+        context = None if config is None else (lambda: candidate_context(self.model, config, self.adapter))
+        return _answers(self.model, self.processor, self.own, self.settings, self.adapter, context=context)
+
+    def changed(self, config: Mapping[str, Any]) -> list[bool]:
+        """Per question (all ranks, in order), whether ``config`` changed its answer; run once, checkpointed."""
+        from skipit.empirical.answers import answers_changed
+
+        results = self.state.setdefault("results", {})
+        key = config_key(config)
+        if key not in results:
+            self.say(f"verification: {key} on the {self.name} split")
+            results[key] = answers_changed(self.state["reference"], self._answers(config))
+            self.save()
+        return _flags_everywhere(self.mine, results[key], self.n, self.ctx)
+
+    def flops(self, config: Mapping[str, Any]) -> float:
+        """Predicted FLOPs of ``config`` over the full model's on these questions' own token counts."""
+        from skipit.empirical.candidates import candidate_flops_fraction
+
+        return float(candidate_flops_fraction(self.model.config, config, self.token_counts))
 
 
-def learn(model: torch.nn.Module, processor: Any, ordering: Sequence[Example], layers: Sequence[Mapping[str, Any]],
-          settings: CertifySettings, adapter: VLMAdapter, checkpoint: Checkpoint,
-          ctx: DistributedContext = SINGLE_PROCESS, say: Callable[[str], None] = lambda msg: None) -> Learned:
-    """Step 3 (Learn-then-Test's *learn*): the candidate chains, fixed from the statistics split
-    alone, so that fixed-sequence testing on the calibration split stays valid.
+def learn(model: torch.nn.Module, processor: Any, examples: Sequence[Example], units: Sequence[int],
+          layers: Sequence[Mapping[str, Any]], settings: CertifySettings, adapter: VLMAdapter,
+          checkpoint: Checkpoint, ctx: DistributedContext = SINGLE_PROCESS,
+          say: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Step 3 (Learn-then-Test's *learn*), on the statistics split alone (``examples``, their
+    images ``units``), so that fixed-sequence testing on the calibration split stays valid.
 
-    Today: late entry and early exit in layer order; freeze sets grown in the order of
-    ``settings.freeze_order`` (ShortV's layer contribution on ``ordering``, the first
-    ``order_examples`` statistics examples, or the certified redundancy ``U_l`` of
-    ``layers``; :func:`~skipit.empirical.certificate.freeze_order`). The contributions are
-    checkpointed (``checkpoint.verification["order_scores"]``)."""
+    Each candidate's change rate against the full model (the mean over images of the fraction
+    of their questions whose answer changed) and predicted FLOPs feed
+    :func:`skipit.empirical.verification.learn_chain`, which measures the candidate families,
+    grows freeze sets and compositions, and chooses ONE chain. Ties in the freeze order are
+    broken by ``settings.freeze_order``: ShortV's layer contribution on the first
+    ``order_examples`` of ``examples`` (checkpointed), or the certified redundancy ``U_l``.
+    Returns the learn result with ``order_by``, ``order_scores`` and ``statistics`` (the
+    units and examples read) for the certificate."""
+    from skipit.empirical.units import unit_means
+
+    state = checkpoint.verification
     if settings.freeze_order == "contribution":
+        ordering = examples[:settings.order_examples]
         # rank 0's checkpoint decides, so every rank takes the same (collective) path
-        if run_on_main(lambda: checkpoint.verification.get("order_scores") is None, ctx):
+        if run_on_main(lambda: state.get("order_scores") is None, ctx):
             say(f"verification: layer contributions (ShortV) on {len(ordering)} statistics examples")
-            checkpoint.verification["order_scores"] = {str(k): v for k, v in layer_contributions(
+            state["order_scores"] = {str(k): v for k, v in layer_contributions(
                 model, processor, ordering, adapter, settings.batch_size, ctx, settings.max_batch_tokens).items()}
             checkpoint.save_state()
-        saved = run_on_main(lambda: checkpoint.verification["order_scores"], ctx)
-        scores = {int(k): float(v) for k, v in saved.items()}
-        by = ("ShortV layer contribution: mean KL(full || layer frozen) of the answer distribution on "
-              f"{len(ordering)} statistics examples")
+        scores = {int(k): float(v) for k, v in run_on_main(lambda: state["order_scores"], ctx).items()}
+        by = (f"ShortV layer contribution (mean KL(full || layer frozen) of the answer distribution on {len(ordering)} "
+              "statistics examples)")
     else:
         scores = {e["layer"]: e["vision"]["mean_upper_bound"] for e in layers}
-        by = "certified vision redundancy U_l (example-level upper bound on D_l)"
-    order = freeze_order(layers, scores)
-    return Learned(candidate_chains(layers, order),
-                   {"by": by, "scores": {str(k): v for k, v in scores.items()}, "layers": order})
+        by = "certified vision redundancy U_l"
+    answers = _Answers("statistics", model, processor, examples, settings, adapter, state.setdefault("learn", {}),
+                       checkpoint.save_state, ctx, say)
+
+    def rate(config):
+        return float(unit_means(answers.changed(config), units).mean())
+
+    out = learn_chain(adapter.num_layers(model), rate, answers.flops, settings.tolerance, settings.learn_margin,
+                      settings.fastv_ratios, scores)
+    return dict(out, order_by=by, order_scores=scores,
+                statistics={"units": len(set(units)), "examples": len(examples)})
 
 
-def _verify(model, processor, calibration, layers, learned, settings, adapter, checkpoint, ctx, say):
-    """Step 4: the full model's answers on ``calibration``, then the chains of ``learned`` walked
-    (fixed-sequence: a chain stops at its first candidate not rejected); returns the
-    ``verification`` block. Under ``ctx`` each rank answers its shard of ``calibration``; the
-    changed counts are added over ranks, so every rank walks the same chains."""
-    from skipit.empirical.answers import answers_changed
-    from skipit.empirical.evaluate import token_counts as example_token_counts
-
-    n = len(calibration)
-    state = checkpoint.verification
-    mine = [i for batch in shard(batch_positions(processor, calibration, model, settings.batch_size), ctx)
-            for i in batch]
-    own = [calibration[i] for i in mine]
-    if state.get("reference") is None or len(state["reference"]) != len(mine) or (
-            state.get("calibration") is not None and state["calibration"] != mine):
-        say(f"verification: full model on {n} calibration examples")
-        state["reference"] = _answers(model, processor, own, settings, adapter)
-        state["token_counts"] = example_token_counts(model, processor, own, settings.batch_size, adapter)
-        state["results"] = {}
-        state["calibration"] = mine
-        checkpoint.save_state()
-    token_counts = [c for part in gather_objects(state["token_counts"], ctx) for c in part]
-    results = state.setdefault("results", {})
-
-    def changed(config):
-        key = config_key(config)
-        if key not in results:  # counted once, checkpointed, reused on resume
-            say(f"verification: {key}")
-            answers = _answers(model, processor, own, settings, adapter, context=_skip_context(model, config, adapter))
-            results[key] = sum(answers_changed(state["reference"], answers))
-            checkpoint.save_state()
-        return sum_counts(int(results[key]), ctx)
-
-    chains = run_chains(learned.chains, n, changed, lambda config: _flops_fraction(model, config, token_counts),
-                        settings)
-    return verification_block(chains, settings, n, order=learned.order)
+def _verify(model, processor, calibration, units, learned, settings, adapter, checkpoint, ctx, say):
+    """Step 4: the full model's answers on ``calibration`` (images ``units``), then the one chain
+    of ``learned`` tested in its fixed order (:func:`skipit.empirical.verification.test_chain`);
+    returns the ``verification`` block. Under ``ctx`` each rank answers its shard of
+    ``calibration``; the changed flags are gathered, so every rank walks the same chain."""
+    answers = _Answers("calibration", model, processor, calibration, settings, adapter,
+                       checkpoint.verification.setdefault("calibration", {}), checkpoint.save_state, ctx, say)
+    result = test_chain(learned, answers.changed, units, answers.flops, settings.tolerance, settings.confidence)
+    return verification_block(result, settings, calibration={"units": len(set(units)), "examples": len(calibration)},
+                              statistics=learned["statistics"], order_by=learned["order_by"],
+                              order_scores=learned["order_scores"])
 
 
 def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
@@ -465,11 +495,12 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
     adapter = get_adapter(model)
     say = _sayer(progress and ctx.is_main)
 
-    # 1. split
-    stats_idx, calib_idx = split_indices(len(examples), settings)
+    # 1. split, by image
+    units = unit_ids(examples)
+    stats_idx, calib_idx = split_indices(units, settings)
     identity = _identity(model, adapter, examples, settings, model_info, data_info)
     verification_key = {"max_new_tokens": settings.max_new_tokens, "order": settings.freeze_order,
-                        "order_examples": settings.order_examples}
+                        "order_examples": settings.order_examples, "answers": "per-question flags"}
     rank_dir = None if checkpoint_dir is None else rank_checkpoint_dir(os.fspath(checkpoint_dir), ctx.rank)
     checkpoint, others = run_everywhere(lambda: (
         Checkpoint.open(rank_dir, identity, verification_key, settings.resume),
@@ -481,7 +512,7 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
                         progress, max_batches)
     if total is None:
         return None
-    layers = certificate_layers(total.layers(), total.num_examples, settings)
+    layers = certificate_layers(total.layers(), total.num_examples, settings, units=units)
 
     verification = None
     if settings.verify:
@@ -489,17 +520,18 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
 
         with torch.inference_mode():
             # 3. learn
-            learned = learn(model, processor, [examples[i] for i in stats_idx[:settings.order_examples]], layers,
-                            settings, adapter, checkpoint, ctx, say)
+            learned = learn(model, processor, [examples[i] for i in stats_idx], [units[i] for i in stats_idx],
+                            layers, settings, adapter, checkpoint, ctx, say)
             # 4. verify
-            verification = _verify(model, processor, [examples[i] for i in calib_idx], layers, learned, settings,
-                                   adapter, checkpoint, ctx, say)
+            verification = _verify(model, processor, [examples[i] for i in calib_idx], [units[i] for i in calib_idx],
+                                   learned, settings, adapter, checkpoint, ctx, say)
 
     # 5. decide
     return build_certificate(total.layers(), num_examples=total.num_examples, settings=settings,
                              model_info=_model_block(model, adapter, model_info, identity),
-                             data_info=_data_block(data_info, identity, stats_idx, calib_idx, settings),
-                             run_info=_run_block(run_info, model_info, settings, ctx), verification=verification)
+                             data_info=_data_block(data_info, identity, units, stats_idx, calib_idx, settings),
+                             run_info=_run_block(run_info, model_info, settings, ctx), verification=verification,
+                             units=units)
 
 
 def _model_block(model, adapter, model_info, identity):
@@ -510,12 +542,19 @@ def _model_block(model, adapter, model_info, identity):
     return out
 
 
-def _data_block(data_info, identity, stats_idx, calib_idx, settings):
+def _data_block(data_info, identity, units, stats_idx, calib_idx, settings):
+    from skipit.empirical.units import UNIT_RULE
+
+    def count(indices):
+        return len({units[i] for i in indices})
+
     return dict(data_info or {}, sha256=identity["data"]["sha256"], num_examples=identity["data"]["num_examples"],
+                num_units=count(range(len(units))), unit=UNIT_RULE,
                 statistics_examples=len(stats_idx), calibration_examples=len(calib_idx),
+                statistics_units=count(stats_idx), calibration_units=count(calib_idx),
                 split={"calibration_fraction": settings.calibration_fraction, "seed": settings.split_seed,
-                       "rule": "seeded permutation; the first round((1 - f) n) for the statistics, "
-                               "the rest for calibration"})
+                       "rule": "by image: the distinct images in a seeded random order, the first round((1 - f) U) "
+                               "with all their questions for the statistics, the rest for calibration"})
 
 
 def _run_block(run_info, model_info, settings, ctx):
@@ -531,32 +570,17 @@ def _run_block(run_info, model_info, settings, ctx):
 # helpers of the steps
 # --------------------------------------------------------------------------------------
 
-def _skip_context(model, config, adapter):
-    """A zero-argument factory of the skipping context of a verification candidate."""
-    from skipit.empirical.modes import skip_context
-
-    return lambda: skip_context(model, config["mode"], config_arg(config), adapter)
-
-
 def _answers(model, processor, examples, settings, adapter, context=None):
-    """Answers of the model (under ``context``) on ``examples``, as :func:`skipit.empirical.evaluate.predict`
-    gives them (the one-token argmax for letter-scored examples, the greedy generation of up to
-    ``settings.max_new_tokens`` tokens for free-form ones), normalised as ``skipit evaluate``
+    """Answers of the model (under ``context``) on ``examples``, as :func:`skipit.empirical.predict.predict`
+    reads them (the one-token argmax for letter-scored examples, the greedy generation of up to
+    ``settings.max_new_tokens`` tokens for free-form ones), compared as ``skipit evaluate``
     compares them too (:func:`skipit.empirical.answers.comparable_answers`)."""
     from skipit.empirical.answers import comparable_answers
-    from skipit.empirical.evaluate import predict
+    from skipit.empirical.predict import predict
 
     preds, _, _ = predict(model, processor, examples, settings.batch_size, adapter=adapter, context=context,
                           max_new_tokens=settings.max_new_tokens, max_batch_tokens=settings.max_batch_tokens)
     return comparable_answers(preds, examples)
-
-
-def _flops_fraction(model, config, token_counts):
-    """Predicted prefill FLOPs of ``config`` over those of the full model, summed over the
-    calibration examples' own token counts (:func:`skipit.empirical.flops.config_flops_fraction`)."""
-    from skipit.empirical.flops import config_flops_fraction
-
-    return float(config_flops_fraction(model.config, config["mode"], config_arg(config), token_counts))
 
 
 def run_versions() -> dict[str, str | None]:
@@ -586,7 +610,10 @@ def layer_contributions(model: torch.nn.Module, processor: Any, examples: Sequen
     batches = [to_model_inputs(build_inputs(processor, [examples[i] for i in idx], model=model), model)
                for idx in mine]
     n = adapter.num_layers(model)
-    contexts = [_skip_context(model, {"mode": "freeze", "layers": [l]}, adapter) for l in range(1, n + 1)]
+    from skipit.empirical.candidates import candidate_context
+
+    contexts = [lambda l=l: candidate_context(model, {"mode": "freeze", "layers": [l]}, adapter)
+                for l in range(1, n + 1)]
     kls = answer_kl(model, batches, contexts) if batches else [0.0] * n
     if ctx.is_distributed:
         count = sum(map(len, mine))

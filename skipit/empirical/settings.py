@@ -32,7 +32,7 @@ from skipit.errors import SkipitError
 __all__ = [
     "SettingError", "Check", "setting", "parse_layer_grid", "check_setting", "flag_of", "add_setting_options", "settings_from_args",
     "RunSettings", "CertifySettings", "EvaluateSettings", "SkipSettings",
-    "COSINE_DISTANCE_RANGE", "FREEZE_ORDERS",
+    "COSINE_DISTANCE_RANGE", "FREEZE_ORDERS", "FASTV_RATIOS",
 ]
 
 from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, VERIFY_MODES
@@ -197,6 +197,15 @@ class RunSettings(_Settings):
                                          optional(at_least(1)), cli=False)
 
 
+FASTV_RATIOS = (0.25, 0.5)
+"""FastV keep ratios R among the verification's candidates (FastV's paper uses K = 2, R = 0.5)."""
+
+
+def _ratios_check():
+    return Check("non-empty values in (0, 1)", lambda values: isinstance(values, tuple) and len(values) > 0
+                 and all(_is_real(r) and 0.0 < r < 1.0 for r in values))
+
+
 def _thresholds_check():
     def ok(values):
         return (isinstance(values, tuple) and len(values) > 0
@@ -251,6 +260,12 @@ class CertifySettings(RunSettings):
         one_of(FREEZE_ORDERS), group="verification")
     order_examples: int = setting(64, "statistics examples used by --freeze-order contribution", at_least(1),
                                   flag="--order-samples", metavar="K", group="verification")
+    learn_margin: float = setting(0.5, "learn step: a candidate is tested on the calibration split only if its "
+                                       "change rate on the statistics split is at most this fraction of --tolerance",
+                                  interval(0, 1, closed="high"), metavar="M", group="verification")
+    fastv_ratios: tuple = setting(FASTV_RATIOS, "FastV keep ratios R among the verified candidates (FastV at every "
+                                                "layer K with each R)", _ratios_check(), metavar="R",
+                                  group="verification")
     max_new_tokens: int = setting(1, "greedy tokens of a free-form answer compared by the verification (1: the "
                                      "one-token answer)", at_least(1), cli=False)
     checkpoint_every: int = setting(8, "save the statistics every K batches", at_least(1), metavar="K")
@@ -318,7 +333,8 @@ def _grid_ok(value):
 
 
 _DECISION = ("eps", "proximal_t", "attention_threshold", "confidence", "thresholds", "verify", "tolerance",
-             "calibration_fraction", "split_seed", "max_new_tokens", "freeze_order", "order_examples")
+             "calibration_fraction", "split_seed", "max_new_tokens", "freeze_order", "order_examples", "learn_margin",
+             "fastv_ratios")
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,13 @@ from typing import Any
 import numpy as np
 from scipy import stats as _scipy_stats
 
-from skipit.theory import clopper_pearson_upper
+from skipit.empirical.settings import FASTV_RATIOS
 
 __all__ = ["COMPOSITION", "FASTV_RATIOS", "candidate_pool", "config_key", "config_label"]
 
 COMPOSITION = "freeze+early-exit"
 """The mode name of a composition: a freeze set plus early exit after layer L, in one forward."""
 
-FASTV_RATIOS = (0.25, 0.5)
-"""FastV keep ratios R among the candidates (FastV's paper uses K = 2, R = 0.5)."""
 
 
 def candidate_families(num_layers: int, fastv_ratios: Sequence[float] = FASTV_RATIOS) -> list[list[dict[str, Any]]]:
@@ -116,6 +114,8 @@ def change_upper_bound(fractions: Sequence[float], level: float, single: bool = 
     if f.size == 0:
         return 1.0
     if single:
+        from skipit.theory import clopper_pearson_upper
+
         return float(clopper_pearson_upper(int(round(f.sum())), f.size, float(level)))
     return float(betting_upper_bound(f, float(level)))
 
@@ -234,29 +234,119 @@ def run_chain(chain: Sequence[Mapping[str, Any]], changed: Callable[[Mapping[str
     return out
 
 
+def learn_chain(num_layers: int, rate: Callable[[Mapping[str, Any]], float],
+                flops: Callable[[Mapping[str, Any]], float], tolerance: float, margin: float,
+                fastv_ratios: Sequence[float] = FASTV_RATIOS,
+                tie_scores: Mapping[int, float] | None = None) -> dict[str, Any]:
+    """Learn-then-Test's *learn*, on the statistics split alone: :func:`learn_candidates` then
+    :func:`choose_chain`. Returns ``{"learned", "freeze_order", "chain"}``."""
+    learned, order = learn_candidates(num_layers, rate, flops, tolerance, margin, fastv_ratios, tie_scores)
+    return {"learned": learned, "freeze_order": order, "chain": choose_chain(learned, tolerance, margin)}
+
+
+def test_chain(learned: Mapping[str, Any], changed: Callable[[Mapping[str, Any]], Sequence[bool]],
+               units: Sequence[int], flops: Callable[[Mapping[str, Any]], float], tolerance: float,
+               confidence: float) -> dict[str, Any]:
+    """Learn-then-Test's *test*: :func:`run_chain` of ``learned["chain"]`` (from
+    :func:`learn_chain`) on the calibration split (``changed``, ``units``, ``flops``) at level
+    ``1 - confidence``.
+
+    **Guarantee.** The chain is fixed before any calibration answer is read, and
+    fixed-sequence testing controls the family-wise error at the level of one test: with
+    probability ``>= confidence`` over the calibration images, every certified candidate's
+    mean per-image change rate on the population the images are drawn from is at most
+    ``tolerance`` (Learn-then-Test, Angelopoulos et al. 2021; fixed-sequence testing as in
+    CALM, Schuster et al. 2022). Returns ``learned`` with ``tested`` and ``recommended`` (the
+    certified candidate with the fewest predicted FLOPs; None when none is certified).
+    """
+    tested = run_chain(learned["chain"], changed, units, flops, tolerance, 1.0 - float(confidence))
+    certified = [c for c in tested if c["certified"]]
+    best = min(certified, key=lambda c: c["flops_fraction"]) if certified else None
+    return dict(learned, tested=tested, recommended=best)
+
+
 def learn_then_test(num_layers: int, *, learn_rate: Callable[[Mapping[str, Any]], float],
                     learn_flops: Callable[[Mapping[str, Any]], float],
                     changed: Callable[[Mapping[str, Any]], Sequence[bool]], units: Sequence[int],
                     flops: Callable[[Mapping[str, Any]], float], tolerance: float, confidence: float,
                     margin: float, fastv_ratios: Sequence[float] = FASTV_RATIOS,
                     tie_scores: Mapping[int, float] | None = None) -> dict[str, Any]:
-    """The whole verification: :func:`learn_candidates` and :func:`choose_chain` on the
-    statistics split (``learn_rate``, ``learn_flops``), then :func:`run_chain` on the
-    calibration split (``changed``, ``units``, ``flops``) at level ``1 - confidence``.
+    """The whole verification: :func:`learn_chain` on the statistics split (``learn_rate``,
+    ``learn_flops``), then :func:`test_chain` on the calibration split (``changed``,
+    ``units``, ``flops``); ``skipit certify`` runs the same two steps."""
+    learned = learn_chain(num_layers, learn_rate, learn_flops, tolerance, margin, fastv_ratios, tie_scores)
+    return test_chain(learned, changed, units, flops, tolerance, confidence)
 
-    **Guarantee.** The chain is fixed before any calibration answer is read, and
-    fixed-sequence testing controls the family-wise error at the level of one test: with
-    probability ``>= confidence`` over the calibration images, every certified candidate's
-    mean per-image change rate on the population the images are drawn from is at most
-    ``tolerance`` (Learn-then-Test, Angelopoulos et al. 2021; fixed-sequence as CALM,
-    Schuster et al. 2022). Returns ``{"learned", "freeze_order", "chain", "tested",
-    "recommended"}``; ``recommended`` is the certified candidate with the fewest predicted
-    FLOPs (None when none is certified).
+
+# --------------------------------------------------------------------------------------
+# the split and the certificate's block
+# --------------------------------------------------------------------------------------
+
+def split_indices(units: Sequence[int], settings: Any) -> tuple[list[int], list[int]]:
+    """``(statistics, calibration)`` example indices, disjoint by image: ``units`` gives each
+    example's image (:func:`skipit.empirical.units.unit_ids`), split by
+    :func:`skipit.empirical.units.split_units` at ``settings.calibration_fraction`` and
+    ``settings.split_seed``. Without verification (``settings.verify`` false) every example
+    goes to the statistics."""
+    from skipit.empirical.units import split_units
+
+    if not settings.verify:
+        return list(range(len(units))), []
+    return split_units(units, settings.calibration_fraction, settings.split_seed)
+
+
+UNIT_STATEMENT = ("images: the questions of one image (same decoded pixels) are one unit; a candidate's change "
+                  "rate is the mean over images of the fraction of their questions whose answer changed")
+
+
+def verification_block(result: Mapping[str, Any], settings: Any, *, calibration: Mapping[str, int],
+                       statistics: Mapping[str, int], order_by: str,
+                       order_scores: Mapping[int, float] | None = None) -> dict[str, Any]:
+    """The certificate's ``verification`` dict from :func:`learn_then_test`'s ``result``.
+
+    ``calibration`` / ``statistics``: ``{"units", "examples"}`` of the calibration split and of
+    the statistics examples the learn step read; ``order_by`` how ties in the freeze order
+    were broken, ``order_scores`` their scores. ``configs`` are the tested candidates in chain
+    order (each with ``learned_rate`` too); ``recommended`` the certified one with the fewest
+    predicted FLOPs, with ``predicted_speedup``, or None.
     """
-    learned, order = learn_candidates(num_layers, learn_rate, learn_flops, tolerance, margin, fastv_ratios,
-                                      tie_scores)
-    chain = choose_chain(learned, tolerance, margin)
-    tested = run_chain(chain, changed, units, flops, tolerance, 1.0 - float(confidence))
-    certified = [c for c in tested if c["certified"]]
-    best = min(certified, key=lambda c: c["flops_fraction"]) if certified else None
-    return {"learned": learned, "freeze_order": order, "chain": chain, "tested": tested, "recommended": best}
+    from skipit.empirical.units import UNIT_RULE
+
+    level = 1.0 - float(settings.confidence)
+    learned = {config_key(c): c for c in result["learned"]}
+    configs = [dict(c, key=config_key(c), learned_rate=learned[config_key(c)]["learned_rate"])
+               for c in result["tested"]]
+    best = result["recommended"]
+    n_units, n_examples = int(calibration["units"]), int(calibration["examples"])
+    return {
+        "tolerance": float(settings.tolerance), "confidence": float(settings.confidence),
+        "examples": n_examples, "units": n_units, "level_per_chain": level, "chains": 1,
+        "margin": float(settings.learn_margin),
+        "unit": UNIT_STATEMENT, "unit_rule": UNIT_RULE,
+        "procedure": ("Learn-then-Test: on the statistics split, every candidate family is measured (change rate "
+                      "against the full model) from its mildest member until the first above margin x tolerance; "
+                      "freeze sets grow in the learned order; compositions join a safe freeze set to a safe early "
+                      "exit; the candidates at most margin x tolerance and not dominated in (FLOPs, rate) form ONE "
+                      "chain, smallest saving first. On the calibration split the chain is tested in that fixed "
+                      f"order at level {level:g} (fixed-sequence testing), stopping at the first candidate not "
+                      "rejected; test of H0: change rate >= tolerance on the per-image change fractions: the "
+                      "betting p-value (Waudby-Smith & Ramdas 2024), or the exact binomial when every image has "
+                      "one question"),
+        "statement": (f"with probability >= {settings.confidence:g}, on images like the {n_units} calibration images "
+                      f"({n_examples} questions), every certified configuration changes at most "
+                      f"{settings.tolerance:g} of the answers (per image, compared with the full model's)"),
+        "answer": ("one-token argmax at the answer position" if (settings.max_new_tokens or 1) <= 1 else
+                   f"greedy generation of up to {settings.max_new_tokens} tokens, normalised (the one-token "
+                   "argmax for letter-scored multiple-choice examples)"),
+        "cost": {"learn_passes": len(result["learned"]), "learn_units": int(statistics["units"]),
+                 "learn_examples": int(statistics["examples"]), "calibration_passes": len(configs) + 1},
+        "freeze_order": {"by": "one-layer freeze change rate on the statistics split, ties by " + order_by,
+                         "scores": {str(k): float(v) for k, v in (order_scores or {}).items()},
+                         "layers": list(result["freeze_order"])},
+        "learned": [dict(c, key=config_key(c)) for c in result["learned"]],
+        "chain": [config_key(c) for c in result["chain"]],
+        "configs": configs,
+        "recommended": None if best is None else dict(best, key=config_key(best),
+                                                      learned_rate=learned[config_key(best)]["learned_rate"],
+                                                      predicted_speedup=1.0 / best["flops_fraction"]),
+    }

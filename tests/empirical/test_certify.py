@@ -407,11 +407,18 @@ def _direct_answers(model, processor, examples, context=None):
 
 
 def _direct_context(model, config):
-    from skipit.empirical import skipping
+    """The skipping of ``config`` built from the skipping primitives themselves (not through
+    :mod:`skipit.empirical.candidates`)."""
+    from skipit.empirical import baselines, skipping
 
-    if config["mode"] == "freeze":
+    mode = config["mode"]
+    if mode == "freeze":
         return lambda: skipping.freeze(model, layers=config["layers"])
-    fn = skipping.late_entry if config["mode"] == "late-entry" else skipping.early_exit
+    if mode == "freeze+early-exit":
+        return lambda: skipping.skip(model, early_exit=config["layer"], freeze=config["layers"])
+    if mode == "fastv":
+        return lambda: baselines.fastv_prune(model, config["layer"], config["keep_ratio"])
+    fn = skipping.late_entry if mode == "late-entry" else skipping.early_exit
     return lambda: fn(model, layer=config["layer"])
 
 
@@ -428,52 +435,61 @@ def _direct_token_counts(model, processor, examples):
     return counts
 
 
-VERIFY_SETTINGS = {"tolerance": 0.5, "confidence": 0.7}  # level 0.1 per chain: 0 of 6 changed is rejected
+VERIFY_SETTINGS = {"tolerance": 0.5, "confidence": 0.7}  # level 0.3: 0 of 6 changed is rejected (p = 0.016)
+
+
+def _split(examples, **settings):
+    from skipit.empirical.units import unit_ids
+    from skipit.empirical.verification import split_indices
+
+    return split_indices(unit_ids(examples), CertifySettings(**{**VERIFY_SETTINGS, **settings}))
 
 
 def test_verification_counts_equal_a_direct_comparison_of_answers(quiet_llava):
     """Every tested config's ``changed`` equals a one-example-at-a-time comparison of its answers
-    with the full model's on the calibration split; ``flops_fraction`` is the FLOPs model on the
-    calibration examples' own token counts; each chain is the statistics-ordered candidate list
-    up to its first config not rejected; statistics come from the statistics split alone."""
-    from skipit.empirical.certificate import candidate_chains, split_indices
-    from skipit.empirical.flops import config_flops_fraction
+    with the full model's on the calibration split, and every learned rate the same on the
+    statistics split; ``flops_fraction`` is the FLOPs model on the calibration examples' own
+    token counts; the tested configs are the learned chain up to its first config not rejected;
+    statistics come from the statistics split alone."""
+    from skipit.empirical.candidates import candidate_flops_fraction
+    from skipit.empirical.verification import config_key
     from tests.empirical.certify_helpers import digit_examples
 
     model, processor, _ = quiet_llava
     examples = digit_examples(12)
     cert = _run(quiet_llava, examples, verify=True, **VERIFY_SETTINGS)
-    settings = CertifySettings(batch_size=3, **VERIFY_SETTINGS)
-    stats_idx, calib_idx = split_indices(12, settings)
+    stats_idx, calib_idx = _split(examples)
     calibration = [examples[i] for i in calib_idx]
-    _assert_numbers_equal_the_capture_engine(cert, model, processor, [examples[i] for i in stats_idx], 3)
-    assert cert["data"]["statistics_examples"] == 6 and cert["data"]["calibration_examples"] == 6
+    statistics = [examples[i] for i in stats_idx]
+    _assert_numbers_equal_the_capture_engine(cert, model, processor, statistics, 3)
+    data = cert["data"]
+    assert (data["statistics_examples"], data["calibration_examples"]) == (6, 6)
+    assert (data["statistics_units"], data["calibration_units"], data["num_units"]) == (6, 6, 12)
 
     verification = cert["verification"]
-    assert verification["examples"] == 6
+    assert (verification["examples"], verification["units"]) == (6, 6)
     reference = _direct_answers(model, processor, calibration)
     counts = _direct_token_counts(model, processor, calibration)
-    chains = candidate_chains(cert["layers"], order=verification["freeze_order"]["layers"])
-    by_mode = {}
     for config in verification["configs"]:
-        by_mode.setdefault(config["mode"], []).append(config)
         answers = _direct_answers(model, processor, calibration, _direct_context(model, config))
         assert config["changed"] == sum(a != r for a, r in zip(answers, reference)), config
-        assert config["examples"] == 6
-        layer = config["layers"] if config["mode"] == "freeze" else config["layer"]
-        assert config["flops_fraction"] == pytest.approx(
-            config_flops_fraction(model.config, config["mode"], layer, counts), rel=1e-12)
-    for mode, tested in by_mode.items():
-        keys = [{k: c[k] for k in ("mode", "layer", "layers") if k in c} for c in tested]
-        assert keys == chains[mode][:len(tested)], mode
-        stopped = [not c["certified"] for c in tested]
-        assert stopped == [False] * (len(tested) - 1) + [True] or (not any(stopped)
-                                                                  and len(tested) == len(chains[mode]))
+        assert config["examples"] == 6 and config["units"] == 6
+        assert config["flops_fraction"] == pytest.approx(candidate_flops_fraction(model.config, config, counts),
+                                                         rel=1e-12)
+    learn_reference = _direct_answers(model, processor, statistics)
+    for config in verification["learned"]:
+        answers = _direct_answers(model, processor, statistics, _direct_context(model, config))
+        assert config["learned_rate"] == pytest.approx(
+            sum(a != r for a, r in zip(answers, learn_reference)) / 6, abs=1e-12), config
+    tested = [config_key(c) for c in verification["configs"]]
+    assert tested == verification["chain"][:len(tested)]
+    stopped = [not c["certified"] for c in verification["configs"]]
+    assert stopped == [False] * (len(tested) - 1) + [True] or (not any(stopped)
+                                                              and len(tested) == len(verification["chain"]))
     certified = [c for c in verification["configs"] if c["certified"]]
-    assert {(c["mode"], c.get("layer")) for c in certified} >= {("late-entry", 2), ("late-entry", 3)}
-    assert {"mode": "freeze", "layers": [1]} in [{"mode": c["mode"], "layers": c.get("layers")} for c in certified]
-    assert verification["recommended"] == min(certified, key=lambda c: c["flops_fraction"]) | {
-        "predicted_speedup": 1 / min(c["flops_fraction"] for c in certified)}
+    assert certified  # the identity layers change no answer
+    best = min(certified, key=lambda c: c["flops_fraction"])
+    assert verification["recommended"] == dict(best, predicted_speedup=1 / best["flops_fraction"])
 
 
 def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, tmp_path, monkeypatch):
@@ -495,7 +511,7 @@ def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, t
     monkeypatch.setattr(certify_module, "_answers", counting)
     whole = _run(quiet_llava, examples, verify=True, checkpoint_dir=tmp_path / "a", **VERIFY_SETTINGS)
     total_calls = len(calls)
-    assert total_calls >= 4  # the reference and at least one candidate per chain
+    assert total_calls >= 4  # the references (statistics, calibration) and candidates on both splits
 
     def crash_on_third(*args, **kwargs):
         calls.append(1)
@@ -507,7 +523,7 @@ def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, t
     monkeypatch.setattr(certify_module, "_answers", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         _run(quiet_llava, examples, verify=True, checkpoint_dir=tmp_path / "b", **VERIFY_SETTINGS)
-    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())["verification"]
+    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())["verification"]["learn"]
     assert len(state["reference"]) == 6 and list(state["results"]) == ["late-entry:2"]
 
     calls.clear()
@@ -519,7 +535,7 @@ def test_interrupted_verification_resumes_to_the_same_certificate(quiet_llava, t
     finally:
         handle.remove()
     assert len(calls) == total_calls - 2
-    assert len(forwards) == 2 * len(calls)  # 6 calibration examples in batches of 3; no statistics forward
+    assert len(forwards) == 2 * len(calls)  # 6 examples a split in batches of 3; no statistics or KL forward
     assert resumed == whole
 
 
@@ -532,7 +548,6 @@ def test_generated_answers_are_compared_when_max_new_tokens_exceeds_one(quiet_ll
 
     import torch
 
-    from skipit.empirical.certificate import split_indices
     from skipit.empirical.data import build_inputs
     from skipit.empirical.metrics import normalise_for
     from tests.empirical.certify_helpers import digit_examples
@@ -541,7 +556,7 @@ def test_generated_answers_are_compared_when_max_new_tokens_exceeds_one(quiet_ll
     examples = [dataclasses.replace(e, metric="exact") for e in digit_examples(8)]
     cert = _run(quiet_llava, examples, verify=True, max_new_tokens=3, **VERIFY_SETTINGS)
     assert cert["verification"]["answer"].startswith("greedy generation of up to 3 tokens")
-    calibration = [examples[i] for i in split_indices(8, CertifySettings(**VERIFY_SETTINGS))[1]]
+    calibration = [examples[i] for i in _split(examples)[1]]
 
     def generated(context=None, tokens=3):
         out = []
@@ -560,15 +575,15 @@ def test_generated_answers_are_compared_when_max_new_tokens_exceeds_one(quiet_ll
         assert config["changed"] == sum(a != r for a, r in zip(answers, reference)), config
 
 
-def test_contribution_order_is_shortv_kl_on_the_statistics_split(quiet_llava):
-    """``freeze_order="contribution"``: each layer's score is the mean over the first
+def test_freeze_order_is_the_learned_rate_with_shortv_kl_breaking_ties(quiet_llava):
+    """The freeze order: layers by their one-layer freeze change rate on the statistics split,
+    ties by ShortV's contribution (``freeze_order="contribution"``): the mean over the first
     ``order_examples`` statistics examples of KL(full || layer frozen) of the answer-token
-    distribution (computed here one example at a time, by hand), and the freeze chain grows
-    in that order, ascending. Identity layers 1 and 2 contribute nothing (KL 0)."""
+    distribution (computed here one example at a time, by hand). Identity layers 1 and 2
+    contribute nothing (KL 0); the freeze sets the learn step grows follow the order."""
     import torch
 
     from skipit.empirical import skipping
-    from skipit.empirical.certificate import freeze_order, split_indices
     from skipit.empirical.data import build_inputs
     from tests.empirical.certify_helpers import digit_examples
 
@@ -576,7 +591,7 @@ def test_contribution_order_is_shortv_kl_on_the_statistics_split(quiet_llava):
     examples = digit_examples(12)
     cert = _run(quiet_llava, examples, verify=True, freeze_order="contribution", order_examples=4,
                 **VERIFY_SETTINGS)
-    ordering = [examples[i] for i in split_indices(12, CertifySettings(**VERIFY_SETTINGS))[0][:4]]
+    ordering = [examples[i] for i in _split(examples)[0][:4]]
 
     def log_probs(example, frozen=None):
         with torch.inference_mode():
@@ -592,11 +607,50 @@ def test_contribution_order_is_shortv_kl_on_the_statistics_split(quiet_llava):
     for layer in range(1, 5):
         kls = [float((p.exp() * (p - log_probs(e, layer))).sum()) for e, p in zip(ordering, full)]
         want[layer] = sum(kls) / len(kls)
-    order = cert["verification"]["freeze_order"]
+    ver = cert["verification"]
+    order = ver["freeze_order"]
     assert "contribution" in order["by"] and "4 statistics examples" in order["by"]
     assert {int(k): v for k, v in order["scores"].items()} == pytest.approx(want, rel=1e-6, abs=1e-9)
     assert want[1] == pytest.approx(0.0, abs=1e-9) and want[2] == pytest.approx(0.0, abs=1e-9)
-    assert order["layers"] == freeze_order(cert["layers"], {int(k): v for k, v in order["scores"].items()})
-    assert set(order["layers"][:2]) == {1, 2} and order["layers"][2:] == [3]  # layer N = 4 is never a candidate
-    freeze = [c["layers"] for c in cert["verification"]["configs"] if c["mode"] == "freeze"]
-    assert freeze == [sorted(order["layers"][:k]) for k in range(1, len(freeze) + 1)]
+    single = {c["layers"][0]: c["learned_rate"] for c in ver["learned"]
+              if c["mode"] == "freeze" and len(c["layers"]) == 1}
+    assert sorted(single) == [1, 2, 3]  # layer N = 4 is never a candidate
+    assert order["layers"] == sorted(single, key=lambda l: (single[l], want[l], l))
+    assert set(order["layers"][:2]) == {1, 2}
+    grown = [c["layers"] for c in ver["learned"] if c["mode"] == "freeze" and len(c["layers"]) > 1]
+    assert grown == [sorted(order["layers"][:k]) for k in range(2, len(grown) + 2)]
+
+
+# --------------------------------------------------------------------------- write failures
+
+def test_a_checkpoint_write_failing_midway_is_one_line_and_keeps_the_last_good_checkpoint(tiny_llava, tmp_path,
+                                                                                         monkeypatch):
+    """The second statistics file cannot be written (a full disk, an --out made unwritable): a
+    RunError in one line saying what was kept; the checkpoint still names the first file, which
+    holds its examples, and a rerun resumes to the uninterrupted certificate."""
+    from skipit.empirical.stats import RunStatistics
+    from skipit.errors import RunError
+    from tests.empirical.certify_helpers import digit_examples
+
+    examples = digit_examples(9)
+    whole = _run(tiny_llava, examples, checkpoint_dir=tmp_path / "a", checkpoint_every=1)
+    real = RunStatistics.save
+    saves = []
+
+    def full_disk(self, path):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        real(self, path)
+
+    monkeypatch.setattr(RunStatistics, "save", full_disk)
+    with pytest.raises(RunError) as failed:
+        _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1)
+    message = str(failed.value)
+    assert "\n" not in message and failed.value.exit_code == 1
+    assert message.startswith(f"cannot write the checkpoint in {tmp_path / 'b'} (No space left on device); the "
+                              "last good checkpoint (statistics of 3 examples) is kept")
+    monkeypatch.setattr(RunStatistics, "save", real)
+    state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert state["done"] == [0, 1, 2] and (tmp_path / "b" / state["statistics"]).exists()
+    assert _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1) == whole

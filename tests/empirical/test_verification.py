@@ -228,3 +228,28 @@ def test_every_certified_candidate_is_within_tau_with_the_stated_confidence():
             fractions = flags.reshape(images, per).mean(axis=1)
             bad += change_p_value(fractions, tau, level, single) <= level
         assert bad / RUNS <= level + FWER_SLACK
+
+
+# ------------------------------------------------------------------ ties at the level
+
+def test_a_p_value_exactly_at_the_level_is_rejected_and_the_chain_goes_on():
+    """Fixed-sequence testing rejects H0 at ``p <= level``: 0 of 2 single-question images
+    changed at tau = 0.5 has p = P[Bin(2, 0.5) <= 0] = 0.25 exactly, the level of confidence
+    0.75. The candidate is certified and the chain measures the next one."""
+    chain = [{"mode": "late-entry", "layer": 2}, {"mode": "late-entry", "layer": 3}]
+    measured = []
+
+    def changed(config):
+        measured.append(config["layer"])
+        return [False, False] if config["layer"] == 2 else [True, True]
+
+    out = run_chain(chain, changed, [0, 1], lambda c: 0.5, tolerance=0.5, level=0.25)
+    assert measured == [2, 3]  # p == level does not stop the chain
+    assert [r["certified"] for r in out] == [True, False] and out[0]["p_value"] == 0.25
+
+
+def test_a_p_value_just_above_the_level_stops_the_chain():
+    """The other side of the tie: 1 of 2 changed has p = 0.75 > 0.25, the chain stops there."""
+    chain = [{"mode": "early-exit", "layer": 3}, {"mode": "early-exit", "layer": 2}]
+    out = run_chain(chain, lambda c: [True, False], [0, 1], lambda c: 0.5, tolerance=0.5, level=0.25)
+    assert [r["layer"] for r in out] == [3] and [r["certified"] for r in out] == [False]
