@@ -117,6 +117,23 @@ def test_an_exception_inside_a_skipping_context_leaves_the_model_as_before(model
     assert not hasattr(model, "_skipit_skipper") and _no_hooks_of_ours(model)
 
 
+def test_an_exception_inside_the_statistics_capture_leaves_the_model_as_before(model):
+    """The capture engine and its attention probe: hooks on every decoder layer and attention."""
+    from skipit.empirical.capture import capture_statistics
+
+    batch = tiny_batch(model, batch_size=2, seed=5)
+    before = _snapshot(model)
+    handle = _raise_in(get_adapter(model).decoder_layers(model)[2], lambda: True)
+    try:
+        with pytest.raises(RuntimeError, match="planted"), torch.no_grad(), capture_statistics(model) as capture:
+            assert capture.active
+            model(**batch)
+    finally:
+        handle.remove()
+    _assert_same(before, _snapshot(model))
+    assert _no_hooks_of_ours(model)
+
+
 def test_an_exception_while_freeze_swaps_q_proj_leaves_the_model_as_before(model):
     """Freeze computes a frozen layer's keys with its ``q_proj`` swapped for a no-op: raised
     from the key projection while swapped, the original module is back in its place."""
