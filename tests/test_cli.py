@@ -391,3 +391,92 @@ def test_certify_help_lists_the_options(capsys):
                    "--device", "--dtype", "--skip-bad", "--resume", "--eps", "--proximal-t",
                    "--attention-threshold", "--threads"):
         assert option in text
+
+
+# --- error paths of a run and --json --------------------------------------------------------------
+
+def _fail_on_call(n, error):
+    calls = []
+
+    def patched(real):
+        def wrapper(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise error
+            return real(*args, **kwargs)
+        return wrapper
+    return patched
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path, llava_dir, data, monkeypatch, capsys):
+    """Interrupted in the first statistics batch: no checkpoint exists, and the message says so
+    (no folder to resume from is named); the --out the run created is removed."""
+    from skipit.empirical.certify_run import Checkpoint
+
+    monkeypatch.setattr(Checkpoint, "add", _fail_on_call(1, KeyboardInterrupt)(Checkpoint.add))  # in batch 1
+    out = tmp_path / "cut"
+    argv = ["certify", "--model", llava_dir, "--data", data, "--out", str(out), *FAST, "-q", "--checkpoint-every", "1"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert ("skipit certify: interrupted before the first checkpoint (one is saved every 1 batches of statistics): "
+            "nothing was saved; rerun the same command to start again\n") in err
+    assert "resume" not in err and not out.exists()
+
+
+def test_ctrl_c_after_a_checkpoint_names_what_it_holds(tmp_path, llava_dir, data, monkeypatch, capsys):
+    from skipit.empirical.certify_run import Checkpoint
+
+    monkeypatch.setattr(Checkpoint, "add", _fail_on_call(2, KeyboardInterrupt)(Checkpoint.add))  # in batch 2
+    out = tmp_path / "cut"
+    argv = ["certify", "--model", llava_dir, "--data", data, "--out", str(out), *FAST, "-q", "--checkpoint-every", "1",
+            "--no-verify"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert (f"the statistics of 2 examples (up to the last checkpoint) are in {out / 'checkpoint'}; rerun the "
+            "same command to resume") in err  # batch 1 of 2 examples
+    assert len(json.loads((out / "checkpoint" / "checkpoint.json").read_text())["done"]) == 2
+
+
+def test_a_checkpoint_write_failing_midway_exits_1_in_one_line(tmp_path, llava_dir, data, monkeypatch, capsys):
+    """An --out that becomes unwritable (or a full disk) at the second checkpoint: one line, exit 1, no
+    traceback; the first checkpoint is kept and a rerun resumes from it to the whole certificate."""
+    from skipit.empirical.stats import RunStatistics
+
+    real = RunStatistics.save
+    monkeypatch.setattr(RunStatistics, "save", _fail_on_call(2, PermissionError(13, "Permission denied"))(real))
+    out = tmp_path / "o"
+    argv = ["certify", "--model", llava_dir, "--data", data, "--out", str(out), "--samples", "4", "--batch-size", "1",
+            "--checkpoint-every", "1", "-q", "--no-verify"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"skipit certify: error: cannot write the checkpoint in {out / 'checkpoint'} "
+                          "(Permission denied); the last good checkpoint (statistics of 1 examples) is kept")
+    assert json.loads((out / "checkpoint" / "checkpoint.json").read_text())["done"] == [0]
+    monkeypatch.setattr(RunStatistics, "save", real)
+    assert main(argv) == 0 and (out / "certificate.json").exists()
+
+
+def test_results_that_cannot_be_written_exit_1_in_one_line(tmp_path, llava_dir, data, monkeypatch, capsys):
+    import skipit.empirical.certify_run as certify_run
+
+    monkeypatch.setattr(certify_run, "write_certificate", _fail_on_call(1, OSError(28, "No space left on device"))(
+        certify_run.write_certificate))
+    out = tmp_path / "o"
+    assert main(["certify", "--model", llava_dir, "--data", data, "--out", str(out), *FAST, "-q", "--no-verify"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"skipit certify: error: cannot write the results into --out {out} (No space left on device); "
+                   "the checkpoint in it is kept: fix the directory and rerun the same command (it resumes from "
+                   "the checkpoint)\n")
+    assert (out / "checkpoint" / "checkpoint.json").exists()
+
+
+def test_certify_json_prints_what_certificate_json_holds(tmp_path, llava_dir, data, capsys):
+    """``skipit certify --json``: stdout is the certificate, key for key as in ``certificate.json``."""
+    out = tmp_path / "o"
+    assert main(["certify", "--model", llava_dir, "--data", data, "--out", str(out), *FAST, "--json"]) == 0
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
+    assert printed == json.loads((out / "certificate.json").read_text())
+    assert list(printed) == list(json.loads((out / "certificate.json").read_text()))
+    assert "wrote" in captured.err

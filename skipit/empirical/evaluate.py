@@ -33,8 +33,6 @@ Scoring lives here; the text table and the figure are in :mod:`skipit.empirical.
 from __future__ import annotations
 
 import math
-import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,24 +40,22 @@ import torch
 
 from skipit.empirical.certificate import candidate_chains, config_arg, config_key, load_certificate
 from skipit.empirical.distributed import batch_positions
-from skipit.empirical.loading import input_device, to_model_inputs
-from skipit.empirical.metrics import letter_score, normalise_answer
-from skipit.empirical.modes import MODES as MODE_REGISTRY
-from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, VERIFY_MODES, skip_context
+from skipit.empirical.loading import to_model_inputs
+from skipit.empirical.metrics import normalise_answer
+from skipit.empirical.modes import EVALUATE_MODES, SKIP_MODES, VERIFY_MODES
+from skipit.empirical.predict import mode_layer, predict, token_counts
 from skipit.empirical.settings import EvaluateSettings, SettingError, parse_layer_grid
 from skipit.empirical.skipping import resolve_adapter
 from skipit.empirical.stats import threshold_key
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
-
     from skipit.empirical.adapters.base import VLMAdapter
     from skipit.empirical.data import Example
     from skipit.empirical.distributed import DistributedContext
 
 __all__ = [
     "MODES", "ALL_MODES", "DEFAULT_TOLERANCE", "parse_layer_grid", "normalise_answer", "predict", "accuracy",
-    "layer_statistics", "certificate_verdicts", "validate", "evaluate", "load_certificate",
+    "layer_statistics", "certificate_verdicts", "validate", "evaluate", "load_certificate", "token_counts",
 ]
 
 MODES = SKIP_MODES
@@ -69,104 +65,6 @@ analysis reference, not a speed-up: separates the text's missing vision from the
 tokens' missing processing); it is never validated against a certificate."""
 DEFAULT_TOLERANCE = EvaluateSettings.tolerance  # the one default: EvaluateSettings
 SCHEMA = "skipit.evaluation/2"
-
-
-def _mode_layer(mode, layer):
-    """The layer argument of ``mode``: freezing "at L" in a layer grid means freezing layer L alone."""
-    if mode in MODE_REGISTRY and MODE_REGISTRY[mode].takes == "layers" and isinstance(layer, int):
-        return [layer]
-    return layer
-
-
-def _skip_context(model, mode, layer, adapter):
-    if mode is not None and mode != "full" and mode not in ALL_MODES:
-        raise ValueError(f"`mode` must be one of {', '.join(ALL_MODES)}, got {mode!r}")
-    return skip_context(model, mode, _mode_layer(mode, layer), adapter)
-
-
-def _tokenizer(processor):
-    return getattr(processor, "tokenizer", processor)
-
-
-def _synchronize(device):
-    """Wait for ``device``'s queued kernels: CUDA launches return before the work is done,
-    so a forward's wall time is only its time once the queue is drained."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int = 16,
-            mode: str | None = None, layer: int | Iterable[int] | None = None, adapter: VLMAdapter | None = None,
-            context: Callable[[], AbstractContextManager[Any]] | None = None, ctx: DistributedContext | None = None,
-            max_batch_tokens: int | None = None,
-            max_new_tokens: int | None = None) -> tuple[list[str], list[bool] | list[float], float]:
-    """Answers: ``(predictions, correct, seconds)`` for ``examples`` (``data.Example``).
-
-    ``mode`` None/"full" or a mode of :data:`ALL_MODES` at ``layer``; or ``context``, a
-    callable returning the context manager to run each forward in (e.g. a baseline).
-    ``seconds`` is the time spent in the model's forwards (on CUDA, the device is
-    synchronised before each forward starts and after it returns). Examples scored by their
-    one-token letter (the paper's scoring; JSONL and bundled sets) are answered by the argmax
-    at the answer position and ``correct`` is a bool; free-form examples (metric ``exact``,
-    ``vqa`` or ``anls``) by the greedy generation of up to ``max_new_tokens`` tokens
-    (:func:`skipit.empirical.answers.predict_answers_timed`), ``correct`` their score in [0, 1].
-    ``max_batch_tokens`` caps a batch's padded prompt tokens. Under torchrun (``ctx``, a
-    :class:`skipit.empirical.distributed.DistributedContext`) each rank answers whole batches
-    of one-token questions (:func:`~skipit.empirical.distributed.shard`) and every rank returns
-    all answers in the order of ``examples`` (``seconds`` summed over ranks); free-form
-    generation runs whole on every rank.
-    """
-    from skipit.empirical.metrics import score_one
-
-    if any((ex.metric or "letter") != "letter" for ex in examples):
-        from skipit.empirical.answers import predict_answers_timed
-
-        ad = resolve_adapter(model, adapter)
-        run_in = context if context is not None else (lambda: _skip_context(model, mode, layer, ad))
-        preds, seconds = predict_answers_timed(model, processor, examples, batch_size=batch_size, context=run_in,
-                                               max_new_tokens=max_new_tokens)
-        return preds, [score_one(p, ex.answers, ex.metric or "letter") for p, ex in zip(preds, examples)], seconds
-    return _predict_letters(model, processor, examples, batch_size, mode, layer, adapter, context, ctx,
-                            max_batch_tokens)
-
-
-def _predict_letters(model, processor, examples, batch_size, mode, layer, adapter, context, ctx, max_batch_tokens):
-    from skipit.empirical.capture import answer_positions
-    from skipit.empirical.data import build_inputs
-    from skipit.empirical.distributed import SINGLE_PROCESS, gather_objects, shard
-
-    if batch_size < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}")
-    ctx = SINGLE_PROCESS if ctx is None else ctx
-    ad = resolve_adapter(model, adapter)
-    tok = _tokenizer(processor)
-    device = input_device(model)
-    preds, correct, seconds = {}, {}, 0.0
-    for positions in shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx):
-        chunk = [examples[i] for i in positions]
-        inputs = to_model_inputs(build_inputs(processor, chunk, model), model)
-        mask = inputs.get("attention_mask")
-        with (context() if context is not None else _skip_context(model, mode, layer, ad)):
-            _synchronize(device)
-            t0 = time.perf_counter()
-            logits = model(**inputs).logits
-            _synchronize(device)
-            seconds += time.perf_counter() - t0
-        pos = (answer_positions(mask) if mask is not None
-               else torch.full((logits.shape[0],), logits.shape[1] - 1, device=logits.device))
-        ids = logits[torch.arange(logits.shape[0], device=logits.device), pos].argmax(-1).tolist()
-        for i, example, token_id in zip(positions, chunk, ids):
-            text = tok.decode([token_id])
-            preds[i] = text
-            correct[i] = bool(letter_score(text, example.answers))
-    if ctx.is_distributed:
-        parts = gather_objects((preds, correct, seconds), ctx)
-        preds = {i: p for part in parts for i, p in part[0].items()}
-        correct = {i: c for part in parts for i, c in part[1].items()}
-        seconds = sum(part[2] for part in parts)
-    order = range(len(examples))
-    return [preds[i] for i in order], [correct[i] for i in order], seconds
 
 
 def accuracy(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int = 16,
@@ -391,20 +289,6 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
     return report
 
 
-def token_counts(model: torch.nn.Module, processor: Any, examples: Sequence[Example], batch_size: int,
-                 adapter: VLMAdapter) -> list[tuple[int, int]]:
-    """``[(text, vision), ...]``: each example's own prompt token counts (padding excluded)."""
-    from skipit.empirical.data import build_inputs
-    from skipit.empirical.flops import example_token_counts
-
-    counts = []
-    for start in range(0, len(examples), batch_size):
-        inputs = build_inputs(processor, examples[start:start + batch_size], model)
-        counts += example_token_counts(adapter.vision_mask(inputs["input_ids"], model.config),
-                                       inputs.get("attention_mask"))
-    return counts
-
-
 def _matched_keep_ratio(config, fastv_layer, counts, target):
     """FastV's keep ratio whose predicted FLOPs fraction (over every example's counts) is the
     largest not above ``target`` (bisection; the fraction increases with the ratio)."""
@@ -442,7 +326,7 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     for r in rows:
         if r["mode"] not in MODES:
             continue
-        fraction = config_flops_fraction(model.config, r["mode"], _mode_layer(r["mode"], r["layer"]), counts)
+        fraction = config_flops_fraction(model.config, r["mode"], mode_layer(r["mode"], r["layer"]), counts)
         r["flops_fraction"] = fraction
         if fraction >= 1.0:
             continue

@@ -14,11 +14,12 @@ import re
 import shutil
 import socket
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.processors import load_processor as _load_processor
+from skipit.empirical.weights import check_weight_files, parameter_tensors  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     import torch
@@ -304,22 +305,6 @@ def to_model_inputs(inputs: Mapping[str, Any], model: torch.nn.Module) -> dict[s
             if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
-def parameter_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, tensor)`` of every parameter with its values, also under accelerate's offload.
-
-    An offloaded parameter sits on the ``meta`` device (no values) until its module runs; its
-    values are read from the offload store of the module's accelerate hook (the CPU state
-    dict, or a memory map of the disk file: reading a few values loads no more)."""
-    for module_name, module in model.named_modules():
-        weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
-        for name, param in module.named_parameters(recurse=False):
-            full = f"{module_name}.{name}" if module_name else name
-            if param.device.type == "meta" and weights is not None and name in weights:
-                yield full, weights[name]
-            else:
-                yield full, param
-
-
 def load_model_and_processor(name: str | None = None, device: str | None = "auto", dtype: str = "auto",
                              device_map: str | Mapping[str, int | str] | None = None,
                              max_memory: Mapping[int | str, int | str] | None = None,
@@ -363,7 +348,6 @@ def load_model_and_processor(name: str | None = None, device: str | None = "auto
         raise SkipitError(f"model type {model_type!r} of {resolved.name} is not supported; supported model "
                           f"types: {', '.join(supported)}")
     if os.path.isdir(os.fspath(location)):
-        from skipit.empirical.weights import check_weight_files
 
         check_weight_files(location)  # truncated safetensors, missing shards, pickled-only weights: refused
     device = resolve_device(device)

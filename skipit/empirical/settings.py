@@ -30,7 +30,7 @@ from typing import Any
 from skipit.errors import SkipitError
 
 __all__ = [
-    "SettingError", "Check", "setting", "parse_layer_grid", "check_setting", "flag_of", "add_setting_options", "settings_from_args",
+    "SettingError", "Check", "setting", "field_check", "parse_layer_grid", "check_setting", "flag_of", "add_setting_options", "settings_from_args",
     "RunSettings", "CertifySettings", "EvaluateSettings", "SkipSettings",
     "COSINE_DISTANCE_RANGE", "FREEZE_ORDERS", "FASTV_RATIOS",
 ]
@@ -153,6 +153,12 @@ def check_setting(name: str, value: Any, check: Check) -> None:
     if not check.ok(value):
         shown = list(value) if isinstance(value, tuple) else value
         raise SettingError(f"{{{name}}} must {check.verb} {check.requirement}, got {shown!r}")
+
+
+def field_check(cls: type, name: str) -> Check:
+    """The :class:`Check` of the field ``name`` of the settings class ``cls`` (the one range of that
+    parameter, for library functions that take it as an argument)."""
+    return next(f.metadata["check"] for f in dataclasses.fields(cls) if f.name == name)
 
 
 class _Settings:

@@ -18,12 +18,13 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["weights_fingerprint", "check_weight_files", "PICKLED_SUFFIXES"]
+__all__ = ["weights_fingerprint", "check_weight_files", "parameter_tensors", "PICKLED_SUFFIXES"]
 
 PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CHUNK = 1 << 22
@@ -79,6 +80,22 @@ def weights_fingerprint(model_or_dir: torch.nn.Module | str | os.PathLike[str]) 
     return _tensors_sha256(model_or_dir)
 
 
+def parameter_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of every parameter with its values, also under accelerate's offload.
+
+    An offloaded parameter sits on the ``meta`` device (no values) until its module runs; its
+    values are read from the offload store of the module's accelerate hook (the CPU state
+    dict, or a memory map of the disk file: reading a few values loads no more)."""
+    for module_name, module in model.named_modules():
+        weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        for name, param in module.named_parameters(recurse=False):
+            full = f"{module_name}.{name}" if module_name else name
+            if param.device.type == "meta" and weights is not None and name in weights:
+                yield full, weights[name]
+            else:
+                yield full, param
+
+
 def _tensors_sha256(model):
     import torch
 
@@ -90,8 +107,6 @@ def _tensors_sha256(model):
         for name, tensor in model.state_dict(keep_vars=False).items():
             if tensor.device.type == "meta":
                 if offloaded is None:  # accelerate's offload store holds the values (device_map)
-                    from skipit.empirical.loading import parameter_tensors
-
                     offloaded = dict(parameter_tensors(model))
                 value = offloaded.get(name)
                 if value is None or value.device.type == "meta":

@@ -145,3 +145,43 @@ def test_comparable_answers_normalise_each_answer_by_its_metric():
     assert answers_changed(once, joined) == [False, True, True, True]
     with pytest.raises(ValueError, match=r"`predictions` must have one answer per example \(4\), got 1"):
         comparable_answers(["b"], examples)
+
+
+def test_a_batch_mixing_letter_and_free_form_examples_reads_one_token_for_the_letters(llava):
+    """One batch holds two letter examples and a free-form one, so it is generated (3 tokens): each
+    letter answer is its first greedy token alone, the free-form answer the whole generation.
+    Reading a letter from every generated token gives another answer here (checked), so the
+    wrong reading fails."""
+    model, processor = llava
+    letters, free = _examples("letter"), _examples("exact")
+    examples = [letters[0], free[1], letters[2]]
+    got = predict_answers(model, processor, examples, batch_size=3, max_new_tokens=3)
+    tok = processor.tokenizer
+    greedy = [_greedy_by_hand(model, processor, ex, 3) for ex in examples]
+    first = [normalise_for("letter", tok.decode(g[:1], skip_special_tokens=True)) for g in greedy]
+    whole = [normalise_for("letter", tok.decode(g, skip_special_tokens=True)) for g in greedy]
+    assert got == [first[0], normalise_vqa(tok.decode(greedy[1], skip_special_tokens=True)), first[2]]
+    assert whole[0] != first[0] or whole[2] != first[2]  # the case this test is about
+
+
+def test_generated_answers_honour_the_token_cap(llava, monkeypatch):
+    """Free-form answers are batched by the same rules as one-token answers: with a cap of one
+    prompt's padded tokens, every ``generate`` call holds one example, and the answers equal
+    those of one batch of three."""
+    from skipit.empirical.distributed import prompt_lengths
+
+    model, processor = llava
+    examples = _examples("exact")
+    whole = predict_answers(model, processor, examples, batch_size=3, max_new_tokens=2)
+    cap = max(prompt_lengths(processor, examples, model))
+    sizes = []
+    real = model.generate
+
+    def counting(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", counting)
+    capped = predict_answers(model, processor, examples, batch_size=3, max_new_tokens=2, max_batch_tokens=cap)
+    assert sizes == [1, 1, 1]
+    assert capped == whole

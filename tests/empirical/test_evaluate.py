@@ -262,7 +262,7 @@ def test_predict_times_each_forward_between_two_device_synchronisations(tiny_dir
     synchronisation, before the forward starts and after it ends (batch_size 3: 3 batches)."""
     import types
 
-    from skipit.empirical import evaluate as ev
+    import skipit.empirical.predict as ev
     from skipit.empirical.data import load_examples
     from skipit.empirical.loading import load_model_and_processor
 
@@ -270,7 +270,7 @@ def test_predict_times_each_forward_between_two_device_synchronisations(tiny_dir
     examples, _ = load_examples(tiny_dir / "data.jsonl")
     events = []
     clock = iter(range(100))
-    monkeypatch.setattr(ev, "_synchronize", lambda device: events.append("sync"))
+    monkeypatch.setattr(ev, "synchronize", lambda device: events.append("sync"))
     monkeypatch.setattr(ev, "time", types.SimpleNamespace(perf_counter=lambda: events.append("clock") or next(clock)))
     pre = model.register_forward_pre_hook(lambda m, a: events.append("forward"))
     try:
@@ -282,13 +282,13 @@ def test_predict_times_each_forward_between_two_device_synchronisations(tiny_dir
 
 
 def test_synchronize_waits_for_cuda_devices_only(monkeypatch):
-    from skipit.empirical.evaluate import _synchronize
+    from skipit.empirical.predict import synchronize
 
     waited = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
-    _synchronize(torch.device("cpu"))
+    synchronize(torch.device("cpu"))
     assert waited == []
-    _synchronize(torch.device("cuda", 1))
+    synchronize(torch.device("cuda", 1))
     assert waited == [torch.device("cuda", 1)]
 
 
@@ -364,3 +364,42 @@ def test_demo_model_certify_then_evaluate(tmp_path, capsys):
     assert len(report["verified_rows"]) == 3 * 11
     assert report["model"]["source"] == "demo" and report["num_examples"] == 32
     capsys.readouterr()
+
+
+def _verified_rows_at(changes, tolerance):
+    """``_verified_rows`` of a 2-layer certificate whose three candidates changed ``changes`` of 20
+    answers each (predictions given: no model runs)."""
+    from PIL import Image
+
+    from skipit.empirical.data import Example
+    from skipit.empirical.evaluate import _verified_rows
+
+    img = Image.new("RGB", (8, 8))
+    examples = [Example(img, "q", "a", metric="letter") for _ in range(20)]
+    full = ["a"] * 20
+    keys = ["late-entry:2", "early-exit:1", "freeze:1"]
+    done = {key: (["b"] * k + ["a"] * (20 - k), [True] * 20) for key, k in zip(keys, changes)}
+    certificate = {"layers": [{"layer": 1}, {"layer": 2}],
+                   "verification": {"tolerance": tolerance, "configs": [], "freeze_order": {"layers": [1]}}}
+    return _verified_rows(None, None, examples, certificate, full, 4, None, lambda msg: None, done)
+
+
+def test_a_change_rate_exactly_at_the_tolerance_is_within_it():
+    """``within_change_tolerance`` is ``rate <= tau``: 1 change in 20 examples at tau = 0.05 is
+    within (the exact tie), 2 in 20 is not, 0 in 20 is."""
+    rows = _verified_rows_at([1, 2, 0], 0.05)
+    assert [r["changed_rate"] for r in rows] == [0.05, 0.1, 0.0]
+    assert [r["within_change_tolerance"] for r in rows] == [True, False, True]
+
+
+def test_evaluate_json_prints_what_evaluation_json_holds(tiny_dir, tmp_path, capsys):
+    """``skipit evaluate --json``: stdout is one JSON object with the keys and values of the
+    ``evaluation.json`` it writes (and nothing else on stdout)."""
+    out = tmp_path / "out"
+    rc = main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(tiny_dir / "data.jsonl"),
+               "--layers", "2", "--modes", "late-entry", "--out", str(out), "--batch-size", "4",
+               "--theorem6-samples", "0", "--quiet", "--json"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "evaluation.json").read_text())
+    assert printed["rows"][0]["mode"] == "late-entry" and printed["rows"][0]["layer"] == 2
