@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import sys
 
+from skipit.empirical.modes import SKIP_MODES as MODES
+
+
 SHARED = ("batch_size", "max_batch_tokens")  # added by model_options
 
 
@@ -56,7 +59,7 @@ def _run(args, offload):
     import torch
 
     from skipit.empirical.adapters import get_adapter
-    from skipit.empirical.predict import predict, token_counts
+    from skipit.empirical.evaluate import predict, token_counts
     from skipit.empirical.flops import config_flops_fraction
 
     adapter = get_adapter(model)
@@ -69,14 +72,16 @@ def _run(args, offload):
     mode = get_mode("late-entry-oracle" if settings.variant == "oracle" else settings.mode)
 
     runs = {"full": [], "skipped": []}
-    results = {}
+    results, answers = {}, {}
     for _ in range(settings.repeats):
         for name, ctx in (("full", None), ("skipped", lambda: mode.context(model, layer, adapter=adapter))):
-            _, correct, seconds = predict(model, processor, examples, settings.batch_size, adapter=adapter,
-                                          context=ctx, max_new_tokens=settings.max_new_tokens,
-                                          max_batch_tokens=settings.max_batch_tokens)
+            preds, correct, seconds = predict(model, processor, examples, settings.batch_size, adapter=adapter,
+                                              context=ctx, max_new_tokens=settings.max_new_tokens,
+                                              max_batch_tokens=settings.max_batch_tokens)
             runs[name].append(seconds)
             results[name] = sum(correct) / len(correct)
+            answers[name] = preds
+    changed = changed_answers(answers["full"], answers["skipped"], examples)
 
     counts = token_counts(model, processor, examples, settings.batch_size, adapter)
     # the oracle variant adds a full pass per prefill: no speed-up to predict
@@ -93,7 +98,7 @@ def _run(args, offload):
             "repeats": settings.repeats,
             "full": {"accuracy": results["full"], "forward_s": t_full},
             "skipped": {"accuracy": results["skipped"], "forward_s": t_skip, "speedup": t_full / t_skip,
-                        "flops_fraction": fraction,
+                        **changed, "flops_fraction": fraction,
                         "predicted_speedup": None if fraction is None else 1.0 / fraction},
             "tokens": {"text_min": min(text), "text_max": max(text), "vision_min": min(vision),
                        "vision_max": max(vision), "mean": (sum(text) + sum(vision)) / len(counts)},
@@ -102,13 +107,32 @@ def _run(args, offload):
     print(f"skipit skip: {info['name']} ({info['model_type']}, {n} layers), {label}, "
           f"{len(examples)} examples of {data_report.source}, {torch.get_num_threads()} threads, "
           f"median of {settings.repeats}")
-    print(f"{'setting':<24} {'accuracy':>9} {'forward s':>10} {'speed-up':>9} {'FLOPs pred.':>11}")
-    print(f"{'full':<24} {results['full']:>9.3f} {t_full:>10.3f} {1.0:>9.2f} {1.0:>11.2f}")
+    print(f"{'setting':<24} {'accuracy':>9} {'changed':>11} {'forward s':>10} {'speed-up':>9} {'FLOPs pred.':>11}")
+    print(f"{'full':<24} {results['full']:>9.3f} {'-':>11} {t_full:>10.3f} {1.0:>9.2f} {1.0:>11.2f}")
     pred = "-" if fraction is None else f"{1.0 / fraction:.2f}"
-    print(f"{label:<24} {results['skipped']:>9.3f} {t_skip:>10.3f} {t_full / t_skip:>9.2f} {pred:>11}")
+    moved = f"{changed['changed']}/{len(examples)}"
+    print(f"{label:<24} {results['skipped']:>9.3f} {moved:>11} {t_skip:>10.3f} {t_full / t_skip:>9.2f} {pred:>11}")
+    lo, hi = changed["changed_ci95"]
+    print(f"answers changed against the full model: {changed['changed']} of {len(examples)} "
+          f"({changed['changed_rate']:.1%}; exact 95% interval {lo:.1%} to {hi:.1%}, Clopper-Pearson, the "
+          f"{len(examples)} questions as independent draws)")
     print(f"(per example: {_span(vision)} vision + {_span(text)} text tokens, each example's own counts; "
           "FLOPs of the language model, LM head on every position)", file=sys.stderr)
     return 0
+
+
+def changed_answers(full: list, skipped: list, examples: list) -> dict:
+    """How many answers the skipped run changed against the full run (compared as the
+    verification compares them, :func:`skipit.empirical.answers.comparable_answers`), their
+    rate, and its exact two-sided 95% (Clopper-Pearson) interval, the questions taken as
+    independent draws: ``{"changed", "changed_rate", "changed_ci95": [low, high]}``."""
+    from skipit.empirical.answers import answers_changed, comparable_answers
+    from skipit.theory import clopper_pearson_lower, clopper_pearson_upper
+
+    k = sum(answers_changed(comparable_answers(full, examples), comparable_answers(skipped, examples)))
+    n = len(examples)
+    return {"changed": k, "changed_rate": k / n if n else 0.0,
+            "changed_ci95": [float(clopper_pearson_lower(k, n, 0.025)), float(clopper_pearson_upper(k, n, 0.025))]}
 
 
 def _span(values):
