@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import sys
 
-from skipit.empirical.modes import SKIP_MODES as MODES
-
-
 SHARED = ("batch_size", "max_batch_tokens")  # added by model_options
 
 
@@ -59,7 +56,7 @@ def _run(args, offload):
     import torch
 
     from skipit.empirical.adapters import get_adapter
-    from skipit.empirical.evaluate import predict, token_counts
+    from skipit.empirical.predict import predict, token_counts
     from skipit.empirical.flops import config_flops_fraction
 
     adapter = get_adapter(model)
