@@ -163,16 +163,16 @@ def vqa_score(prediction: str, references: Iterable[str]) -> float:
     """The VQA accuracy as the official script computes it (GT-Vision-Lab/VQA ``vqaEval.py``).
 
     The prediction gets ``processPunctuation`` and ``processDigitArticle`` (:func:`normalise_vqa`);
-    the references get ``processPunctuation`` only, and only when they are not all the same string
-    (ten identical references are compared as written); then the mean over the leave-one-out
-    subsets of ``min(#matches / 3, 1)``: 4 or more matches of 10 give 1.0, 3 give 0.9, 2 give 0.6,
-    1 gives 0.3.
+    the references get ``processPunctuation`` only (not stripped, not lower-cased), and only when
+    they are not all the same string (ten identical references are compared as written); then
+    the mean over the leave-one-out subsets of ``min(#matches / 3, 1)``: 4 or more matches of 10
+    give 1.0, 3 give 0.9, 2 give 0.6, 1 gives 0.3.
 
     Deliberate differences: with one reference the score is exact match (the script's
     leave-one-out gives 0 for any answer); a prediction the processing empties (``"A"``) is
     compared as written, so the gold letter ``"A"`` can be matched.
     """
-    raw = [_clean_lines(r) for r in references]
+    raw = [str(r) for r in references]  # the script neither strips nor otherwise touches the references
     _check_references(raw)
     pred = normalise_vqa(prediction) or _clean_lines(prediction)
     refs = [_punctuation(r) for r in raw] if len(set(raw)) > 1 else raw

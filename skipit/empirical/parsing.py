@@ -212,7 +212,8 @@ def _gqa_llava(generated, letters, options):
 
 
 PARSERS: dict[str, Callable[[str, Sequence[str], Sequence[str]], str]] = {
-    "text": _text, "raw": _raw, "mmbench": _mmbench, "mcq-extract": _mcq_extract, "ai2d": _ai2d, "scienceqa": _scienceqa,
+    "text": _text, "raw": _raw, "mmbench": _mmbench, "mcq-extract": _mcq_extract, "ai2d": _ai2d,
+    "scienceqa": _scienceqa,
     "scienceqa-llava": _scienceqa_llava, "first-char": _first_char, "pope": _pope, "pope-llava": _pope_llava,
     "mme": _mme, "mmmu-choice": _mmmu_choice, "lower-no-period": _lower_no_period, "gqa-llava": _gqa_llava,
     "evalai": _evalai,

@@ -295,7 +295,8 @@ def _ocrbench_read(row):
     refs = [str(r) for r in refs]
     if not refs:
         raise ValueError("no reference answers in column 'answer'")
-    return Target(refs[0], references=refs, metric="contains-nospace" if row.get("dataset") == "HME100k" else "contains")
+    metric = "contains-nospace" if row.get("dataset") == "HME100k" else "contains"
+    return Target(refs[0], references=refs, metric=metric)
 
 
 _LMMS = "lmms-eval {} (EvolvingLMMs-Lab/lmms-eval 75571cfe, lmms_eval/tasks/{})"
@@ -309,8 +310,8 @@ _FREE = f"\n{SHORT_ANSWER}"
 _VIZWIZ = "\nWhen the provided information is insufficient, respond with 'Unanswerable'." + _FREE
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("mmbench", "MMBench (en, dev)", "lmms-lab-encoder/MMBench", "dev", ("question", "hint", "answer", "A", "B", "C",
-         "D", "E"), _mmbench_read, {
+    Task("mmbench", "MMBench (en, dev)", "lmms-lab-encoder/MMBench", "dev",
+         ("question", "hint", "answer", "A", "B", "C", "D", "E"), _mmbench_read, {
              "lmms-eval": Style(_mmbench_lmms, "mmbench", "letter",
                                 _lmms("mmbench_en_dev", "mmbench/en_utils.py mmbench_doc_to_text; matching: "
                                       "mmbench_evals.py can_infer without the GPT fallback")),
@@ -325,8 +326,9 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          max_new_tokens=1024,
          note="lmms-eval's post-prompt has no final period; LLaVA-1.5 did not evaluate MMStar."),
     Task("ai2d", "AI2D", "lmms-lab-encoder/ai2d", "test", ("question", "options", "answer"), _index_read("options"), {
-        "lmms-eval": Style(_ai2d, "ai2d", "em-nopunct", _lmms("ai2d", "ai2d/utils.py ai2d_doc_to_text (mcq), "
-                                                               "MultiChoiceRegexFilter, exact_match ignore case/punct"))}),
+        "lmms-eval": Style(_ai2d, "ai2d", "em-nopunct",
+                           _lmms("ai2d", "ai2d/utils.py ai2d_doc_to_text (mcq), MultiChoiceRegexFilter, "
+                                 "exact_match ignore case/punct"))}),
     Task("scienceqa", "ScienceQA-IMG", "lmms-lab-encoder/ScienceQA", "test", ("question", "hint", "choices", "answer"),
          _index_read("choices"), {
              "lmms-eval": Style(_scienceqa, "scienceqa", "letter",
@@ -343,11 +345,13 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          note="Image questions only (data_type == 'image'); LLaVA-1.5's option format (docs/Evaluation.md) is the "
               "same text."),
     Task("pope", "POPE", "lmms-lab-encoder/POPE", "test", ("question", "answer"), _yes_no_read, {
-        "lmms-eval": Style(_short, "pope", "match", _lmms("pope", "pope/utils.py pope_doc_to_text, pope_process_results")),
+        "lmms-eval": Style(_short, "pope", "match",
+                           _lmms("pope", "pope/utils.py pope_doc_to_text, pope_process_results")),
         "llava": Style(_short, "pope-llava", "match", "prompt: LLaVA-1.5 docs/Evaluation.md short-answer format "
                        "(llava_pope_test.jsonl is not in the stored copy); parsing: llava/eval/eval_pope.py")},
          max_new_tokens=128),
-    Task("mme", "MME", "lmms-lab-encoder/MME", "test", ("question", "answer", "category", "question_id"), _yes_no_read, {
+    Task("mme", "MME", "lmms-lab-encoder/MME", "test", ("question", "answer", "category", "question_id"),
+         _yes_no_read, {
         "lmms-eval": Style(_mme, "mme", "match", _lmms("mme", "mme/utils.py mme_doc_to_text, parse_pred_ans, "
                                                         "mme_aggregate_results"))},
          aggregate="mme",
@@ -358,8 +362,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
              "lmms-eval": Style(_realworldqa, "mcq-extract", "letter",
                                 _lmms("realworldqa", "realworldqa/utils.py realworldqa_doc_to_text (empty default "
                                       "post-prompt), realworldqa_process_results"))}),
-    Task("mmmu", "MMMU (val)", "lmms-lab-encoder/MMMU", "validation", ("question", "options", "answer", "question_type"),
-         _mmmu_read, {
+    Task("mmmu", "MMMU (val)", "lmms-lab-encoder/MMMU", "validation",
+         ("question", "options", "answer", "question_type"), _mmmu_read, {
              "lmms-eval": Style(_mmmu, "mmmu-choice", "letter",
                                 _lmms("mmmu_val", "mmmu/utils.py construct_prompt, mmmu_process_results; "
                                       "_task_utils/mmmu_mcq_utils.py"))},
@@ -386,16 +390,19 @@ TASKS: dict[str, Task] = {t.name: t for t in (
                                 _lmms("textvqa_val", "textvqa/utils.py (ocr: false)")),
              "llava": Style(_plain(_FREE), "text", "vqa-evalai",
                             "LLaVA-1.5 docs/Evaluation.md short-answer prompt without the OCR tokens "
-                            "(llava_textvqa_val_v051_ocr.jsonl is not in the stored copy); llava/eval/m4c_evaluator.py")},
+                            "(llava_textvqa_val_v051_ocr.jsonl is not in the stored copy); "
+                            "llava/eval/m4c_evaluator.py")},
          max_new_tokens=1024),
     Task("vizwiz", "VizWiz-VQA (val)", "lmms-lab-encoder/VizWiz-VQA", "val", ("question", "answers"),
          _answers_read("answers"), {
-             "lmms-eval": Style(_capitalised(_VIZWIZ), "text", "vqa-evalai", _lmms("vizwiz_vqa_val", "vizwiz_vqa/utils.py"))},
+             "lmms-eval": Style(_capitalised(_VIZWIZ), "text", "vqa-evalai",
+                                _lmms("vizwiz_vqa_val", "vizwiz_vqa/utils.py"))},
          max_new_tokens=1024,
          note="LLaVA-1.5 scored VizWiz on the test server (llava_test.jsonl not in the stored copy)."),
     Task("docvqa", "DocVQA (val)", "lmms-lab-encoder/DocVQA", "validation", ("question", "answers"),
          _answers_read("answers"), {
-             "lmms-eval": Style(_plain(_FREE), "raw", "anls", _lmms("docvqa_val", "docvqa/utils.py; api/metrics.py anls"))},
+             "lmms-eval": Style(_plain(_FREE), "raw", "anls",
+                                _lmms("docvqa_val", "docvqa/utils.py; api/metrics.py anls"))},
          subset="DocVQA", max_new_tokens=32),
     Task("chartqa", "ChartQA (test)", "lmms-lab-encoder/ChartQA", "test", ("question", "answer"), _single_read, {
         "lmms-eval": Style(_plain("\nAnswer the question with a single word."), "raw", "relaxed",

@@ -155,16 +155,17 @@ def test_bundled_set_with_a_limit_is_its_first_examples():
 
 
 @pytest.mark.parametrize("command", [["certify"], ["evaluate", "--model", "some/model"]])
-def test_samples_option_decodes_n_images_and_still_checks_every_line(tmp_path, decoded, capsys, command):
-    """``--samples 2`` reaches the loader as its limit: a bad line 4 stops the command (exit
-    code 2, before any model is loaded) after 2 images were decoded."""
+def test_samples_option_still_checks_every_line(tmp_path, decoded, capsys, command):
+    """``--samples 2`` draws a seeded sample by image from the whole file (skipit.empirical.units), so
+    every line is read: a bad line 4 stops the command (exit code 2, before any model is loaded) once
+    the 3 good lines' images were decoded (an image's identity is its decoded pixels)."""
     from skipit.cli import main
 
     path = _write(tmp_path, [GOOD_A, GOOD_B, GOOD_A, {"image": "img/broken.png", "question": "q", "answer": "1"}])
     argv = command + ["--data", str(path), "--samples", "2", "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     assert "line 4: unreadable image 'img/broken.png'" in capsys.readouterr().err
-    assert len(decoded) == 2
+    assert len(decoded) == 3
 
 
 def test_unknown_data_name_lists_bundled_sets():

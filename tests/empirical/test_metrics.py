@@ -91,7 +91,8 @@ TEN = ["two", "2", "3", "3", "3", "3", "3", "3", "3", "3"]
     ("red,white", ["red white"] * 10, 1.0),             # identical references as written; the comma becomes a space
     ("Red White", ["red white"] * 10, 1.0),
     ("Two", ["Two"] * 10, 0.0),                         # identical, left as written: "2" != "Two"
-    ("two", ["two", "two", "two", "2"] + ["x"] * 6, 0.3),  # references differ: punctuation only; "two" -> "2" matches one
+    ("two", ["two", "two", "two", "2"] + ["x"] * 6, 0.3),  # refs differ: punctuation only; "two" -> "2" matches one
+    ("12", [" 12 "] * 10, 0.0),                         # identical references are not even stripped
     ("cat", ["cat"] + ["dog"] * 9, 0.3),
     ("a cat", ["cat"] * 3 + ["dog"] * 7, 0.9),
     ("dog", ["cat", "cat", "dog", "dog"], 0.5),          # fewer than ten references

@@ -56,7 +56,7 @@ PROMPTS = [
      f"What color is the Bus?\n{SHORT}"),
     ("gqa", "lmms-eval", {"question": "Is the cup on the left?", "answer": "yes"}, f"Is the cup on the left?\n{SHORT}"),
     ("textvqa", "lmms-eval", {"question": "what is the Brand name?", "answers": ["nokia"] * 10},
-     f"What is the brand name?\n{SHORT}"),                                               # str.capitalize lowers the rest
+     f"What is the brand name?\n{SHORT}"),  # str.capitalize lowers the rest
     ("textvqa", "llava", {"question": "what is the Brand name?", "answers": ["nokia"] * 10},
      f"what is the Brand name?\n{SHORT}"),
     ("vizwiz", "lmms-eval", {"question": "what is this?", "answers": ["unanswerable"] * 10},
@@ -80,7 +80,8 @@ def test_prompts_match_the_references_character_for_character(name, style, row, 
     ("scienceqa", {"question": "q", "hint": "", "choices": ["x", "y"], "answer": 0}, "A", ["A", "B"], "", ""),
     ("realworldqa", {"question": "q", "answer": "b"}, "B", ABCD := ["A", "B", "C", "D"], "letter", "mcq-extract"),
     ("realworldqa", {"question": "q", "answer": " Downhill "}, "Downhill", [], "match", "lower-no-period"),
-    ("mmmu", {"question": "q", "options": "[]", "answer": "12", "question_type": "open"}, "12", [], "mmmu-open", "text"),
+    ("mmmu", {"question": "q", "options": "[]", "answer": "12", "question_type": "open"}, "12", [], "mmmu-open",
+     "text"),
     ("ocrbench", {"question": "q", "answer": ["x^2"], "dataset": "HME100k"}, "x^2", [], "contains-nospace", ""),
     ("mme", {"question": "q", "answer": "No.", "category": "count", "question_id": "a.png"}, "no", [], "", ""),
 ])

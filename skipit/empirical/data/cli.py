@@ -18,7 +18,8 @@ def add_data_arguments(parser: argparse.ArgumentParser,
     command). ``--data`` and ``--skip-bad`` are added only when ``parser`` (or a parent parser)
     does not define them already."""
     group = parser.add_argument_group("data")
-    known = set(getattr(parser, "_option_string_actions", {})) | {f"--{a.dest.replace('_', '-')}" for a in parser._actions}
+    known = set(getattr(parser, "_option_string_actions", {}))
+    known |= {f"--{a.dest.replace('_', '-')}" for a in parser._actions}  # a positional DATA counts as --data
     if "--data" not in known:
         group.add_argument("--data", default=None, metavar="PATH|NAME|HUB_ID",
                            help="JSONL file (image, question, answer[, choices]), bundled set, Hugging Face "

@@ -9,7 +9,14 @@ import os
 
 from skipit.empirical.data.columns import _unreadable
 from skipit.empirical.data.examples import Example, LoadReport, _bad, _raise_bad
-from skipit.empirical.data.sources import _image_cells, _image_digest, _image_file, _open_dataset, _open_image, _verify_image
+from skipit.empirical.data.sources import (
+    _image_cells,
+    _image_digest,
+    _image_file,
+    _open_dataset,
+    _open_image,
+    _verify_image,
+)
 
 ANSWER_MODES = ("auto", "generate", "one-token")
 """``--answer``: ``generate`` reads each answer from the greedy generation with the preset's parser;
