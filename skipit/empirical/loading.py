@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skipit.empirical.processors import load_processor as _load_processor
+from skipit.empirical.settings import SettingError
 from skipit.empirical.weights import check_weight_files, parameter_tensors  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
@@ -85,23 +86,23 @@ def resolve_model(name: str | None) -> ResolvedModel:
         try:
             from skipit import demo
         except ImportError:
-            raise SkipitError("the bundled demo model (skipit.demo) is not installed; pass --model") from None
+            raise SettingError("the bundled demo model (skipit.demo) is not installed; pass {model}") from None
         name = demo.DEFAULT_DEMO if name is None else str(name)
         directory = demo.DEMO_MODEL_DIR if name == demo.DEFAULT_DEMO else demo.DEMO_MODELS[name]
         if not os.path.isfile(os.path.join(directory, "config.json")):
-            raise SkipitError(f"the bundled demo model is missing from {directory}; retrain it with "
-                              f"`python -m skipit.demo.train --model {name} --out {directory}` or pass --model")
+            raise SettingError(f"the bundled demo model is missing from {directory}; retrain it with "
+                              f"`python -m skipit.demo.train --model {name} --out {directory}` or pass {{model}}")
         return ResolvedModel(name, "demo", os.fspath(directory))
     name = str(name)
     if name in ALIASES:
         return ResolvedModel(name, "alias", ALIASES[name][0])
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")):
-            raise SkipitError(f"--model {name}: the directory has no config.json; pass a directory written "
+            raise SettingError(f"{{model}} {name}: the directory has no config.json; pass a directory written "
                               "by save_pretrained (model and processor)")
         return ResolvedModel(name, "local", os.path.abspath(name))
     if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise SkipitError(f"--model {name}: no such directory (a local model is a directory written by "
+        raise SettingError(f"{{model}} {name}: no such directory (a local model is a directory written by "
                           "save_pretrained)")
     if _HUB_ID.match(name):
         return ResolvedModel(name, "hub", name)
@@ -172,9 +173,7 @@ def _torch_dtype(dtype, device):
     if dtype in (None, "auto"):
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if dtype not in DTYPES:
-        from skipit.errors import SkipitError
-
-        raise SkipitError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise SettingError(f"{{dtype}} must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return getattr(torch, dtype)
 
 
@@ -188,8 +187,6 @@ def resolve_device(device: str | None) -> str:
     before any model work."""
     import torch
 
-    from skipit.errors import SkipitError
-
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     text = str(device)
@@ -198,17 +195,17 @@ def resolve_device(device: str | None) -> str:
     except (RuntimeError, ValueError):
         parsed = None
     if parsed is None or parsed.type not in DEVICE_TYPES:
-        raise SkipitError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+        raise SettingError(f"{{device}} must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise SkipitError(f"--device {text}: this machine has no CUDA device (torch {torch.__version__}, "
-                              f"CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
+            raise SettingError(f"{{device}} {text}: this machine has no CUDA device (torch {torch.__version__}, "
+                              f"CUDA build {torch.version.cuda or 'none'}); use {{device}} cpu or auto")
         if parsed.index is not None and parsed.index >= count:
-            raise SkipitError(f"--device {text}: the GPU index must be in [0, {count - 1}] on this machine, "
+            raise SettingError(f"{{device}} {text}: the GPU index must be in [0, {count - 1}] on this machine, "
                               f"got {parsed.index}")
     if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise SkipitError(f"--device {text}: MPS is not available on this machine; use --device cpu or auto")
+        raise SettingError(f"{{device}} {text}: MPS is not available on this machine; use {{device}} cpu or auto")
     return text
 
 
@@ -223,31 +220,29 @@ def parse_device_map(value: str | os.PathLike[str] | None) -> str | dict[str, in
     None stays None. Returns the strategy string or the dict; one-line errors otherwise."""
     import json
 
-    from skipit.errors import SkipitError
-
     if value is None:
         return None
     text = str(value)
     if text in DEVICE_MAP_STRATEGIES:
         return text
     if not text.endswith(".json") and not os.path.isfile(text):
-        raise SkipitError(f"--device-map must be one of {', '.join(DEVICE_MAP_STRATEGIES)} or a JSON file "
+        raise SettingError(f"{{device_map}} must be one of {', '.join(DEVICE_MAP_STRATEGIES)} or a JSON file "
                           f"{{module: device}}, got {text!r}")
     try:
         with open(text, encoding="utf-8") as fh:
             mapping = json.load(fh)
     except OSError as err:
-        raise SkipitError(f"--device-map {text}: cannot read it ({err.strerror})") from None
+        raise SettingError(f"{{device_map}} {text}: cannot read it ({err.strerror})") from None
     except ValueError as err:
-        raise SkipitError(f"--device-map {text}: not JSON ({err})") from None
+        raise SettingError(f"{{device_map}} {text}: not JSON ({err})") from None
     if not isinstance(mapping, dict) or not mapping:
-        raise SkipitError(f"--device-map {text} must hold a non-empty JSON object {{module name: device}}, got "
+        raise SettingError(f"{{device_map}} {text} must hold a non-empty JSON object {{module name: device}}, got "
                           f"{type(mapping).__name__}")
     for module, device in mapping.items():
         ok = (isinstance(device, int) and not isinstance(device, bool) and device >= 0) or (
             isinstance(device, str) and (device in ("cpu", "disk", "mps") or re.fullmatch(r"cuda:\d+", device)))
         if not ok:
-            raise SkipitError(f"--device-map {text}: module {module!r} has device {device!r}; a device is a GPU "
+            raise SettingError(f"{{device_map}} {text}: module {module!r} has device {device!r}; a device is a GPU "
                               "index >= 0, \"cuda:N\", \"cpu\", \"mps\" or \"disk\"")
     return mapping
 
@@ -257,7 +252,6 @@ def parse_max_memory(value: str | None) -> dict[int | str, int | str] | None:
     (accelerate's ``max_memory``: a cap per GPU index, ``cpu`` or ``mps``; a size is an integer
     number of bytes or a number with a unit KB, MB, GB, KiB, MiB, GiB, the units accelerate
     reads). None stays None; one-line errors otherwise."""
-    from skipit.errors import SkipitError
 
     if value is None:
         return None
@@ -265,17 +259,17 @@ def parse_max_memory(value: str | None) -> dict[int | str, int | str] | None:
     for part in str(value).split(","):
         key, sep, size = (x.strip() for x in part.partition("="))
         if not sep or not key or not size:
-            raise SkipitError(f"--max-memory must look like \"0=20GiB,cpu=60GiB\" (DEVICE=SIZE, comma-separated), "
+            raise SettingError(f"{{max_memory}} must look like \"0=20GiB,cpu=60GiB\" (DEVICE=SIZE, comma-separated), "
                               f"got {value!r}")
         if key.isdigit():
             key = int(key)
         elif key not in ("cpu", "mps"):
-            raise SkipitError(f"--max-memory: a device is a GPU index, cpu or mps, got {key!r} in {value!r}")
+            raise SettingError(f"{{max_memory}}: a device is a GPU index, cpu or mps, got {key!r} in {value!r}")
         if not _MEMORY.match(size):
-            raise SkipitError(f"--max-memory: a size is a number of bytes or a number with a unit KB, MB, GB, KiB, "
+            raise SettingError(f"{{max_memory}}: a size is a number of bytes or a number with a unit KB, MB, GB, KiB, "
                               f"MiB or GiB, got {size!r} for device {key}")
         if key in out:
-            raise SkipitError(f"--max-memory names device {key} twice in {value!r}")
+            raise SettingError(f"{{max_memory}} names device {key} twice in {value!r}")
         out[key] = int(size) if size.isdigit() else size
     return out
 
@@ -353,7 +347,7 @@ def load_model_and_processor(name: str | None = None, device: str | None = "auto
     device = resolve_device(device)
     torch_dtype = _torch_dtype(dtype, device)
     if max_memory is not None and device_map is None:
-        raise SkipitError("--max-memory needs --device-map (auto, balanced, sequential or a JSON file)")
+        raise SettingError("{max_memory} needs {device_map} (auto, balanced, sequential or a JSON file)")
     placement = {}
     if device_map is not None:
         placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": offload_folder}
@@ -365,7 +359,7 @@ def load_model_and_processor(name: str | None = None, device: str | None = "auto
         except ValueError as err:
             arch = (getattr(config, "architectures", None) or [None])[0]
             if placement and "offload" in str(err):
-                raise SkipitError(f"--device-map: {str(err).splitlines()[0]}") from None
+                raise SettingError(f"{{device_map}}: {str(err).splitlines()[0]}") from None
             if arch is None or not hasattr(transformers, arch):
                 raise
             model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype, **placement, **hub)

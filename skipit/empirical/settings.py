@@ -423,7 +423,7 @@ class SkipSettings(RunSettings):
 SETTINGS_CLASSES = (CertifySettings, EvaluateSettings, SkipSettings)
 OTHER_FLAGS = {"checkpoint_dir": "--out directory", "out_dir": "--out", "examples": "--data",
                "num_examples": "--samples", "certificate": "--certificate", "model": "--model", "dtype": "--dtype",
-               "device": "--device"}
+               "device": "--device", "device_map": "--device-map", "max_memory": "--max-memory"}
 """Flags of the library parameters that are not settings fields (the command line passes them)."""
 
 

@@ -175,7 +175,7 @@ def test_parameter_tensors_read_offloaded_values(models):
 # ---------------------------------------------------------------- argument checks
 
 @pytest.mark.parametrize("value, match", [
-    ("everywhere", "--device-map must be one of auto, balanced"),
+    ("everywhere", "`device_map` must be one of auto, balanced"),
     ("missing.json", "cannot read it"),
 ])
 def test_device_map_argument_errors(value, match, tmp_path, monkeypatch):
@@ -224,7 +224,7 @@ def test_max_memory_errors(value, match):
 
 def test_max_memory_without_device_map_is_refused(models):
     _, _, directory, _ = models
-    with pytest.raises(SkipitError, match="--max-memory needs --device-map"):
+    with pytest.raises(SkipitError, match="`max_memory` needs `device_map`"):
         load_model_and_processor(directory, device="cpu", max_memory={"cpu": "1GiB"})
 
 
@@ -238,7 +238,7 @@ def test_cuda_without_cuda_is_a_one_line_error(device):
 
 @pytest.mark.parametrize("device", ["gpu", "CPU", "cuda:x", "meta", "tpu:0"])
 def test_unknown_device_is_a_one_line_error(device):
-    with pytest.raises(SkipitError, match=r"--device must be auto, cpu, cuda, cuda:N or mps, got"):
+    with pytest.raises(SkipitError, match=r"`device` must be auto, cpu, cuda, cuda:N or mps, got"):
         resolve_device(device)
 
 

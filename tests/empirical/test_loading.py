@@ -11,6 +11,7 @@ from PIL import Image
 from skipit.empirical.adapters import get_adapter, supported_model_types
 from skipit.empirical.data import Example, build_inputs
 from skipit.empirical.loading import ALIASES, load_model_and_processor, resolve_model, supported_aliases
+from skipit.empirical.settings import flag_of
 from skipit.errors import SkipitError
 
 FAMILIES = ["llava", "llava_next", "qwen2_5_vl", "gemma3", "idefics3", "smolvlm", "deepseek_vl"]
@@ -53,7 +54,7 @@ def test_demo_model_resolves_to_the_package_data(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name,match", [
     ("llava-1.5-8b", r"unknown model 'llava-1.5-8b': not an alias \(.*llava-1.5-7b.*\)"),
-    ("./nowhere/model", r"--model ./nowhere/model: no such directory"),
+    ("./nowhere/model", r"`model` ./nowhere/model: no such directory"),
     ("a/b/c", r"no such directory"),
 ])
 def test_unknown_model_names(name, match):
@@ -214,8 +215,9 @@ def test_dtype_is_applied(tmp_path):
     save_tiny_vlm("llava", tmp_path)
     model, _, _ = load_model_and_processor(str(tmp_path), device="cpu", dtype="bfloat16")
     assert model.dtype == torch.bfloat16
-    with pytest.raises(SkipitError, match="--dtype must be one of auto, float32, float16, bfloat16, got 'half'"):
+    with pytest.raises(SkipitError, match="`dtype` must be one of auto, float32, float16, bfloat16, got 'half'") as err:
         load_model_and_processor(str(tmp_path), device="cpu", dtype="half")
+    assert err.value.render(flag_of).startswith("--dtype must be one of")  # as the command line prints it
 
 
 def test_local_model_files_are_real_saves(tmp_path):
