@@ -110,7 +110,7 @@ def study(units, counts, changed_of, num_layers, model_config, tau, args, splits
     on the cached indicators and judges them against the population."""
     from skipit.empirical.candidates import candidate_flops_fraction
     from skipit.empirical.units import sample_units, split_units, unit_means
-    from skipit.empirical.verification import config_key, learn_candidates, learn_then_test
+    from skipit.empirical.verification import config_key, learn_candidates, learn_indices, learn_then_test
 
     margin = args.margin if margin is None else margin
     population_rate = {}
@@ -138,11 +138,12 @@ def study(units, counts, changed_of, num_layers, model_config, tau, args, splits
         drawn = np.asarray(sample_units(units, args.samples, seed)) if args.samples else everyone
         stats_local, calib_local = split_units(units[drawn], args.calibration_fraction, seed)
         stats_idx, calib_idx = drawn[stats_local], drawn[calib_local]
-        stats_counts = [counts[i] for i in stats_idx]
+        learn_idx = np.asarray(learn_indices(stats_idx, units, args.learn_samples, seed))
+        stats_counts = [counts[i] for i in learn_idx]
         calib_counts = [counts[i] for i in calib_idx]
         out = learn_then_test(
             num_layers,
-            learn_rate=lambda c: float(unit_means(changed_of(c)[stats_idx], units[stats_idx]).mean()),
+            learn_rate=lambda c: float(unit_means(changed_of(c)[learn_idx], units[learn_idx]).mean()),
             learn_flops=lambda c: candidate_flops_fraction(model_config, c, stats_counts),
             changed=lambda c: changed_of(c)[calib_idx], units=units[calib_idx],
             flops=lambda c: candidate_flops_fraction(model_config, c, calib_counts),
@@ -178,7 +179,8 @@ def summarise(rows, tau, candidates, pop_rate, saved):
 
 
 def certify_defaults():
-    """``skipit certify``'s defaults for ``--samples``, the calibration fraction and the learn margin."""
+    """``skipit certify``'s defaults for ``--samples``, the calibration fraction, the learn margin and
+    the learn step's sample."""
     from skipit.commands import certify
     from skipit.empirical.settings import CertifySettings
 
@@ -186,7 +188,7 @@ def certify_defaults():
     certify.add_parser(parser.add_subparsers())
     settings = CertifySettings()
     return {"samples": parser.parse_args(["certify"]).samples, "calibration_fraction": settings.calibration_fraction,
-            "learn_margin": settings.learn_margin}
+            "learn_margin": settings.learn_margin, "learn_examples": settings.learn_examples}
 
 
 def main(argv=None):
@@ -201,6 +203,7 @@ def main(argv=None):
                    help="questions drawn by image per split, as certify's --samples (default: certify's)")
     p.add_argument("--calibration-fraction", type=float, default=defaults["calibration_fraction"])
     p.add_argument("--margin", type=float, default=defaults["learn_margin"])
+    p.add_argument("--learn-samples", type=int, default=defaults["learn_examples"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=None, help="per-question change indicators (default: benchmarks/results/"
@@ -241,6 +244,7 @@ def main(argv=None):
         remember(config)
     report = {"model": name, "questions": len(examples), "images": int(units.max()) + 1, "samples": args.samples,
               "calibration_fraction": args.calibration_fraction, "margin": args.margin,
+              "learn_samples": args.learn_samples,
               "confidence": args.confidence, "taus": [], "hard": []}
     for tau in args.taus:
         rows, pop_rate, saved = study(units, counts, remember, num_layers, model.config, tau, args, args.splits, say)

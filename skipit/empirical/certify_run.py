@@ -45,7 +45,14 @@ from skipit.empirical.distributed import (
 from skipit.empirical.files import atomic_write_text
 from skipit.empirical.settings import CertifySettings, SettingError
 from skipit.empirical.units import unit_ids
-from skipit.empirical.verification import config_key, learn_chain, split_indices, test_chain, verification_block
+from skipit.empirical.verification import (
+    config_key,
+    learn_chain,
+    learn_indices,
+    split_indices,
+    test_chain,
+    verification_block,
+)
 from skipit.empirical.weights import weights_fingerprint
 from skipit.errors import RunError
 
@@ -395,8 +402,9 @@ def learn(model: torch.nn.Module, processor: Any, examples: Sequence[Example], u
           layers: Sequence[Mapping[str, Any]], settings: CertifySettings, adapter: VLMAdapter,
           checkpoint: Checkpoint, ctx: DistributedContext = SINGLE_PROCESS,
           say: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
-    """Step 3 (Learn-then-Test's *learn*), on the statistics split alone (``examples``, their
-    images ``units``), so that fixed-sequence testing on the calibration split stays valid.
+    """Step 3 (Learn-then-Test's *learn*), on the statistics split alone (``examples``: its
+    ``settings.learn_examples`` questions drawn by image, :func:`~skipit.empirical.verification.learn_indices`;
+    ``units`` their images), so that fixed-sequence testing on the calibration split stays valid.
 
     Each candidate's change rate against the full model (the mean over images of the fraction
     of their questions whose answer changed) and predicted FLOPs feed
@@ -520,7 +528,8 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
 
         with torch.inference_mode():
             # 3. learn
-            learned = learn(model, processor, [examples[i] for i in stats_idx], [units[i] for i in stats_idx],
+            learn_idx = learn_indices(stats_idx, units, settings.learn_examples, settings.split_seed)
+            learned = learn(model, processor, [examples[i] for i in learn_idx], [units[i] for i in learn_idx],
                             layers, settings, adapter, checkpoint, ctx, say)
             # 4. verify
             verification = _verify(model, processor, [examples[i] for i in calib_idx], [units[i] for i in calib_idx],

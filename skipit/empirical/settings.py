@@ -254,7 +254,7 @@ class CertifySettings(RunSettings):
                            group="verification")
     tolerance: float = setting(0.05, "largest allowed fraction of changed answers", interval(0, 1), metavar="TAU",
                                group="verification")
-    calibration_fraction: float = setting(0.5, "fraction of the examples held out for verification",
+    calibration_fraction: float = setting(0.6, "fraction of the images held out for verification",
                                           interval(0, 1), metavar="F", group="verification")
     split_seed: int = setting(0, "seed of the statistics/calibration split", ANY_INT, metavar="S",
                               group="verification")
@@ -266,9 +266,12 @@ class CertifySettings(RunSettings):
         one_of(FREEZE_ORDERS), group="verification")
     order_examples: int = setting(64, "statistics examples used by --freeze-order contribution", at_least(1),
                                   flag="--order-samples", metavar="K", group="verification")
-    learn_margin: float = setting(0.5, "learn step: a candidate is tested on the calibration split only if its "
+    learn_margin: float = setting(1.0, "learn step: a candidate is tested on the calibration split only if its "
                                        "change rate on the statistics split is at most this fraction of --tolerance",
                                   interval(0, 1, closed="high"), metavar="M", group="verification")
+    learn_examples: int = setting(0, "learn step: questions of the statistics split, drawn by image, on which every "
+                                       "candidate's change rate is measured (0: all of them)", at_least(0),
+                                  flag="--learn-samples", metavar="N", group="verification")
     fastv_ratios: tuple = setting(FASTV_RATIOS, "FastV keep ratios R among the verified candidates (FastV at every "
                                                 "layer K with each R)", _ratios_check(), metavar="R",
                                   group="verification")
@@ -340,7 +343,7 @@ def _grid_ok(value):
 
 _DECISION = ("eps", "proximal_t", "attention_threshold", "confidence", "thresholds", "verify", "tolerance",
              "calibration_fraction", "split_seed", "max_new_tokens", "freeze_order", "order_examples", "learn_margin",
-             "fastv_ratios")
+             "learn_examples", "fastv_ratios")
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,19 @@ def split_indices(units: Sequence[int], settings: Any) -> tuple[list[int], list[
     return split_units(units, settings.calibration_fraction, settings.split_seed)
 
 
+def learn_indices(statistics: Sequence[int], units: Sequence[int], questions: int, seed: int) -> list[int]:
+    """The statistics examples the learn step measures every candidate on: all of ``statistics``
+    (``questions == 0``), or a seeded random sample of its images with at least ``questions``
+    questions (:func:`skipit.empirical.units.sample_units`), in their order in ``statistics``.
+    ``units``: the image of every example (indexed like the data)."""
+    from skipit.empirical.units import sample_units
+
+    statistics = list(statistics)
+    if not questions:
+        return statistics
+    return [statistics[i] for i in sample_units([units[j] for j in statistics], int(questions), int(seed))]
+
+
 UNIT_STATEMENT = ("images: the questions of one image (same decoded pixels) are one unit; a candidate's change "
                   "rate is the mean over images of the fraction of their questions whose answer changed")
 

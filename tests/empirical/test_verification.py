@@ -253,3 +253,14 @@ def test_a_p_value_just_above_the_level_stops_the_chain():
     chain = [{"mode": "early-exit", "layer": 3}, {"mode": "early-exit", "layer": 2}]
     out = run_chain(chain, lambda c: [True, False], [0, 1], lambda c: 0.5, tolerance=0.5, level=0.25)
     assert [r["layer"] for r in out] == [3] and [r["certified"] for r in out] == [False]
+
+
+def test_learn_sample_takes_whole_images_of_the_statistics_split_only():
+    units = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    statistics = [0, 1, 4, 5, 6, 7, 8, 9]  # images 0, 2, 3, 4
+    from skipit.empirical.verification import learn_indices
+
+    assert learn_indices(statistics, units, 0, seed=1) == statistics
+    picked = learn_indices(statistics, units, 3, seed=1)
+    assert set(picked) <= set(statistics) and len(picked) == 4  # two whole images reach 3 questions
+    assert all((i ^ 1) in picked for i in picked)  # both questions of each picked image
