@@ -280,3 +280,23 @@ def test_evaluate_with_a_task_scores_the_parsed_generation(world, tmp_path):
     evaluation = _read(tmp_path / "ev" / "evaluation.json")
     assert evaluation["data"]["metric"] == "em-nopunct"
     assert evaluation["full"]["accuracy"] == pytest.approx(LETTER_ACCURACY)
+
+
+def test_a_parsed_multiple_choice_task_reads_the_generation_not_the_first_token(world, tmp_path):
+    """MMBench's matcher finds no option in a lower-case "a" (it reads upper-case letters standing
+    alone, then option texts), so the letter model that scores 2 of 6 by the one-token letter scores
+    0 under ``--task mmbench``, and 2 of 6 again with ``--answer one-token``."""
+    from tests.empirical.hf_helpers import OPTION_SHIFTS
+
+    images, labels = digits(ROWS)
+    rows = {"image": images, "question": ["which digit is shown?"] * ROWS, "hint": [None] * ROWS,
+            "answer": ["ABABCD"[i] for i in range(ROWS)]}
+    for k, letter in zip(OPTION_SHIFTS, "ABCD"):
+        rows[letter] = [WORDS[(label + k) % 10] for label in labels]
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).save_to_disk(tmp_path / "mmb")
+    base = ["evaluate", "--model", world["models"]["mcq"], "--data", str(tmp_path / "mmb"), "--task", "mmbench",
+            "--max-new-tokens", "1", *QUIET, *EVALUATE_FAST]
+    assert main([*base, "--out", str(tmp_path / "gen")]) == 0
+    assert main([*base, "--answer", "one-token", "--out", str(tmp_path / "one")]) == 0
+    assert _read(tmp_path / "gen" / "evaluation.json")["full"]["accuracy"] == 0.0
+    assert _read(tmp_path / "one" / "evaluation.json")["full"]["accuracy"] == pytest.approx(LETTER_ACCURACY)
