@@ -212,10 +212,10 @@ def token_budget_batches(lengths: Sequence[int], batch_size: int, max_batch_toke
     default warning filter then shows it once per process however many examples, batches
     and calls (statistics, each verified candidate) it concerns.
     """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
-    if max_batch_tokens is not None and (isinstance(max_batch_tokens, bool) or max_batch_tokens < 1):
-        raise ValueError(f"`max_batch_tokens` must be None or an integer >= 1, got {max_batch_tokens!r}")
+    from skipit.empirical.settings import RunSettings, check_setting, field_check
+
+    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+        check_setting(name, value, field_check(RunSettings, name))  # the ranges of the settings
     warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
     batches: list[list[int]] = []
     current: list[int] = []

@@ -84,8 +84,8 @@ def test_the_budget_warning_is_shown_once_per_process_under_the_default_filter()
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(batch_size=0), "`batch_size` must be an integer >= 1, got 0"),
-    (dict(batch_size=2, max_batch_tokens=0), "`max_batch_tokens` must be None or an integer >= 1, got 0"),
+    (dict(batch_size=0), "`batch_size` must be in the integers >= 1, got 0"),
+    (dict(batch_size=2, max_batch_tokens=0), "`max_batch_tokens` must be None or in the integers >= 1, got 0"),
 ])
 def test_token_budget_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
