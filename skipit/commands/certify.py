@@ -58,7 +58,11 @@ def units_note(layers):
     and the layers that measured none, with the reason (their vision states all zero, norm 0, as
     from a zero-initialised projector; or no vision token), instead of a count of 0."""
     counts = {e["layer"]: e["vision"]["examples"] for e in layers}
+    images = [e["vision"].get("units") for e in layers]
     empty = [e for e in layers if not e["vision"]["examples"]]
+    if not empty and all(u is not None for u in images):
+        return (f"{max(images)} images ({max(counts.values())} questions) as the independent units, each image's "
+                "questions averaged")
     if not empty:
         return f"{max(counts.values())} examples as the independent units"
     why = ("vision states all zero (norm 0)" if all(e["vision"].get("zero_norm_tokens") for e in empty)

@@ -159,9 +159,21 @@ def redundancy_figure(certificate):
     ax_p.set_title(f"Proximal redundancy: P[rho(X_l, X_(l-1)) < {t:g}] > 1 - eps")
     ax_d.legend(fontsize=7, loc="best")
     ax_p.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{_title_name(certificate)}: per-layer redundancy, {certificate['data']['num_examples']} "
-                 f"examples, bounds at joint confidence {s['confidence']:g}", fontsize=11)
+    fig.suptitle(f"{_title_name(certificate)}: per-layer redundancy, bounds from {behind_bounds(certificate)} "
+                 f"at joint confidence {s['confidence']:g}", fontsize=11)
     return fig
+
+
+def behind_bounds(certificate):
+    """The units behind the per-layer bounds, in words: the statistics split's images and
+    questions (``data.statistics_units`` / ``statistics_examples``; a ``/2`` certificate: its
+    examples), not every example of the run (the calibration ones only verify)."""
+    data = certificate["data"]
+    units, questions = data.get("statistics_units"), data.get("statistics_examples")
+    if units is not None and questions is not None:
+        return f"{units} images ({questions} questions)"
+    examples = max((e["vision"].get("examples") or 0 for e in certificate["layers"] if "vision" in e), default=0)
+    return f"{examples} examples"
 
 
 def attention_figure(certificate):
@@ -183,7 +195,8 @@ def attention_figure(certificate):
     ax.set_ylim(0, max([1.0, s["attention_threshold"]] + [v for v in means + uppers if math.isfinite(v)])
                 * ATTENTION_HEADROOM)
     ax.set_ylabel("VAR_l / H (head-mean vision share)")
-    ax.set_title(f"{_title_name(certificate)}: {ATTENTION_LABEL}", fontsize=9)
+    ax.set_title(f"{_title_name(certificate)}: {ATTENTION_LABEL}; bounds from {behind_bounds(certificate)}",
+                 fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     return fig
 
