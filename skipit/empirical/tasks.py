@@ -102,12 +102,12 @@ class Task:
 
 
 def _missing(value) -> bool:
-    """None, NaN, or the strings ``nan`` / ``none`` (MMBench's empty options and hints)."""
+    """LLaVA's ``is_none``: None, NaN, or a string ``nan`` / ``none`` in any case (not stripped)."""
     if value is None:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and value.strip().lower() in ("nan", "none")
+    return isinstance(value, str) and value.lower() in ("nan", "none")
 
 
 def _lettered(options) -> str:

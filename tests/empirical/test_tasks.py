@@ -24,6 +24,9 @@ PROMPTS = [
      f"What is shown? There are several options:\nA. cat\nB. dog\nC. cow\n\n{MC}"),
     ("mmbench", "llava", MMBENCH, f"Look closely.\nWhat is shown?\nA. cat\nB. dog\nC. cow\n{MC}"),
     ("mmbench", "llava", {**MMBENCH, "hint": "nan", "B": None}, f"What is shown?\nA. cat\n{MC}"),  # stops at B
+    ("mmbench", "llava", {**MMBENCH, "hint": "None"}, f"What is shown?\nA. cat\nB. dog\nC. cow\n{MC}"),  # is_none
+    ("mmbench", "lmms-eval", {**MMBENCH, "hint": ""},                       # an empty hint still takes its space
+     f" What is shown? There are several options:\nA. cat\nB. dog\nC. cow\n\n{MC}"),
     ("mmstar", "lmms-eval", {"question": "  Which one?\nOptions: A: x, B: y  ", "answer": "A"},
      f"Which one?\nOptions: A: x, B: y\n{MC[:-1]}"),                                       # no final period
     ("ai2d", "lmms-eval", {"question": "Which stage?", "options": ["egg", "larva"], "answer": "1"},
