@@ -149,7 +149,7 @@ def _mmbench_options_llava(row):
 
 
 def _mmbench_lmms(row):
-    opts = "There are several options:\n" + "\n".join(f"{c}. {o}" for c, o in _mmbench_options_lmms(row))
+    opts = ("There are several options:\n" + "".join(f"{c}. {o}\n" for c, o in _mmbench_options_lmms(row))).rstrip("\n")
     hint = row.get("hint")
     has_hint = not (hint is None or (isinstance(hint, float) and math.isnan(hint)) or hint == "nan")
     body = f"{hint} {row['question']} {opts}" if has_hint else f"{row['question']} {opts}"
