@@ -4,7 +4,9 @@ Part 1 (``--newton-sizes``): skipit's structured Newton step (a Schur complement
 of the marginal constraints, ``broja``'s default) against the obvious dense
 factorisation of the Hessian in the kernel coordinates (``broja(..., _dense_newton=True)``),
 each with 1 and with 2 BLAS threads (threadpoolctl), on the same Dirichlet(1) pmfs, in
-one run. The dense solve is skipped above ``--dense-max-n`` (its cost grows as ~n^9).
+one run. The structured solve limits BLAS to one thread itself (its dense systems are
+small), so its two columns differ only by noise; the dense solve uses what it is given.
+The dense solve is skipped above ``--dense-max-n`` (its cost grows as ~n^9).
 Every time line is printed with the 1-minute load average (/proc/loadavg) beside it.
 
 Part 2 (``--sizes``): skipit against dit's three solvers and SLSQP.
