@@ -4,9 +4,10 @@ Two real ``LlavaForConditionalGeneration`` models (CLIP vision tower, projector,
 ship as package data, so ``skipit certify`` runs offline on any machine (:data:`DEMO_MODELS`):
 
 * ``demo`` (the default): a 16-layer decoder pretrained as a language model on a synthetic
-  text corpus (arithmetic on number words, comparisons, counting, copying), then aligned to the
-  vision tower with the decoder frozen, then tuned on visual questions that need the image and
-  then text reasoning (:mod:`skipit.demo.questions`); answers are words, some several;
+  text corpus (arithmetic on number words, comparisons, counting, copying), a pretrained vision
+  tower, a projector aligned with both frozen, then everything tuned on visual questions that
+  need the image and then text reasoning (:mod:`skipit.demo.questions`); answers are words,
+  some several;
 * ``demo-dense``: a 12-layer decoder trained only on four one-token question types, never a
   language model: its answer position reads the image in every layer (the negative control).
 
@@ -25,7 +26,7 @@ import numpy as np
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEMO_MODELS = {"demo": MODELS_DIR / "demo", "demo-dense": MODELS_DIR / "demo-dense"}
 """``--model`` name -> directory of each bundled demo model; ``demo`` is the default."""
-DEFAULT_DEMO = "demo-dense"  # TEMPORARY until the demo weights land
+DEFAULT_DEMO = "demo"
 DEMO_MODEL_DIR = DEMO_MODELS[DEFAULT_DEMO]
 
 QUESTION_TYPES = ("digit", "even", "greater", "choice")
@@ -48,6 +49,12 @@ BUNDLED_DATASETS = {
 (``model`` names the demo model whose questions they are)."""
 DEMO_DATA = {"demo": "digits-reason-test", "demo-dense": "digits-test"}
 """The bundled data set each demo model is certified on when ``--data`` is not given."""
+
+
+def default_data_for(model: str | None) -> str | None:
+    """The bundled data set ``--model`` runs on when ``--data`` is not given: the data of the demo
+    model it names (None: the default demo), or None for any other model (which needs ``--data``)."""
+    return DEMO_DATA.get(DEFAULT_DEMO if model is None else str(model))
 
 
 def demo_model_dir(name: str = DEFAULT_DEMO) -> Path:

@@ -1,15 +1,19 @@
 """Train a bundled demo VLM: ``python -m skipit.demo.train --out DIR [--model demo|demo-dense]``.
 
-``demo`` (the default) is trained the way real VLMs are, in three phases:
+``demo`` (the default) is trained the way real VLMs are, its parts first, then together:
 
+0. **vision encoder pretraining**: the CLIP tower alone classifies the train digits (a linear
+   head on its mean patch feature, discarded afterwards), as a VLM starts from a pretrained
+   vision encoder;
 1. **language pretraining**: the Llama decoder alone, as a language model (next-token loss on
    every token) on a synthetic text corpus of questions that need depth to answer: arithmetic
-   on number words, comparisons, counting, copying and two-step sums
+   on number words, comparisons, multiple choice, counting, copying and two-step sums
    (:func:`skipit.demo.questions.text_document`);
-2. **alignment**: the vision tower and projector learn to caption a digit
-   (``which digit is shown?`` -> ``seven``) with the decoder frozen (no decoder weight changes);
+2. **alignment**: the projector alone learns to caption a digit
+   (``which digit is shown?`` -> ``seven``), vision tower and decoder frozen (LLaVA's stage 1);
 3. **visual instruction tuning**: every weight is trained on visual questions
-   (:data:`skipit.demo.questions.VISUAL_TYPES`) mixed with text-only questions from the corpus.
+   (:data:`skipit.demo.questions.VISUAL_TYPES`), a fifth of the batches text-only questions
+   from the corpus (as LLaVA-1.5 mixes in text-only conversations).
 
 Phases 2 and 3 take the loss on the answer and end-of-sequence tokens only, as visual instruction
 tuning does. Nothing in the recipe refers to how layers treat the vision tokens. ``demo-dense``
@@ -45,20 +49,20 @@ DEFAULT_CONFIG = {
     "batch_size": 64,
     "weight_decay": 0.01,
     "augment": True,
-    "vision_steps": 800,
+    "vision_steps": 2000,
     "vision_lr": 1e-3,
     "vision_warmup": 50,
-    "lm_steps": 1400,
+    "lm_steps": 1600,
     "lm_lr": 1e-3,
     "lm_warmup": 100,
-    "lm_type_weights": [1.0] * len(TEXT_TYPES),
+    "lm_type_weights": [1.0, 1.0, 1.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
     "align_steps": 300,
     "align_lr": 1e-3,
     "align_warmup": 50,
     "tune_steps": 1200,
     "tune_lr": 5e-4,
     "tune_warmup": 50,
-    "tune_type_weights": [1.0] * len(VISUAL_TYPES),
+    "tune_type_weights": [1.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0],
     "tune_text_fraction": 0.2,
     "image_size": 32,
     "patch_size": 8,
@@ -70,6 +74,7 @@ DEFAULT_CONFIG = {
     "text_layers": 16,
     "text_heads": 4,
     "text_intermediate": 128,
+    "text_init": 0.05,
     "eval_batch_size": 256,
 }
 """Recipe of the committed ``demo`` weights; ``--set KEY=VALUE`` overrides any entry."""

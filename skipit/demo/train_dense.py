@@ -127,6 +127,7 @@ def build_model(cfg, tokenizer):
         num_attention_heads=cfg["text_heads"], num_key_value_heads=cfg["text_heads"],
         max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None, eos_token_id=None, tie_word_embeddings=False,
+        **({"initializer_range": cfg["text_init"]} if "text_init" in cfg else {}),
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text,

@@ -209,6 +209,9 @@ def test_dense_model_card_states_the_accuracy_in_metrics_json():
     test_row = next(line for line in card.splitlines() if line.startswith("| test (1436)"))
     for qtype in QUESTION_TYPES:
         assert f"**{metrics['test'][qtype]:.3f}**" in test_row, qtype
+    figures = json.loads((DENSE_DIR / "measurements.json").read_text())
+    assert f"{figures['freeze_last_half_changed']:.1%}" in card
+    assert figures["questions"] == 1436 and figures["layers"] == 12
 
 
 def test_load_demo_model_errors_name_the_fix(tmp_path):
@@ -326,3 +329,79 @@ def test_demo_train_rejects_unknown_keys_and_bad_weights():
         train({"tune_type_weights": [1.0]})
     with pytest.raises(ValueError, match=r"`tune_text_fraction` must be in \[0, 1\), got 1.0"):
         train({"tune_text_fraction": 1.0})
+
+
+DEMO_DIR = DEMO_MODELS["demo"]
+DEMO_SAMPLE_IMAGES = 40
+"""Held-out test images scored by the accuracy test (8 questions each)."""
+
+
+@pytest.fixture(scope="module")
+def reasoner():
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from skipit.demo import load_demo_model
+
+    model, processor = load_demo_model(name="demo")
+    metrics = json.loads((DEMO_DIR / "metrics.json").read_text())
+    return model, processor, metrics
+
+
+def test_demo_is_the_default_and_a_llava_with_16_decoder_layers_under_20_mb(reasoner):
+    from transformers import LlavaForConditionalGeneration
+
+    from skipit.demo import DEFAULT_DEMO, DEMO_MODEL_DIR
+    from skipit.demo.questions import NUMBER_WORDS
+    from skipit.empirical.loading import resolve_model
+
+    model, processor, _ = reasoner
+    assert DEFAULT_DEMO == "demo" and DEMO_MODEL_DIR == DEMO_DIR
+    assert resolve_model(None) == resolve_model("demo") and resolve_model(None).location == str(DEMO_DIR)
+    assert resolve_model("demo-dense").location == str(DENSE_DIR)
+    assert isinstance(model, LlavaForConditionalGeneration)
+    assert len(model.model.language_model.layers) >= 16
+    assert (DEMO_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
+    tok = processor.tokenizer
+    for word in [*NUMBER_WORDS, "yes", "no", *CHOICE_LETTERS]:
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+    assert tok("is the digit even?")["input_ids"][0] == tok.bos_token_id
+    assert model.generation_config.eos_token_id == tok.eos_token_id
+
+
+def test_demo_reaches_its_card_accuracy_on_held_out_images(reasoner):
+    """Scored as skipit scores the bundled set (one token for letter questions, greedy generation
+    to </s> for the others), on the first DEMO_SAMPLE_IMAGES test images."""
+    from skipit.demo.questions import VISUAL_TYPES
+    from skipit.demo.train_dense import deterministic
+    from skipit.empirical.answers import predict_answers
+    from skipit.empirical.data import load_examples
+    from skipit.empirical.metrics import score_one
+
+    model, processor, metrics = reasoner
+    n = DEMO_SAMPLE_IMAGES * len(VISUAL_TYPES)
+    examples, _ = load_examples("digits-reason-test", limit=n)
+    types = [r["type"] for r in digits_vqa_records(**BUNDLED_DATASETS["digits-reason-test"])[:n]]
+    with deterministic(seed=0, threads=1):
+        answers = predict_answers(model, processor, examples, batch_size=64)
+    scores = [score_one(a, ex.answers, ex.metric) for a, ex in zip(answers, examples)]
+    for qtype in VISUAL_TYPES:
+        got = [s for s, t in zip(scores, types) if t == qtype]
+        card = metrics["test"][qtype]
+        margin = STD_ERRORS * math.sqrt(max(card * (1 - card), 1 / len(got)) / len(got))
+        assert sum(got) / len(got) >= card - margin, (qtype, sum(got) / len(got), card)
+    assert metrics["test"]["all"] >= 0.9
+    assert sum(scores) / n >= metrics["test"]["all"] - STD_ERRORS * math.sqrt(0.1 * 0.9 / DEMO_SAMPLE_IMAGES)
+
+
+def test_demo_card_states_its_accuracy_and_measurements():
+    from skipit.demo.measure import FIGURES_FILE
+    from skipit.demo.questions import VISUAL_TYPES
+
+    metrics = json.loads((DEMO_DIR / "metrics.json").read_text())
+    figures = json.loads((DEMO_DIR / FIGURES_FILE).read_text())
+    card = (DEMO_DIR / "MODEL_CARD.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| test (2872)"))
+    for qtype in VISUAL_TYPES:
+        assert f"{metrics['test'][qtype]:.3f}" in row, qtype
+    assert f"{figures['freeze_last_half_changed']:.1%}" in card
+    assert figures["questions"] == 2872 and figures["layers"] == 16
