@@ -20,7 +20,8 @@ from typing import Any
 from skipit.empirical.loading import DTYPES
 from skipit.errors import SkipitError
 
-DEFAULT_DATA = "digits-test"
+DEFAULT_DATA = "digits-reason-test"
+"""The bundled set of the default demo model (``--model demo-dense`` runs on ``digits-test``)."""
 SMALL_MODEL_PARAMETERS = 50_000_000
 
 
@@ -187,8 +188,8 @@ def load_model_and_data(args: argparse.Namespace, command: str, ctx: Any = None,
     ``--model`` unless ``--task`` names a preset (whose dataset id is then read from the cache)."""
     if args.samples < 0:
         raise SkipitError(f"--samples must be >= 0 (0 = all), got {args.samples}")
-    if args.data is None and args.model is not None and getattr(args, "task", None) is None:
-        raise SkipitError("--data is needed with --model (the bundled data set fits the demo model only)")
+    if args.data is None and _demo_data(args.model) is None and getattr(args, "task", None) is None:
+        raise SkipitError("--data is needed with --model (the bundled data sets fit the demo models only)")
     parse_threads(getattr(args, "threads", "auto"))
     placement_from_args(args, ctx)
     examples, report = load_data(args, command)
@@ -210,6 +211,15 @@ def load_model(args: argparse.Namespace, command: str, examples: list, ctx: Any 
     return model, processor, info, check_data_for_model(args, command, model, processor, examples)
 
 
+def _demo_data(model):
+    """The bundled data set of the demo model ``--model`` names (None: the default demo), else None."""
+    try:
+        from skipit.demo import default_data_for
+    except ImportError:
+        return None
+    return default_data_for(model)
+
+
 def load_data(args: argparse.Namespace, command: str) -> tuple:
     """``(examples, report)`` of the data options (:func:`skipit.empirical.data.add_data_arguments`),
     every line or row checked before any model work; skipped ones (``--skip-bad``) reported.
@@ -222,7 +232,7 @@ def load_data(args: argparse.Namespace, command: str) -> tuple:
     from skipit.empirical.units import sample_units, unit_ids
 
     everything = argparse.Namespace(**dict(vars(args), samples=0))
-    examples, report = examples_from_args(everything, default_data=DEFAULT_DATA)
+    examples, report = examples_from_args(everything, default_data=_demo_data(args.model) or DEFAULT_DATA)
     for n, why in report.skipped:
         print(f"skipit {command}: skipped {report.unit} {n} of {report.source}: {why}", file=sys.stderr)
     if args.samples:
