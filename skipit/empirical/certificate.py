@@ -59,6 +59,7 @@ from skipit.empirical.modes import VERIFY_MODES
 from skipit.empirical.settings import COSINE_DISTANCE_RANGE, FREEZE_ORDERS, CertifySettings
 from skipit.empirical.stats import DEFAULT_THRESHOLDS, threshold_key
 from skipit.empirical.units import UNIT_RULE
+from skipit.empirical.verification import config_key, config_label  # one home; re-exported for /2 readers
 from skipit.theory import betting_lower_bound, betting_p_value, betting_upper_bound, clopper_pearson_upper
 
 __all__ = [
@@ -507,23 +508,9 @@ def candidate_chains(layers: Sequence[Mapping[str, Any]],
     }
 
 
-def config_key(config: Mapping[str, Any]) -> str:
-    """A candidate's key (checkpoints, matching verified configs): ``late-entry:3``, ``freeze:2,5``."""
-    if config["mode"] == "freeze":
-        return "freeze:" + ",".join(str(l) for l in config["layers"])
-    return f"{config['mode']}:{config['layer']}"
-
-
 def config_arg(config: Mapping[str, Any]) -> int | list[int]:
     """The layer argument of a candidate's skipping mode: ``layers`` for freeze, else ``layer``."""
     return list(config["layers"]) if config["mode"] == "freeze" else int(config["layer"])
-
-
-def config_label(config: Mapping[str, Any]) -> str:
-    """A candidate as people read it: ``late-entry L=3``, ``freeze 2,5``."""
-    if config["mode"] == "freeze":
-        return "freeze " + ",".join(str(l) for l in config["layers"])
-    return f"{config['mode']} L={config['layer']}"
 
 
 def binomial_p_value(changed: int, examples: int, tolerance: float) -> float:

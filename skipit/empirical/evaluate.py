@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from skipit.empirical.certificate import candidate_chains, config_arg, config_key, load_certificate
+from skipit.empirical.certificate import candidate_chains, load_certificate
 from skipit.empirical.distributed import batch_positions
 from skipit.empirical.loading import to_model_inputs
 from skipit.empirical.metrics import normalise_answer
@@ -47,6 +47,7 @@ from skipit.empirical.predict import mode_layer, predict, token_counts
 from skipit.empirical.settings import EvaluateSettings, SettingError, parse_layer_grid
 from skipit.empirical.skipping import resolve_adapter
 from skipit.empirical.stats import threshold_key
+from skipit.empirical.verification import config_key
 
 if TYPE_CHECKING:
     from skipit.empirical.adapters.base import VLMAdapter
@@ -171,27 +172,33 @@ def _changed(preds, reference, examples):
 
 
 def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, done, **run):
-    """Every candidate of the certificate's three chains, run on ``examples``: its measured
-    answer-change rate against the full model, and whether the certificate verified it.
-    ``done``: ``{config_key: (predictions, correct)}`` of settings already run (the layer grid's
-    rows), which are not run again."""
+    """Every candidate the certificate's verification measured (its learn step's candidates; a
+    ``/2`` certificate: its three chains), run on ``examples``: its measured answer-change rate
+    against the full model, and whether the certificate verified it. ``done``:
+    ``{config_key: (predictions, correct)}`` of settings already run (the layer grid's rows),
+    which are not run again."""
+    from skipit.empirical.candidates import candidate_context
+
     ver = certificate["verification"]
     tau = ver["tolerance"]
     verified = {config_key(c): bool(c["certified"]) for c in ver["configs"]}
+    if ver.get("learned") is not None:
+        candidates = [{k: c[k] for k in ("mode", "layer", "layers", "keep_ratio") if k in c} for c in ver["learned"]]
+    else:
+        order = (ver.get("freeze_order") or {}).get("layers")  # the freeze chain as the certificate ordered it
+        candidates = [c for chain in candidate_chains(certificate["layers"], order).values() for c in chain]
     rows = []
-    order = (ver.get("freeze_order") or {}).get("layers")  # the freeze chain as the certificate ordered it
-    for mode, candidates in candidate_chains(certificate["layers"], order).items():
-        for config in candidates:
-            key = config_key(config)
-            if key in done:
-                preds, correct = done[key]
-            else:
-                say(f"verified candidate {key}")
-                preds, correct, _ = predict(model, processor, examples, batch_size, mode, config_arg(config), adapter,
-                                            **run)
-            rate = _changed(preds, full_preds, examples)
-            rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
-                             certified=verified.get(key, False), within_change_tolerance=rate <= tau))
+    for config in candidates:
+        key = config_key(config)
+        if key in done:
+            preds, correct = done[key]
+        else:
+            say(f"verified candidate {key}")
+            preds, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
+                                        context=lambda config=config: candidate_context(model, config, adapter), **run)
+        rate = _changed(preds, full_preds, examples)
+        rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
+                         certified=verified.get(key, False), within_change_tolerance=rate <= tau))
     return rows
 
 

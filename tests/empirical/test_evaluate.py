@@ -361,7 +361,9 @@ def test_demo_model_certify_then_evaluate(tmp_path, capsys):
     assert rows[("late-entry", 1)]["accuracy"] == full and rows[("early-exit", 12)]["accuracy"] == full
     assert full > 0.5  # a trained model: chance is at most 1/2 on every question type
     assert report["validation"]["paper"]["all"]["settings"] == 6  # LE 6, 12; EE 1, 6; freeze 1, 6
-    assert len(report["verified_rows"]) == 3 * 11
+    learned = json.loads(cert.read_text())["verification"]["learned"]
+    assert [{k: r[k] for k in ("mode", "layer", "layers", "keep_ratio") if k in r} for r in report["verified_rows"]] == [
+        {k: c[k] for k in ("mode", "layer", "layers", "keep_ratio") if k in c} for c in learned]  # every learned one
     assert report["model"]["source"] == "demo" and report["num_examples"] == 32
     capsys.readouterr()
 
