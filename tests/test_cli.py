@@ -223,7 +223,7 @@ def test_no_model_certifies_the_bundled_demo_model_on_its_test_data(tmp_path, ca
     assert main(["certify", "--out", str(tmp_path), "--samples", "32", "--no-progress"]) == 0
     cert = json.loads((tmp_path / "certificate.json").read_text())
     assert cert["model"]["source"] == "demo" and cert["model"]["num_layers"] >= 12
-    assert cert["data"]["source"] == "bundled:digits-test" and _examples_used(cert) == 32
+    assert cert["data"]["source"] == "bundled:digits-reason-test" and _examples_used(cert) == 32
     assert cert["layers"][0]["vision"]["tokens"] == cert["data"]["statistics_examples"] * 16
 
 
