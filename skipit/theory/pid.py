@@ -333,13 +333,23 @@ def _one_blas_thread():
 
     The structured solve's dense systems are small (< |X|(|Y| + |Z|) rows), where extra BLAS
     threads only add synchronisation, and on a loaded machine their spin-waiting costs far
-    more (20x20x20 at load 11: 70 s with one thread, 376 s with two).
+    more (20x20x20 at load 11: 70 s with one thread, 376 s with two). The BLAS libraries are
+    looked up once (about 50 ms), not per solve.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # not a dependency: the solve is correct either way
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # not a dependency: the solve is correct either way
+            _BLAS_CONTROLLER = False
+        else:
+            _BLAS_CONTROLLER = ThreadpoolController()
+    if _BLAS_CONTROLLER is False:
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
+_BLAS_CONTROLLER = None  # threadpoolctl's controller once looked up, False where not installed
 
 
 def _barrier_newton(q, direction, s, yz, cells, pxy, pxz, nyz, gap_tol):
