@@ -263,11 +263,13 @@ def test_resume_with_another_split_is_refused(tiny_llava, tmp_path, change):
     from skipit.errors import SkipitError
     from tests.empirical.certify_helpers import digit_examples
 
-    _run(tiny_llava, digit_examples(8), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1, verify=True)
+    _run(tiny_llava, digit_examples(8), checkpoint_dir=tmp_path, max_batches=1, checkpoint_every=1, verify=True,
+         calibration_fraction=0.5)
     assert len(json.loads((tmp_path / "checkpoint.json").read_text())["done"]) == 3
     with pytest.raises(SkipitError, match=r"captured with split \[True, 0\.5, 0\]; this run asks for \[.*\] "
                                           r"\(`calibration_fraction`, `split_seed` or `verify` changed\?\)"):
-        _run(tiny_llava, digit_examples(8), checkpoint_dir=tmp_path, **{"verify": True, **change})
+        _run(tiny_llava, digit_examples(8), checkpoint_dir=tmp_path,
+             **{"verify": True, "calibration_fraction": 0.5, **change})
 
 
 def test_checkpoint_statistics_are_mergeable_run_statistics(tiny_llava, tmp_path):
@@ -435,7 +437,8 @@ def _direct_token_counts(model, processor, examples):
     return counts
 
 
-VERIFY_SETTINGS = {"tolerance": 0.5, "confidence": 0.7}  # level 0.3: 0 of 6 changed is rejected (p = 0.016)
+VERIFY_SETTINGS = {"tolerance": 0.5, "confidence": 0.7,  # level 0.3: 0 of 6 changed is rejected (p = 0.016)
+                   "calibration_fraction": 0.5}
 
 
 def _split(examples, **settings):
