@@ -41,3 +41,33 @@ def test_a_p_value_above_the_chain_level_stops_the_chain():
     walked = run_chains({"early-exit": chain}, 2, lambda config: 1, lambda config: 0.5, TIE)["early-exit"]
     assert [r["layer"] for r in walked] == [3]
     assert [r["certified"] for r in fixed_sequence(walked, TIE.tolerance, TIE.chain_level())] == [False]
+
+
+def test_the_verification_chain_certifies_a_p_value_exactly_at_its_level_and_goes_on():
+    """The walk ``skipit certify`` runs (:func:`skipit.empirical.verification.run_chain`), at the
+    same tie: one question per image makes the test the exact binomial, 0 of 2 changed at tau 0.5
+    has p = 0.25 = level, so the candidate is certified and the next one is measured; the next,
+    with 2 of 2 changed (p = 1), is not certified and ends the chain before a third."""
+    from skipit.empirical.verification import run_chain
+
+    chain = [{"mode": "freeze", "layers": [1]}, {"mode": "freeze", "layers": [1, 2]},
+             {"mode": "freeze", "layers": [1, 2, 3]}]
+    measured = []
+
+    def changed(config):
+        measured.append(len(config["layers"]))
+        return [False, False] if len(config["layers"]) == 1 else [True, True]
+
+    tested = run_chain(chain, changed, [0, 1], lambda config: 0.5, tolerance=0.5, level=0.25)
+    assert measured == [1, 2]
+    assert [r["certified"] for r in tested] == [True, False]
+    assert tested[0]["p_value"] == 0.25
+
+
+def test_the_verification_chain_stops_at_a_p_value_above_its_level():
+    """1 of 2 changed has p = 0.75 > 0.25: not certified, and nothing after it is measured."""
+    from skipit.empirical.verification import run_chain
+
+    chain = [{"mode": "early-exit", "layer": 3}, {"mode": "early-exit", "layer": 2}]
+    tested = run_chain(chain, lambda config: [True, False], [0, 1], lambda config: 0.5, tolerance=0.5, level=0.25)
+    assert [(r["layer"], r["certified"]) for r in tested] == [(3, False)]
