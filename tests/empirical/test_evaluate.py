@@ -345,15 +345,16 @@ def test_format_table_marks_accuracy_drops():
 
 
 def test_demo_model_certify_then_evaluate(tmp_path, capsys):
-    """The README's validation run, small: certify the bundled demo model, then evaluate
-    the certificate on the same bundled test examples."""
-    from skipit.demo import DEMO_MODEL_DIR
+    """The README's validation run, small: certify the 12-layer bundled demo model (demo-dense),
+    then evaluate the certificate on the same bundled test examples."""
+    from skipit.demo import DEMO_MODELS
 
-    assert (DEMO_MODEL_DIR / "model.safetensors").exists(), "the bundled demo model is missing from the package"
-    assert main(["certify", "--out", str(tmp_path / "cert"), "--samples", "32", "--no-progress"]) == 0
+    assert (DEMO_MODELS["demo-dense"] / "model.safetensors").exists(), "the bundled demo model is missing"
+    assert main(["certify", "--model", "demo-dense", "--out", str(tmp_path / "cert"), "--samples", "32",
+                 "--no-progress"]) == 0
     cert = tmp_path / "cert" / "certificate.json"
     out = tmp_path / "eval"
-    assert main(["evaluate", "--certificate", str(cert), "--samples", "32", "--layers", "1,6,12",
+    assert main(["evaluate", "--model", "demo-dense", "--certificate", str(cert), "--samples", "32", "--layers", "1,6,12",
                  "--theorem6-samples", "1", "--theorem6-iters", "2", "--out", str(out), "--quiet"]) == 0
     report = json.loads((out / "evaluation.json").read_text())
     rows = {(r["mode"], r["layer"]): r for r in report["rows"]}
