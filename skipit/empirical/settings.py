@@ -408,11 +408,11 @@ class SkipSettings(RunSettings):
         if get_mode(self.mode).takes == "layers":
             if self.layers is None or self.layer is not None:
                 raise SettingError(f"{{mode}} {self.mode} takes {{layers}} (e.g. 6,8,10), not {{layer}}; "
-                                   f"got layer {self.layer}, layers {self.layers}")
+                                   f"got {{layer}} {self.layer} {{layers}} {self.layers}")
             return None if num_layers is None else parse_layer_grid(self.layers, num_layers)
         if self.layer is None or self.layers is not None:
             raise SettingError(f"{{mode}} {self.mode} takes {{layer}}, not {{layers}}; "
-                               f"got layer {self.layer}, layers {self.layers}")
+                               f"got {{layer}} {self.layer} {{layers}} {self.layers}")
         if num_layers is None:
             return None
         if not 1 <= self.layer <= num_layers:

@@ -347,9 +347,9 @@ def test_skip_cli_freeze_prints_the_layer_set(tiny_dir, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--mode", "freeze", "--layers", "2,5"], r"--layers must lie in \[1, 4\], got \[5\]"),
     (["--mode", "freeze", "--layers", "2,x"], r"--layers must look like 'all', '1,2,8', '2-12' or '2-12:2', got '2,x'"),
-    (["--mode", "freeze", "--layer", "2"], r"--mode freeze takes --layers LIST \(e.g. 6,8,10\), not --layer; "
+    (["--mode", "freeze", "--layer", "2"], r"--mode freeze takes --layers \(e.g. 6,8,10\), not --layer; "
                                            r"got --layer 2 --layers None"),
-    (["--mode", "late-entry", "--layers", "2"], r"--mode late-entry takes --layer L, not --layers"),
+    (["--mode", "late-entry", "--layers", "2"], r"--mode late-entry takes --layer, not --layers; got --layer None --layers 2"),
     (["--mode", "early-exit", "--layer", "9"], r"--layer must be in \[1, 4\] for this model, got 9"),
 ])
 def test_skip_cli_bad_layers_are_one_line_errors(tiny_dir, capsys, argv, message):
