@@ -519,4 +519,7 @@ def test_certify_under_a_token_cap_gives_the_uncapped_certificate(tiny_run):
     assert 2 * min(lengths) > cap  # so every batch holds one example, and none is over the cap
     capped = json.loads(json.dumps(_certify(tiny_run["bundle"], examples, max_batch_tokens=cap)))
     assert capped["run"].pop("max_batch_tokens") == cap
-    _assert_same_certificate(capped, json.loads(json.dumps(tiny_run["single"])), rel=1e-9)
+    # one example per batch against padded batches: float32 activations and attention shares differ
+    # in their last bits (measured: 2e-7 relative on the attention share's variance, 1.3e-9 on the
+    # design effect); a real batching bug moves them by far more than 1e-6
+    _assert_same_certificate(capped, json.loads(json.dumps(tiny_run["single"])), rel=1e-6)
