@@ -52,7 +52,7 @@ wheel-check: $(STAMP)
 	  test "$$(skipit --version)" = "skipit $$(ls ../dist/skipit-*.whl | sed 's/.*skipit-\([^-]*\)-.*/\1/')" && \
 	  python -c "import sys, skipit.theory; assert skipit.__file__.startswith(sys.prefix), skipit.__file__; \
 	    assert 'torch' not in sys.modules" && \
-	  skipit certify --samples 8 --out certify-out --no-progress > certify.log && \
+	  skipit certify --samples 16 --out certify-out --no-progress > certify.log && \
 	  python -c "import json; c = json.load(open('certify-out/certificate.json')); \
 	    assert c['schema'].startswith('skipit.certificate/') and c['model']['source'] == 'demo', c['model']"
 	@echo "wheel-check: $$(ls $(WHEEL_CHECK)/dist) installed and ran from outside the source tree"

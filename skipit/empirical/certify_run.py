@@ -497,14 +497,14 @@ def certify(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
         raise TypeError(f"`settings` must be a CertifySettings, got {type(settings).__name__}")
     if not examples:
         raise SettingError("{examples} must not be empty: no examples to certify on")
-    if settings.verify and len(examples) < 2:
-        raise SettingError(f"verification needs at least 2 examples (statistics and calibration), got "
-                           f"{len(examples)}; add {{examples}} or set {{verify=False}}")
+    units = unit_ids(examples)
+    if settings.verify and len(set(units)) < 2:
+        raise SettingError(f"verification needs at least 2 images (one for the statistics, one to verify), got "
+                           f"{len(set(units))} in {len(examples)} examples; add {{examples}} or set {{verify=False}}")
     adapter = get_adapter(model)
     say = _sayer(progress and ctx.is_main)
 
     # 1. split, by image
-    units = unit_ids(examples)
     stats_idx, calib_idx = split_indices(units, settings)
     identity = _identity(model, adapter, examples, settings, model_info, data_info)
     verification_key = {"max_new_tokens": settings.max_new_tokens, "order": settings.freeze_order,

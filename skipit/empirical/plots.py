@@ -28,6 +28,7 @@ import os
 
 from skipit.empirical.files import atomic_write_bytes
 from skipit.empirical.stats import threshold_key
+from skipit.empirical.verification import layer_list, layer_runs
 
 __all__ = ["redundancy_figure", "attention_figure", "plot_redundancy", "plot_attention", "write_plots",
            "ATTENTION_LABEL"]
@@ -77,26 +78,15 @@ def _recommended_layers(certificate):
         layers, what = list(range(best["layer"] + 1, num_layers + 1)), f"vision leaves after layer {best['layer']}"
     elif mode == "freeze":
         layers = sorted(best.get("layers", []))
-        what = ("vision frozen in layer " if len(layers) == 1 else "vision frozen in layers ") + ", ".join(str(l) for l in layers)
+        what = ("vision frozen in layer " if len(layers) == 1 else "vision frozen in layers ") + layer_list(layers)
     else:
         return None
     speedup = best.get("predicted_speedup")
     return layers, f"verified recommendation: {what}" + (f" ({speedup:.2f}x predicted)" if speedup else "")
 
 
-def _runs(layers):
-    """Consecutive runs of sorted layer numbers: [1, 2, 5] -> [(1, 2), (5, 5)]."""
-    runs = []
-    for layer in sorted(layers):
-        if runs and layer == runs[-1][1] + 1:
-            runs[-1][1] = layer
-        else:
-            runs.append([layer, layer])
-    return [tuple(r) for r in runs]
-
-
 def _span(ax, layers, label, **style):
-    for i, (first, last) in enumerate(_runs(layers)):
+    for i, (first, last) in enumerate(layer_runs(layers)):
         # one legend entry per kind: labels starting with "_" stay out of the legend
         ax.axvspan(first - 0.5, last + 0.5, lw=0, label=label if i == 0 else "_" + label, **style)
 

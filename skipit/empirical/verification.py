@@ -60,12 +60,32 @@ def config_key(config: Mapping[str, Any]) -> str:
     return f"{mode}:{config['layer']}"
 
 
+def layer_runs(layers: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of layer numbers, sorted: ``[5, 1, 2] -> [(1, 2), (5, 5)]``."""
+    runs: list[list[int]] = []
+    for layer in sorted(int(l) for l in layers):
+        if runs and layer == runs[-1][1] + 1:
+            runs[-1][1] = layer
+        else:
+            runs.append([layer, layer])
+    return [(first, last) for first, last in runs]
+
+
+def layer_list(layers: Sequence[int]) -> str:
+    """A layer set as people read it, runs of three or more as ranges: ``[1, 3, 4, 5, 9, 10]`` ->
+    ``1,3-5,9,10``."""
+    parts = []
+    for first, last in layer_runs(layers):
+        parts += [f"{first}-{last}"] if last - first >= 2 else [str(l) for l in range(first, last + 1)]
+    return ",".join(parts)
+
+
 def config_label(config: Mapping[str, Any]) -> str:
-    """A candidate as people read it: ``late-entry L=3``, ``freeze 2,5``, ``FastV K=3 R=0.5``,
-    ``freeze 2,5 + early-exit L=8``."""
+    """A candidate as people read it: ``late-entry L=3``, ``freeze 2,5``, ``freeze 1,3-15``,
+    ``FastV K=3 R=0.5``, ``freeze 2,5 + early-exit L=8`` (:func:`layer_list`)."""
     mode = config["mode"]
     if mode == "freeze":
-        return "freeze " + ",".join(str(l) for l in config["layers"])
+        return "freeze " + layer_list(config["layers"])
     if mode == "fastv":
         return f"FastV K={config['layer']} R={float(config['keep_ratio']):g}"
     if mode == COMPOSITION:

@@ -657,3 +657,17 @@ def test_a_checkpoint_write_failing_midway_is_one_line_and_keeps_the_last_good_c
     state = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
     assert state["done"] == [0, 1, 2] and (tmp_path / "b" / state["statistics"]).exists()
     assert _run(tiny_llava, examples, checkpoint_dir=tmp_path / "b", checkpoint_every=1) == whole
+
+
+def test_verification_on_one_image_is_refused_before_any_model_work(tiny_llava):
+    """The split is by image: four questions of ONE image leave nothing to verify on, so certify
+    refuses in one line naming the images (not the questions)."""
+    from dataclasses import replace
+
+    from skipit.empirical.settings import SettingError
+    from tests.empirical.certify_helpers import digit_examples
+
+    one = digit_examples(1)
+    same_image = [replace(one[0], question=q) for q in ("a?", "b?", "c?", "d?")]
+    with pytest.raises(SettingError, match=r"at least 2 images .*got 1 in 4 examples"):
+        _run(tiny_llava, same_image, verify=True)

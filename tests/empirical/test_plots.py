@@ -87,7 +87,7 @@ def test_schema_2_shades_freeze_runs_and_hatches_the_verified_recommendation():
 
 @pytest.mark.parametrize("best, label", [
     ({"mode": "early-exit", "layer": 4}, "vision leaves after layer 4"),
-    ({"mode": "freeze", "layers": [4, 2]}, "vision frozen in layers 2, 4"),
+    ({"mode": "freeze", "layers": [4, 2]}, "vision frozen in layers 2,4"),
 ])
 def test_recommended_modes_name_their_layers(best, label):
     layers, text = plots._recommended_layers(_certificate(recommended=best))

@@ -264,3 +264,17 @@ def test_learn_sample_takes_whole_images_of_the_statistics_split_only():
     picked = learn_indices(statistics, units, 3, seed=1)
     assert set(picked) <= set(statistics) and len(picked) == 4  # two whole images reach 3 questions
     assert all((i ^ 1) in picked for i in picked)  # both questions of each picked image
+
+
+def test_a_freeze_label_writes_runs_of_three_or_more_layers_as_ranges():
+    """A 16-layer freeze set reads as ``freeze 1,3-15``; two neighbours stay a list, and the key
+    (checkpoints, caches) keeps every layer."""
+    from skipit.empirical.verification import config_key, config_label, layer_list, layer_runs
+
+    layers = [1] + list(range(3, 16))
+    assert config_label({"mode": "freeze", "layers": layers}) == "freeze 1,3-15"
+    assert config_key({"mode": "freeze", "layers": layers}) == "freeze:" + ",".join(map(str, layers))
+    assert layer_list([10, 9, 5, 1, 2, 3]) == "1-3,5,9,10"
+    assert layer_runs([5, 1, 2]) == [(1, 2), (5, 5)]
+    assert config_label({"mode": "freeze+early-exit", "layers": [1, 2, 3, 4], "layer": 9}) == \
+        "freeze 1-4 + early-exit L=9"
