@@ -427,7 +427,10 @@ class SkipSettings(RunSettings):
 SETTINGS_CLASSES = (CertifySettings, EvaluateSettings, SkipSettings)
 OTHER_FLAGS = {"checkpoint_dir": "--out directory", "out_dir": "--out", "examples": "--data",
                "num_examples": "--samples", "certificate": "--certificate", "model": "--model", "dtype": "--dtype",
-               "device": "--device", "device_map": "--device-map", "max_memory": "--max-memory"}
+               "device": "--device", "device_map": "--device-map", "max_memory": "--max-memory",
+               "path_or_name": "--data", "split": "--split", "subset": "--subset", "task": "--task",
+               "prompt_style": "--prompt-style", "answer": "--answer", "metric": "--metric",
+               "max_new_tokens": "--max-new-tokens"}
 """Flags of the library parameters that are not settings fields (the command line passes them)."""
 
 

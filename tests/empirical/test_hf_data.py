@@ -192,9 +192,9 @@ def test_a_string_column_named_image_is_not_taken_for_the_image(tmp_path):
 def test_splits_must_be_chosen_when_there_are_several(tmp_path):
     ds = mcq_dataset(4)
     datasets.DatasetDict({"train": ds.select([0, 1]), "test": ds.select([2, 3])}).save_to_disk(tmp_path / "dd")
-    with pytest.raises(SkipitError, match=r"has splits train, test; choose one with --split"):
+    with pytest.raises(SkipitError, match=r"has splits train, test; choose one with `split`"):
         load_examples(str(tmp_path / "dd"))
-    with pytest.raises(SkipitError, match=r"--split must be one of train, test .* got 'val'"):
+    with pytest.raises(SkipitError, match=r"`split` must be one of train, test .* got 'val'"):
         load_examples(str(tmp_path / "dd"), split="val")
     test, _ = load_examples(str(tmp_path / "dd"), split="test")
     whole, _ = load_examples(str(tmp_path / "dd"), split="train")
@@ -314,7 +314,7 @@ def test_a_single_file_or_dataset_has_no_splits_to_choose(tmp_path):
     for form in (tmp_path / "one.parquet", tmp_path / "saved"):
         examples, report = load_examples(str(form))
         assert len(examples) == 2 and report.source == str(form)
-        with pytest.raises(SkipitError, match=r"--split test: .* holds a single dataset, not splits; leave --split "
+        with pytest.raises(SkipitError, match=r"`split` test: .* holds a single dataset, not splits; leave `split` "
                                               r"out"):
             load_examples(str(form), split="test")
 
@@ -339,7 +339,7 @@ def test_subset_of_a_source_without_configurations_is_refused(tmp_path):
     jsonl = write_digit_jsonl(str(tmp_path / "jsonl"), 2)
     for form, kind in ((tmp_path / "saved", "saved dataset"), (tmp_path / "one.parquet", "data file"),
                        (jsonl, "JSONL file")):
-        with pytest.raises(SkipitError, match=r"--subset applies to hub dataset ids and folders of data files "
+        with pytest.raises(SkipitError, match=r"`subset` applies to hub dataset ids and folders of data files "
                                               rf"only, got 'first' for the {kind}") as info:
             load_examples(str(form), subset="first")
         assert "\n" not in str(info.value)

@@ -22,6 +22,7 @@ from skipit.empirical.data.examples import (
 )
 from skipit.empirical.data.prompts import MCQ_INSTRUCTION, render_mcq
 from skipit.empirical.metrics import METRICS
+from skipit.empirical.settings import SettingError
 from skipit.empirical.data.sources import (
     _image_cells,
     _image_digest,
@@ -269,7 +270,7 @@ def _resolve_metric(examples, report, metric, max_new_tokens):
     from skipit.errors import SkipitError
 
     if metric not in METRIC_CHOICES:
-        raise SkipitError(f"--metric must be one of {', '.join(METRIC_CHOICES)}, got {metric!r}")
+        raise SettingError(f"{{metric}} must be one of {', '.join(METRIC_CHOICES)}, got {metric!r}")
     for ex in examples:
         if not ex.metric:
             ex.metric = "letter" if metric == "auto" else metric
@@ -277,5 +278,5 @@ def _resolve_metric(examples, report, metric, max_new_tokens):
     report.metric = "+".join(used)
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                        or max_new_tokens < 1):
-        raise SkipitError(f"--max-new-tokens must be an integer >= 1, got {max_new_tokens!r}")
+        raise SettingError(f"{{max_new_tokens}} must be an integer >= 1, got {max_new_tokens!r}")
     report.max_new_tokens = max_new_tokens or (1 if used == ["letter"] else DEFAULT_MAX_NEW_TOKENS)

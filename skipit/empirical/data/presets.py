@@ -9,6 +9,7 @@ import os
 
 from skipit.empirical.data.columns import _unreadable
 from skipit.empirical.data.examples import Example, LoadReport, _bad, _raise_bad
+from skipit.empirical.settings import SettingError
 from skipit.empirical.data.sources import (
     _image_cells,
     _image_digest,
@@ -53,16 +54,16 @@ def load_task_examples(task, source: str, split: str | None, subset: str | None,
 
     style = task.style(prompt_style)
     if answer not in ANSWER_MODES:
-        raise SkipitError(f"--answer must be one of {', '.join(ANSWER_MODES)}, got {answer!r}")
+        raise SettingError(f"{{answer}} must be one of {', '.join(ANSWER_MODES)}, got {answer!r}")
     if subset is None and not os.path.exists(source):
         subset = task.subset
     ds, name, root = _open_dataset(source, split, subset, default_split=task.split)
     if task.image not in ds.features:
-        raise SkipitError(f"--task {task.name}: {name} has no image column {task.image!r} (columns: "
+        raise SettingError(f"{{task}} {task.name}: {name} has no image column {task.image!r} (columns: "
                           f"{', '.join(ds.features)})" + (f"; {task.note}" if task.note else ""))
     missing = [c for c in task.columns if c not in ds.features and c not in ("hint", "E")]
     if missing:
-        raise SkipitError(f"--task {task.name}: {name} lacks the column(s) {', '.join(missing)} the preset reads "
+        raise SettingError(f"{{task}} {task.name}: {name} lacks the column(s) {', '.join(missing)} the preset reads "
                           f"(columns: {', '.join(ds.features)})")
     if getattr(ds, "_indices", None) is not None:
         ds = ds.flatten_indices()
@@ -116,5 +117,5 @@ def load_task_examples(task, source: str, split: str | None, subset: str | None,
     if skipped and not skip_bad:
         _raise_bad(skipped, name, "row")
     if not kept:
-        raise SkipitError(f"no usable examples in {name} for --task {task.name}")
+        raise SettingError(f"no usable examples in {name} for {{task}} {task.name}")
     return kept, report

@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from skipit.empirical.data.examples import Example, LoadReport, _bad, _check_limit, _raise_bad
+from skipit.empirical.settings import SettingError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -217,7 +218,7 @@ def _open_dataset(source, split, subset, default_split=None):
         else:
             root = source if os.path.exists(source) else _hub_snapshot(source)
             if not _data_files(root):
-                raise SkipitError(f"--data {source}: no parquet or arrow files in {root}")
+                raise SettingError(f"{{path_or_name}} {source}: no parquet or arrow files in {root}")
             try:
                 loaded = datasets.load_dataset(root, name=subset) if os.path.isdir(root) else \
                     datasets.load_dataset(root[root.rindex(".") + 1:], data_files=[root], split="train")
@@ -233,15 +234,15 @@ def _open_dataset(source, split, subset, default_split=None):
             split = default_split
         if split is None:
             if len(splits) != 1:
-                raise SkipitError(f"--data {source} has splits {', '.join(splits)}; choose one with --split")
+                raise SettingError(f"{{path_or_name}} {source} has splits {', '.join(splits)}; choose one with {{split}}")
             split = splits[0]
         if split not in loaded and _SPLIT_ALIASES.get(split) in loaded:
             split = _SPLIT_ALIASES[split]  # datasets names a "val-*.parquet" split "validation"
         if split not in loaded:
-            raise SkipitError(f"--split must be one of {', '.join(splits)} for {source}, got {split!r}")
+            raise SettingError(f"{{split}} must be one of {', '.join(splits)} for {source}, got {split!r}")
         loaded = loaded[split]
     elif split is not None:
-        raise SkipitError(f"--split {split}: {source} holds a single dataset, not splits; leave --split out")
+        raise SettingError(f"{{split}} {split}: {source} holds a single dataset, not splits; leave {{split}} out")
     name = f"{source}" + (f":{subset}" if subset else "") + (f"[{split}]" if split else "")
     return loaded, name, root if os.path.isdir(root) else os.path.dirname(root)
 
@@ -300,5 +301,5 @@ def _check_subset(subset, target):
         kind = "bundled set"
     else:
         return  # a hub dataset id
-    raise SkipitError(f"--subset applies to hub dataset ids and folders of data files only, got {subset!r} "
+    raise SettingError(f"{{subset}} applies to hub dataset ids and folders of data files only, got {subset!r} "
                       f"for the {kind} {target}")
