@@ -2,7 +2,8 @@
 
 Run by hand (minutes on 2 CPU cores; the first run fills a cache); its figures go into
 ``benchmarks/README.md`` and the top-level README. The population is every bundled test
-question of ``--data`` (default ``digits-test``). The study:
+question of ``--data`` (default: the bundled set of the demo model ``--model`` names,
+``skipit.demo.default_data_for``: ``digits-reason-test`` for ``demo``, ``digits-test`` for ``demo-dense``). The study:
 
 1. computes, once, the full model's answer and every candidate's answer on every question
    of the population, and caches the per-question change indicators per candidate
@@ -55,7 +56,12 @@ def population(args, say):
     torch.set_num_threads(args.threads)
     model, processor, info = load_model_and_processor(args.model, device="cpu")
     adapter = get_adapter(model)
-    examples, _ = load_examples(args.data)
+    from skipit.demo import default_data_for
+
+    data = args.data or default_data_for(args.model)
+    if data is None:
+        raise SystemExit(f"--data is needed for --model {args.model} (only the bundled demo models have a default)")
+    examples, _ = load_examples(data)
     units = np.array(unit_ids(examples))
     tag = json.dumps({"weights": weights_fingerprint(model), "data": data_sha256(examples)})
     cache = {}
@@ -194,7 +200,7 @@ def certify_defaults():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model directory or hub id (default: the bundled demo model)")
-    p.add_argument("--data", default="digits-test")
+    p.add_argument("--data", default=None, help="data set (default: the demo model's own bundled test set)")
     p.add_argument("--splits", type=int, default=200)
     p.add_argument("--taus", type=float, nargs="+", default=[0.02, 0.05, 0.10])
     p.add_argument("--confidence", type=float, default=0.95)
