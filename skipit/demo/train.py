@@ -25,18 +25,16 @@ arguments on the same machine give bit-identical weights.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from skipit.demo import _digits, split_indices
 from skipit.demo.questions import MULTI_WORD_TYPES, TEXT_TYPES, VISUAL_TYPES, WORDS, question, text_document
-from skipit.demo.train_dense import deterministic, pixel_table
+from skipit.demo.train_dense import deterministic, parse_set, pixel_table, save_run
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<image>", "<s>", "</s>")
 PROMPT = "USER: {context}{question} ASSISTANT:"
@@ -341,13 +339,7 @@ def _train(cfg, out, log, evaluate):
         for split in ("val", "test"):
             metrics[split] = accuracy(model, processor, split, cfg["eval_batch_size"])
             log(f"{split}: " + ", ".join(f"{k} {v:.4f}" if k != "n" else f"n {v}" for k, v in metrics[split].items()))
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log(f"saved to {out}")
+    save_run(model, processor, metrics, out, log)
     return model, processor, metrics
 
 
@@ -405,16 +397,6 @@ def accuracy(model, processor, split, batch_size=256):
     return acc
 
 
-def _parse_set(items, defaults):
-    cfg = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in defaults:
-            raise SystemExit(f"--set wants KEY=VALUE with KEY in {sorted(defaults)}, got {item!r}")
-        cfg[key] = type(defaults[key])(json.loads(value))
-    return cfg
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m skipit.demo.train", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo", choices=("demo", "demo-dense"),
@@ -432,7 +414,7 @@ def main(argv=None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    train(_parse_set(args.set, DEFAULT_CONFIG), args.out, log=lambda msg: print(msg, flush=True),
+    train(parse_set(args.set, DEFAULT_CONFIG), args.out, log=lambda msg: print(msg, flush=True),
           evaluate=not args.no_eval)
     return 0
 

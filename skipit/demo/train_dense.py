@@ -410,6 +410,12 @@ def _train(cfg, out, log, evaluate, init_from):
         metrics["test_subset"] = subset_metrics(model, processor)
         log(f"test subset ({TEST_SUBSET} examples, processor path): {metrics['test_subset']}")
     model.eval()
+    save_run(model, processor, metrics, out, log)
+    return model, processor, metrics
+
+
+def save_run(model, processor, metrics, out, log):
+    """Write a trained demo model, its processor and ``metrics.json`` to ``out`` (None: nothing)."""
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -417,16 +423,17 @@ def _train(cfg, out, log, evaluate, init_from):
         processor.save_pretrained(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log(f"saved to {out}")
-    return model, processor, metrics
 
 
-def _parse_set(items):
+def parse_set(items, defaults):
+    """``--set KEY=VALUE`` overrides of a recipe (``defaults``: its DEFAULT_CONFIG), each value
+    parsed as JSON and cast to the default's type; an unknown key ends the command in one line."""
     cfg = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in DEFAULT_CONFIG:
-            raise SystemExit(f"--set wants KEY=VALUE with KEY in {sorted(DEFAULT_CONFIG)}, got {item!r}")
-        cfg[key] = type(DEFAULT_CONFIG[key])(json.loads(value))
+        if not sep or key not in defaults:
+            raise SystemExit(f"--set wants KEY=VALUE with KEY in {sorted(defaults)}, got {item!r}")
+        cfg[key] = type(defaults[key])(json.loads(value))
     return cfg
 
 
@@ -441,7 +448,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = _parse_set(args.set)
+    cfg = parse_set(args.set, DEFAULT_CONFIG)
     if args.max_steps is not None:
         cfg["steps"] = args.max_steps
     train(cfg, args.out, log=lambda msg: print(msg, flush=True), evaluate=not args.no_eval,
