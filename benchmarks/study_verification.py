@@ -46,6 +46,7 @@ def population(args, say):
     from skipit.empirical.adapters import get_adapter
     from skipit.empirical.answers import answers_changed, comparable_answers
     from skipit.empirical.candidates import candidate_context
+    from skipit.empirical.certify_run import layer_contribution_rows
     from skipit.empirical.data import data_sha256, load_examples
     from skipit.empirical.evaluate import predict, token_counts
     from skipit.empirical.loading import load_model_and_processor
@@ -69,8 +70,8 @@ def population(args, say):
         with np.load(args.cache, allow_pickle=False) as saved:
             if str(saved["__tag__"]) == tag:
                 cache = {k: saved[k] for k in saved.files if k != "__tag__"}
-    say(f"{info['name']}: {len(examples)} questions on {units.max() + 1} images, {len(cache) - 2 if cache else 0} "
-        f"candidates cached")
+    say(f"{info['name']}: {len(examples)} questions on {units.max() + 1} images, "
+        f"{sum(not k.startswith('__') for k in cache)} candidates cached")
 
     def answers(context=None):
         with torch.inference_mode():
@@ -88,6 +89,11 @@ def population(args, say):
         cache["__full__"] = answers()
         cache["__counts__"] = np.array(token_counts(model, processor, examples, args.batch_size, adapter))
         save()
+    if "__kl__" not in cache:
+        say("ShortV's layer contribution of every question (certify's freeze-order tie-break)")
+        with torch.inference_mode():
+            cache["__kl__"] = layer_contribution_rows(model, processor, examples, adapter, args.batch_size)
+        save()
     full = cache["__full__"]
 
     def changed_of(config):
@@ -100,7 +106,7 @@ def population(args, say):
             say(f"{key}: population rate {cache[key].mean():.4f} ({time.perf_counter() - t:.0f} s)")
         return cache[key]
 
-    return model, examples, units, [tuple(c) for c in cache["__counts__"]], changed_of
+    return model, examples, units, [tuple(c) for c in cache["__counts__"]], changed_of, cache["__kl__"]
 
 
 def clopper_pearson(k, n, level=0.95):
@@ -111,9 +117,11 @@ def clopper_pearson(k, n, level=0.95):
     return float(clopper_pearson_lower(k, n, a)), float(clopper_pearson_upper(k, n, a))
 
 
-def study(units, counts, changed_of, num_layers, model_config, tau, args, splits, say, margin=None):
+def study(units, counts, changed_of, kl, num_layers, model_config, tau, args, splits, say, margin=None):
     """Rows of ``splits`` random splits at ``tau``: each runs the learn / choose / verify steps
-    on the cached indicators and judges them against the population."""
+    on the cached indicators and judges them against the population. ``kl``: ShortV's
+    per-question layer contribution (layers x questions); as in certify, the freeze order's
+    ties are broken by its mean over the first ``--order-samples`` learn questions."""
     from skipit.empirical.candidates import candidate_flops_fraction
     from skipit.empirical.units import sample_units, split_units, unit_means
     from skipit.empirical.verification import config_key, learn_candidates, learn_indices, learn_then_test
@@ -147,8 +155,9 @@ def study(units, counts, changed_of, num_layers, model_config, tau, args, splits
         learn_idx = np.asarray(learn_indices(stats_idx, units, args.learn_samples, seed))
         stats_counts = [counts[i] for i in learn_idx]
         calib_counts = [counts[i] for i in calib_idx]
+        ties = kl[:, learn_idx[:args.order_samples]].mean(axis=1)
         out = learn_then_test(
-            num_layers,
+            num_layers, tie_scores={l + 1: float(v) for l, v in enumerate(ties)},
             learn_rate=lambda c: float(unit_means(changed_of(c)[learn_idx], units[learn_idx]).mean()),
             learn_flops=lambda c: candidate_flops_fraction(model_config, c, stats_counts),
             changed=lambda c: changed_of(c)[calib_idx], units=units[calib_idx],
@@ -193,8 +202,10 @@ def certify_defaults():
     parser = argparse.ArgumentParser()
     certify.add_parser(parser.add_subparsers())
     settings = CertifySettings()
+    assert settings.freeze_order == "contribution", "the study breaks freeze-order ties as --freeze-order contribution"
     return {"samples": parser.parse_args(["certify"]).samples, "calibration_fraction": settings.calibration_fraction,
-            "learn_margin": settings.learn_margin, "learn_examples": settings.learn_examples}
+            "learn_margin": settings.learn_margin, "learn_examples": settings.learn_examples,
+            "order_examples": settings.order_examples}
 
 
 def main(argv=None):
@@ -210,6 +221,7 @@ def main(argv=None):
     p.add_argument("--calibration-fraction", type=float, default=defaults["calibration_fraction"])
     p.add_argument("--margin", type=float, default=defaults["learn_margin"])
     p.add_argument("--learn-samples", type=int, default=defaults["learn_examples"])
+    p.add_argument("--order-samples", type=int, default=defaults["order_examples"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=None, help="per-question change indicators (default: benchmarks/results/"
@@ -228,7 +240,7 @@ def main(argv=None):
     def say(msg):
         print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    model, examples, units, counts, changed_of = population(args, say)
+    model, examples, units, counts, changed_of, kl = population(args, say)
     from skipit.empirical.adapters import get_adapter
 
     num_layers = get_adapter(model).num_layers(model)
@@ -250,10 +262,10 @@ def main(argv=None):
         remember(config)
     report = {"model": name, "questions": len(examples), "images": int(units.max()) + 1, "samples": args.samples,
               "calibration_fraction": args.calibration_fraction, "margin": args.margin,
-              "learn_samples": args.learn_samples,
+              "learn_samples": args.learn_samples, "order_samples": args.order_samples,
               "confidence": args.confidence, "taus": [], "hard": []}
     for tau in args.taus:
-        rows, pop_rate, saved = study(units, counts, remember, num_layers, model.config, tau, args, args.splits, say)
+        rows, pop_rate, saved = study(units, counts, remember, kl, num_layers, model.config, tau, args, args.splits, say)
         summary = summarise(rows, tau, list(known.values()), pop_rate, saved)
         report["taus"].append(dict(summary, rows=rows))
         say(json.dumps(summary))
@@ -265,7 +277,7 @@ def main(argv=None):
         rate = float(np.mean(changed_of(known[key])))
         tau_h = rate - 0.5 / len(examples)
         for margin in sorted({args.margin, 1.0}):
-            rows, pop_rate, saved = study(units, counts, remember, num_layers, model.config, tau_h, args,
+            rows, pop_rate, saved = study(units, counts, remember, kl, num_layers, model.config, tau_h, args,
                                           args.splits, say, margin=margin)
             summary = summarise(rows, tau_h, list(known.values()), pop_rate, saved)
             summary.update(candidate=key, candidate_rate=rate, margin=margin,

@@ -87,7 +87,8 @@ def format_table(certificate):
     head = (f"{'layer':>5} | {'D vision':>9} {'<= U':>9} {'deff':>5} | {'p vision':>8} {'>= P':>8} | "
             f"{'D text':>9} {'p text':>7} | {'attn':>6} {'<= A':>6} | late exit frz")
     lines = [f"eps = {s['eps']:g}, t = {s['proximal_t']:g}, attention threshold = {s['attention_threshold']:g}, "
-             f"joint confidence = {s['confidence']:g} (Bonferroni over {s['bonferroni_tests']} tests; "
+             f"joint confidence = {s['confidence']:g} ({s['bonferroni_tests']} families at {s['delta_per_test']:.3g} each: "
+             f"late entry and early exit by fixed sequence along the layers, freeze by Holm; "
              f"{units_note(certificate['layers'])})",
              head, "-" * len(head)]
     for e in certificate["layers"]:

@@ -141,25 +141,32 @@ def _answer_log_probs(model, batch):
 
 
 @torch.no_grad()
-def answer_kl(model, batches, contexts):
-    """Mean ``KL(full || skipped)`` of the answer-token distribution for each context factory
-    of ``contexts`` (zero-argument callables returning a skipping context), over ``batches``.
+def answer_kl_rows(model, batches, contexts):
+    """``KL(full || skipped)`` of the answer-token distribution, per example: a float64 tensor
+    ``(len(contexts), examples)``, examples in the order of ``batches``, one row per context
+    factory of ``contexts`` (zero-argument callables returning a skipping context).
 
     The direction is the full model's distribution first: the expected log-loss of the
     skipped model's answers on the full model's (VTW's rule, ShortV's layer contribution).
     """
-    totals = torch.zeros(len(contexts), dtype=torch.float64)
-    count = 0
+    rows = []
     for batch in batches:
         ref = _answer_log_probs(model, batch)
+        got = torch.zeros(len(contexts), ref.shape[0], dtype=torch.float64)
         for i, context in enumerate(contexts):
             with context():
-                got = _answer_log_probs(model, batch)
-            totals[i] += (ref.exp() * (ref - got)).sum(dim=-1).sum().cpu()
-        count += ref.shape[0]
-    if count == 0:
+                skipped = _answer_log_probs(model, batch)
+            got[i] = (ref.exp() * (ref - skipped)).sum(dim=-1).double().cpu()
+        rows.append(got)
+    if not rows or sum(r.shape[1] for r in rows) == 0:
         raise ValueError("`batches` must hold at least one example")
-    return (totals / count).tolist()
+    return torch.cat(rows, dim=1)
+
+
+def answer_kl(model, batches, contexts):
+    """Mean over the examples of :func:`answer_kl_rows`: one mean ``KL(full || skipped)`` per
+    context factory of ``contexts``, over ``batches``."""
+    return answer_kl_rows(model, batches, contexts).mean(dim=1).tolist()
 
 
 def answer_kl_per_layer(model, batches, adapter=None):

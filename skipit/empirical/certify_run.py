@@ -57,6 +57,7 @@ from skipit.empirical.weights import weights_fingerprint
 from skipit.errors import RunError
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from skipit.empirical.adapters.base import VLMAdapter
@@ -64,8 +65,8 @@ if TYPE_CHECKING:
     from skipit.empirical.distributed import DistributedContext
     from skipit.empirical.stats import RunStatistics
 
-__all__ = ["certify", "learn", "write_certificate", "layer_contributions", "run_versions", "Checkpoint",
-           "CertifySettings", "CHECKPOINT_STATE"]
+__all__ = ["certify", "learn", "write_certificate", "layer_contributions", "layer_contribution_rows", "run_versions",
+           "Checkpoint", "CertifySettings", "CHECKPOINT_STATE"]
 
 CHECKPOINT_STATE = "checkpoint.json"
 CHECKPOINT_FORMAT = "skipit.checkpoint/2"
@@ -605,25 +606,46 @@ def run_versions() -> dict[str, str | None]:
     return out
 
 
+def _contribution_rows(model, processor, examples, adapter, positions):
+    """``KL(full || layer l frozen)`` of the answer distribution: a float64 tensor
+    ``(N, questions)`` for the batches ``positions`` (lists of indices into ``examples``),
+    columns in the order of the flattened ``positions``, rows ``l = 1..N``."""
+    from skipit.empirical.baselines import answer_kl_rows
+    from skipit.empirical.candidates import candidate_context
+    from skipit.empirical.data import build_inputs
+    from skipit.empirical.loading import to_model_inputs
+
+    batches = [to_model_inputs(build_inputs(processor, [examples[i] for i in idx], model=model), model)
+               for idx in positions]
+    contexts = [lambda l=l: candidate_context(model, {"mode": "freeze", "layers": [l]}, adapter)
+                for l in range(1, adapter.num_layers(model) + 1)]
+    return answer_kl_rows(model, batches, contexts)
+
+
+def layer_contribution_rows(model: torch.nn.Module, processor: Any, examples: Sequence[Example], adapter: VLMAdapter,
+                            batch_size: int, max_batch_tokens: int | None = None) -> np.ndarray:
+    """ShortV's layer contribution per question: an array ``(N, len(examples))`` whose row
+    ``l - 1``, column ``i`` is ``KL(full || layer l frozen)`` of the answer distribution of
+    ``examples[i]``; :func:`layer_contributions` is the mean of a prefix of its columns
+    (``benchmarks/study_verification.py`` caches it for the population)."""
+    import numpy as np
+
+    positions = batch_positions(processor, examples, model, batch_size, max_batch_tokens)
+    rows = _contribution_rows(model, processor, examples, adapter, positions).numpy()
+    out = np.empty_like(rows)
+    out[:, [i for idx in positions for i in idx]] = rows
+    return out
+
+
 def layer_contributions(model: torch.nn.Module, processor: Any, examples: Sequence[Example], adapter: VLMAdapter,
                         batch_size: int, ctx: DistributedContext = SINGLE_PROCESS,
                         max_batch_tokens: int | None = None) -> dict[int, float]:
     """ShortV's layer contribution: ``{l: mean KL(full || layer l frozen)}`` of the answer
     distribution over ``examples``, for ``l = 1..N``. Under ``ctx`` each rank takes whole
     batches and the per-rank sums (mean x count) are added over ranks before dividing."""
-    from skipit.empirical.baselines import answer_kl
-    from skipit.empirical.data import build_inputs
-    from skipit.empirical.loading import to_model_inputs
-
     mine = shard(batch_positions(processor, examples, model, batch_size, max_batch_tokens), ctx)
-    batches = [to_model_inputs(build_inputs(processor, [examples[i] for i in idx], model=model), model)
-               for idx in mine]
     n = adapter.num_layers(model)
-    from skipit.empirical.candidates import candidate_context
-
-    contexts = [lambda l=l: candidate_context(model, {"mode": "freeze", "layers": [l]}, adapter)
-                for l in range(1, n + 1)]
-    kls = answer_kl(model, batches, contexts) if batches else [0.0] * n
+    kls = _contribution_rows(model, processor, examples, adapter, mine).mean(dim=1).tolist() if mine else [0.0] * n
     if ctx.is_distributed:
         count = sum(map(len, mine))
         parts = gather_objects((count, [k * count for k in kls]), ctx)

@@ -287,10 +287,6 @@ class CertifySettings(RunSettings):
             raise SettingError(f"{{proximal_t}} must be one of the captured {{thresholds}} {list(self.thresholds)}, "
                                f"got {self.proximal_t}")
 
-    def delta(self, num_layers: int) -> float:
-        """Per-test error level of the paper's verdicts: Bonferroni over 3 tests per layer."""
-        return (1.0 - self.confidence) / (3 * num_layers)
-
     def chain_level(self) -> float:
         """Error level of each of the three verification chains: ``(1 - confidence) / 3``."""
         return (1.0 - self.confidence) / len(VERIFY_MODES)
