@@ -185,7 +185,7 @@ def attention_figure(certificate):
     ax.set_ylim(0, max([1.0, s["attention_threshold"]] + [v for v in means + uppers if math.isfinite(v)])
                 * ATTENTION_HEADROOM)
     ax.set_ylabel("VAR_l / H (head-mean vision share)")
-    ax.set_title(f"{_title_name(certificate)}: {ATTENTION_LABEL}; bounds from {behind_bounds(certificate)}",
+    ax.set_title(f"{_title_name(certificate)}: {ATTENTION_LABEL}\nbounds from {behind_bounds(certificate)}",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     return fig
