@@ -15,10 +15,18 @@ weights (``--out FILE`` elsewhere). Per decoder layer ``l = 1..N``:
 * ``late_entry_changed`` / ``early_exit_changed``: the share of answers that change under late
   entry at ``L = l`` and early exit at ``L = l``;
 
-plus ``freeze_last_half_changed`` (layers ``N/2+1..N`` frozen together) and the accuracy per
-question type. Answers are read as the bundled sets score them (:mod:`skipit.empirical.answers`:
+* ``contribution``: ShortV's layer contribution, the mean ``KL(full || layer l frozen)`` of the
+  answer-token distribution (:func:`skipit.empirical.certify_run.layer_contributions`, the
+  score ``skipit certify --freeze-order contribution`` orders by), over all test questions;
+
+plus ``freeze_last_half_changed`` (layers ``N/2+1..N`` frozen together), the accuracy per
+question type, and ``freeze_rank_correlation`` (:func:`freeze_rank_correlations`: does a
+layer's score predict how many answers freezing it alone changes?). Answers are read as the bundled sets score them (:mod:`skipit.empirical.answers`:
 one token for ``letter`` examples, greedy generation for ``exact`` ones) and compared after the
 metric's normalisation. The unit of every share is the question.
+
+``--correlations-only`` reads an existing ``measurements.json`` and adds only ``contribution``
+and ``freeze_rank_correlation`` (about a minute instead of the whole measurement).
 """
 
 from __future__ import annotations
@@ -31,11 +39,79 @@ from pathlib import Path
 
 FIGURES_FILE = "measurements.json"
 THRESHOLDS = (0.01, 0.05, 0.1)
+RANKED_SCORES = ("D_vision", "D_text", "attention_share", "contribution")
+"""Per-layer scores :func:`freeze_rank_correlations` ranks against ``freeze_changed``."""
 
 
 def _batches(examples, size):
     for start in range(0, len(examples), size):
         yield examples[start:start + size]
+
+
+def freeze_rank_correlations(figures: dict) -> dict:
+    """Spearman's rank correlation (:func:`scipy.stats.spearmanr`, ties at their mean rank)
+    between each per-layer score of :data:`RANKED_SCORES` in ``figures`` and
+    ``freeze_changed``, pairing layer ``l``'s score with layer ``l``'s rate, over the layers
+    ``l = 1..N-1``.
+
+    Layer ``N`` is left out: freezing the vision tokens in the last layer changes no answer by
+    construction (no later layer reads their output, and in layer ``N`` the other tokens read
+    them through keys and values made from its input), so its rate is 0 whatever its score. The unit is the layer (``N - 1``
+    pairs); ``p_value`` is scipy's two-sided test of no correlation, which treats the layers as
+    independent (they are not: one model, one question set). A constant score or rate has no
+    rank correlation: ``None``. Returns ``{"layers": [1..N-1], score: {"spearman", "p_value"}}``
+    for the scores present."""
+    from scipy.stats import spearmanr
+
+    n = figures["layers"]
+    if len(figures["freeze_changed"]) != n:
+        raise ValueError(f"`freeze_changed` must hold one rate per layer ({n}), got {len(figures['freeze_changed'])}")
+    layers = list(range(1, n))
+    rates = [figures["freeze_changed"][l - 1] for l in layers]
+    out: dict = {"layers": layers}
+    for key in RANKED_SCORES:
+        if key not in figures:
+            continue
+        if len(figures[key]) != n:
+            raise ValueError(f"`{key}` must hold one score per layer ({n}), got {len(figures[key])}")
+        scores = [figures[key][l - 1] for l in layers]
+        if len(set(scores)) < 2 or len(set(rates)) < 2:
+            out[key] = {"spearman": None, "p_value": None}
+            continue
+        result = spearmanr(scores, rates)
+        out[key] = {"spearman": float(result.statistic), "p_value": float(result.pvalue)}
+    return out
+
+
+def contributions(model, processor, examples, batch_size: int = 128) -> list[float]:
+    """ShortV's layer contribution of layers ``1..N`` over ``examples``, in layer order
+    (:func:`skipit.empirical.certify_run.layer_contributions`)."""
+    import torch
+
+    from skipit.empirical.certify_run import layer_contributions
+    from skipit.empirical.skipping import resolve_adapter
+
+    with torch.inference_mode():
+        by_layer = layer_contributions(model, processor, examples, resolve_adapter(model), batch_size)
+    return [by_layer[l] for l in sorted(by_layer)]
+
+
+def add_correlations(figures: dict, batch_size: int = 128, log=print) -> dict:
+    """``figures`` (a ``measurements.json`` of :func:`measure`) with ``contribution`` measured
+    on the same questions (its first ``figures["questions"]`` test questions) and
+    ``freeze_rank_correlation`` added; every other key is kept as it is."""
+    from skipit.demo import load_demo_model
+    from skipit.empirical.data import load_examples
+
+    t0 = time.perf_counter()
+    model, processor = load_demo_model(name=figures["model"])
+    examples, _ = load_examples(figures["data"], limit=figures["questions"])
+    out = dict(figures)
+    out["contribution"] = contributions(model, processor, examples, batch_size)
+    out["contribution_questions"] = len(examples)
+    out["freeze_rank_correlation"] = freeze_rank_correlations(out)
+    log(f"contribution: {time.perf_counter() - t0:.0f} s")
+    return out
 
 
 def measure(name: str = "demo", limit: int | None = None, batch_size: int = 128, log=print) -> dict:
@@ -95,6 +171,7 @@ def measure(name: str = "demo", limit: int | None = None, batch_size: int = 128,
     late = [changed(lambda l=l: late_entry(model, l)) for l in range(1, n_layers + 1)]
     early = [changed(lambda l=l: early_exit(model, l)) for l in range(1, n_layers + 1)]
     log(f"skips: {time.perf_counter() - t0:.0f} s")
+    contribution = contributions(model, processor, examples, batch_size)
 
     def per_layer(key, group=None, sub=None):
         out = []
@@ -104,7 +181,7 @@ def measure(name: str = "demo", limit: int | None = None, batch_size: int = 128,
         return out
 
     keys = [k for k in layers[0]["vision"]["proximal_probability"]]
-    return {
+    figures = {
         "model": name, "data": data, "questions": len(examples),
         "images": len({r["image_index"] for r in records}),
         "layers": n_layers, "accuracy": accuracy,
@@ -116,8 +193,11 @@ def measure(name: str = "demo", limit: int | None = None, batch_size: int = 128,
         "freeze_changed": freeze_changed,
         "freeze_last_half": half, "freeze_last_half_changed": last_half,
         "late_entry_changed": late, "early_exit_changed": early,
+        "contribution": contribution, "contribution_questions": len(examples),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    figures["freeze_rank_correlation"] = freeze_rank_correlations(figures)
+    return figures
 
 
 def table(figures: dict) -> str:
@@ -135,6 +215,14 @@ def table(figures: dict) -> str:
     return "\n".join(rows)
 
 
+def correlation_summary(correlations: dict) -> str:
+    """One line: each score's Spearman against the single-layer freeze change rate."""
+    layers = correlations["layers"]
+    parts = [f"{k} {v['spearman']:+.2f}" if v["spearman"] is not None else f"{k} undefined"
+             for k, v in correlations.items() if k != "layers"]
+    return f"Spearman against the freeze change rate, layers {layers[0]}-{layers[-1]}: " + ", ".join(parts)
+
+
 def main(argv=None) -> int:
     from skipit.demo import DEMO_MODELS, demo_model_dir
 
@@ -142,13 +230,26 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="demo", choices=tuple(DEMO_MODELS))
     parser.add_argument("--limit", type=int, default=None, help="first N test questions (default: all)")
     parser.add_argument("--out", default=None, help=f"JSON file (default: {FIGURES_FILE} beside the weights)")
+    parser.add_argument("--correlations-only", action="store_true",
+                        help="read the existing JSON file and add only ShortV's contribution and the freeze rank "
+                             "correlations (keeps every other figure)")
     args = parser.parse_args(argv)
-    figures = measure(args.model, args.limit, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     out = Path(args.out) if args.out else demo_model_dir(args.model) / FIGURES_FILE
+    if args.correlations_only:
+        if args.limit is not None:
+            parser.error("--limit does not apply with --correlations-only (the file's own questions are used)")
+        figures = json.loads(out.read_text())
+        if figures["model"] != args.model:
+            parser.error(f"--model is {args.model!r} but {out} measures {figures['model']!r}")
+        figures = add_correlations(figures, log=say)
+    else:
+        figures = measure(args.model, args.limit, log=say)
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(table(figures))
     print(f"accuracy: {figures['accuracy']}")
     print(f"freeze layers {figures['freeze_last_half']}: {figures['freeze_last_half_changed']:.4f} changed")
+    print(correlation_summary(figures["freeze_rank_correlation"]))
     return 0
 
 
