@@ -41,6 +41,8 @@ FIGURES_FILE = "measurements.json"
 THRESHOLDS = (0.01, 0.05, 0.1)
 RANKED_SCORES = ("D_vision", "D_text", "attention_share", "contribution")
 """Per-layer scores :func:`freeze_rank_correlations` ranks against ``freeze_changed``."""
+LAYER_INDEX = "layer_index"
+"""The baseline score: the layer's position ``l`` itself (does a score rank better than depth?)."""
 
 
 def _batches(examples, size):
@@ -50,9 +52,9 @@ def _batches(examples, size):
 
 def freeze_rank_correlations(figures: dict) -> dict:
     """Spearman's rank correlation (:func:`scipy.stats.spearmanr`, ties at their mean rank)
-    between each per-layer score of :data:`RANKED_SCORES` in ``figures`` and
-    ``freeze_changed``, pairing layer ``l``'s score with layer ``l``'s rate, over the layers
-    ``l = 1..N-1``.
+    between each per-layer score of :data:`RANKED_SCORES` in ``figures`` (and
+    :data:`LAYER_INDEX`, ``l`` itself) and ``freeze_changed``, pairing layer ``l``'s score with
+    layer ``l``'s rate, over the layers ``l = 1..N-1``.
 
     Layer ``N`` is left out: freezing the vision tokens in the last layer changes no answer by
     construction (no later layer reads their output, and in layer ``N`` the other tokens read
@@ -60,7 +62,7 @@ def freeze_rank_correlations(figures: dict) -> dict:
     pairs); ``p_value`` is scipy's two-sided test of no correlation, which treats the layers as
     independent (they are not: one model, one question set). A constant score or rate has no
     rank correlation: ``None``. Returns ``{"layers": [1..N-1], score: {"spearman", "p_value"}}``
-    for the scores present."""
+    for the layer index and the scores present."""
     from scipy.stats import spearmanr
 
     n = figures["layers"]
@@ -69,12 +71,11 @@ def freeze_rank_correlations(figures: dict) -> dict:
     layers = list(range(1, n))
     rates = [figures["freeze_changed"][l - 1] for l in layers]
     out: dict = {"layers": layers}
-    for key in RANKED_SCORES:
-        if key not in figures:
-            continue
-        if len(figures[key]) != n:
-            raise ValueError(f"`{key}` must hold one score per layer ({n}), got {len(figures[key])}")
-        scores = [figures[key][l - 1] for l in layers]
+    per_layer = {LAYER_INDEX: list(range(1, n + 1)), **{k: figures[k] for k in RANKED_SCORES if k in figures}}
+    for key, values in per_layer.items():
+        if len(values) != n:
+            raise ValueError(f"`{key}` must hold one score per layer ({n}), got {len(values)}")
+        scores = [values[l - 1] for l in layers]
         if len(set(scores)) < 2 or len(set(rates)) < 2:
             out[key] = {"spearman": None, "p_value": None}
             continue

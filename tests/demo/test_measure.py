@@ -6,7 +6,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from skipit.demo import DEMO_MODELS
-from skipit.demo.measure import FIGURES_FILE, RANKED_SCORES, freeze_rank_correlations
+from skipit.demo.measure import FIGURES_FILE, LAYER_INDEX, RANKED_SCORES, freeze_rank_correlations
 
 RATES = [0.03, 0.01, 0.05, 0.02, 0.04, 0.0]
 """Single-layer freeze change rates of a 6-layer model; layer 6's is 0, as freezing the last layer is."""
@@ -23,6 +23,7 @@ def test_each_layer_score_is_paired_with_the_same_layer_rate_over_layers_1_to_n_
     assert got["layers"] == [1, 2, 3, 4, 5]
     assert got["D_vision"]["spearman"] == pytest.approx(1.0)
     assert got["contribution"]["spearman"] == pytest.approx(-1.0)
+    assert got[LAYER_INDEX]["spearman"] == pytest.approx(spearmanr([1, 2, 3, 4, 5], RATES[:5]).statistic)
     # the pairings a bug would make give other values, so the assertions above can fail
     assert spearmanr(SCORES[1:5], RATES[0:4]).statistic < 0.9  # score of l+1 against rate of l
     assert spearmanr(SCORES[0:4], RATES[1:5]).statistic < 0.9  # score of l against rate of l+1
@@ -31,7 +32,7 @@ def test_each_layer_score_is_paired_with_the_same_layer_rate_over_layers_1_to_n_
 
 def test_scores_absent_from_the_figures_are_left_out():
     got = freeze_rank_correlations(_figures(D_text=SCORES))
-    assert set(got) == {"layers", "D_text"}
+    assert set(got) == {"layers", LAYER_INDEX, "D_text"}
 
 
 def test_a_constant_rate_has_no_rank_correlation():
@@ -51,7 +52,7 @@ def test_bundled_correlations_follow_from_the_bundled_figures(name):
     assert len(figures["contribution"]) == figures["layers"]
     assert figures["contribution_questions"] == figures["questions"]
     assert figures["freeze_rank_correlation"] == freeze_rank_correlations(figures)
-    assert set(figures["freeze_rank_correlation"]) == {"layers", *RANKED_SCORES}
+    assert set(figures["freeze_rank_correlation"]) == {"layers", LAYER_INDEX, *RANKED_SCORES}
 
 
 def test_contributions_are_in_layer_order_and_the_last_layer_contributes_nothing():
