@@ -68,3 +68,15 @@ def test_contributions_are_in_layer_order_and_the_last_layer_contributes_nothing
     assert len(got) == model.config.text_config.num_hidden_layers
     assert got[-1] == pytest.approx(0.0, abs=1e-9)  # nothing reads the last layer's vision outputs
     assert min(got[:-1]) > 0.0
+
+
+@pytest.mark.parametrize("name", sorted(DEMO_MODELS))
+def test_cards_state_the_bundled_rank_correlations(name):
+    figures = json.loads((DEMO_MODELS[name] / FIGURES_FILE).read_text())
+    card = (DEMO_MODELS[name] / "MODEL_CARD.md").read_text()
+    section = card[card.index("## Does `D_l` predict"):]
+    section = section[:section.index("\n## ")]
+    for key, label in ((LAYER_INDEX, "the layer index"), ("D_vision", "D vision"), ("D_text", "D text"),
+                       ("attention_share", "attention share"), ("contribution", "contribution")):
+        row = next(line for line in section.splitlines() if line.startswith("|") and label in line)
+        assert f"{figures['freeze_rank_correlation'][key]['spearman']:+.2f}" in row, (key, row)
