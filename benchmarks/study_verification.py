@@ -5,10 +5,13 @@ Run by hand (minutes on 2 CPU cores; the first run fills a cache); its figures g
 question of ``--data`` (default: the bundled set of the demo model ``--model`` names,
 ``skipit.demo.default_data_for``: ``digits-reason-test`` for ``demo``, ``digits-test`` for ``demo-dense``). The study:
 
-1. computes, once, the full model's answer and every candidate's answer on every question
-   of the population, and caches the per-question change indicators per candidate
-   (``--cache``); a candidate first asked for by a split (a freeze set or composition the
-   learn step builds) is run on the whole population then and cached too;
+1. computes, once, the full model's answer and every pool candidate's answer on every
+   question of the population, and caches the per-question change indicators per candidate
+   (``--cache``), with ShortV's per-question layer contribution (certify's tie-break of the
+   freeze order); a candidate first asked for by a split (a freeze set or composition the
+   learn step builds) is run on the questions that split reads (its learn sample, and its
+   calibration split if the candidate is in the chain) and, once it is in some chain, on the
+   whole population;
 2. for each of ``--splits`` random splits (``split_seed = 0, 1, ...``) of the population's
    images into a statistics and a calibration part at the default calibration fraction,
    runs the real learn / choose / verify steps of ``skipit certify``
@@ -19,7 +22,9 @@ question of ``--data`` (default: the bundled set of the demo model ``--model`` n
    ``tau``. It reports the violation rate with its exact (Clopper-Pearson) two-sided 95%
    interval, the share of splits with no recommendation, and the oracle ratio: the mean
    FLOPs saved by the recommendation over those saved by the hindsight oracle (the
-   candidate with the fewest FLOPs whose population change rate is at most ``tau``);
+   candidate with the fewest FLOPs whose population change rate is at most ``tau``, among
+   the pool, the freeze sets and compositions the learn step builds on the population
+   itself, and every candidate some split tested);
 4. a hard case: ``tau`` just below the population rate of the candidate the learn step
    most often puts first (so testing it is a true null), where the violation rate must
    stay at most the chain's level.
@@ -69,14 +74,16 @@ def population(args, say):
     if os.path.exists(args.cache):
         with np.load(args.cache, allow_pickle=False) as saved:
             if str(saved["__tag__"]) == tag:
-                cache = {k: saved[k] for k in saved.files if k != "__tag__"}
+                cache = {k: saved[k].astype(np.float64) if saved[k].dtype == bool else saved[k]
+                         for k in saved.files if k != "__tag__"}
     say(f"{info['name']}: {len(examples)} questions on {units.max() + 1} images, "
         f"{sum(not k.startswith('__') for k in cache)} candidates cached")
 
-    def answers(context=None):
+    def answers(context=None, idx=None):
+        chosen = examples if idx is None else [examples[i] for i in idx]
         with torch.inference_mode():
-            preds, _, _ = predict(model, processor, examples, args.batch_size, adapter=adapter, context=context)
-        return np.array(comparable_answers(preds, examples))
+            preds, _, _ = predict(model, processor, chosen, args.batch_size, adapter=adapter, context=context)
+        return np.array(comparable_answers(preds, chosen))
 
     def save():
         os.makedirs(os.path.dirname(args.cache) or ".", exist_ok=True)
@@ -96,15 +103,30 @@ def population(args, say):
         save()
     full = cache["__full__"]
 
-    def changed_of(config):
+    last_save = [time.perf_counter()]
+
+    def changed_of(config, idx=None):
+        """``config``'s change indicators (bool) on the questions ``idx`` (default: all), run
+        on the questions not yet cached (NaN in the cached row) and cached."""
         key = config_key(config)
-        if key not in cache:
+        row = cache.get(key)
+        if row is None:
+            row = cache[key] = np.full(len(examples), np.nan)
+        want = np.arange(len(examples)) if idx is None else np.asarray(idx, dtype=np.int64)
+        todo = want[np.isnan(row[want])]
+        if todo.size:
             t = time.perf_counter()
-            got = answers(lambda: candidate_context(model, config, adapter))
-            cache[key] = np.array(answers_changed(list(full), list(got)))
-            save()
-            say(f"{key}: population rate {cache[key].mean():.4f} ({time.perf_counter() - t:.0f} s)")
-        return cache[key]
+            got = answers(lambda: candidate_context(model, config, adapter), todo)
+            row[todo] = answers_changed(list(full[todo]), list(got))
+            if idx is None:
+                say(f"{key}: population rate {row.mean():.4f} ({time.perf_counter() - t:.0f} s)")
+            if idx is None or time.perf_counter() - last_save[0] > 120:
+                save()
+                last_save[0] = time.perf_counter()
+        return row[want].astype(bool)
+
+    changed_of.complete = lambda config: not np.isnan(cache.get(config_key(config), np.nan)).any()
+    changed_of.save = save
 
     return model, examples, units, [tuple(c) for c in cache["__counts__"]], changed_of, cache["__kl__"]
 
@@ -144,7 +166,8 @@ def study(units, counts, changed_of, kl, num_layers, model_config, tau, args, sp
         return flops_cache[key]
 
     # the hindsight candidates: the learn step run on the population itself (no margin)
-    learn_candidates(num_layers, pop_rate, lambda c: 1.0 - saved(c), tau, 1.0)
+    learn_candidates(num_layers, pop_rate, lambda c: 1.0 - saved(c), tau, 1.0,
+                     tie_scores={l + 1: float(v) for l, v in enumerate(kl.mean(axis=1))})
     rows = []
     everyone = np.arange(units.size)
     for seed in range(splits):
@@ -158,12 +181,14 @@ def study(units, counts, changed_of, kl, num_layers, model_config, tau, args, sp
         ties = kl[:, learn_idx[:args.order_samples]].mean(axis=1)
         out = learn_then_test(
             num_layers, tie_scores={l + 1: float(v) for l, v in enumerate(ties)},
-            learn_rate=lambda c: float(unit_means(changed_of(c)[learn_idx], units[learn_idx]).mean()),
+            learn_rate=lambda c: float(unit_means(changed_of(c, learn_idx), units[learn_idx]).mean()),
             learn_flops=lambda c: candidate_flops_fraction(model_config, c, stats_counts),
-            changed=lambda c: changed_of(c)[calib_idx], units=units[calib_idx],
+            changed=lambda c: changed_of(c, calib_idx), units=units[calib_idx],
             flops=lambda c: candidate_flops_fraction(model_config, c, calib_counts),
             tolerance=tau, confidence=args.confidence, margin=margin)
         certified = [c for c in out["tested"] if c["certified"]]
+        for c in out["chain"]:  # every chain candidate joins the oracle's candidates
+            pop_rate(c)
         rec = out["recommended"]
         rows.append({"seed": seed, "statistics_units": len(set(units[stats_idx])), "calibration_units":
                      len(set(units[calib_idx])), "chain": [config_key(c) for c in out["chain"]],
@@ -254,9 +279,14 @@ def main(argv=None):
 
     known = {}
 
-    def remember(config):
+    def remember(config, idx=None):
         known.setdefault(config_key(config), config)
-        return changed_of(config)
+        return changed_of(config, idx)
+
+    def oracle_candidates():
+        """The candidates whose population rate is known: the pool, the learn step run on the
+        population itself, and every candidate some split put in its chain."""
+        return [c for c in known.values() if changed_of.complete(c)]
 
     for config in candidate_pool(num_layers):
         remember(config)
@@ -266,7 +296,7 @@ def main(argv=None):
               "confidence": args.confidence, "taus": [], "hard": []}
     for tau in args.taus:
         rows, pop_rate, saved = study(units, counts, remember, kl, num_layers, model.config, tau, args, args.splits, say)
-        summary = summarise(rows, tau, list(known.values()), pop_rate, saved)
+        summary = summarise(rows, tau, oracle_candidates(), pop_rate, saved)
         report["taus"].append(dict(summary, rows=rows))
         say(json.dumps(summary))
     # hard case: tau just below the population rate of the candidate most often recommended at the middle tau
@@ -279,7 +309,7 @@ def main(argv=None):
         for margin in sorted({args.margin, 1.0}):
             rows, pop_rate, saved = study(units, counts, remember, kl, num_layers, model.config, tau_h, args,
                                           args.splits, say, margin=margin)
-            summary = summarise(rows, tau_h, list(known.values()), pop_rate, saved)
+            summary = summarise(rows, tau_h, oracle_candidates(), pop_rate, saved)
             summary.update(candidate=key, candidate_rate=rate, margin=margin,
                            tested_share=float(np.mean([key in r["chain"] for r in rows])))
             report["hard"].append(dict(summary, rows=rows))

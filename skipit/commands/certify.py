@@ -24,7 +24,7 @@ def add_parser(subparsers):
     from skipit.empirical.settings import CertifySettings, add_setting_options
 
     p = subparsers.add_parser(
-        "certify", parents=[model_options(samples=1536, settings=CertifySettings)],
+        "certify", parents=[model_options(samples=4096, settings=CertifySettings)],
         help="measure a VLM's per-layer statistics, certify skippable layers and verify answer changes",
         description="Measure per-layer redundancy and visual attention of a VLM on a data set, give the "
                     "paper's verdicts (late entry, early exit, freeze of vision tokens) with examples as the "

@@ -232,8 +232,8 @@ class CertifySettings(RunSettings):
     captured and reported (must contain ``proximal_t``).
 
     Verification: ``verify`` (default on); ``tolerance`` the largest allowed answer-change
-    rate ``tau`` (default 0.05); ``calibration_fraction`` of the examples held out for it
-    (default 0.5); ``split_seed`` of the split; ``max_new_tokens`` > 1 compares greedy
+    rate ``tau`` (default 0.05); ``calibration_fraction`` of the images held out for it
+    (default 0.6, chosen by ``benchmarks/study_verification.py``); ``split_seed`` of the split; ``max_new_tokens`` > 1 compares greedy
     generations of that many tokens (free-form data) instead of one-token answers;
     ``freeze_order`` and ``order_examples`` order the freeze chain (:data:`FREEZE_ORDERS`).
 
