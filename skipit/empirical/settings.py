@@ -63,23 +63,32 @@ class SettingError(SkipitError, ValueError):
     calls them (`` `batch_size` ``, `` `verify=False` ``), :meth:`render` as the caller's
     names (the command line's flags: ``--batch-size``, ``--no-verify``). ``parameter`` is the
     first parameter named. A :class:`ValueError` for library callers and a
-    :class:`skipit.errors.SkipitError` (exit code 2, no traceback) for the command line."""
+    :class:`skipit.errors.SkipitError` (exit code 2, no traceback) for the command line.
 
-    def __init__(self, template: str):
+    ``verbatim``: ``{name: text}`` for user text (rows of a data set, a format string) that may
+    hold braces: the template says ``{name}`` where it goes, and both renderings write ``text``
+    as it is, never reading a ``{...}`` inside it as a parameter."""
+
+    def __init__(self, template: str, verbatim: Mapping[str, str] | None = None):
         self.template = template
-        found = _PLACEHOLDER.search(template)
+        self.verbatim = dict(verbatim or {})
+        found = next((m for m in _PLACEHOLDER.finditer(template) if m.group(1) not in self.verbatim), None)
         self.parameter = found.group(1) if found else None
         super().__init__(self.render())
 
     def render(self, name: Callable[[str, bool | None], str] | None = None) -> str:
         """The message with each ``{parameter}`` written by ``name(parameter, switch)`` (``switch``
-        the ``True``/``False`` of ``{parameter=False}``, else None); default: `` `parameter` ``."""
+        the ``True``/``False`` of ``{parameter=False}``, else None; default: `` `parameter` ``) and
+        each ``{name}`` of ``verbatim`` as its text."""
         def library(param, switch):
             return f"`{param}`" if switch is None else f"`{param}={switch}`"
 
-        name = name or library
-        return _PLACEHOLDER.sub(lambda m: name(m.group(1), None if m.group(2) is None else m.group(2) == "True"),
-                                self.template)
+        def write(m):
+            if m.group(1) in self.verbatim and m.group(2) is None:
+                return self.verbatim[m.group(1)]
+            return (name or library)(m.group(1), None if m.group(2) is None else m.group(2) == "True")
+
+        return _PLACEHOLDER.sub(write, self.template)
 
 
 # --------------------------------------------------------------------------------------
@@ -426,7 +435,8 @@ OTHER_FLAGS = {"checkpoint_dir": "--out directory", "out_dir": "--out", "example
                "device": "--device", "device_map": "--device-map", "max_memory": "--max-memory",
                "path_or_name": "--data", "split": "--split", "subset": "--subset", "task": "--task",
                "prompt_style": "--prompt-style", "answer": "--answer", "metric": "--metric",
-               "max_new_tokens": "--max-new-tokens"}
+               "max_new_tokens": "--max-new-tokens", "skip_bad": "--skip-bad", "mcq_template": "--mcq-template",
+               "columns": "--*-column"}
 """Flags of the library parameters that are not settings fields (the command line passes them)."""
 
 

@@ -93,11 +93,14 @@ class Task:
     note: str = ""
 
     def style(self, name: str | None = None) -> Style:
-        """The :class:`Style` called ``name`` (None: the default); ``ValueError`` naming the offered ones."""
+        """The :class:`Style` called ``name`` (None: the default); a
+        :class:`~skipit.empirical.settings.SettingError` (a ``ValueError``) naming the offered ones."""
+        from skipit.empirical.settings import SettingError
+
         name = name or self.default_style
         if name not in self.styles:
-            raise ValueError(f"`prompt_style` must be one of {', '.join(self.styles)} for task {self.name!r}, "
-                             f"got {name!r}")
+            raise SettingError(f"{{prompt_style}} must be one of {', '.join(self.styles)} for task {self.name!r}, "
+                               "got {got}", {"got": repr(name)})
         return self.styles[name]
 
 
@@ -414,9 +417,12 @@ TASKS: dict[str, Task] = {t.name: t for t in (
 
 
 def get_task(name: str) -> Task:
-    """The preset called ``name``; ``ValueError`` naming every preset otherwise."""
+    """The preset called ``name``; a :class:`~skipit.empirical.settings.SettingError` (a
+    ``ValueError``) naming every preset otherwise."""
+    from skipit.empirical.settings import SettingError
+
     if name not in TASKS:
-        raise ValueError(f"`task` must be one of {', '.join(TASKS)}, got {name!r}")
+        raise SettingError(f"{{task}} must be one of {', '.join(TASKS)}, got {{got}}", {"got": repr(name)})
     return TASKS[name]
 
 

@@ -62,7 +62,7 @@ def test_bad_line_is_reported_with_its_line_number(tmp_path, bad, why):
     path = _write(tmp_path, [GOOD_A, bad, GOOD_B])
     with pytest.raises(SkipitError, match=why) as info:
         load_jsonl(path)
-    assert "--skip-bad" in str(info.value)
+    assert "`skip_bad=True`" in str(info.value)
 
 
 def test_every_bad_line_is_listed(tmp_path):
@@ -72,6 +72,48 @@ def test_every_bad_line_is_listed(tmp_path):
         load_jsonl(path)
     text = str(info.value)
     assert "line 1:" in text and "line 3:" in text and "line 5:" in text and "line 2:" not in text
+
+
+BRACES = "{skip_bad}{}"
+"""User text that the ``{parameter}`` syntax of SettingError would misread if it were not kept verbatim."""
+
+
+def test_a_bad_line_holding_braces_is_listed_verbatim_and_names_skip_bad(tmp_path, capsys):
+    """The listing shows the file name and the row's image path as written; the library names
+    ``skip_bad``, the command line its flag."""
+    from skipit.cli import main
+
+    folder = tmp_path / BRACES
+    folder.mkdir()
+    path = _write(folder, [GOOD_A, {"image": f"img/{BRACES}.png", "question": BRACES, "answer": "1"}])
+    listing = (f"1 bad line(s) in {path}:\n  line 2: unreadable image 'img/{BRACES}.png' (FileNotFoundError: "
+               f"[Errno 2] No such file or directory: '{folder / 'img' / BRACES}.png')\nfix them, or pass ")
+    with pytest.raises(SkipitError) as info:
+        load_jsonl(path)
+    assert str(info.value) == listing + "`skip_bad=True` to skip them"
+    assert main(["data", str(path)]) == 2
+    assert capsys.readouterr().err == f"skipit data: error: {listing}--skip-bad to skip them\n"
+
+
+@pytest.mark.parametrize("template,fields", [
+    ("Q: {question} {skip_bad}", "{question}, {skip_bad}"),
+    ("Q: {question}\n{options} {}", "{}, {options}, {question}"),
+    ("Q: {question}\n{options} {skip_bad", None),
+])
+def test_an_mcq_template_holding_braces_is_shown_verbatim(tmp_path, capsys, template, fields):
+    """The refused template is quoted as given; the library names ``mcq_template``, the command
+    line ``--mcq-template``."""
+    from skipit.cli import main
+
+    path = _write(tmp_path, [GOOD_A])
+    got = f"got {template!r} (" + ("expected '}' before end of string)" if fields is None else f"fields: {fields})")
+    verb = "be a format string with" if fields is None else "use exactly the fields"
+    want = f" must {verb} {{question}} and {{options}}, {got}"
+    with pytest.raises(SkipitError) as info:
+        load_examples(str(path), mcq_template=template)
+    assert str(info.value) == "`mcq_template`" + want
+    assert main(["data", str(path), "--mcq-template", template]) == 2
+    assert capsys.readouterr().err == f"skipit data: error: --mcq-template{want}\n"
 
 
 def test_skip_bad_skips_and_reports(tmp_path):

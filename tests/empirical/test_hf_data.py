@@ -131,7 +131,7 @@ def test_bad_rows_are_reported_with_their_index(tmp_path):
     with pytest.raises(SkipitError) as info:
         load_examples(path)
     text = str(info.value)
-    assert "3 bad row(s)" in text and "--skip-bad" in text
+    assert "3 bad row(s)" in text and "`skip_bad=True`" in text
     assert "row 1: no image in column 'image'" in text
     assert ("row 2: unreadable image in column 'image' (UnidentifiedImageError: cannot identify image file "
             "row 2, column 'image')") in text
@@ -206,8 +206,8 @@ def test_mcq_template_is_overridable_and_checked(tmp_path):
     examples, _ = load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}\n{options}\nLetter:")
     assert examples[0].question.startswith("Q: which digit is shown?\nA. ") and examples[0].question.endswith(
         "\nLetter:")
-    with pytest.raises(SkipitError, match=r"--mcq-template must use exactly the fields \{question\} and "
-                                          r"\{options\}, got 'Q: \{question\}' \(fields: question\)"):
+    with pytest.raises(SkipitError, match=r"`mcq_template` must use exactly the fields \{question\} and "
+                                          r"\{options\}, got 'Q: \{question\}' \(fields: \{question\}\)"):
         load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}")
 
 

@@ -95,13 +95,15 @@ def _check_limit(limit):
 
 
 def _raise_bad(skipped, source, unit, header=None):
-    """Raise one SkipitError listing the first 20 bad ``(where, why)`` of ``skipped``."""
-    from skipit.errors import SkipitError
+    """Raise one :class:`~skipit.empirical.settings.SettingError` listing the first 20 bad
+    ``(where, why)`` of ``skipped`` verbatim (row contents may hold braces) and naming ``skip_bad``."""
+    from skipit.empirical.settings import SettingError
 
     listing = "\n".join(f"  {unit + ' ' if unit else ''}{n}: {why}" for n, why in skipped[:20])
     more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
     header = header or f"{len(skipped)} bad {unit}(s) in {source}"
-    raise SkipitError(f"{header}:\n{listing}{more}\nfix them, or pass --skip-bad to skip them")
+    raise SettingError("{bad}\nfix them, or pass {skip_bad=True} to skip them",
+                       verbatim={"bad": f"{header}:\n{listing}{more}"})
 
 
 def data_sha256(examples: Iterable[Example]) -> str:

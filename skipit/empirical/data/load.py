@@ -49,12 +49,10 @@ def load_examples(path_or_name: str | os.PathLike[str], skip_bad: bool = False, 
     then be left at their defaults); without ``path_or_name`` (empty) its hub dataset id is read.
     ``answer`` (:data:`skipit.empirical.data.presets.ANSWER_MODES`): how answers are read.
 
-    Every line or row is checked; bad ones raise :class:`skipit.errors.SkipitError` listing
-    all of them, unless ``skip_bad``. ``limit`` N keeps the first N good examples and decodes
+    Every line or row is checked; bad ones raise :class:`skipit.empirical.settings.SettingError`
+    listing all of them, unless ``skip_bad``. ``limit`` N keeps the first N good examples and decodes
     only their images (the others are verified, not decoded).
     """
-    from skipit.errors import SkipitError
-
     _check_limit(limit)
     if task is not None:
         return _load_task(task, path_or_name, split, subset, skip_bad, limit, prompt_style, answer, columns, metric,
@@ -79,8 +77,8 @@ def load_examples(path_or_name: str | os.PathLike[str], skip_bad: bool = False, 
         if not _HUB_ID.match(target) or target.startswith((".", "/", "~")):
             names = bundled_names()
             known = ", ".join(names) if names else "none installed"
-            raise SkipitError(f"--data {target!r} is neither a file nor a bundled data set (bundled: {known}) "
-                              "nor a hub dataset id (org/name)")
+            raise SettingError(f"{{path_or_name}} {{got}} is neither a file nor a bundled data set (bundled: {known}) "
+                               "nor a hub dataset id (org/name)", {"got": repr(target)})
         examples, report = _load_dataset_examples(target, split, subset, columns, skip_bad, limit, metric,
                                                   mcq_template)
     if answer == "generate":
@@ -98,16 +96,12 @@ def load_examples(path_or_name: str | os.PathLike[str], skip_bad: bool = False, 
 def _load_task(name, path_or_name, split, subset, skip_bad, limit, prompt_style, answer, columns, metric,
                mcq_template, max_new_tokens):
     from skipit.empirical.tasks import get_task
-    from skipit.errors import SkipitError
 
-    try:
-        task = get_task(name)
-        task.style(prompt_style)
-    except ValueError as err:
-        raise SkipitError(str(err).replace("`task`", "--task").replace("`prompt_style`", "--prompt-style")) from None
+    task = get_task(name)
+    task.style(prompt_style)
     if (columns is not None and any(vars(columns).values())) or metric != "auto" or mcq_template != MCQ_TEMPLATE:
-        raise SkipitError(f"--task {name} sets the columns, prompt and metric; drop --*-column, --metric and "
-                          "--mcq-template (or drop --task)")
+        raise SettingError(f"{{task}} {name} sets the columns, prompt and metric; drop {{columns}}, {{metric}} and "
+                           "{mcq_template} (or drop {task})")
     source = os.fspath(path_or_name) if path_or_name else task.dataset
     examples, report = load_task_examples(task, source, split, subset, skip_bad, limit, prompt_style, answer)
     _resolve_metric(examples, report, "auto", max_new_tokens)

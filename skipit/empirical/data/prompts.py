@@ -32,16 +32,17 @@ def check_mcq_template(template: str) -> str:
     """``template`` if it is a format string with exactly the fields ``{question}`` and ``{options}``."""
     from string import Formatter
 
-    from skipit.errors import SkipitError
+    from skipit.empirical.settings import SettingError
 
+    fields_wanted = {"fields": "{question} and {options}"}  # braces of user and format text: shown verbatim
     try:
         fields = {f for _, f, _, _ in Formatter().parse(template) if f is not None}
     except ValueError as err:
-        raise SkipitError(f"--mcq-template must be a format string with {{question}} and {{options}}, got "
-                          f"{template!r} ({err})") from None
+        raise SettingError("{mcq_template} must be a format string with {fields}, got {got}",
+                           {**fields_wanted, "got": f"{template!r} ({err})"}) from None
     if fields != {"question", "options"}:
-        raise SkipitError(f"--mcq-template must use exactly the fields {{question}} and {{options}}, got "
-                          f"{template!r} (fields: {', '.join(sorted(fields)) or 'none'})")
+        raise SettingError("{mcq_template} must use exactly the fields {fields}, got {got}",
+                           {**fields_wanted, "got": f"{template!r} (fields: {', '.join('{' + f + '}' for f in sorted(fields)) or 'none'})"})
     return template
 
 
@@ -123,14 +124,15 @@ def _too_long(adapter, config, inputs, examples):
 
 
 def _check_context(adapter, config, inputs, examples):
-    from skipit.errors import SkipitError
+    from skipit.empirical.settings import SettingError
 
     limit, long = _too_long(adapter, config, inputs, examples)
     if long:
         listing = ", ".join(f"{src} ({n} tokens)" for src, n in long[:5])
-        raise SkipitError(f"prompt longer than the model's context of {limit} tokens: {listing}"
-                          + (f" and {len(long) - 5} more" if len(long) > 5 else "")
-                          + "; shorten the question or pass --skip-bad to leave such examples out")
+        more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+        raise SettingError(f"prompt longer than the model's context of {limit} tokens: {{examples}}; shorten the "
+                           "question or pass {skip_bad=True} to leave such examples out",
+                           {"examples": listing + more})
 
 
 def check_examples_for(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
