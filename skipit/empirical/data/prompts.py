@@ -41,8 +41,9 @@ def check_mcq_template(template: str) -> str:
         raise SettingError("{mcq_template} must be a format string with {fields}, got {got}",
                            {**fields_wanted, "got": f"{template!r} ({err})"}) from None
     if fields != {"question", "options"}:
+        found = ", ".join("{" + f + "}" for f in sorted(fields)) or "none"
         raise SettingError("{mcq_template} must use exactly the fields {fields}, got {got}",
-                           {**fields_wanted, "got": f"{template!r} (fields: {', '.join('{' + f + '}' for f in sorted(fields)) or 'none'})"})
+                           {**fields_wanted, "got": f"{template!r} (fields: {found})"})
     return template
 
 
