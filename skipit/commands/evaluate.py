@@ -78,7 +78,7 @@ def run(args):
         quiet = args.no_progress or not ctx.is_main
         say = (lambda msg: None) if quiet else (lambda msg: print(f"skipit evaluate: {msg}", file=sys.stderr))
         report = evaluate(model, processor, examples, settings, certificate=certificate, adapter=adapter,
-                          progress=say, ctx=ctx)
+                          progress=say, ctx=ctx, task=data_report.task or None)
         report["model"] = info
         report["run"] = {"world_size": ctx.world_size}
         report["data"] = {"source": data_report.source, "num_examples": len(examples),

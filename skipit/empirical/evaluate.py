@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from skipit.empirical.adapters.base import VLMAdapter
     from skipit.empirical.data import Example
     from skipit.empirical.distributed import DistributedContext
+    from skipit.empirical.tasks import Task
 
 __all__ = [
     "MODES", "ALL_MODES", "DEFAULT_TOLERANCE", "parse_layer_grid", "normalise_answer", "predict", "accuracy",
@@ -171,12 +172,34 @@ def _changed(preds, reference, examples):
     return sum(changed) / len(changed)
 
 
-def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, done, **run):
+def _benchmark_scorer(task, examples):
+    """``(score, header)`` for the preset ``task`` (a name, a :class:`~skipit.empirical.tasks.Task` or
+    None): ``score(correct)`` is :func:`skipit.empirical.tasks.benchmark_score` of one setting's
+    per-example scores on ``examples`` (None without a preset, or when ``examples`` cannot give
+    it); ``header`` the report's ``benchmark`` entry (the preset, and why no score when it has none:
+    MME's sums need both questions of every image, which ``--limit`` may cut). Checked before
+    any model work."""
+    from skipit.empirical.tasks import Task, benchmark_score, get_task
+
+    if task is None or task == "":
+        return (lambda correct: None), None
+    task = task if isinstance(task, Task) else get_task(task)
+    header = {"task": task.name, "title": task.title}
+    try:
+        benchmark_score(task, examples, [0.0] * len(examples))
+    except (ValueError, KeyError) as err:
+        reason = f"an example has no {err} in its meta" if isinstance(err, KeyError) else str(err)
+        return (lambda correct: None), dict(header, unavailable=reason)
+    return (lambda correct: benchmark_score(task, examples, correct)), header
+
+
+def _verified_rows(model, processor, examples, certificate, full_preds, batch_size, adapter, say, done, score,
+                   **run):
     """Every candidate the certificate's verification measured (its learn step's candidates; a
     ``/2`` certificate: its three chains), run on ``examples``: its measured answer-change rate
     against the full model, and whether the certificate verified it. ``done``:
     ``{config_key: (predictions, correct)}`` of settings already run (the layer grid's rows),
-    which are not run again."""
+    which are not run again. ``score``: the benchmark's own score of a setting (:func:`_benchmark_scorer`)."""
     from skipit.empirical.candidates import candidate_context
 
     ver = certificate["verification"]
@@ -199,14 +222,20 @@ def _verified_rows(model, processor, examples, certificate, full_preds, batch_si
         rate = _changed(preds, full_preds, examples)
         rows.append(dict(config, changed_rate=rate, accuracy=sum(correct) / len(correct),
                          certified=verified.get(key, False), within_change_tolerance=rate <= tau))
+        _add_benchmark_score(rows[-1], score(correct))
     return rows
+
+
+def _add_benchmark_score(entry, numbers):
+    if numbers is not None:
+        entry["benchmark_score"] = numbers
 
 
 def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example],
              settings: EvaluateSettings | None = None, *, certificate: Mapping[str, Any] | None = None,
              statistics: bool = True, adapter: VLMAdapter | None = None,
              progress: Callable[[str], object] | None = None, ctx: DistributedContext | None = None,
-             **changes: Any) -> dict[str, Any]:
+             task: str | Task | None = None, **changes: Any) -> dict[str, Any]:
     """Full vs skipped accuracy for every layer of ``settings.layers`` in each of ``settings.modes``,
     the per-layer statistics, Theorem 6 on ``settings.theorem6_examples`` examples, and the
     validation of ``certificate`` (a dict from ``load_certificate``): precision and recall of the
@@ -215,6 +244,14 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
     ``settings.baselines``: FastV at ``fastv_layer`` with the keep ratio matched to each
     skipping setting's prefill FLOPs, and VTW at the layer of the output-KL rule (``vtw_kl``).
     Returns the report.
+
+    ``task``: the benchmark preset ``examples`` were loaded with (:mod:`skipit.empirical.tasks`;
+    None: none). With one, the report's ``benchmark`` names it, and the full model, every row,
+    verified row and baseline carry ``benchmark_score``: the preset's own headline numbers
+    (:func:`skipit.empirical.tasks.benchmark_score`: accuracy and percent; MME adds its
+    perception, cognition and total sums), from that setting's per-example scores on the same
+    examples. When the examples cannot give them (MME's sums need both questions of each image),
+    ``benchmark["unavailable"]`` says why and no setting has them.
 
     ``settings``: an :class:`~skipit.empirical.settings.EvaluateSettings` (default: its
     defaults); keyword ``changes`` replace its fields (``evaluate(..., layers=[2, 3],
@@ -237,11 +274,14 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
     say = progress or (lambda msg: None)
     if not examples:
         raise SettingError("{examples} must not be empty")
+    score, benchmark = _benchmark_scorer(task, examples)
 
     say(f"full model on {len(examples)} examples")
     full_preds, full_correct, full_seconds = predict(model, processor, examples, batch_size, adapter=ad,
                                                      **answering)
     full_acc = sum(full_correct) / len(full_correct)
+    full = {"accuracy": full_acc, "seconds": full_seconds}
+    _add_benchmark_score(full, score(full_correct))
     rows = []
     done = {}  # config_key -> (predictions, correct) of the skipping settings run, reused by the verified rows
     for mode in modes:
@@ -258,14 +298,17 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
                 "changed_rate": _changed(preds, full_preds, examples),
                 "certified": verdicts.get(L), "seconds": seconds,
             })
+            _add_benchmark_score(rows[-1], score(correct))
 
     report: dict[str, Any] = {
         "schema": SCHEMA, "num_layers": n, "num_examples": len(examples),
         "settings": {"modes": list(modes), "layers": layers, "tolerance": tolerance,
                      "batch_size": batch_size, "theorem6_examples": theorem6_examples},
-        "full": {"accuracy": full_acc, "seconds": full_seconds},
+        "full": full,
         "rows": rows,
     }
+    if benchmark is not None:
+        report["benchmark"] = benchmark
     if certificate is not None:
         report["layer_statistics"] = [_layer_row(e) for e in certificate["layers"]]
         report["layer_statistics_source"] = "certificate"
@@ -274,7 +317,7 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
         report["validation"] = {"paper": paper}
         if certificate.get("verification"):
             verified_rows = _verified_rows(model, processor, examples, certificate, full_preds, batch_size, ad, say,
-                                           done, **answering)
+                                           done, score, **answering)
             report["verified_rows"] = verified_rows
             truth = "within_change_tolerance"
             ver: dict[str, Any] = {mode: validate([r for r in verified_rows if r["mode"] == mode], n, truth)
@@ -289,7 +332,7 @@ def evaluate(model: torch.nn.Module, processor: Any, examples: Sequence[Example]
     if settings.baselines:
         say("baselines at matched FLOPs")
         report["baselines"] = _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, ad,
-                                         settings.fastv_layer, settings.vtw_kl, **answering)
+                                         settings.fastv_layer, settings.vtw_kl, score, **answering)
     if theorem6_examples and "late-entry" in modes:
         report["theorem6"] = run_on_main(lambda: _theorem6(model, processor, examples[:theorem6_examples], layers,
                                                            ad, settings.theorem6_iters, say), ctx)
@@ -314,8 +357,9 @@ def _matched_keep_ratio(config, fastv_layer, counts, target):
 
 
 def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size, adapter, fastv_layer,
-               kl_threshold, ctx=None, max_batch_tokens=None, max_new_tokens=None):
-    """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule.
+               kl_threshold, score, ctx=None, max_batch_tokens=None, max_new_tokens=None):
+    """FastV at matched prefill FLOPs for every skipping row, and VTW by the KL rule; ``score``:
+    the benchmark's own score of a setting (:func:`_benchmark_scorer`).
 
     FLOPs fractions sum over every example's own text and vision token counts."""
     from skipit.empirical.baselines import choose_vtw_layer, fastv_prune
@@ -341,11 +385,12 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
         if ratio not in done:
             _, correct, _ = predict(model, processor, examples, batch_size, adapter=adapter,
                                     context=lambda ratio=ratio: fastv_prune(model, fastv_layer, ratio, adapter), **run)
-            done[ratio] = sum(correct) / len(correct)
+            done[ratio] = (sum(correct) / len(correct), score(correct))
         out["fastv"].append({"matched_mode": r["mode"], "matched_layer": r["layer"], "keep_ratio": ratio,
                              "flops_fraction": config_flops_fraction(model.config, "fastv", fastv_layer, counts,
                                                                      keep_ratio=ratio),
-                             "accuracy": done[ratio], "skipping_accuracy": r["accuracy"]})
+                             "accuracy": done[ratio][0], "skipping_accuracy": r["accuracy"]})
+        _add_benchmark_score(out["fastv"][-1], done[ratio][1])
     def vtw_layer():  # on rank 0 alone: every rank must exit at the same layer
         batches = []
         for positions in batch_positions(processor, examples, model, batch_size, max_batch_tokens):
@@ -358,6 +403,7 @@ def _baselines(model, processor, examples, rows, full_acc, tolerance, batch_size
     out["vtw"] = {"layer": layer, "kl_threshold": kl_threshold, "kl_per_layer": kls, "accuracy": acc,
                   "within_tolerance": acc >= full_acc - tolerance - 1e-12,
                   "flops_fraction": config_flops_fraction(model.config, "vtw", layer, counts)}
+    _add_benchmark_score(out["vtw"], score(correct))
     return out
 
 

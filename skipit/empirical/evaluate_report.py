@@ -7,6 +7,7 @@ import math
 
 from skipit.empirical.certificate import config_label
 from skipit.empirical.files import atomic_write_bytes
+from skipit.empirical.tasks import ACCURACY_KEYS
 
 __all__ = ["format_table", "plot_report"]
 
@@ -23,8 +24,37 @@ def _validation_lines(block):
             for key, v in block.items()]
 
 
+def _benchmark_lines(report):
+    """The benchmark's own score (MME's sums) of every setting that has one, one line each; nothing
+    when the preset's score is its accuracy."""
+    bench = report["benchmark"]
+    if "unavailable" in bench:
+        return ["", f"{bench['title']}'s own score: not computed ({bench['unavailable']})"]
+    settings = [("full model", report["full"])]
+    settings += [(config_label(dict(r, layers=[r["layer"]])), r) for r in report["rows"]]
+    settings += [(config_label(r), r) for r in report.get("verified_rows", [])]
+    baselines = report.get("baselines") or {}
+    settings += [(config_label({"mode": "fastv", "layer": baselines["fastv_layer"], "keep_ratio": f["keep_ratio"]}), f)
+                 for f in baselines.get("fastv", [])]
+    if baselines.get("vtw"):
+        settings.append((f"VTW early-exit L={baselines['vtw']['layer']}", baselines["vtw"]))
+    keys = [k for k in report["full"].get("benchmark_score", {}) if k not in ACCURACY_KEYS]
+    if not keys:
+        return []
+    lines = ["", f"{bench['title']}'s own score per setting (beside the accuracies above):",
+             f"  {'setting':<28}" + "".join(f" {k:>11}" for k in keys)]
+    seen = set()
+    for label, entry in settings:
+        if label in seen or "benchmark_score" not in entry:  # a verified candidate the grid ran already
+            continue
+        seen.add(label)
+        lines.append(f"  {label:<28}" + "".join(f" {_fmt(entry['benchmark_score'][k], '.1f'):>11}" for k in keys))
+    return lines
+
+
 def format_table(report):
-    """The report as text: the per-layer table, validation and Theorem 6 sections."""
+    """The report as text: the per-layer table, validation, baselines, the benchmark's own score
+    (with a preset that has one, e.g. MME's sums) and Theorem 6 sections."""
     stats = {r["layer"]: r for r in report.get("layer_statistics", [])}
     by = {(r["mode"], r["layer"]): r for r in report["rows"]}
     modes = report["settings"]["modes"]
@@ -76,6 +106,8 @@ def format_table(report):
         v = b["vtw"]
         lines.append(f"VTW (KL <= {v['kl_threshold']} from layer {v['layer']} on): exit at {v['layer']}, "
                      f"FLOPs {v['flops_fraction']:.2f}, accuracy {v['accuracy']:.3f}")
+    if report.get("benchmark"):
+        lines += _benchmark_lines(report)
     if report.get("theorem6"):
         lines += ["", f"Theorem 6, late entry (median over {report['theorem6'][0]['examples']} examples; "
                       "local Lipschitz estimates; lambda over layers 2..L-1, unused at L = 2; "

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Task", "Style", "Target", "TASKS", "PROMPT_STYLES", "get_task", "benchmark_score", "SHORT_ANSWER",
-           "OPTION_LETTER"]
+__all__ = ["Task", "Style", "Target", "TASKS", "PROMPT_STYLES", "get_task", "benchmark_score", "ACCURACY_KEYS",
+           "SHORT_ANSWER", "OPTION_LETTER"]
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 """The short-answer instruction of LLaVA-1.5 (``docs/Evaluation.md``) and lmms-eval's free-form tasks."""
@@ -424,6 +424,11 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise SettingError(f"{{task}} must be one of {', '.join(TASKS)}, got {{got}}", {"got": repr(name)})
     return TASKS[name]
+
+
+ACCURACY_KEYS = ("accuracy", "percent")
+"""The keys of :func:`benchmark_score` every preset has (the mean score); the others are the
+preset's own aggregate (MME's ``perception``, ``cognition``, ``total``)."""
 
 
 def benchmark_score(task: Task, examples, scores) -> dict[str, float]:

@@ -384,7 +384,8 @@ def _verified_rows_at(changes, tolerance):
     done = {key: (["b"] * k + ["a"] * (20 - k), [True] * 20) for key, k in zip(keys, changes)}
     certificate = {"layers": [{"layer": 1}, {"layer": 2}],
                    "verification": {"tolerance": tolerance, "configs": [], "freeze_order": {"layers": [1]}}}
-    return _verified_rows(None, None, examples, certificate, full, 4, None, lambda msg: None, done)
+    return _verified_rows(None, None, examples, certificate, full, 4, None, lambda msg: None, done,
+                          lambda correct: None)
 
 
 def test_a_change_rate_exactly_at_the_tolerance_is_within_it():
@@ -406,3 +407,115 @@ def test_evaluate_json_prints_what_evaluation_json_holds(tiny_dir, tmp_path, cap
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((out / "evaluation.json").read_text())
     assert printed["rows"][0]["mode"] == "late-entry" and printed["rows"][0]["layer"] == 2
+
+
+# MME-like rows: images a, b of a perception category, c, d of a cognition one, two questions each,
+# interleaved so that a pairing by position rather than by image gives other sums.
+MME_ROWS = [("a", "existence", 1), ("c", "code_reasoning", 1), ("b", "existence", 1), ("d", "code_reasoning", 1),
+            ("a", "existence", 2), ("c", "code_reasoning", 2), ("b", "existence", 2), ("d", "code_reasoning", 2)]
+MME_RIGHT = {  # per setting, the (image, question) pairs answered right
+    "full": {(i, q) for i, _, q in MME_ROWS},
+    "late-entry:2": {("a", 1), ("a", 2), ("c", 1), ("d", 1)},
+    "early-exit:2": {("a", 1), ("b", 1), ("c", 1), ("c", 2)},
+    "freeze:2": {("a", 1), ("b", 2), ("c", 1), ("c", 2), ("d", 1), ("d", 2)},
+    "freeze:1,2": {("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 1)},
+}
+MME_SUMS = {  # (perception, cognition): per category the mean over its images of acc + acc+, by hand
+    "full": (200.0, 200.0),
+    "late-entry:2": ((200 + 0) / 2, (50 + 50) / 2),
+    "early-exit:2": ((50 + 50) / 2, (200 + 0) / 2),
+    "freeze:2": ((50 + 50) / 2, (200 + 200) / 2),
+    "freeze:1,2": ((200 + 200) / 2, (50 + 0) / 2),
+}
+
+
+def _mme_folder(root):
+    datasets = pytest.importorskip("datasets")
+    import io
+
+    from PIL import Image
+
+    def png(name):
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (40 * "abcd".index(name), 90, 200)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    rows = {"image": [png(i) for i, _, _ in MME_ROWS],
+            "question": [f"Question {q} on {i}? Please answer yes or no." for i, _, q in MME_ROWS],
+            "answer": ["Yes" if q == 1 else "No" for _, _, q in MME_ROWS],
+            "category": [c for _, c, _ in MME_ROWS], "question_id": [f"{i}.png" for i, _, _ in MME_ROWS]}
+    ds = datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image())
+    datasets.DatasetDict({"test": ds}).save_to_disk(root / "mme")
+    return root / "mme"
+
+
+def _scripted_predict(model, processor, examples, batch_size=16, mode=None, layer=None, adapter=None,
+                      context=None, **_):
+    """predict with each setting's answers from MME_RIGHT, by the example's image and question (the
+    one candidate run through a context here is freeze 1,2)."""
+    setting = "freeze:1,2" if context is not None else "full" if mode is None else f"{mode}:{layer}"
+    answers, correct = [], []
+    for ex in examples:
+        image, q = ex.meta["question_id"][0], int(ex.question.split()[1])
+        right = (image, q) in MME_RIGHT[setting]
+        answers.append(ex.answer if right else {"yes": "no", "no": "yes"}[ex.answer])
+        correct.append(right)
+    return answers, correct, 0.0
+
+
+def test_evaluate_reports_mme_sums_of_each_setting_on_its_own_answers(tiny_dir, tmp_path, monkeypatch, capsys):
+    """``--task mme``: the full model, every row and every verified candidate carry MME's own sums
+    of their own per-question scores, paired by image (a sum taken from another setting's answers,
+    or pairing questions by position, gives other numbers); the table prints them."""
+    import skipit.empirical.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "predict", _scripted_predict)
+    cert = _certificate(max_entry=2, min_exit=3, configs=[_config("freeze", [1, 2], True)])
+    cert["verification"]["learned"] = [{"mode": "freeze", "layers": layers, "learned_rate": 0.0, "flops_fraction": 0.9}
+                                       for layers in ([2], [1, 2])]
+    (tmp_path / "certificate.json").write_text(json.dumps(cert))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--model", str(tiny_dir / "model"), "--data", str(_mme_folder(tmp_path)),
+                 "--task", "mme", "--layers", "2", "--certificate", str(tmp_path / "certificate.json"),
+                 "--out", str(out), "--theorem6-samples", "0", "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["benchmark"] == {"task": "mme", "title": "MME"}
+    settings = {"full": report["full"], **{f"{r['mode']}:{r['layer']}": r for r in report["rows"]},
+                **{"freeze:" + ",".join(map(str, r["layers"])): r for r in report["verified_rows"]}}
+    assert set(settings) == set(MME_SUMS)
+    for name, entry in settings.items():
+        perception, cognition = MME_SUMS[name]
+        accuracy = len(MME_RIGHT[name]) / 8
+        assert entry["benchmark_score"] == {"accuracy": accuracy, "percent": 100 * accuracy, "perception": perception,
+                                            "cognition": cognition, "total": perception + cognition}, name
+        assert entry["accuracy"] == accuracy
+    lines = capsys.readouterr().out.split("MME's own score per setting (beside the accuracies above):\n")[1].splitlines()
+    assert lines[0].split() == ["setting", "perception", "cognition", "total"]
+    table = {" ".join(line.split()[:-3]): line.split()[-3:] for line in lines[1:lines.index("")]}
+    labels = {"full model": "full", "late-entry L=2": "late-entry:2", "early-exit L=2": "early-exit:2",
+              "freeze 2": "freeze:2", "freeze 1,2": "freeze:1,2"}
+    assert table == {label: [f"{x:.1f}" for x in (*MME_SUMS[name], sum(MME_SUMS[name]))]
+                     for label, name in labels.items()}
+
+
+def test_mme_sums_are_not_computed_when_a_question_of_an_image_is_missing(tiny_dir, tmp_path, monkeypatch, capsys):
+    """``--limit``-like cuts that leave one question of an image: the report says why there is no
+    MME score instead of ending the run, and no setting carries one."""
+    import skipit.empirical.evaluate as evaluate_module
+    from skipit.empirical.data import load_examples
+    from skipit.empirical.evaluate import evaluate
+    from skipit.empirical.evaluate_report import format_table
+    from skipit.empirical.loading import load_model_and_processor
+
+    monkeypatch.setattr(evaluate_module, "predict", _scripted_predict)
+    examples, _ = load_examples(str(_mme_folder(tmp_path)), task="mme", limit=7)
+    model, processor, _ = load_model_and_processor(str(tiny_dir / "model"), device="cpu")
+    report = evaluate(model, processor, examples, modes=("late-entry",), layers=(2,), theorem6_examples=0,
+                      statistics=False, task="mme")
+    assert report["benchmark"] == {"task": "mme", "title": "MME", "unavailable": "MME scores image pairs: image "
+                                   "'d.png' of 'code_reasoning' has 1 question(s), expected 2"}
+    assert "benchmark_score" not in report["full"] and all("benchmark_score" not in r for r in report["rows"])
+    assert "MME's own score: not computed (MME scores image pairs" in format_table(report)
+    no_task = evaluate(model, processor, examples, modes=("late-entry",), layers=(2,), theorem6_examples=0,
+                       statistics=False)
+    assert "benchmark" not in no_task and "benchmark_score" not in no_task["full"]
