@@ -177,8 +177,8 @@ def _benchmark_scorer(task, examples):
     None): ``score(correct)`` is :func:`skipit.empirical.tasks.benchmark_score` of one setting's
     per-example scores on ``examples`` (None without a preset, or when ``examples`` cannot give
     it); ``header`` the report's ``benchmark`` entry (the preset, and why no score when it has none:
-    MME's sums need both questions of every image, which ``--limit`` may cut). Checked before
-    any model work."""
+    MME's sums need both questions of every image, and a row dropped as bad may leave one). Checked
+    before any model work."""
     from skipit.empirical.tasks import Task, benchmark_score, get_task
 
     if task is None or task == "":

@@ -499,8 +499,9 @@ def test_evaluate_reports_mme_sums_of_each_setting_on_its_own_answers(tiny_dir, 
 
 
 def test_mme_sums_are_not_computed_when_a_question_of_an_image_is_missing(tiny_dir, tmp_path, monkeypatch, capsys):
-    """``--limit``-like cuts that leave one question of an image: the report says why there is no
-    MME score instead of ending the run, and no setting carries one."""
+    """Examples holding one question of an image (the other dropped as bad, or part of MME): the
+    report says why there is no MME score instead of ending the run, and no setting carries one;
+    without a task there is no benchmark entry."""
     import skipit.empirical.evaluate as evaluate_module
     from skipit.empirical.data import load_examples
     from skipit.empirical.evaluate import evaluate
