@@ -196,6 +196,8 @@ def study(units, counts, changed_of, kl, num_layers, model_config, tau, args, sp
                      "violation": any(pop_rate(c) > tau for c in certified),
                      "recommended": None if rec is None else config_key(rec),
                      "saved": 0.0 if rec is None else saved(rec)})
+        if (seed + 1) % 25 == 0:
+            say(f"tau {tau:g}: {seed + 1}/{splits} splits")
     return rows, pop_rate, saved
 
 
@@ -216,6 +218,49 @@ def summarise(rows, tau, candidates, pop_rate, saved):
             "no_recommendation": float(np.mean([r["recommended"] is None for r in rows])),
             "mean_certified": float(np.mean([len(r["certified"]) for r in rows])),
             "mean_chain": float(np.mean([len(r["chain"]) for r in rows]))}
+
+
+def print_report(report):
+    """The report's table: one row per tau and per hard case."""
+    print(f"{report['model']}: population {report['questions']} questions on {report['images']} images; per split "
+          f"--samples {report['samples'] or 'all'} drawn by image; calibration fraction "
+          f"{report['calibration_fraction']:g}, margin {report['margin']:g}, learn sample "
+          f"{report['learn_samples'] or 'all'}, confidence {report['confidence']:g}")
+    print(f"{'tau':>6} {'violations':>10} {'95% CI':>15} {'saved':>7} {'oracle':>7} {'ratio':>6} {'none':>6}")
+    for s in report["taus"] + report["hard"]:
+        ratio = "-" if s["oracle_ratio"] is None else f"{s['oracle_ratio']:.2f}"
+        print(f"{s['tau']:6.4f} {s['violations']:>4}/{s['splits']:<5} [{s['violation_ci95'][0]:.3f}, "
+              f"{s['violation_ci95'][1]:.3f}] {s['mean_saved_recommended']:7.3f} {s['oracle_saved']:7.3f} "
+              f"{ratio:>6} {s['no_recommendation']:6.2f}" + (f"  hard ({s['candidate']}, margin {s['margin']:g})"
+                                                            if "candidate" in s else ""))
+
+
+SETTINGS_KEYS = ("model", "questions", "images", "samples", "calibration_fraction", "margin", "learn_samples",
+                 "order_samples", "confidence")
+
+
+def merge_reports(paths, out):
+    """One report from several runs of the same settings (e.g. one ``--taus`` value per process,
+    run side by side): their taus (sorted) and hard cases; each keeps the oracle of its own run."""
+    reports = []
+    for path in paths:
+        with open(path) as fh:
+            reports.append(json.load(fh))
+    first = reports[0]
+    for path, r in zip(paths, reports):
+        differ = [k for k in SETTINGS_KEYS if r.get(k) != first.get(k)]
+        if differ:
+            raise SystemExit(f"--merge: {path} differs from {paths[0]} in {', '.join(differ)}")
+    merged = {k: first.get(k) for k in SETTINGS_KEYS}
+    merged["taus"] = sorted((t for r in reports for t in r["taus"]), key=lambda t: t["tau"])
+    merged["hard"] = [h for r in reports for h in r["hard"]]
+    merged["seconds"] = [r.get("seconds") for r in reports]
+    merged["merged_from"] = [os.path.basename(p) for p in paths]
+    with open(out, "w") as fh:
+        json.dump(merged, fh, indent=1)
+    print_report(merged)
+    print(f"wrote {out}")
+    return 0
 
 
 def certify_defaults():
@@ -253,10 +298,16 @@ def main(argv=None):
                                                  "study_verification_cache-<model>.npz)")
     p.add_argument("--pool-only", action="store_true", help="only fill the cache with the candidate pool")
     p.add_argument("--out", default=None)
+    p.add_argument("--no-hard", action="store_true", help="leave out the hard case")
+    p.add_argument("--merge", nargs="+", metavar="REPORT", default=None,
+                   help="only merge these reports (runs of the same settings, e.g. one --taus value each, run "
+                        "side by side) into --out")
     args = p.parse_args(argv)
     name = os.path.basename(os.path.normpath(args.model)) if args.model else "demo"
     args.cache = args.cache or f"benchmarks/results/study_verification_cache-{name}.npz"
     args.out = args.out or f"benchmarks/results/study_verification-{name}.json"
+    if args.merge:
+        return merge_reports(args.merge, args.out)
 
     from skipit.empirical.verification import candidate_pool
 
@@ -301,7 +352,7 @@ def main(argv=None):
         say(json.dumps(summary))
     # hard case: tau just below the population rate of the candidate most often recommended at the middle tau
     middle = report["taus"][len(report["taus"]) // 2]["rows"]
-    common = Counter(r["recommended"] for r in middle if r["recommended"]).most_common(1)
+    common = [] if args.no_hard else Counter(r["recommended"] for r in middle if r["recommended"]).most_common(1)
     if common:
         key = common[0][0]
         rate = float(np.mean(changed_of(known[key])))
@@ -318,17 +369,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
-    print(f"{name}: population {len(examples)} questions on {report['images']} images; per split --samples "
-          f"{args.samples or 'all'} drawn by image; calibration fraction "
-          f"{args.calibration_fraction:g}, margin {args.margin:g}, confidence {args.confidence:g}, "
-          f"{args.splits} splits")
-    print(f"{'tau':>6} {'violations':>10} {'95% CI':>15} {'saved':>7} {'oracle':>7} {'ratio':>6} {'none':>6}")
-    for s in report["taus"] + report["hard"]:
-        ratio = "-" if s["oracle_ratio"] is None else f"{s['oracle_ratio']:.2f}"
-        print(f"{s['tau']:6.4f} {s['violations']:>4}/{s['splits']:<5} [{s['violation_ci95'][0]:.3f}, "
-              f"{s['violation_ci95'][1]:.3f}] {s['mean_saved_recommended']:7.3f} {s['oracle_saved']:7.3f} "
-              f"{ratio:>6} {s['no_recommendation']:6.2f}" + (f"  hard ({s['candidate']}, margin {s['margin']:g})"
-                                                            if "candidate" in s else ""))
+    print_report(report)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
     return 0
 
