@@ -201,6 +201,26 @@ def test_splits_must_be_chosen_when_there_are_several(tmp_path):
     assert len(test) == len(whole) == 2 and test[0].source.endswith("[test][0]")
 
 
+def test_a_dataset_path_and_split_holding_braces_are_named_verbatim(tmp_path, capsys):
+    """A folder called ``{split}{}`` and a split ``{subset}``: the messages quote both as given
+    and name the parameters (library) or the flags (command line)."""
+    from skipit.cli import main
+
+    path = str(tmp_path / "{split}{}")
+    ds = mcq_dataset(4)
+    datasets.DatasetDict({"train": ds.select([0, 1]), "test": ds.select([2, 3])}).save_to_disk(path)
+    capsys.readouterr()
+    for split, message in ((None, "{} {path} has splits train, test; choose one with {}"),
+                           ("{subset}", "{} must be one of train, test for {path}, got '{{subset}}'")):
+        with pytest.raises(SkipitError) as info:
+            load_examples(path, split=split)
+        assert str(info.value) == message.format("`path_or_name`" if split is None else "`split`", "`split`",
+                                                 path=path)
+        assert main(["data", path, *(["--split", split] if split else [])]) == 2
+        flags = ("--data", "--split") if split is None else ("--split",)
+        assert capsys.readouterr().err == f"skipit data: error: {message.format(*flags, path=path)}\n"
+
+
 def test_mcq_template_is_overridable_and_checked(tmp_path):
     mcq_dataset(2).save_to_disk(tmp_path / "mcq")
     examples, _ = load_examples(str(tmp_path / "mcq"), mcq_template="Q: {question}\n{options}\nLetter:")

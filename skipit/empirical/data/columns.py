@@ -267,10 +267,8 @@ def _check_row(row, cols, extra_images, root, index=0):
 
 
 def _resolve_metric(examples, report, metric, max_new_tokens):
-    from skipit.errors import SkipitError
-
     if metric not in METRIC_CHOICES:
-        raise SettingError(f"{{metric}} must be one of {', '.join(METRIC_CHOICES)}, got {metric!r}")
+        raise SettingError(f"{{metric}} must be one of {', '.join(METRIC_CHOICES)}, got {{got}}", {"got": repr(metric)})
     for ex in examples:
         if not ex.metric:
             ex.metric = "letter" if metric == "auto" else metric
@@ -278,5 +276,5 @@ def _resolve_metric(examples, report, metric, max_new_tokens):
     report.metric = "+".join(used)
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                        or max_new_tokens < 1):
-        raise SettingError(f"{{max_new_tokens}} must be an integer >= 1, got {max_new_tokens!r}")
+        raise SettingError("{max_new_tokens} must be an integer >= 1, got {got}", {"got": repr(max_new_tokens)})
     report.max_new_tokens = max_new_tokens or (1 if used == ["letter"] else DEFAULT_MAX_NEW_TOKENS)

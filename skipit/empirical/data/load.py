@@ -58,7 +58,8 @@ def load_examples(path_or_name: str | os.PathLike[str], skip_bad: bool = False, 
         return _load_task(task, path_or_name, split, subset, skip_bad, limit, prompt_style, answer, columns, metric,
                           mcq_template, max_new_tokens)
     if prompt_style is not None:
-        raise SettingError(f"{{prompt_style}} {prompt_style} needs {{task}} (a preset with prompt styles)")
+        raise SettingError("{prompt_style} {got} needs {task} (a preset with prompt styles)",
+                           {"got": str(prompt_style)})
     columns = columns or ColumnMap()
     check_mcq_template(mcq_template)
     target = os.fspath(path_or_name)
@@ -86,7 +87,7 @@ def load_examples(path_or_name: str | os.PathLike[str], skip_bad: bool = False, 
             if ex.metric in ("", "letter") and ex.choices:
                 ex.parser = "mcq-extract"
     elif answer not in ANSWER_MODES:
-        raise SettingError(f"{{answer}} must be one of {', '.join(ANSWER_MODES)}, got {answer!r}")
+        raise SettingError(f"{{answer}} must be one of {', '.join(ANSWER_MODES)}, got {{got}}", {"got": repr(answer)})
     _resolve_metric(examples, report, metric, max_new_tokens)
     if any(ex.parser for ex in examples) and max_new_tokens is None:
         report.max_new_tokens = DEFAULT_MAX_NEW_TOKENS

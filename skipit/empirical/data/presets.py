@@ -50,21 +50,20 @@ def load_task_examples(task, source: str, split: str | None, subset: str | None,
     not evaluate (``task.keep``) are left out silently; a row whose image, answer or options the preset
     cannot read is listed by index (or skipped with ``skip_bad``). With ``answer="one-token"``
     multiple-choice rows are scored by the ``letter`` metric on the first token (no parser)."""
-    from skipit.errors import SkipitError
-
     style = task.style(prompt_style)
     if answer not in ANSWER_MODES:
-        raise SettingError(f"{{answer}} must be one of {', '.join(ANSWER_MODES)}, got {answer!r}")
+        raise SettingError(f"{{answer}} must be one of {', '.join(ANSWER_MODES)}, got {{got}}", {"got": repr(answer)})
     if subset is None and not os.path.exists(source):
         subset = task.subset
     ds, name, root = _open_dataset(source, split, subset, default_split=task.split)
     if task.image not in ds.features:
-        raise SettingError(f"{{task}} {task.name}: {name} has no image column {task.image!r} (columns: "
-                          f"{', '.join(ds.features)})" + (f"; {task.note}" if task.note else ""))
+        raise SettingError(f"{{task}} {task.name}: {{source}} has no image column {task.image!r} (columns: "
+                           "{found})" + (f"; {task.note}" if task.note else ""),
+                           {"source": name, "found": ", ".join(ds.features)})
     missing = [c for c in task.columns if c not in ds.features and c not in ("hint", "E")]
     if missing:
-        raise SettingError(f"{{task}} {task.name}: {name} lacks the column(s) {', '.join(missing)} the preset reads "
-                          f"(columns: {', '.join(ds.features)})")
+        raise SettingError(f"{{task}} {task.name}: {{source}} lacks the column(s) {', '.join(missing)} the preset "
+                           "reads (columns: {found})", {"source": name, "found": ", ".join(ds.features)})
     if getattr(ds, "_indices", None) is not None:
         ds = ds.flatten_indices()
     wanted = [c for c in dict.fromkeys([task.image, *task.columns, *(c for c in ds.features if c.startswith("image_"))])
@@ -117,5 +116,5 @@ def load_task_examples(task, source: str, split: str | None, subset: str | None,
     if skipped and not skip_bad:
         _raise_bad(skipped, name, "row")
     if not kept:
-        raise SettingError(f"no usable examples in {name} for {{task}} {task.name}")
+        raise SettingError(f"no usable examples in {{source}} for {{task}} {task.name}", {"source": name})
     return kept, report

@@ -207,8 +207,6 @@ def _hub_snapshot(dataset_id):
 def _open_dataset(source, split, subset, default_split=None):
     """``(datasets.Dataset, description, root folder)`` for a saved dataset, data files or a hub id;
     with several splits and no ``split``, ``default_split`` (a preset's) is taken when present."""
-    from skipit.errors import SkipitError
-
     datasets = _import_datasets()
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -218,12 +216,14 @@ def _open_dataset(source, split, subset, default_split=None):
         else:
             root = source if os.path.exists(source) else _hub_snapshot(source)
             if not _data_files(root):
-                raise SettingError(f"{{path_or_name}} {source}: no parquet or arrow files in {root}")
+                raise SettingError("{path_or_name} {source}: no parquet or arrow files in {root}",
+                                   {"source": source, "root": root})
             try:
                 loaded = datasets.load_dataset(root, name=subset) if os.path.isdir(root) else \
                     datasets.load_dataset(root[root.rindex(".") + 1:], data_files=[root], split="train")
             except ValueError as err:
-                raise SkipitError(f"--data {source}: {str(err).splitlines()[0]}") from None
+                raise SettingError("{path_or_name} {source}: {why}",
+                                   {"source": source, "why": str(err).splitlines()[0]}) from None
     finally:
         if bars:
             datasets.enable_progress_bars()
@@ -234,15 +234,18 @@ def _open_dataset(source, split, subset, default_split=None):
             split = default_split
         if split is None:
             if len(splits) != 1:
-                raise SettingError(f"{{path_or_name}} {source} has splits {', '.join(splits)}; choose one with {{split}}")
+                raise SettingError("{path_or_name} {source} has splits {splits}; choose one with {split}",
+                                   {"source": source, "splits": ", ".join(splits)})
             split = splits[0]
         if split not in loaded and _SPLIT_ALIASES.get(split) in loaded:
             split = _SPLIT_ALIASES[split]  # datasets names a "val-*.parquet" split "validation"
         if split not in loaded:
-            raise SettingError(f"{{split}} must be one of {', '.join(splits)} for {source}, got {split!r}")
+            raise SettingError("{split} must be one of {splits} for {source}, got {got}",
+                               {"splits": ", ".join(splits), "source": source, "got": repr(split)})
         loaded = loaded[split]
     elif split is not None:
-        raise SettingError(f"{{split}} {split}: {source} holds a single dataset, not splits; leave {{split}} out")
+        raise SettingError("{split} {got}: {source} holds a single dataset, not splits; leave {split} out",
+                           {"got": str(split), "source": source})
     name = f"{source}" + (f":{subset}" if subset else "") + (f"[{split}]" if split else "")
     return loaded, name, root if os.path.isdir(root) else os.path.dirname(root)
 
@@ -289,8 +292,6 @@ def _check_subset(subset, target):
     """``--subset`` names a dataset configuration: of a hub dataset, or of a folder of data files
     (the configs its README declares, as in a copied hub snapshot). A save_to_disk directory, a
     single parquet / arrow file, a JSONL file or a bundled set has none: refused, not ignored."""
-    from skipit.errors import SkipitError
-
     if subset is None or (os.path.isdir(target) and not _is_saved_dataset(target)):
         return
     if os.path.isdir(target):
@@ -301,5 +302,5 @@ def _check_subset(subset, target):
         kind = "bundled set"
     else:
         return  # a hub dataset id
-    raise SettingError(f"{{subset}} applies to hub dataset ids and folders of data files only, got {subset!r} "
-                      f"for the {kind} {target}")
+    raise SettingError(f"{{subset}} applies to hub dataset ids and folders of data files only, got {{got}} "
+                       f"for the {kind} {{target}}", {"got": repr(subset), "target": target})
