@@ -52,14 +52,14 @@ fixed-sequence testing stays valid for either."""
 # errors that name a parameter
 # --------------------------------------------------------------------------------------
 
-_PLACEHOLDER = re.compile(r"\{(\w+)(?:=(True|False))?\}")
+_PLACEHOLDER = re.compile(r"\{(\w+(?:\.\w+)?)(?:=(True|False))?\}")  # {name}, {name.field}, {name=False}
 
 
 class SettingError(SkipitError, ValueError):
     """A parameter (or a combination of them) that must change, in one line.
 
-    ``template`` is the message with every parameter it names written ``{name}`` (or
-    ``{name=False}`` / ``{name=True}`` for a switch): ``str(err)`` writes them as the library
+    ``template`` is the message with every parameter it names written ``{name}`` (a field of one:
+    ``{columns.image}``; a switch: ``{name=False}`` / ``{name=True}``): ``str(err)`` writes them as the library
     calls them (`` `batch_size` ``, `` `verify=False` ``), :meth:`render` as the caller's
     names (the command line's flags: ``--batch-size``, ``--no-verify``). ``parameter`` is the
     first parameter named. A :class:`ValueError` for library callers and a
@@ -436,7 +436,8 @@ OTHER_FLAGS = {"checkpoint_dir": "--out directory", "out_dir": "--out", "example
                "path_or_name": "--data", "split": "--split", "subset": "--subset", "task": "--task",
                "prompt_style": "--prompt-style", "answer": "--answer", "metric": "--metric",
                "max_new_tokens": "--max-new-tokens", "skip_bad": "--skip-bad", "mcq_template": "--mcq-template",
-               "columns": "--*-column"}
+               "columns": "--*-column", "columns.image": "--image-column", "columns.question": "--question-column",
+               "columns.answer": "--answer-column", "columns.choices": "--choices-column"}
 """Flags of the library parameters that are not settings fields (the command line passes them)."""
 
 

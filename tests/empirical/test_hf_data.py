@@ -169,9 +169,9 @@ def test_column_mapping_and_its_errors(tmp_path):
                                      "path": ["x.png", "y.png"]})
     ds.save_to_disk(tmp_path / "odd")
     with pytest.raises(SkipitError, match=r"has no image column among the defaults .*columns: picture, prompt, gt, "
-                                          r"path; name it with --image-column"):
+                                          r"path; name it with `columns.image`"):
         load_examples(str(tmp_path / "odd"))
-    with pytest.raises(SkipitError, match=r"--answer-column 'nope' is not a column of"):
+    with pytest.raises(SkipitError, match=r"`columns.answer` 'nope' is not a column of"):
         load_examples(str(tmp_path / "odd"), columns=ColumnMap(image="picture", question="prompt", answer="nope"))
     examples, report = load_examples(str(tmp_path / "odd"),
                                      columns=ColumnMap(image="picture", question="prompt", answer="gt"))

@@ -53,8 +53,6 @@ def _is_image_feature(feature):
 
 def _resolve_columns(features, columns, source):
     """``{"image", "question", "answer", "choices"}`` -> column name (choices may be None)."""
-    from skipit.errors import SkipitError
-
     names = list(features)
     chosen = {}
     for role, given, defaults in (("image", columns.image, IMAGE_COLUMNS),
@@ -63,8 +61,8 @@ def _resolve_columns(features, columns, source):
                                   ("choices", columns.choices, CHOICES_COLUMNS)):
         if given is not None:
             if given not in features:
-                raise SkipitError(f"--{role}-column {given!r} is not a column of {source} "
-                                  f"(columns: {', '.join(names)})")
+                raise SettingError(f"{{columns.{role}}} {{given}} is not a column of {{source}} (columns: {{found}})",
+                                   {"given": repr(given), "source": source, "found": ", ".join(names)})
             chosen[role] = given
             continue
         if role == "image":
@@ -72,8 +70,9 @@ def _resolve_columns(features, columns, source):
         else:
             found = [c for c in defaults if c in features]
         if not found and role != "choices":
-            raise SkipitError(f"{source} has no {role} column among the defaults ({', '.join(defaults)}); "
-                              f"columns: {', '.join(names)}; name it with --{role}-column")
+            raise SettingError(f"{{source}} has no {role} column among the defaults ({', '.join(defaults)}); "
+                               f"columns: {{found}}; name it with {{columns.{role}}}",
+                               {"source": source, "found": ", ".join(names)})
         chosen[role] = found[0] if found else None
     return chosen
 

@@ -189,19 +189,19 @@ def _hub_snapshot(dataset_id):
     from huggingface_hub import constants, snapshot_download
 
     from skipit.empirical.loading import _hub_cli
-    from skipit.errors import SkipitError
 
     try:
         return snapshot_download(dataset_id, repo_type="dataset", local_files_only=True,
                                  cache_dir=constants.HF_HUB_CACHE)
     except Exception as err:  # LocalEntryNotFoundError and its relatives: not cached
-        raise SkipitError(
-            f"dataset {dataset_id!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}); skipit reads "
-            "hub datasets from the cache only, offline.\n"
-            f"  get it on a machine with network access: {_hub_cli()} download --repo-type dataset {dataset_id}\n"
-            f"  then copy the cache there to {constants.HF_HUB_CACHE} here (or set HF_HOME), or save it with "
-            "datasets' save_to_disk and pass that directory: --data DIR\n"
-            f"  (detail: {str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise SettingError(
+            "dataset {quoted} is not in the Hugging Face cache ({cache}); skipit reads hub datasets from the cache "
+            "only, offline.\n  get it on a machine with network access: {download}\n  then copy the cache there to "
+            "{cache} here (or set HF_HOME), or save it with datasets' save_to_disk and pass that directory: "
+            "{path_or_name} DIR\n  (detail: {detail})",
+            {"quoted": repr(dataset_id), "cache": str(constants.HF_HUB_CACHE),
+             "download": f"{_hub_cli()} download --repo-type dataset {dataset_id}",
+             "detail": str(err).splitlines()[0] if str(err) else type(err).__name__}) from None
 
 
 def _open_dataset(source, split, subset, default_split=None):
