@@ -12,6 +12,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from skipit.cli import main  # noqa: E402
+from skipit.empirical.settings import EvaluateSettings, SettingError, SkipSettings, flag_of  # noqa: E402
 from tests.empirical.certify_helpers import write_digit_jsonl  # noqa: E402
 
 
@@ -110,3 +111,69 @@ def test_second_run_on_a_locked_out_is_refused_naming_the_first(capsys, tmp_path
     with output_lock(str(out), command="skipit certify (the first run)"):
         _one_line_error(capsys, _certify(llava_dir, data, out), rf"pid {os.getpid()}")
     assert not (out / "certificate.json").exists()
+
+
+
+
+BRACES = "{model}{}"
+"""User text that the ``{parameter}`` syntax of SettingError would misread if it were not kept verbatim."""
+
+
+def _braced_cases(tmp_path):
+    """``{case: (command line, library call, parameter, message)}``: ``message(name)`` is the error with
+    each parameter ``p`` written ``name(p)`` (the library's `` `p` ``, the command line's flag) and the
+    user's text, braces included, as given."""
+    from skipit.empirical.loading import parse_device_map, parse_max_memory, resolve_device, resolve_model
+    from skipit.empirical.settings import parse_layer_grid
+
+    model = f"./no/{BRACES}/x"
+    unread = tmp_path / "{device_map}{" / "map.json"
+    badly_placed = tmp_path / f"{BRACES}.json"
+    badly_placed.write_text('{"{layers}{": "{device}"}')
+    out = str(tmp_path / "out")
+    grid = "'all', '1,2,8', '2-12' or '2-12:2'"
+    return {
+        "model": (["certify", "--model", model, "--data", "digits-val", "--out", out], lambda: resolve_model(model),
+                  "model", lambda n: f"{n('model')} {model}: no such directory (a local model is a directory "
+                                     "written by save_pretrained)"),
+        "device-map-path": (["certify", "--device-map", str(unread), "--out", out], lambda: parse_device_map(unread),
+                            "device_map", lambda n: f"{n('device_map')} {unread}: cannot read it (No such file or "
+                                                    "directory)"),
+        "device-map-content": (["certify", "--device-map", str(badly_placed), "--out", out],
+                               lambda: parse_device_map(badly_placed), "device_map",
+                               lambda n: f"{n('device_map')} {badly_placed}: module '{{layers}}{{' has device "
+                                         "'{device}'; a device is a GPU index >= 0, \"cuda:N\", \"cpu\", \"mps\" or "
+                                         "\"disk\""),
+        "device": (["certify", "--device", "{device}{", "--out", out], lambda: resolve_device("{device}{"), "device",
+                   lambda n: f"{n('device')} must be auto, cpu, cuda, cuda:N or mps, got '{{device}}{{'"),
+        "max-memory": (["certify", "--device-map", "auto", "--max-memory", "{max_memory}=1GB", "--out", out],
+                       lambda: parse_max_memory("{max_memory}=1GB"), "max_memory",
+                       lambda n: f"{n('max_memory')}: a device is a GPU index, cpu or mps, got '{{max_memory}}' in "
+                                 "'{max_memory}=1GB'"),
+        "layers-parsed": (None, lambda: parse_layer_grid("1,{layers}{", 4), "layers",
+                          lambda n: f"{n('layers')} must look like {grid}, got '1,{{layers}}{{'"),
+        "layers-setting": (["evaluate", "--layers", "1,{layers}{", "--out", out],
+                           lambda: EvaluateSettings(layers="1,{layers}{"), "layers",
+                           lambda n: f"{n('layers')} must look like {grid} (or be a sequence of layers >= 1), got "
+                                     "'1,{layers}{'"),
+        "layers-with-layer": (["skip", "--mode", "late-entry", "--layer", "3", "--layers", BRACES],
+                              lambda: SkipSettings(mode="late-entry", layer=3, layers=BRACES).target(None), "mode",
+                              lambda n: f"{n('mode')} late-entry takes {n('layer')}, not {n('layers')}; got "
+                                        f"{n('layer')} 3 {n('layers')} {BRACES}"),
+    }
+
+
+@pytest.mark.parametrize("case", ["model", "device-map-path", "device-map-content", "device", "max-memory",
+                                  "layers-parsed", "layers-setting", "layers-with-layer"])
+def test_user_text_holding_braces_is_shown_verbatim_naming_the_flag(capsys, tmp_path, case):
+    """A model path, a --device-map file (its path and its contents), --device, --max-memory and a
+    --layers list holding ``{model}``, ``{}`` or an unclosed ``{`` are quoted as given; the library
+    names the parameter, the command line its flag."""
+    argv, call, parameter, message = _braced_cases(tmp_path)[case]
+    with pytest.raises(SettingError) as info:
+        call()
+    assert info.value.parameter == parameter
+    assert str(info.value) == message(lambda p: f"`{p}`")
+    if argv is not None:
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"skipit {argv[0]}: error: {message(flag_of)}\n"

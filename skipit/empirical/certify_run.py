@@ -140,38 +140,42 @@ class Checkpoint:
             saved = json.load(fh)
         problem = self._resume_problem(saved)
         if problem:
-            raise SettingError(f"the checkpoint in {self.directory} {problem}; use another {{checkpoint_dir}} or "
-                               "{resume=False}")
+            why, shown = problem
+            raise SettingError(f"the checkpoint in {{directory}} {why}; use another {{checkpoint_dir}} or "
+                               "{resume=False}", {"directory": str(self.directory), **shown})
         return saved
 
     def _resume_problem(self, saved):
-        """Why the saved state ``saved`` (a dict) cannot be continued by this run, in words; None if it can."""
+        """Why the saved state ``saved`` (a dict) cannot be continued by this run: ``(words, verbatim)``, the
+        words a :class:`SettingError` template that names parameters (``{examples}``) and the user text it
+        quotes (data sources, model locations) in ``verbatim``; None if it can be continued."""
         if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-            return "was written by another version of skipit"
+            return "was written by another version of skipit", {}
         old, new = saved["identity"], self.identity
         mine = new["data"]["source"] or "this run's data"
         theirs = old["data"]["source"] or "its data"
+        sources = {"theirs": str(theirs), "mine": str(mine)}
         n_saved, n = old["data"]["num_examples"], new["data"]["num_examples"]
         if n_saved != n:
             hint = " ({num_examples} changed?)" if theirs == mine or not old["data"]["source"] else ""
-            return f"covers {n_saved} examples of {theirs}; this run has {n} of {mine}{hint}"
+            return f"covers {n_saved} examples of {{theirs}}; this run has {n} of {{mine}}{hint}", sources
         if old["data"]["sha256"] != new["data"]["sha256"]:
             finished = len(saved["done"]) >= n_saved
             done = "a finished run's statistics" if finished else f"statistics of {len(saved['done'])}"
-            return (f"holds {done} on {n} examples of {theirs} whose content differs from this run's {n} "
-                    f"examples of {mine} (the data file, its images or {{examples}} changed?)")
+            return (f"holds {done} on {n} examples of {{theirs}} whose content differs from this run's {n} "
+                    f"examples of {{mine}} (the data file, its images or {{examples}} changed?)", sources)
         for key, names in (("thresholds", "{thresholds}"),
                            ("split", "{calibration_fraction}, {split_seed} or {verify}")):
             if old["capture"][key] != new["capture"][key]:
-                return (f"captured with {key} {old['capture'][key]}; this run asks for {new['capture'][key]} "
-                        f"({names} changed?)")
+                return (f"captured with {key} {{old}}; this run asks for {{new}} ({names} changed?)",
+                        {"old": str(old["capture"][key]), "new": str(new["capture"][key])})
         if old["model"] != new["model"]:
             for key, (words, hint) in _MODEL_FIELDS.items():
                 if old["model"].get(key) != new["model"].get(key):
-                    return (f"was made with another model: its {words} was {old['model'].get(key)!r}, this run's "
-                            f"is {new['model'].get(key)!r}{hint}")
+                    return (f"was made with another model: its {words} was {{old}}, this run's is {{new}}{hint}",
+                            {"old": repr(old["model"].get(key)), "new": repr(new["model"].get(key))})
             return ("was made with other weights: same location, type, layers and dtype, but the "
-                    "parameters' values differ (a retrained or re-saved model?)")
+                    "parameters' values differ (a retrained or re-saved model?)", {})
         return None
 
     def state(self) -> dict[str, Any]:

@@ -90,20 +90,21 @@ def resolve_model(name: str | None) -> ResolvedModel:
         name = demo.DEFAULT_DEMO if name is None else str(name)
         directory = demo.DEMO_MODEL_DIR if name == demo.DEFAULT_DEMO else demo.DEMO_MODELS[name]
         if not os.path.isfile(os.path.join(directory, "config.json")):
-            raise SettingError(f"the bundled demo model is missing from {directory}; retrain it with "
-                              f"`python -m skipit.demo.train --model {name} --out {directory}` or pass {{model}}")
+            raise SettingError(f"the bundled demo model is missing from {{directory}}; retrain it with "
+                              f"`python -m skipit.demo.train --model {name} --out {{directory}}` or pass {{model}}",
+                              {"directory": os.fspath(directory)})
         return ResolvedModel(name, "demo", os.fspath(directory))
     name = str(name)
     if name in ALIASES:
         return ResolvedModel(name, "alias", ALIASES[name][0])
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")):
-            raise SettingError(f"{{model}} {name}: the directory has no config.json; pass a directory written "
-                              "by save_pretrained (model and processor)")
+            raise SettingError("{model} {given}: the directory has no config.json; pass a directory written "
+                              "by save_pretrained (model and processor)", {"given": name})
         return ResolvedModel(name, "local", os.path.abspath(name))
     if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise SettingError(f"{{model}} {name}: no such directory (a local model is a directory written by "
-                          "save_pretrained)")
+        raise SettingError("{model} {given}: no such directory (a local model is a directory written by "
+                          "save_pretrained)", {"given": name})
     if _HUB_ID.match(name):
         return ResolvedModel(name, "hub", name)
     aliases = ", ".join(sorted(supported_aliases()))
@@ -173,7 +174,7 @@ def _torch_dtype(dtype, device):
     if dtype in (None, "auto"):
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if dtype not in DTYPES:
-        raise SettingError(f"{{dtype}} must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise SettingError(f"{{dtype}} must be one of {', '.join(DTYPES)}, got {{got}}", {"got": repr(dtype)})
     return getattr(torch, dtype)
 
 
@@ -195,17 +196,19 @@ def resolve_device(device: str | None) -> str:
     except (RuntimeError, ValueError):
         parsed = None
     if parsed is None or parsed.type not in DEVICE_TYPES:
-        raise SettingError(f"{{device}} must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+        raise SettingError("{device} must be auto, cpu, cuda, cuda:N or mps, got {got}", {"got": repr(text)})
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise SettingError(f"{{device}} {text}: this machine has no CUDA device (torch {torch.__version__}, "
-                              f"CUDA build {torch.version.cuda or 'none'}); use {{device}} cpu or auto")
+            raise SettingError(f"{{device}} {{given}}: this machine has no CUDA device (torch {torch.__version__}, "
+                              f"CUDA build {torch.version.cuda or 'none'}); use {{device}} cpu or auto",
+                              {"given": text})
         if parsed.index is not None and parsed.index >= count:
-            raise SettingError(f"{{device}} {text}: the GPU index must be in [0, {count - 1}] on this machine, "
-                              f"got {parsed.index}")
+            raise SettingError(f"{{device}} {{given}}: the GPU index must be in [0, {count - 1}] on this machine, "
+                              f"got {parsed.index}", {"given": text})
     if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise SettingError(f"{{device}} {text}: MPS is not available on this machine; use {{device}} cpu or auto")
+        raise SettingError("{device} {given}: MPS is not available on this machine; use {device} cpu or auto",
+                          {"given": text})
     return text
 
 
@@ -227,23 +230,25 @@ def parse_device_map(value: str | os.PathLike[str] | None) -> str | dict[str, in
         return text
     if not text.endswith(".json") and not os.path.isfile(text):
         raise SettingError(f"{{device_map}} must be one of {', '.join(DEVICE_MAP_STRATEGIES)} or a JSON file "
-                          f"{{module: device}}, got {text!r}")
+                          "{module: device}, got {got}", {"got": repr(text)})
     try:
         with open(text, encoding="utf-8") as fh:
             mapping = json.load(fh)
     except OSError as err:
-        raise SettingError(f"{{device_map}} {text}: cannot read it ({err.strerror})") from None
+        raise SettingError("{device_map} {given}: cannot read it ({why})", {"given": text, "why": str(err.strerror)}) \
+            from None
     except ValueError as err:
-        raise SettingError(f"{{device_map}} {text}: not JSON ({err})") from None
+        raise SettingError("{device_map} {given}: not JSON ({why})", {"given": text, "why": str(err)}) from None
     if not isinstance(mapping, dict) or not mapping:
-        raise SettingError(f"{{device_map}} {text} must hold a non-empty JSON object {{module name: device}}, got "
-                          f"{type(mapping).__name__}")
+        raise SettingError(f"{{device_map}} {{given}} must hold a non-empty JSON object {{module name: device}}, got "
+                          f"{type(mapping).__name__}", {"given": text})
     for module, device in mapping.items():
         ok = (isinstance(device, int) and not isinstance(device, bool) and device >= 0) or (
             isinstance(device, str) and (device in ("cpu", "disk", "mps") or re.fullmatch(r"cuda:\d+", device)))
         if not ok:
-            raise SettingError(f"{{device_map}} {text}: module {module!r} has device {device!r}; a device is a GPU "
-                              "index >= 0, \"cuda:N\", \"cpu\", \"mps\" or \"disk\"")
+            raise SettingError("{device_map} {given}: module {module} has device {got}; a device is a GPU "
+                              "index >= 0, \"cuda:N\", \"cpu\", \"mps\" or \"disk\"",
+                              {"given": text, "module": repr(module), "got": repr(device)})
     return mapping
 
 
@@ -259,17 +264,18 @@ def parse_max_memory(value: str | None) -> dict[int | str, int | str] | None:
     for part in str(value).split(","):
         key, sep, size = (x.strip() for x in part.partition("="))
         if not sep or not key or not size:
-            raise SettingError(f"{{max_memory}} must look like \"0=20GiB,cpu=60GiB\" (DEVICE=SIZE, comma-separated), "
-                              f"got {value!r}")
+            raise SettingError("{max_memory} must look like \"0=20GiB,cpu=60GiB\" (DEVICE=SIZE, comma-separated), "
+                              "got {got}", {"got": repr(value)})
         if key.isdigit():
             key = int(key)
         elif key not in ("cpu", "mps"):
-            raise SettingError(f"{{max_memory}}: a device is a GPU index, cpu or mps, got {key!r} in {value!r}")
+            raise SettingError("{max_memory}: a device is a GPU index, cpu or mps, got {key} in {got}",
+                              {"key": repr(key), "got": repr(value)})
         if not _MEMORY.match(size):
-            raise SettingError(f"{{max_memory}}: a size is a number of bytes or a number with a unit KB, MB, GB, KiB, "
-                              f"MiB or GiB, got {size!r} for device {key}")
+            raise SettingError("{max_memory}: a size is a number of bytes or a number with a unit KB, MB, GB, KiB, "
+                              "MiB or GiB, got {got} for device {key}", {"got": repr(size), "key": str(key)})
         if key in out:
-            raise SettingError(f"{{max_memory}} names device {key} twice in {value!r}")
+            raise SettingError("{max_memory} names device {key} twice in {got}", {"key": str(key), "got": repr(value)})
         out[key] = int(size) if size.isdigit() else size
     return out
 
@@ -359,7 +365,7 @@ def load_model_and_processor(name: str | None = None, device: str | None = "auto
         except ValueError as err:
             arch = (getattr(config, "architectures", None) or [None])[0]
             if placement and "offload" in str(err):
-                raise SettingError(f"{{device_map}}: {str(err).splitlines()[0]}") from None
+                raise SettingError("{device_map}: {why}", {"why": str(err).splitlines()[0]}) from None
             if arch is None or not hasattr(transformers, arch):
                 raise
             model = getattr(transformers, arch).from_pretrained(location, dtype=torch_dtype, **placement, **hub)

@@ -61,7 +61,7 @@ def mode_context(model: torch.nn.Module, mode: str | None, layer: int | Iterable
     :data:`skipit.empirical.modes.EVALUATE_MODES`) at ``layer``; freezing "at L" (an int) freezes
     layer L alone."""
     if mode is not None and mode != "full" and mode not in EVALUATE_MODES:
-        raise SettingError(f"{{mode}} must be one of {', '.join(EVALUATE_MODES)}, got {mode!r}")
+        raise SettingError(f"{{mode}} must be one of {', '.join(EVALUATE_MODES)}, got {{got}}", {"got": repr(mode)})
     return skip_context(model, mode, mode_layer(mode, layer), adapter)
 
 

@@ -162,7 +162,7 @@ def check_setting(name: str, value: Any, check: Check) -> None:
     """Raise :class:`SettingError` ``{name} must be <requirement>, got <value>`` unless ``check`` allows ``value``."""
     if not check.ok(value):
         shown = list(value) if isinstance(value, tuple) else value
-        raise SettingError(f"{{{name}}} must {check.verb} {check.requirement}, got {shown!r}")
+        raise SettingError(f"{{{name}}} must {check.verb} {check.requirement}, got {{got}}", {"got": repr(shown)})
 
 
 def field_check(cls: type, name: str) -> Check:
@@ -328,12 +328,13 @@ def parse_layer_grid(text: str | Iterable[int] | None, num_layers: int) -> list[
         for part in text.replace(" ", "").split(","):
             m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
             if not m:
-                raise SettingError(f"{{layers}} must look like 'all', '1,2,8', '2-12' or '2-12:2', got {text!r}")
+                raise SettingError("{layers} must look like 'all', '1,2,8', '2-12' or '2-12:2', got {got}",
+                                   {"got": repr(text)})
             lo = int(m.group(1))
             hi = int(m.group(2)) if m.group(2) else lo
             step = int(m.group(3)) if m.group(3) else 1
             if step < 1 or hi < lo:
-                raise SettingError(f"{{layers}} range {part!r} must have lo <= hi and step >= 1")
+                raise SettingError("{layers} range {got} must have lo <= hi and step >= 1", {"got": repr(part)})
             layers.update(range(lo, hi + 1, step))
     bad = sorted(l for l in layers if not 1 <= l <= num_layers)
     if bad:
@@ -413,11 +414,11 @@ class SkipSettings(RunSettings):
         if get_mode(self.mode).takes == "layers":
             if self.layers is None or self.layer is not None:
                 raise SettingError(f"{{mode}} {self.mode} takes {{layers}} (e.g. 6,8,10), not {{layer}}; "
-                                   f"got {{layer}} {self.layer} {{layers}} {self.layers}")
+                                   f"got {{layer}} {self.layer} {{layers}} {{given}}", {"given": str(self.layers)})
             return None if num_layers is None else parse_layer_grid(self.layers, num_layers)
         if self.layer is None or self.layers is not None:
             raise SettingError(f"{{mode}} {self.mode} takes {{layer}}, not {{layers}}; "
-                               f"got {{layer}} {self.layer} {{layers}} {self.layers}")
+                               f"got {{layer}} {self.layer} {{layers}} {{given}}", {"given": str(self.layers)})
         if num_layers is None:
             return None
         if not 1 <= self.layer <= num_layers:

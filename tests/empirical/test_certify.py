@@ -234,6 +234,37 @@ def test_resume_with_another_number_of_examples_says_so_first(tiny_llava, tmp_pa
         _run(tiny_llava, digit_examples(4), checkpoint_dir=tmp_path, data_info=source)
 
 
+
+@pytest.mark.parametrize("changed", ["data", "model"])
+def test_a_refused_resume_quotes_directories_sources_and_locations_verbatim(tmp_path, changed):
+    """A checkpoint folder, data sources and model locations holding ``{parameter}``-like braces
+    (``{examples}``, ``{model}``, ``{}``, an unclosed ``{``) are quoted as written; the parameters
+    are named by the library and printed as flags by the command line."""
+    from skipit.empirical.certify_run import CHECKPOINT_FORMAT, CHECKPOINT_STATE, Checkpoint
+    from skipit.empirical.settings import SettingError
+
+    directory = tmp_path / "{checkpoint_dir}{}"
+    directory.mkdir()
+    saved = {"data": {"source": "{examples}{.jsonl", "num_examples": 6, "sha256": "a"},
+             "capture": {"thresholds": [0.1], "split": {}}, "model": {"model": "./{model}{}"}}
+    this = json.loads(json.dumps(saved))
+    if changed == "data":
+        this["data"].update(source="{num_examples}.jsonl", num_examples=4)
+        why = "covers 6 examples of {examples}{.jsonl; this run has 4 of {num_examples}.jsonl"
+    else:
+        this["model"]["model"] = "/{model}"
+        why = "was made with another model: its location was './{model}{}', this run's is '/{model}'"
+    (directory / CHECKPOINT_STATE).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "identity": saved,
+                                                          "done": [], "statistics": "", "verification": {}}))
+    with pytest.raises(SettingError) as refused:
+        Checkpoint.open(str(directory), this, {})
+    assert refused.value.parameter == "checkpoint_dir"
+    assert str(refused.value) == (f"the checkpoint in {directory} {why}; use another `checkpoint_dir` or "
+                                  "`resume=False`")
+    assert refused.value.render(flag_of) == (f"the checkpoint in {directory} {why}; use another --out directory or "
+                                             "--no-resume")
+
+
 def test_a_finished_checkpoint_on_other_data_is_refused_not_discarded(tiny_llava, tmp_path):
     from skipit.errors import SkipitError
     from tests.empirical.certify_helpers import digit_examples
