@@ -124,6 +124,8 @@ def _braced_cases(tmp_path):
     each parameter ``p`` written ``name(p)`` (the library's `` `p` ``, the command line's flag) and the
     user's text, braces included, as given."""
     from skipit.empirical.loading import parse_device_map, parse_max_memory, resolve_device, resolve_model
+    from skipit.empirical.modes import EVALUATE_MODES
+    from skipit.empirical.predict import mode_context
     from skipit.empirical.settings import parse_layer_grid
 
     model = f"./no/{BRACES}/x"
@@ -156,6 +158,8 @@ def _braced_cases(tmp_path):
                            lambda: EvaluateSettings(layers="1,{layers}{"), "layers",
                            lambda n: f"{n('layers')} must look like {grid} (or be a sequence of layers >= 1), got "
                                      "'1,{layers}{'"),
+        "mode": (None, lambda: mode_context(None, "{mode}{", 1), "mode",
+                 lambda n: f"{n('mode')} must be one of {', '.join(EVALUATE_MODES)}, got '{{mode}}{{'"),
         "layers-with-layer": (["skip", "--mode", "late-entry", "--layer", "3", "--layers", BRACES],
                               lambda: SkipSettings(mode="late-entry", layer=3, layers=BRACES).target(None), "mode",
                               lambda n: f"{n('mode')} late-entry takes {n('layer')}, not {n('layers')}; got "
@@ -164,7 +168,7 @@ def _braced_cases(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["model", "device-map-path", "device-map-content", "device", "max-memory",
-                                  "layers-parsed", "layers-setting", "layers-with-layer"])
+                                  "layers-parsed", "layers-setting", "layers-with-layer", "mode"])
 def test_user_text_holding_braces_is_shown_verbatim_naming_the_flag(capsys, tmp_path, case):
     """A model path, a --device-map file (its path and its contents), --device, --max-memory and a
     --layers list holding ``{model}``, ``{}`` or an unclosed ``{`` are quoted as given; the library
