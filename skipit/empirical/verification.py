@@ -60,6 +60,24 @@ def config_key(config: Mapping[str, Any]) -> str:
     return f"{mode}:{config['layer']}"
 
 
+def config_from_key(key: str) -> dict[str, Any]:
+    """The candidate a :func:`config_key` names (its inverse): ``"freeze:2,5+early-exit:8"`` ->
+    ``{"mode": "freeze+early-exit", "layers": [2, 5], "layer": 8}``."""
+    if "+" in key:
+        frozen, exit_ = key.split("+", 1)
+        return {"mode": COMPOSITION, "layers": config_from_key(frozen)["layers"],
+                "layer": config_from_key(exit_)["layer"]}
+    mode, _, rest = key.partition(":")
+    if mode == "freeze":
+        return {"mode": "freeze", "layers": [int(l) for l in rest.split(",")]}
+    if mode == "fastv":
+        layer, _, ratio = rest.partition("@")
+        return {"mode": "fastv", "layer": int(layer), "keep_ratio": float(ratio)}
+    if mode in ("late-entry", "early-exit"):
+        return {"mode": mode, "layer": int(rest)}
+    raise ValueError(f"not a candidate key: {key!r}")
+
+
 def layer_runs(layers: Sequence[int]) -> list[tuple[int, int]]:
     """Consecutive runs of layer numbers, sorted: ``[5, 1, 2] -> [(1, 2), (5, 5)]``."""
     runs: list[list[int]] = []

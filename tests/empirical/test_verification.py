@@ -278,3 +278,14 @@ def test_a_freeze_label_writes_runs_of_three_or_more_layers_as_ranges():
     assert layer_runs([5, 1, 2]) == [(1, 2), (5, 5)]
     assert config_label({"mode": "freeze+early-exit", "layers": [1, 2, 3, 4], "layer": 9}) == \
         "freeze 1-4 + early-exit L=9"
+
+
+def test_config_from_key_inverts_config_key_for_every_kind_of_candidate():
+    from skipit.empirical.verification import config_from_key
+
+    configs = [*candidate_pool(5), {"mode": "freeze", "layers": [1, 3, 4]},
+               {"mode": "freeze+early-exit", "layers": [2, 5], "layer": 8}]
+    for config in configs:
+        assert config_from_key(config_key(config)) == config
+    with pytest.raises(ValueError, match="not a candidate key"):
+        config_from_key("skip:3")
