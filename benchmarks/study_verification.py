@@ -129,7 +129,6 @@ def population(args, say):
         return row[want].astype(bool)
 
     changed_of.complete = lambda config: not np.isnan(cache.get(config_key(config), np.nan)).any()
-    changed_of.save = save
 
     return model, examples, units, [tuple(c) for c in cache["__counts__"]], changed_of, cache["__kl__"]
 
